@@ -1,0 +1,3 @@
+from pantheros.cli import main
+
+raise SystemExit(main())

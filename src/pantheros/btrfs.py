@@ -1,0 +1,317 @@
+"""btrfs through its ioctls, with the standard library alone.
+
+`panther rollback` runs in the initrd, so it cannot depend on compiled bindings; parsing the
+text of `btrfs subvolume show` would tie it to one btrfs-progs version. The kernel's ioctl ABI
+is stable, so subvolume info, listing, snapshot, delete and sync are done here directly
+(numbers from <linux/btrfs.h>; asm-generic ioctl encoding: x86_64, aarch64, riscv64).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import stat
+import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from uuid import UUID
+
+from pantheros.errors import PantherError
+
+IOC_SNAP_CREATE_V2 = 0x50009417
+IOC_SUBVOL_CREATE_V2 = 0x50009418
+IOC_SNAP_DESTROY = 0x5000940F
+IOC_SYNC = 0x9408
+IOC_SUBVOL_GETFLAGS = 0x80089419
+IOC_SUBVOL_SETFLAGS = 0x4008941A
+IOC_GET_SUBVOL_INFO = 0x81F8943C
+IOC_TREE_SEARCH = 0xD0009411
+IOC_INO_LOOKUP = 0xD0009412
+
+SUBVOL_RDONLY = 1 << 1
+FIRST_FREE_OBJECTID = 256  # inode number of every subvolume's root directory
+TOP_LEVEL_ID = 5
+ROOT_TREE_ID = 1
+ROOT_BACKREF_KEY = 144
+U64_MAX = 2**64 - 1
+BTRFS_SUPER_MAGIC = 0x9123683E
+
+_VOL_ARGS_V2 = struct.Struct("=qQQ32x4040s")  # fd, transid, flags, unused, name
+_SUBVOL_INFO = struct.Struct("=Q256sQQQQ16s16s16sQQQQ" + "QI4x" * 4 + "64x")
+_SEARCH_KEY = struct.Struct("=QQQQQQQIIII32x")
+_SEARCH_HEADER = struct.Struct("=QQQII")
+_ROOT_REF = struct.Struct("=QQH")
+_SEARCH_ARGS_SIZE = 4096
+_INO_LOOKUP = struct.Struct("=QQ4080s")
+
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+class BtrfsError(PantherError):
+    def __init__(self, operation: str, path: str | Path, err: int) -> None:
+        super().__init__(f"btrfs {operation} {path}: {os.strerror(err)}")
+        self.operation = operation
+        self.path = str(path)
+        self.errno = err
+
+
+class NoSpace(BtrfsError):
+    """ENOSPC: the caller may prune old roots and retry."""
+
+
+def _raise(operation: str, path: str | Path, exc: OSError) -> BtrfsError:
+    err = exc.errno or errno.EIO
+    cls = NoSpace if err in (errno.ENOSPC, errno.EDQUOT) else BtrfsError
+    return cls(operation, path, err)
+
+
+@dataclass(frozen=True)
+class SubvolumeInfo:
+    id: int
+    name: str
+    parent_id: int
+    dirid: int
+    generation: int
+    flags: int
+    uuid: UUID
+    parent_uuid: UUID | None
+    received_uuid: UUID | None
+    ctransid: int
+    otransid: int
+    ctime: float
+    otime: float
+
+    @property
+    def readonly(self) -> bool:
+        return bool(self.flags & SUBVOL_RDONLY)
+
+    @property
+    def created(self) -> datetime:
+        return datetime.fromtimestamp(self.otime, UTC)
+
+
+@contextmanager
+def opened(path: str | Path, flags: int = os.O_RDONLY | os.O_DIRECTORY) -> Iterator[int]:
+    fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def _uuid_or_none(raw: bytes) -> UUID | None:
+    return None if raw == bytes(16) else UUID(bytes=raw)
+
+
+def is_btrfs(path: str | Path) -> bool:
+    """True when path is on btrfs (probed with an ioctl only btrfs answers)."""
+    try:
+        with opened(path) as fd:
+            buf = bytearray(_SUBVOL_INFO.size)
+            fcntl.ioctl(fd, IOC_GET_SUBVOL_INFO, buf, True)
+    except OSError:
+        return False
+    return True
+
+
+def is_subvolume(path: str | Path) -> bool:
+    """A real subvolume root: a directory (not a symlink) with inode 256 on btrfs."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return stat.S_ISDIR(st.st_mode) and st.st_ino == FIRST_FREE_OBJECTID and is_btrfs(path)
+
+
+def subvolume_info(path: str | Path) -> SubvolumeInfo:
+    """Info of the subvolume that contains path (its root directory if path is one)."""
+    buf = bytearray(_SUBVOL_INFO.size)
+    try:
+        with opened(path) as fd:
+            fcntl.ioctl(fd, IOC_GET_SUBVOL_INFO, buf, True)
+    except OSError as exc:
+        raise _raise("subvolume info", path, exc) from None
+    f = _SUBVOL_INFO.unpack(buf)
+    (treeid, name, parent_id, dirid, generation, flags, uid, puid, ruid) = f[:9]
+    ctransid, otransid = f[9], f[10]
+    ctime = f[13] + f[14] / 1e9
+    otime = f[15] + f[16] / 1e9
+    return SubvolumeInfo(
+        id=treeid,
+        name=name.rstrip(b"\0").decode("utf-8", "surrogateescape"),
+        parent_id=parent_id,
+        dirid=dirid,
+        generation=generation,
+        flags=flags,
+        uuid=UUID(bytes=uid),
+        parent_uuid=_uuid_or_none(puid),
+        received_uuid=_uuid_or_none(ruid),
+        ctransid=ctransid,
+        otransid=otransid,
+        ctime=ctime,
+        otime=otime,
+    )
+
+
+def _vol_args(name: str, *, fd: int = 0, flags: int = 0) -> bytearray:
+    raw = os.fsencode(name)
+    if b"/" in raw or not raw or raw in (b".", b".."):
+        raise ValueError(f"not a plain name: {name!r}")
+    return bytearray(_VOL_ARGS_V2.pack(fd, 0, flags, raw))
+
+
+def create_subvolume(path: str | Path) -> None:
+    path = Path(path)
+    try:
+        with opened(path.parent) as dfd:
+            fcntl.ioctl(dfd, IOC_SUBVOL_CREATE_V2, _vol_args(path.name))
+    except OSError as exc:
+        raise _raise("subvolume create", path, exc) from None
+
+
+def snapshot(source: str | Path, dest: str | Path, *, readonly: bool = False) -> None:
+    """Snapshot subvolume `source` to the new path `dest` (which must not exist)."""
+    dest = Path(dest)
+    try:
+        with opened(source) as sfd, opened(dest.parent) as dfd:
+            args = _vol_args(dest.name, fd=sfd, flags=SUBVOL_RDONLY if readonly else 0)
+            fcntl.ioctl(dfd, IOC_SNAP_CREATE_V2, args)
+    except OSError as exc:
+        raise _raise("snapshot", dest, exc) from None
+
+
+def delete_subvolume(path: str | Path) -> None:
+    """Delete one subvolume (it must hold no nested subvolume; the kernel refuses otherwise)."""
+    path = Path(path)
+    args = bytearray(4096)
+    raw = os.fsencode(path.name)
+    args[8 : 8 + len(raw)] = raw
+    try:
+        with opened(path.parent) as dfd:
+            fcntl.ioctl(dfd, IOC_SNAP_DESTROY, args)
+    except OSError as exc:
+        raise _raise("subvolume delete", path, exc) from None
+
+
+def set_readonly(path: str | Path, readonly: bool) -> None:
+    try:
+        with opened(path) as fd:
+            buf = bytearray(8)
+            fcntl.ioctl(fd, IOC_SUBVOL_GETFLAGS, buf, True)
+            (flags,) = struct.unpack("=Q", buf)
+            flags = (flags | SUBVOL_RDONLY) if readonly else (flags & ~SUBVOL_RDONLY)
+            fcntl.ioctl(fd, IOC_SUBVOL_SETFLAGS, struct.pack("=Q", flags))
+    except OSError as exc:
+        raise _raise("set read-only", path, exc) from None
+
+
+def sync(path: str | Path) -> None:
+    """Commit the current transaction: renames and deletions become durable."""
+    try:
+        with opened(path) as fd:
+            fcntl.ioctl(fd, IOC_SYNC, 0)
+    except OSError as exc:
+        raise _raise("sync", path, exc) from None
+
+
+@dataclass(frozen=True)
+class SubvolumeRef:
+    """One subvolume as the root tree records it: where it hangs and under which name."""
+
+    id: int
+    parent_id: int
+    dirid: int
+    name: str
+    path: str  # relative to the top level
+
+
+def _root_backrefs(fd: int) -> Iterator[tuple[int, int, int, str]]:
+    """(id, parent_id, dirid, name) of every subvolume, from the root tree's ROOT_BACKREF items."""
+    min_obj, min_type, min_off = FIRST_FREE_OBJECTID, ROOT_BACKREF_KEY, 0
+    while True:
+        args = bytearray(_SEARCH_ARGS_SIZE)
+        args[: _SEARCH_KEY.size] = _SEARCH_KEY.pack(
+            ROOT_TREE_ID, min_obj, U64_MAX - 255, min_off, U64_MAX, 0, U64_MAX,
+            min_type, ROOT_BACKREF_KEY, 4096, 0,
+        )  # fmt: skip
+        fcntl.ioctl(fd, IOC_TREE_SEARCH, args, True)
+        count = _SEARCH_KEY.unpack_from(args)[9]
+        if count == 0:
+            return
+        pos = _SEARCH_KEY.size
+        for _ in range(count):
+            _transid, objectid, offset, item_type, length = _SEARCH_HEADER.unpack_from(args, pos)
+            pos += _SEARCH_HEADER.size
+            if item_type == ROOT_BACKREF_KEY:
+                dirid, _seq, name_len = _ROOT_REF.unpack_from(args, pos)
+                start = pos + _ROOT_REF.size
+                name = os.fsdecode(bytes(args[start : start + name_len]))
+                yield objectid, offset, dirid, name
+            pos += length
+            min_obj, min_type, min_off = objectid, item_type, offset
+        if min_off < U64_MAX:
+            min_off += 1
+        elif min_type < 255:
+            min_type, min_off = min_type + 1, 0
+        else:
+            min_obj, min_type, min_off = min_obj + 1, 0, 0
+        if min_type > ROOT_BACKREF_KEY:
+            min_obj, min_type, min_off = min_obj + 1, ROOT_BACKREF_KEY, 0
+
+
+def _ino_path(fd: int, tree: int, inode: int) -> str:
+    """Path of directory `inode` inside subvolume `tree`, '' for its root, else ending in '/'."""
+    if inode == FIRST_FREE_OBJECTID:
+        return ""
+    args = bytearray(_INO_LOOKUP.pack(tree, inode, b""))
+    fcntl.ioctl(fd, IOC_INO_LOOKUP, args, True)
+    # The kernel builds the path from the end of the buffer: keep what precedes the first NUL.
+    raw = _INO_LOOKUP.unpack(args)[2].split(b"\0", 1)[0]
+    return os.fsdecode(raw)
+
+
+def list_subvolumes(top: str | Path) -> list[SubvolumeRef]:
+    """Every subvolume of the filesystem mounted (any subvolume) at `top`, with top-level paths.
+
+    Needs CAP_SYS_ADMIN (tree search). Subvolumes being deleted have no backref and are absent.
+    """
+    try:
+        with opened(top) as fd:
+            refs = {sid: (parent, dirid, name) for sid, parent, dirid, name in _root_backrefs(fd)}
+            paths: dict[int, str] = {TOP_LEVEL_ID: ""}
+
+            def path_of(sid: int) -> str:
+                if sid not in paths:
+                    parent, dirid, name = refs[sid]
+                    base = path_of(parent)
+                    prefix = base + "/" if base else ""
+                    paths[sid] = prefix + _ino_path(fd, parent, dirid) + name
+                return paths[sid]
+
+            return sorted(
+                (
+                    SubvolumeRef(sid, parent, dirid, name, path_of(sid))
+                    for sid, (parent, dirid, name) in refs.items()
+                ),
+                key=lambda r: r.id,
+            )
+    except OSError as exc:
+        raise _raise("subvolume list", top, exc) from None
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_AT_FDCWD = -100
+
+
+def renameat2(old: str | Path, new: str | Path, flags: int) -> None:
+    """rename(2) with RENAME_EXCHANGE (atomic swap) or RENAME_NOREPLACE (never clobber)."""
+    result = _libc.renameat2(_AT_FDCWD, os.fsencode(old), _AT_FDCWD, os.fsencode(new), flags)
+    if result != 0:
+        err = ctypes.get_errno()
+        raise _raise("rename", f"{old} -> {new}", OSError(err, os.strerror(err)))

@@ -1,0 +1,141 @@
+"""The manifest: the JSON contract between the NixOS modules and the panther toolkit.
+
+`load()` validates a document against the schema shipped in `pantheros/data`, then checks what
+a schema cannot say (one root, unique names and mount points, ...). Every rejection carries the
+JSON path and the reason.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pantheros.errors import ManifestError
+from pantheros.manifest.models import Manifest, Role, build, mount_depth
+from pantheros.manifest.schema import Validator
+
+__all__ = [
+    "HOST_MANIFEST",
+    "Manifest",
+    "Validator",
+    "bundled",
+    "bundled_names",
+    "load",
+    "load_document",
+]
+
+HOST_MANIFEST = Path("/etc/pantheros/manifest.json")
+SUPPORTED_VERSION = 1
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("pantheros").joinpath("data/manifest.schema.json").read_text()
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def bundled_names() -> list[str]:
+    folder = resources.files("pantheros").joinpath("data/manifests")
+    return sorted(
+        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
+    )
+
+
+def bundled_path(name: str) -> Path:
+    return Path(str(resources.files("pantheros").joinpath(f"data/manifests/{name}.json")))
+
+
+def bundled(name: str) -> Manifest:
+    """One of the example manifests shipped with panther: lab, workstation, server."""
+    if name not in bundled_names():
+        raise ManifestError(name, "$", f"no bundled manifest named {name!r}")
+    return load(bundled_path(name))
+
+
+def load(path: str | Path) -> Manifest:
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(source, "$", "file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ManifestError(source, "$", f"cannot read: {exc}") from None
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    return load_document(doc, source)
+
+
+def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
+    if isinstance(doc, dict) and "version" in doc and doc["version"] != SUPPORTED_VERSION:
+        raise ManifestError(
+            source,
+            "$.version",
+            f"unsupported manifest version {doc['version']!r} (this panther reads version "
+            f"{SUPPORTED_VERSION})",
+        )
+    violation = Validator(schema()).first_error(doc)
+    if violation is not None:
+        raise ManifestError(source, violation.path, violation.reason)
+    _check_semantics(doc, source)
+    return build(doc, source)
+
+
+def _check_semantics(doc: dict[str, Any], source: str) -> None:
+    """Rules that JSON Schema cannot express."""
+    storage = doc["storage"]
+    subvolumes = storage["subvolumes"]
+
+    def fail(path: str, reason: str) -> None:
+        raise ManifestError(source, path, reason)
+
+    names: dict[str, int] = {}
+    mountpoints: dict[str, int] = {}
+    for index, sub in enumerate(subvolumes):
+        where = f"$.storage.subvolumes[{index}]"
+        if sub["name"] in names:
+            fail(f"{where}.name", f"duplicate subvolume name {sub['name']!r}")
+        if sub["mountpoint"] in mountpoints:
+            fail(f"{where}.mountpoint", f"mount point {sub['mountpoint']!r} used twice")
+        names[sub["name"]] = index
+        mountpoints[sub["mountpoint"]] = index
+    for role in (Role.ROOT, Role.PERSIST):
+        found = [i for i, s in enumerate(subvolumes) if s["role"] == role.value]
+        if len(found) != 1:
+            fail("$.storage.subvolumes", f"needs exactly one subvolume with role {role.value!r}")
+    root_index = next(i for i, s in enumerate(subvolumes) if s["role"] == "root")
+    if subvolumes[root_index]["mountpoint"] != "/":
+        fail(f"$.storage.subvolumes[{root_index}].mountpoint", "the root subvolume mounts at '/'")
+    for key in ("blank_snapshot", "old_roots"):
+        value = storage[key]
+        for name in names:
+            if value == name or value.startswith(name + "/") or name.startswith(value + "/"):
+                fail(f"$.storage.{key}", f"{value!r} overlaps subvolume {name!r}")
+    if storage["blank_snapshot"] == storage["old_roots"]:
+        fail("$.storage.old_roots", "must differ from blank_snapshot")
+    esp = storage.get("esp")
+    if esp is not None and esp["mountpoint"] in mountpoints:
+        fail("$.storage.esp.mountpoint", f"{esp['mountpoint']!r} is also a subvolume mount point")
+    seen: set[str] = set()
+    for index, entry in enumerate(doc["persistence"]):
+        path = entry["path"]
+        where = f"$.persistence[{index}].path"
+        if path in seen:
+            fail(where, f"{path!r} declared twice")
+        seen.add(path)
+        if path == "/":
+            fail(where, "cannot persist '/'")
+        owner = _owning_mount(path, [s["mountpoint"] for s in subvolumes])
+        if owner != "/":
+            fail(where, f"{path!r} lies on the {owner!r} subvolume, which is not rolled back")
+
+
+def _owning_mount(path: str, mountpoints: list[str]) -> str:
+    """The deepest mount point that contains path."""
+    candidates = [m for m in mountpoints if m == "/" or path == m or path.startswith(m + "/")]
+    return max(candidates, key=mount_depth)

@@ -1,0 +1,216 @@
+"""Typed models of the manifest. Built only from a document the schema has accepted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Role(StrEnum):
+    ROOT = "root"
+    NIX = "nix"
+    PERSIST = "persist"
+    LOG = "log"
+    HOME = "home"
+    OTHER = "other"
+
+
+class Design(StrEnum):
+    BLANK_SNAPSHOT = "blank-snapshot"
+    EMPTY_SUBVOLUME = "empty-subvolume"
+
+
+class FailPolicy(StrEnum):
+    FAIL_CLOSED = "fail-closed"
+    BOOT_DIRTY = "boot-dirty"
+
+
+DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("compress=zstd", "noatime")
+
+
+@dataclass(frozen=True)
+class Esp:
+    size_mib: int
+    label: str
+    mountpoint: str
+    mount_options: tuple[str, ...] = ("umask=0077",)
+
+
+@dataclass(frozen=True)
+class Luks:
+    name: str
+    label: str | None = None
+    allow_discards: bool = False
+
+
+@dataclass(frozen=True)
+class Subvolume:
+    name: str
+    mountpoint: str
+    role: Role
+    mount_options: tuple[str, ...] = ()
+    needed_for_boot: bool = False
+
+
+@dataclass(frozen=True)
+class Storage:
+    btrfs_label: str
+    subvolumes: tuple[Subvolume, ...]
+    blank_snapshot: str
+    old_roots: str
+    btrfs_mount_options: tuple[str, ...] = DEFAULT_MOUNT_OPTIONS
+    device: str | None = None
+    esp: Esp | None = None
+    partition_label: str = "pantheros"
+    luks: Luks | None = None
+    min_size_mib: int | None = None
+
+    def by_role(self, role: Role) -> Subvolume | None:
+        return next((s for s in self.subvolumes if s.role is role), None)
+
+    @property
+    def root(self) -> Subvolume:
+        subvolume = self.by_role(Role.ROOT)
+        assert subvolume is not None, "validated manifests have a root subvolume"
+        return subvolume
+
+    def mount_options_for(self, subvolume: Subvolume) -> list[str]:
+        """Full option list: the filesystem-wide options, then the subvolume's own, then subvol=."""
+        options = [*self.btrfs_mount_options]
+        options += [o for o in subvolume.mount_options if o not in options]
+        return [*options, f"subvol={subvolume.name}"]
+
+    def ordered_subvolumes(self) -> list[Subvolume]:
+        """Subvolumes in mount order: parents before children."""
+        return sorted(self.subvolumes, key=lambda s: (mount_depth(s.mountpoint), s.mountpoint))
+
+
+@dataclass(frozen=True)
+class Retention:
+    keep_min: int
+    max_age_days: int | None = None
+    max_count: int | None = None
+    min_free_percent: int | None = None
+
+
+@dataclass(frozen=True)
+class Impermanence:
+    enable: bool
+    design: Design
+    retention: Retention
+    fail_policy: FailPolicy
+
+
+@dataclass(frozen=True)
+class PersistenceEntry:
+    path: str
+    kind: str
+    user: str = "root"
+    group: str = "root"
+    mode: str = "0755"
+
+
+@dataclass(frozen=True)
+class Security:
+    level: str
+    waivers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    version: int
+    host: str
+    storage: Storage
+    impermanence: Impermanence
+    persistence: tuple[PersistenceEntry, ...]
+    security: Security
+    source: str = "<manifest>"
+
+    @property
+    def persist(self) -> Subvolume | None:
+        return self.storage.by_role(Role.PERSIST)
+
+
+def mount_depth(mountpoint: str) -> int:
+    return 0 if mountpoint == "/" else mountpoint.rstrip("/").count("/")
+
+
+def build(doc: dict[str, Any], source: str) -> Manifest:
+    """Turn a schema-valid document into models."""
+    st = doc["storage"]
+    esp = st.get("esp")
+    luks = st.get("luks")
+    storage = Storage(
+        btrfs_label=st["btrfs"]["label"],
+        btrfs_mount_options=tuple(st["btrfs"].get("mount_options", DEFAULT_MOUNT_OPTIONS)),
+        subvolumes=tuple(
+            Subvolume(
+                name=s["name"],
+                mountpoint=s["mountpoint"],
+                role=Role(s["role"]),
+                mount_options=tuple(s.get("mount_options", ())),
+                needed_for_boot=s.get(
+                    "needed_for_boot", s["role"] in ("root", "nix", "persist", "log")
+                ),
+            )
+            for s in st["subvolumes"]
+        ),
+        blank_snapshot=st["blank_snapshot"],
+        old_roots=st["old_roots"],
+        device=st.get("device"),
+        esp=None
+        if esp is None
+        else Esp(
+            size_mib=esp["size_mib"],
+            label=esp["label"],
+            mountpoint=esp["mountpoint"],
+            mount_options=tuple(esp.get("mount_options", ("umask=0077",))),
+        ),
+        partition_label=st.get("partition_label", "pantheros"),
+        luks=None
+        if luks is None
+        else Luks(
+            name=luks["name"],
+            label=luks.get("label"),
+            allow_discards=luks.get("allow_discards", False),
+        ),
+        min_size_mib=st.get("min_size_mib"),
+    )
+    im = doc["impermanence"]
+    ret = im["retention"]
+    impermanence = Impermanence(
+        enable=im["enable"],
+        design=Design(im["design"]),
+        fail_policy=FailPolicy(im["fail_policy"]),
+        retention=Retention(
+            keep_min=ret["keep_min"],
+            max_age_days=ret.get("max_age_days"),
+            max_count=ret.get("max_count"),
+            min_free_percent=ret.get("min_free_percent"),
+        ),
+    )
+    persistence = tuple(
+        PersistenceEntry(
+            path=e["path"],
+            kind=e["kind"],
+            user=e.get("user", "root"),
+            group=e.get("group", "root"),
+            mode=e.get("mode", "0755" if e["kind"] == "directory" else "0644"),
+        )
+        for e in doc["persistence"]
+    )
+    sec = doc["security"]
+    security = Security(
+        level=sec["level"],
+        waivers={k: v["reason"] for k, v in sec.get("waivers", {}).items()},
+    )
+    return Manifest(
+        version=doc["version"],
+        host=doc["host"],
+        storage=storage,
+        impermanence=impermanence,
+        persistence=persistence,
+        security=security,
+        source=source,
+    )

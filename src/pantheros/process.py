@@ -1,0 +1,76 @@
+"""The single runner through which every external command goes.
+
+Every argv is logged at debug level (`panther -v` shows them). `check` has no default: each
+caller decides whether a non-zero exit is an error. Failures become typed errors that the
+command line turns into one clear line.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from pantheros.errors import CommandFailed, ToolMissing
+
+log = logging.getLogger(__name__)
+
+# Which Debian package provides a tool, so "missing tool" can say how to fix it.
+PACKAGES: Mapping[str, str] = {
+    "btrfs": "btrfs-progs",
+    "mkfs.btrfs": "btrfs-progs",
+    "cryptsetup": "cryptsetup-bin",
+    "sgdisk": "gdisk",
+    "mkfs.vfat": "dosfstools",
+    "losetup": "mount",
+    "mount": "mount",
+    "umount": "mount",
+    "partx": "util-linux",
+    "wipefs": "util-linux",
+    "blkid": "util-linux",
+    "lsblk": "util-linux",
+}
+
+
+def require(tool: str) -> str:
+    """Return the path of `tool` or raise ToolMissing with the package that provides it."""
+    found = shutil.which(tool)
+    if found is None:
+        package = PACKAGES.get(tool)
+        hint = f" (install the {package} package)" if package else ""
+        raise ToolMissing(f"required tool not found: {tool}{hint}")
+    return found
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    check: bool,
+    input: str | bytes | None = None,
+    capture: bool = True,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run argv and return the completed process; raise CommandFailed when check is set."""
+    args = list(argv)
+    require(args[0])
+    log.debug("run: %s", " ".join(args))
+    full_env = None if env is None else {**os.environ, **env}
+    try:
+        proc = subprocess.run(
+            args,
+            check=False,
+            input=input,
+            stdout=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture else None,
+            env=full_env,
+            text=True,
+        )
+    except OSError as exc:
+        raise CommandFailed(args, -1, str(exc)) from exc
+    if proc.returncode != 0:
+        log.debug("exit %d: %s", proc.returncode, (proc.stderr or "").strip())
+        if check:
+            raise CommandFailed(args, proc.returncode, proc.stderr or "")
+    return proc

@@ -1,0 +1,1 @@
+"""Disks, loop devices, mounts and the PantherOS btrfs layout."""

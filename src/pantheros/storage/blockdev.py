@@ -1,0 +1,234 @@
+"""Block devices, loop devices and the kernel's mount table."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantheros import process
+from pantheros.errors import PantherError, UsageError
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mount_id: int
+    parent_id: int
+    device: str  # major:minor
+    root: str  # path inside the filesystem (for btrfs, /<subvolume path>)
+    mountpoint: str
+    options: tuple[str, ...]
+    fstype: str
+    source: str
+    super_options: tuple[str, ...]
+
+    @property
+    def all_options(self) -> tuple[str, ...]:
+        return self.options + self.super_options
+
+    def option(self, name: str) -> str | None:
+        for option in self.all_options:
+            key, _, value = option.partition("=")
+            if key == name:
+                return value
+        return None
+
+
+def _unescape(field: str) -> str:
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
+    entries = []
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            left, _, right = line.rstrip("\n").partition(" - ")
+            fields = left.split(" ")
+            fstype, source, super_opts = [*right.split(" "), "", "", ""][:3]
+            entries.append(
+                MountEntry(
+                    mount_id=int(fields[0]),
+                    parent_id=int(fields[1]),
+                    device=fields[2],
+                    root=_unescape(fields[3]),
+                    mountpoint=_unescape(fields[4]),
+                    options=tuple(fields[5].split(",")),
+                    fstype=fstype,
+                    source=_unescape(source),
+                    super_options=tuple(super_opts.split(",")),
+                )
+            )
+    return entries
+
+
+def mount_at(path: str | Path) -> MountEntry | None:
+    """The topmost mount whose mount point is exactly path."""
+    target = os.path.realpath(path)
+    found = [m for m in mountinfo() if m.mountpoint == target]
+    return found[-1] if found else None
+
+
+def mounts_under(path: str | Path) -> list[MountEntry]:
+    """Mounts at or below path, in mount-table order."""
+    base = os.path.realpath(path)
+    return [
+        m
+        for m in mountinfo()
+        if m.mountpoint == base or m.mountpoint.startswith(base.rstrip("/") + "/")
+    ]
+
+
+def device_number(dev: str) -> str:
+    st = os.stat(dev)
+    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
+
+
+def is_block_device(path: str | Path) -> bool:
+    try:
+        return stat.S_ISBLK(os.stat(path).st_mode)
+    except FileNotFoundError:
+        return False
+
+
+def _sys_name(dev: str) -> str:
+    return Path(os.path.realpath(dev)).name
+
+
+def partitions(dev: str) -> list[str]:
+    """Partition device paths of a whole disk, in partition-number order (from sysfs)."""
+    name = _sys_name(dev)
+    base = Path("/sys/class/block") / name
+    found: list[tuple[int, str]] = []
+    for child in base.iterdir() if base.exists() else []:
+        number = child / "partition"
+        if number.exists():
+            found.append((int(number.read_text()), f"/dev/{child.name}"))
+    return [path for _, path in sorted(found)]
+
+
+def holders(dev: str) -> list[str]:
+    """Devices stacked on dev (dm-crypt mappings and the like)."""
+    folder = Path("/sys/class/block") / _sys_name(dev) / "holders"
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def size_bytes(dev: str) -> int:
+    if is_block_device(dev):
+        sectors = (Path("/sys/class/block") / _sys_name(dev) / "size").read_text()
+        return int(sectors) * 512
+    return os.stat(dev).st_size
+
+
+def busy_reason(dev: str) -> str | None:
+    """Why dev cannot be formatted now: a mount or a holder on it or one of its partitions."""
+    devices = [d for d in [dev, *partitions(dev)] if os.path.exists(d)]
+    # btrfs reports an anonymous device number in mountinfo, so match the source path as well.
+    numbers = {device_number(d): d for d in devices}
+    paths = {os.path.realpath(d): d for d in devices}
+    for entry in mountinfo():
+        source = os.path.realpath(entry.source) if entry.source.startswith("/dev/") else None
+        found = numbers.get(entry.device) or (paths.get(source) if source else None)
+        if found:
+            return f"{found} is mounted at {entry.mountpoint}"
+    for d in [dev, *partitions(dev)]:
+        if holders(d):
+            return f"{d} is in use by {', '.join(holders(d))}"
+    return None
+
+
+def signatures(dev: str) -> list[str]:
+    """Filesystem, RAID, LUKS and partition-table signatures on dev or its partitions."""
+    found = []
+    for d in [dev, *partitions(dev)]:
+        proc = process.run(["wipefs", "--noheadings", "--parsable", d], check=False)
+        if proc.returncode != 0:
+            raise PantherError(f"cannot probe {d}: {proc.stderr.strip()}")
+        for line in proc.stdout.splitlines():
+            # offset,uuid,label,type
+            parts = line.split(",")
+            if len(parts) >= 4:
+                found.append(f"{d}: {parts[3]}")
+    return found
+
+
+def rescan_partitions(dev: str, expected: int) -> list[str]:
+    """Make the kernel see dev's partition table and wait for the device nodes."""
+    process.run(["partx", "--update", dev], check=True)
+    deadline = time.monotonic() + 10
+    while True:
+        found = partitions(dev)
+        if len(found) >= expected and all(os.path.exists(p) for p in found):
+            return found
+        if time.monotonic() > deadline:
+            raise PantherError(
+                f"the kernel shows {len(found)} partition(s) on {dev}, expected {expected}"
+            )
+        time.sleep(0.05)
+
+
+def loop_for_image(image: str | Path) -> list[str]:
+    """Loop devices currently backed by image."""
+    target = os.path.realpath(image)
+    proc = process.run(["losetup", "--json", "--list"], check=True)
+    if not proc.stdout.strip():
+        return []
+    devices = json.loads(proc.stdout).get("loopdevices", [])
+    return [d["name"] for d in devices if os.path.realpath(d.get("back-file") or "") == target]
+
+
+def attach_loop(image: str | Path) -> str:
+    """Attach image to a new loop device and make its partitions visible."""
+    proc = process.run(["losetup", "--find", "--show", "--partscan", str(image)], check=True)
+    dev = proc.stdout.strip()
+    if not dev.startswith("/dev/"):
+        raise PantherError(f"losetup gave no device for {image}")
+    # Some kernels do not scan partitions on attach; partx asks again (harmless when seen).
+    process.run(["partx", "--update", dev], check=False)
+    return dev
+
+
+def detach_loop(dev: str) -> None:
+    process.run(["losetup", "--detach", dev], check=True)
+
+
+def resolve_target(target: str) -> tuple[str, bool]:
+    """(path, is_image): TARGET is a block device or an existing regular image file."""
+    if is_block_device(target):
+        return os.path.realpath(target), False
+    if os.path.isfile(target):
+        return os.path.realpath(target), True
+    if os.path.exists(target):
+        raise UsageError(f"target {target} is neither a block device nor an image file")
+    raise UsageError(f"target {target} does not exist")
+
+
+def kernel_supports(fstype: str) -> bool:
+    """Whether the running kernel can mount fstype (loading its module if it can)."""
+
+    def listed() -> bool:
+        with open("/proc/filesystems", encoding="ascii") as f:
+            return any(line.split()[-1] == fstype for line in f if line.strip())
+
+    if listed():
+        return True
+    if shutil.which("modprobe"):
+        process.run(["modprobe", "--quiet", fstype], check=False)
+    return listed()
+
+
+def mount(source: str, target: str | Path, options: list[str], fstype: str | None = None) -> None:
+    argv = ["mount"]
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    process.run([*argv, source, str(target)], check=True)
+
+
+def unmount(target: str | Path) -> None:
+    process.run(["umount", str(target)], check=True)

@@ -1,0 +1,142 @@
+"""The manifest: schema, loader, typed models, and rejection with the JSON path and reason."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+
+from conftest import one_line_error, panther
+from pantheros import manifest as manifests
+from pantheros.errors import ManifestError
+from pantheros.manifest.models import Design, FailPolicy, Role
+
+
+def lab_doc() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(manifests.bundled_path("lab").read_text())
+    return data
+
+
+@pytest.mark.parametrize("name", ["lab", "workstation", "server"])
+def test_bundled_manifests_load_and_match_the_schema(name: str) -> None:
+    doc = json.loads(manifests.bundled_path(name).read_text())
+    jsonschema.Draft202012Validator.check_schema(manifests.schema())
+    jsonschema.validate(doc, manifests.schema(), cls=jsonschema.Draft202012Validator)
+    m = manifests.bundled(name)
+    assert m.host == name
+    assert m.storage.root.mountpoint == "/"
+    assert {s.role for s in m.storage.subvolumes} >= {Role.ROOT, Role.NIX, Role.PERSIST, Role.LOG,
+                                                      Role.HOME}  # fmt: skip
+    assert m.storage.btrfs_mount_options == ("compress=zstd", "noatime")
+    assert m.impermanence.design is Design.BLANK_SNAPSHOT
+
+
+def test_workstation_uses_luks_and_server_does_not() -> None:
+    assert manifests.bundled("workstation").storage.luks is not None
+    assert manifests.bundled("server").storage.luks is None
+    assert manifests.bundled("server").impermanence.fail_policy is FailPolicy.FAIL_CLOSED
+
+
+def test_mount_options_and_order() -> None:
+    st = manifests.bundled("lab").storage
+    log = next(s for s in st.subvolumes if s.role is Role.LOG)
+    assert st.mount_options_for(log) == ["compress=zstd", "noatime", "subvol=log"]
+    order = [s.mountpoint for s in st.ordered_subvolumes()]
+    assert order[0] == "/"
+    assert order.index("/var/log") > order.index("/nix")
+
+
+def _set(doc: dict[str, Any], path: list[Any], value: Any) -> None:
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is _DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+
+
+_DELETE = object()
+
+# (where to change, new value, JSON path in the error, words in the reason)
+BAD = [
+    (["version"], 2, "$.version", "unsupported manifest version"),
+    (["host"], "", "$.host", "does not match"),
+    (["storage"], _DELETE, "$", "missing required property 'storage'"),
+    (["storage", "subvolumes", 0, "role"], "rooot", "$.storage.subvolumes[0].role", "one of"),
+    (["storage", "subvolumes", 1, "mountpoint"], "nix", "$.storage.subvolumes[1].mountpoint",
+     "does not match"),
+    (["storage", "subvolumes", 1, "name"], "../escape", "$.storage.subvolumes[1].name", ""),
+    (["storage", "subvolumes", 1, "name"], "root", "$.storage.subvolumes[1].name", "duplicate"),
+    (["storage", "subvolumes", 2, "mountpoint"], "/nix", "$.storage.subvolumes[2].mountpoint",
+     "used twice"),
+    (["storage", "btrfs", "mount_options"], "compress=zstd", "$.storage.btrfs.mount_options",
+     "expected array"),
+    (["storage", "subvolumes", 0, "colour"], "red", "$.storage.subvolumes[0].colour",
+     "unknown property"),
+    (["storage", "old_roots"], "root", "$.storage.old_roots", "overlaps"),
+    (["storage", "blank_snapshot"], "root/blank", "$.storage.blank_snapshot", "overlaps"),
+    (["impermanence", "retention", "keep_min"], 0, "$.impermanence.retention.keep_min",
+     "at least 1"),
+    (["impermanence", "retention", "keep_min"], True, "$.impermanence.retention.keep_min",
+     "expected integer"),
+    (["impermanence", "design"], "tmpfs", "$.impermanence.design", "one of"),
+    (["impermanence", "fail_policy"], "ignore", "$.impermanence.fail_policy", "one of"),
+    (["persistence", 0, "kind"], "socket", "$.persistence[0].kind", "one of"),
+    (["persistence", 0, "path"], "/persist/x", "$.persistence[0].path", "not rolled back"),
+    (["persistence", 0, "path"], "/var/log/x", "$.persistence[0].path", "not rolled back"),
+    (["persistence", 0, "mode"], "rwx", "$.persistence[0].mode", "does not match"),
+    (["security", "level"], "paranoid", "$.security.level", "one of"),
+    (["security", "waivers"], {"x": {}}, "$.security.waivers.x", "missing required property"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("where", "value", "path", "words"), BAD)
+def test_bad_manifest_rejected_with_path_and_reason(
+    where: list[Any], value: Any, path: str, words: str
+) -> None:
+    doc = lab_doc()
+    _set(doc, where, value)
+    with pytest.raises(ManifestError) as info:
+        manifests.load_document(doc, "bad.json")
+    assert info.value.path == path
+    assert words in info.value.reason
+    assert str(info.value).startswith(f"bad.json: {path}: ")
+
+
+@pytest.mark.parametrize(("where", "value", "path", "words"), BAD)
+def test_schema_file_agrees_with_the_loader(
+    where: list[Any], value: Any, path: str, words: str
+) -> None:
+    """Where the schema alone decides, the reference validator rejects the same documents."""
+    doc = lab_doc()
+    _set(doc, where, value)
+    reference = jsonschema.Draft202012Validator(manifests.schema())
+    ours = manifests.Validator(manifests.schema())
+    assert (ours.first_error(doc) is None) == reference.is_valid(doc)
+
+
+def test_not_json_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text("{ not json")
+    with pytest.raises(ManifestError, match=r"m.json: \$: not JSON"):
+        manifests.load(bad)
+    with pytest.raises(ManifestError, match="file not found"):
+        manifests.load(tmp_path / "absent.json")
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [("{ not json", "not JSON"), ('{"version": 9}', "unsupported manifest version 9")],
+)
+def test_cli_rejects_bad_manifest_in_one_line(tmp_path: Path, content: str, words: str) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text(content)
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"")
+    proc = panther("disk", "plan", "--manifest", str(bad), str(target))
+    assert proc.returncode == 2
+    assert words in one_line_error(proc)
