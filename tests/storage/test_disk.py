@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, one_line_error, panther, sha256
+from conftest import one_line_error, panther, sha256
 from pantheros import manifest as manifests
 from pantheros.storage import layout
 
@@ -278,14 +278,3 @@ def test_luks_format_and_mount_where_device_mapper_exists(
     assert "/root" in {v[0] for v in mountinfo_under(mnt).values()}
     assert panther("disk", "unmount", str(mnt)).returncode == 0
     assert not Path("/dev/mapper/cryptroot").exists()
-
-
-def test_readme_quick_start_is_two_commands() -> None:
-    readme = (REPO / "README.md").read_text()
-    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
-    commands = [
-        ln for ln in section.split("```")[1].splitlines() if ln.strip() and not ln.startswith("#")
-    ]
-    assert len(commands) == 2
-    ci = (REPO / ".ci" / "run").read_text()
-    assert commands[1].strip() in ci
