@@ -38,6 +38,8 @@ FIRST_FREE_OBJECTID = 256  # inode number of every subvolume's root directory
 TOP_LEVEL_ID = 5
 ROOT_TREE_ID = 1
 ROOT_BACKREF_KEY = 144
+QUOTA_TREE_ID = 8
+QGROUP_INFO_KEY = 242
 U64_MAX = 2**64 - 1
 BTRFS_SUPER_MAGIC = 0x9123683E
 
@@ -231,38 +233,62 @@ class SubvolumeRef:
     path: str  # relative to the top level
 
 
-def _root_backrefs(fd: int) -> Iterator[tuple[int, int, int, str]]:
-    """(id, parent_id, dirid, name) of every subvolume, from the root tree's ROOT_BACKREF items."""
-    min_obj, min_type, min_off = FIRST_FREE_OBJECTID, ROOT_BACKREF_KEY, 0
+def _tree_search(
+    fd: int, tree: int, item_type: int, min_obj: int = 0, max_obj: int = U64_MAX
+) -> Iterator[tuple[int, int, bytes]]:
+    """(objectid, offset, item data) of every item of one type in a tree (TREE_SEARCH)."""
+    min_type, min_off = item_type, 0
     while True:
         args = bytearray(_SEARCH_ARGS_SIZE)
         args[: _SEARCH_KEY.size] = _SEARCH_KEY.pack(
-            ROOT_TREE_ID, min_obj, U64_MAX - 255, min_off, U64_MAX, 0, U64_MAX,
-            min_type, ROOT_BACKREF_KEY, 4096, 0,
-        )  # fmt: skip
+            tree, min_obj, max_obj, min_off, U64_MAX, 0, U64_MAX, min_type, item_type, 4096, 0
+        )
         fcntl.ioctl(fd, IOC_TREE_SEARCH, args, True)
         count = _SEARCH_KEY.unpack_from(args)[9]
         if count == 0:
             return
         pos = _SEARCH_KEY.size
         for _ in range(count):
-            _transid, objectid, offset, item_type, length = _SEARCH_HEADER.unpack_from(args, pos)
+            _transid, objectid, offset, found_type, length = _SEARCH_HEADER.unpack_from(args, pos)
             pos += _SEARCH_HEADER.size
-            if item_type == ROOT_BACKREF_KEY:
-                dirid, _seq, name_len = _ROOT_REF.unpack_from(args, pos)
-                start = pos + _ROOT_REF.size
-                name = os.fsdecode(bytes(args[start : start + name_len]))
-                yield objectid, offset, dirid, name
+            if found_type == item_type:
+                yield objectid, offset, bytes(args[pos : pos + length])
             pos += length
-            min_obj, min_type, min_off = objectid, item_type, offset
+            min_obj, min_type, min_off = objectid, found_type, offset
+        # Continue after the last key returned, in (objectid, type, offset) order.
         if min_off < U64_MAX:
             min_off += 1
-        elif min_type < 255:
-            min_type, min_off = min_type + 1, 0
         else:
-            min_obj, min_type, min_off = min_obj + 1, 0, 0
-        if min_type > ROOT_BACKREF_KEY:
-            min_obj, min_type, min_off = min_obj + 1, ROOT_BACKREF_KEY, 0
+            min_type, min_off = min_type + 1, 0
+        if min_type > item_type:
+            if min_obj == max_obj:
+                return
+            min_obj, min_type, min_off = min_obj + 1, item_type, 0
+
+
+def _root_backrefs(fd: int) -> Iterator[tuple[int, int, int, str]]:
+    """(id, parent_id, dirid, name) of every subvolume, from the root tree's ROOT_BACKREF items."""
+    for objectid, offset, data in _tree_search(
+        fd, ROOT_TREE_ID, ROOT_BACKREF_KEY, FIRST_FREE_OBJECTID, U64_MAX - 255
+    ):
+        dirid, _seq, name_len = _ROOT_REF.unpack_from(data)
+        name = os.fsdecode(data[_ROOT_REF.size : _ROOT_REF.size + name_len])
+        yield objectid, offset, dirid, name
+
+
+def qgroup_sizes(top: str | Path) -> dict[int, tuple[int, int]] | None:
+    """Subvolume id -> (referenced, exclusive) bytes of level-0 qgroups; None if quotas are off."""
+    sizes: dict[int, tuple[int, int]] = {}
+    try:
+        with opened(top) as fd:
+            for _obj, offset, data in _tree_search(fd, QUOTA_TREE_ID, QGROUP_INFO_KEY, 0, 0):
+                _gen, rfer, _rc, excl, _ec = struct.unpack_from("=QQQQQ", data)
+                sizes[offset] = (rfer, excl)
+    except OSError as exc:
+        if exc.errno == errno.ENOENT:
+            return None
+        raise _raise("qgroup sizes", top, exc) from None
+    return sizes
 
 
 def _ino_path(fd: int, tree: int, inode: int) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from pantheros import __version__, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
+from pantheros.impermanence import commands as impermanence_commands
 from pantheros.lab import NEXT_STEPS, Lab, default_dir, parse_size
 from pantheros.storage import blockdev, layout
 from pantheros.storage.layout import Secret
@@ -196,10 +197,16 @@ def build_parser() -> Parser:
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lab_status)
+    p = lsub.add_parser(
+        "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
+    )
+    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.set_defaults(func=impermanence_commands.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--purge", action="store_true", help="also delete the image and manifest")
     p.set_defaults(func=cmd_lab_down)
+    impermanence_commands.register(sub, Parser)
     return parser
 
 
@@ -220,3 +227,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("panther: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`panther ... | head`): not an error worth a traceback.
+        sys.stderr.close()
+        return ExitCode.OK

@@ -107,11 +107,18 @@ def format_steps(
     argv = ["sgdisk"]
     number = 1
     if st.esp:
-        argv += [f"--new={number}:0:+{st.esp.size_mib}M", f"--typecode={number}:{ESP_TYPE}",
-                 f"--change-name={number}:{st.esp.label}"]  # fmt: skip
+        argv += [
+            f"--new={number}:0:+{st.esp.size_mib}M",
+            f"--typecode={number}:{ESP_TYPE}",
+            f"--change-name={number}:{st.esp.label}",
+        ]
         number += 1
-    argv += [f"--new={number}:0:0", f"--typecode={number}:{LUKS_TYPE if st.luks else LINUX_TYPE}",
-             f"--change-name={number}:{st.partition_label}", layout.disk]  # fmt: skip
+    argv += [
+        f"--new={number}:0:0",
+        f"--typecode={number}:{LUKS_TYPE if st.luks else LINUX_TYPE}",
+        f"--change-name={number}:{st.partition_label}",
+        layout.disk,
+    ]
     yield Step(" ".join(argv), _cmd(argv))
 
     def find_partitions() -> None:
@@ -218,14 +225,23 @@ def attached(target: str) -> Iterator[tuple[str, bool]]:
 
 
 @contextmanager
-def top_level_mount(device: str) -> Iterator[str]:
-    """Mount the btrfs top level (subvolid=5) at a private temporary directory."""
-    with tempfile.TemporaryDirectory(prefix="panther-top-") as tmp:
-        blockdev.mount(device, tmp, ["subvolid=5"], fstype="btrfs")
+def top_level_mount(device: str, *, readonly: bool = False) -> Iterator[Path]:
+    """Mount device's btrfs top level (subvolid=5) at a private directory for the duration.
+
+    The directory is removed with rmdir only: if unmounting failed it is left, never emptied.
+    """
+    base = STATE_DIR / "top"
+    base.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="top-", dir=base))
+    options = ["subvolid=5"] + (["ro"] if readonly else [])
+    try:
+        blockdev.mount(device, directory, options, fstype="btrfs")
         try:
-            yield tmp
+            yield directory
         finally:
-            blockdev.unmount(tmp)
+            blockdev.unmount(directory)
+    finally:
+        directory.rmdir()
 
 
 def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
@@ -298,7 +314,7 @@ def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secr
                 ui.progress(step.show)
                 step.action()
             with top_level_mount(layout.btrfs_device) as top:
-                for step in subvolume_steps(manifest, top):
+                for step in subvolume_steps(manifest, str(top)):
                     ui.progress(step.show)
                     step.action()
         finally:
@@ -348,7 +364,13 @@ class MountState:
         return self.loop
 
 
-def _find_main_partition(manifest: Manifest, disk: str) -> str:
+def btrfs_device(manifest: Manifest, disk: str) -> str:
+    """The device the btrfs filesystem is on: the main partition, or its LUKS mapping."""
+    luks = manifest.storage.luks
+    return f"/dev/mapper/{luks.name}" if luks else main_partition(manifest, disk)
+
+
+def main_partition(manifest: Manifest, disk: str) -> str:
     parts = blockdev.partitions(disk)
     expected = 2 if manifest.storage.esp else 1
     if len(parts) < expected:
@@ -388,7 +410,7 @@ def _mount_all(
     manifest: Manifest, disk: str, root: Path, state: MountState, secret: Secret | None
 ) -> None:
     st = manifest.storage
-    main = _find_main_partition(manifest, disk)
+    main = main_partition(manifest, disk)
     device = main
     if st.luks:
         if not device_mapper_available():
@@ -415,15 +437,20 @@ def _mount_all(
     for path, source, options, fstype, what in targets:
         if path in mounted and blockdev.mount_at(path) is not None:
             continue
-        Path(path).mkdir(parents=True, exist_ok=True)
+        if not os.path.isdir(path):
+            # Even a mkdir that finds the directory dirties a btrfs subvolume: only when missing.
+            Path(path).mkdir(parents=True)
         ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {path}")
         blockdev.mount(source, path, options, fstype=fstype)
         state.mounts.append({"path": path, "what": what})
         state.save()
 
 
-def unmount_tree(directory: str, *, quiet: bool = False) -> MountState:
-    """Undo exactly what mount_tree recorded for directory, innermost first."""
+def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = False) -> MountState:
+    """Undo exactly what mount_tree recorded for directory, innermost first.
+
+    keep_device leaves the loop device (and LUKS mapping) attached, as for a simulated reboot.
+    """
     require_root("panther disk unmount")
     root = Path(directory).resolve()
     state = MountState.load(root)
@@ -436,6 +463,8 @@ def unmount_tree(directory: str, *, quiet: bool = False) -> MountState:
             blockdev.unmount(entry["path"])
     state.mounts = []
     state.save()
+    if keep_device:
+        return state
     if state.luks and os.path.exists(f"/dev/mapper/{state.luks}"):
         process.run(["cryptsetup", "close", state.luks], check=True)
     if state.loop:

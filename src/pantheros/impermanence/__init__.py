@@ -1,0 +1,1 @@
+"""Impermanence: the boot-time rollback, old roots, retention, restore and status."""

@@ -1,0 +1,203 @@
+"""The old-roots location: what is in it, what is verifiably an old root, and deleting one.
+
+An entry is an old root only if it is a subvolume whose parent subvolume and parent directory
+(btrfs `parent_id` and `dirid`) are exactly the old-roots location. Anything else found there (a
+plain directory, a file, a subvolume that is not a child of the location) is reported as a stray
+and never touched. Deletion re-verifies the victim and each nested subvolume by id immediately
+before deleting, deepest first.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantheros import btrfs
+from pantheros.errors import PantherError, UsageError
+from pantheros.impermanence.retention import Candidate
+from pantheros.manifest.models import Storage
+
+log = logging.getLogger(__name__)
+
+PIN_FILE = ".pantheros-pins.json"
+
+
+class NotAnOldRoot(PantherError):
+    """A deletion target failed verification; nothing was deleted."""
+
+
+@dataclass(frozen=True)
+class OldRoot:
+    name: str
+    path: Path
+    info: btrfs.SubvolumeInfo
+    pinned: bool
+    sizes: tuple[int, int] | None = None  # referenced, exclusive (quotas on)
+
+    def candidate(self) -> Candidate:
+        return Candidate(
+            name=self.name,
+            otransid=self.info.otransid,
+            otime=self.info.otime,
+            pinned=self.pinned,
+            exclusive_bytes=self.sizes[1] if self.sizes else None,
+        )
+
+
+@dataclass(frozen=True)
+class Stray:
+    name: str
+    why: str
+
+
+def archive_name(info: btrfs.SubvolumeInfo) -> str:
+    """Sortable in creation order (otransid first), readable (creation time, UTC)."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(info.otime))
+    return f"{info.otransid:012d}-{stamp}"
+
+
+class OldRoots:
+    def __init__(self, top: Path, storage: Storage) -> None:
+        self.top = top
+        self.storage = storage
+        self.location = top / storage.old_roots
+
+    def ensure(self) -> None:
+        self.location.mkdir(parents=True, exist_ok=True)
+
+    def _parent_keys(self) -> tuple[int, int]:
+        """(parent subvolume id, parent directory inode) every old root must have."""
+        if self.location.is_symlink() or not self.location.is_dir():
+            raise PantherError(f"old-roots location {self.location} is not a directory")
+        return btrfs.subvolume_info(self.location).id, os.lstat(self.location).st_ino
+
+    def _verified(self, path: Path, keys: tuple[int, int]) -> btrfs.SubvolumeInfo | None:
+        if not btrfs.is_subvolume(path):
+            return None
+        info = btrfs.subvolume_info(path)
+        if (info.parent_id, info.dirid) != keys:
+            return None
+        return info
+
+    def scan(self) -> tuple[list[OldRoot], list[Stray]]:
+        """Old roots in creation order (oldest first), and the strays beside them."""
+        if not self.location.exists():
+            return [], []
+        keys = self._parent_keys()
+        pins = self.pins()
+        sizes = btrfs.qgroup_sizes(self.top)
+        roots: list[OldRoot] = []
+        strays: list[Stray] = []
+        for entry in sorted(os.scandir(self.location), key=lambda e: e.name):
+            if entry.name == PIN_FILE or entry.name.startswith(PIN_FILE):
+                continue
+            path = Path(entry.path)
+            info = self._verified(path, keys)
+            if info is None:
+                is_dir = entry.is_dir(follow_symlinks=False)
+                kind = "a plain directory" if is_dir else "not a directory"
+                if is_dir and btrfs.is_subvolume(path):
+                    kind = "a subvolume that is not a child of the old-roots location"
+                strays.append(Stray(entry.name, f"{kind}: not an old root, left alone"))
+                continue
+            roots.append(
+                OldRoot(
+                    name=entry.name,
+                    path=path,
+                    info=info,
+                    pinned=str(info.uuid) in pins,
+                    sizes=sizes.get(info.id) if sizes else None,
+                )
+            )
+        roots.sort(key=lambda r: r.info.otransid)
+        return roots, strays
+
+    def get(self, name: str) -> OldRoot:
+        if "/" in name or name in ("", ".", ".."):
+            raise UsageError(f"not an old root name: {name!r}")
+        for root in self.scan()[0]:
+            if root.name == name:
+                return root
+        raise UsageError(f"no old root named {name!r} in {self.storage.old_roots}")
+
+    # Pins live in a small JSON file beside the old roots, keyed by subvolume UUID, because
+    # old roots are read-only subvolumes and cannot carry an xattr.
+
+    def pins(self) -> dict[str, str]:
+        path = self.location / PIN_FILE
+        if not path.exists():
+            return {}
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise PantherError(f"cannot read the pin file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise PantherError(f"the pin file {path} is not a JSON object")
+        return {str(k): str(v) for k, v in data.items()}
+
+    def set_pinned(self, name: str, pinned: bool) -> bool:
+        """Pin or unpin; returns whether anything changed."""
+        root = self.get(name)
+        pins = self.pins()
+        key = str(root.info.uuid)
+        if (key in pins) == pinned:
+            return False
+        if pinned:
+            pins[key] = root.name
+        else:
+            del pins[key]
+        path = self.location / PIN_FILE
+        tmp = path.with_name(PIN_FILE + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump(pins, f, indent=2, sort_keys=True)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        btrfs.sync(self.top)
+        return True
+
+    def delete(self, root: OldRoot) -> list[str]:
+        """Delete one verified old root and every subvolume nested in it, deepest first."""
+        keys = self._parent_keys()
+        info = self._verified(root.path, keys)
+        if info is None or info.id != root.info.id:
+            raise NotAnOldRoot(f"{root.path} is no longer the old root it was; not deleted")
+        if root.pinned or str(info.uuid) in self.pins():
+            raise NotAnOldRoot(f"{root.name} is pinned; not deleted")
+        refs = btrfs.list_subvolumes(self.top)
+        children: dict[int, list[btrfs.SubvolumeRef]] = {}
+        for ref in refs:
+            children.setdefault(ref.parent_id, []).append(ref)
+        victim_rel = str(root.path.relative_to(self.top))
+        ordered: list[tuple[int, btrfs.SubvolumeRef]] = []
+
+        def walk(parent: int, depth: int) -> None:
+            for child in children.get(parent, []):
+                if not child.path.startswith(victim_rel + "/"):
+                    raise NotAnOldRoot(
+                        f"subvolume {child.path} hangs below {victim_rel} but "
+                        "lies outside it; nothing deleted"
+                    )
+                ordered.append((depth, child))
+                walk(child.id, depth + 1)
+
+        walk(info.id, 1)
+        # Read-only subvolumes cannot lose entries: make the victim and its nest writable first.
+        for path in [root.path] + [self.top / ref.path for _, ref in ordered]:
+            if btrfs.subvolume_info(path).readonly:
+                btrfs.set_readonly(path, False)
+        deleted = []
+        for _, ref in sorted(ordered, key=lambda item: (-item[0], -item[1].id)):
+            path = self.top / ref.path
+            if not btrfs.is_subvolume(path) or btrfs.subvolume_info(path).id != ref.id:
+                raise NotAnOldRoot(f"{path} is not subvolume {ref.id} any more; stopped")
+            log.debug("delete nested subvolume %s (id %d)", path, ref.id)
+            btrfs.delete_subvolume(path)
+            deleted.append(ref.path)
+        btrfs.delete_subvolume(root.path)
+        deleted.append(victim_rel)
+        return deleted

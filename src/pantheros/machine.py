@@ -1,0 +1,76 @@
+"""The PantherOS machine a command acts on: the running host, or the lab (`--lab DIR`).
+
+Paths are given as the machine sees them (`/var/lib/foo`); `host_path` maps them to where they
+are on this host (`/` for the running host, `DIR/mnt` for the lab).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantheros import manifest as manifests
+from pantheros.errors import PantherError, UsageError
+from pantheros.lab import Lab
+from pantheros.storage import blockdev, layout
+
+
+@dataclass(frozen=True)
+class Machine:
+    manifest: manifests.Manifest
+    root: Path
+    lab: Lab | None = None
+
+    @classmethod
+    def select(cls, lab_dir: str | None, manifest_path: str | None = None) -> Machine:
+        if lab_dir is not None:
+            lab = Lab(Path(lab_dir).resolve())
+            if not lab.manifest_path.exists():
+                raise UsageError(f"no lab at {lab.directory} (panther lab up {lab.directory})")
+            return cls(manifest=lab.manifest(), root=lab.mnt, lab=lab)
+        path = manifest_path or str(manifests.HOST_MANIFEST)
+        if manifest_path is None and not manifests.HOST_MANIFEST.exists():
+            raise UsageError(
+                f"{manifests.HOST_MANIFEST} not found: this is not a PantherOS machine "
+                "(use --lab DIR, or --manifest M)"
+            )
+        return cls(manifest=manifests.load(path), root=Path("/"))
+
+    @property
+    def name(self) -> str:
+        return f"the lab at {self.lab.directory}" if self.lab else "this machine"
+
+    def host_path(self, path: str) -> Path:
+        """Where a path of the machine (absolute, as it sees it) is on this host."""
+        if not path.startswith("/"):
+            raise UsageError(f"give an absolute path as the machine sees it, not {path!r}")
+        parts = Path(os.path.normpath(path)).parts[1:]
+        return self.root.joinpath(*parts)
+
+    @contextlib.contextmanager
+    def device(self) -> Iterator[str]:
+        """The block device holding the btrfs filesystem (a down lab is attached meanwhile)."""
+        if self.lab is not None:
+            state = self.lab.state()
+            if state is not None and state.loop is not None:
+                yield layout.btrfs_device(self.manifest, state.loop)
+                return
+            if not self.lab.image.exists():
+                raise UsageError(f"the lab at {self.lab.directory} has no image (panther lab up)")
+            with layout.attached(str(self.lab.image)) as (disk, _):
+                yield layout.btrfs_device(self.manifest, disk)
+            return
+        entry = blockdev.mount_at("/")
+        if entry is None or entry.fstype != "btrfs":
+            raise PantherError("this machine's root is not on btrfs: not a PantherOS machine")
+        yield entry.source
+
+    @contextlib.contextmanager
+    def top_level(self, *, readonly: bool = False) -> Iterator[Path]:
+        """The btrfs top level (subvolid=5), mounted privately for the duration."""
+        layout.require_root("this command")
+        with self.device() as device, layout.top_level_mount(device, readonly=readonly) as top:
+            yield top
