@@ -98,7 +98,7 @@ def _print_outcome(outcome: rollback.Outcome) -> None:
         "fresh": "the root is fresh"
         + (
             f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""
-        ),  # fmt: skip
+        ),
         "already-fresh": "the root is already fresh: nothing to do",
         "would-roll-back": "dry run: nothing was changed",
         "dirty": f"the root was NOT rolled back: {outcome.error}",
