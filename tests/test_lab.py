@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error, panther
+from helpers import one_line_error, panther
 
 pytestmark = pytest.mark.root
 

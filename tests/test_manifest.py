@@ -9,7 +9,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from conftest import one_line_error, panther
+from helpers import one_line_error, panther
 from pantheros import manifest as manifests
 from pantheros.errors import ManifestError
 from pantheros.manifest.models import Design, FailPolicy, Role

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error, panther
+from helpers import one_line_error, panther
 from pantheros import __version__, process
 from pantheros.errors import CommandFailed, ToolMissing
 

@@ -33,7 +33,8 @@ IOC_GET_SUBVOL_INFO = 0x81F8943C
 IOC_TREE_SEARCH = 0xD0009411
 IOC_INO_LOOKUP = 0xD0009412
 
-SUBVOL_RDONLY = 1 << 1
+SUBVOL_RDONLY = 1 << 1  # in SUBVOL_GETFLAGS/SETFLAGS
+ROOT_SUBVOL_RDONLY = 1 << 0  # in the root item flags that GET_SUBVOL_INFO returns
 FIRST_FREE_OBJECTID = 256  # inode number of every subvolume's root directory
 TOP_LEVEL_ID = 5
 ROOT_TREE_ID = 1
@@ -91,7 +92,7 @@ class SubvolumeInfo:
 
     @property
     def readonly(self) -> bool:
-        return bool(self.flags & SUBVOL_RDONLY)
+        return bool(self.flags & ROOT_SUBVOL_RDONLY)
 
     @property
     def created(self) -> datetime:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import one_line_error, panther, sha256
+from helpers import one_line_error, panther, sha256
 from pantheros import manifest as manifests
 from pantheros.storage import layout
 

@@ -82,8 +82,8 @@ def run_rollback(
         try:
             rollback.write_record(rollback.record_path(top, manifest), manifest, outcome)
         except OSError as exc:
+            # Loud, but the root itself is what it is: the exit code stays the rollback's own.
             ui.warn(f"could not record the rollback result: {exc}")
-            code = code or ExitCode.FAILURE
     return outcome, code
 
 
@@ -96,9 +96,7 @@ def _print_outcome(outcome: rollback.Outcome) -> None:
         ui.result(f"  pruned: {', '.join(outcome.pruned)}")
     words = {
         "fresh": "the root is fresh"
-        + (
-            f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""
-        ),
+        + (f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""),
         "already-fresh": "the root is already fresh: nothing to do",
         "would-roll-back": "dry run: nothing was changed",
         "dirty": f"the root was NOT rolled back: {outcome.error}",

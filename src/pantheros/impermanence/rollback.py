@@ -144,7 +144,8 @@ class Rollback:
         if self.design is Design.BLANK_SNAPSHOT:
             blank = self._blank_info()
             return blank is not None and info.parent_uuid == blank.uuid
-        return info.parent_uuid is None and not any(os.scandir(path))
+        # An empty btrfs directory has size 0; stat, unlike listing, never touches atime.
+        return info.parent_uuid is None and os.stat(path).st_size == 0
 
     def _kind(self, path: Path) -> str:
         """'subvolume', 'missing', or raise: never act on something that is not a subvolume."""
@@ -210,6 +211,14 @@ class Rollback:
         )
         self._step("commit", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
 
+    def _seal_old_roots(self) -> None:
+        """Old roots are read-only; one that is not was archived by an interrupted run."""
+        roots, _ = self.old.scan()
+        for root in roots:
+            if not root.info.readonly:
+                self.outcome.notes.append(f"made {root.name} read-only (an interrupted run)")
+                btrfs.set_readonly(root.path, True)
+
     def _fresh_source(self) -> str:
         if self.design is Design.BLANK_SNAPSHOT:
             return f"snapshot {self.blank.name}"
@@ -228,6 +237,11 @@ class Rollback:
 
     def _run(self) -> None:
         self._blank_info()  # a missing blank is an error before anything changes
+        if not self.dry_run:
+            # Writes not yet committed do not show in the root's generation: commit first, so
+            # a root changed a moment ago is never mistaken for a fresh one.
+            btrfs.sync(self.top)
+            self._seal_old_roots()
         root, new = self._kind(self.root), self._kind(self.new)
         if new == "subvolume":
             if root == "subvolume" and self.is_fresh(self.root) and not self.is_fresh(self.new):

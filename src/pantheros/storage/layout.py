@@ -229,11 +229,12 @@ def top_level_mount(device: str, *, readonly: bool = False) -> Iterator[Path]:
     """Mount device's btrfs top level (subvolid=5) at a private directory for the duration.
 
     The directory is removed with rmdir only: if unmounting failed it is left, never emptied.
+    noatime: looking at a fresh root must not change it.
     """
     base = STATE_DIR / "top"
     base.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix="top-", dir=base))
-    options = ["subvolid=5"] + (["ro"] if readonly else [])
+    options = ["subvolid=5", "noatime"] + (["ro"] if readonly else [])
     try:
         blockdev.mount(device, directory, options, fstype="btrfs")
         try:

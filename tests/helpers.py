@@ -1,0 +1,187 @@
+"""Helpers shared by the tests: the real CLI, hashing, and cleanup of loops and mounts."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pantheros import btrfs
+from pantheros import manifest as manifests
+from pantheros.impermanence.rollback import NEW_SUFFIX, RECORD_DIR
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _root_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (loop devices, mount, mkfs)"
+    if not os.path.exists("/dev/loop-control"):
+        return "needs /dev/loop-control (loop devices)"
+    for tool in ("mkfs.btrfs", "losetup", "sgdisk", "partx"):
+        if shutil.which(tool) is None:
+            return f"needs {tool} (run scripts/setup)"
+    with open("/proc/filesystems") as f:
+        if "btrfs" not in f.read():
+            return "needs a kernel with btrfs"
+    return None
+
+
+ROOT_REASON = _root_reason()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _loops_backed_under(base: Path) -> list[str]:
+    out = subprocess.run(
+        ["losetup", "--json", "--list"], capture_output=True, text=True, check=True
+    )
+    if not out.stdout.strip():
+        return []
+    devices = json.loads(out.stdout)["loopdevices"]
+    prefix = str(base.resolve()) + "/"
+    return [d["name"] for d in devices if (d.get("back-file") or "").startswith(prefix)]
+
+
+def _mounts_to_undo(base: Path, loops: list[str]) -> list[str]:
+    """Mount points under base, or of a file system on one of our loop devices (or partitions)."""
+    prefix = str(base.resolve()) + "/"
+    ours = re.compile("^(" + "|".join(re.escape(Path(d).name) for d in loops) + r")(p\d+)?$")
+    points = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split(" ")
+            point = fields[4]
+            source = line.split(" - ", 1)[1].split(" ")[1]
+            ours_by_device = bool(loops) and ours.match(Path(source).name) is not None
+            if point.startswith(prefix) or point == prefix[:-1] or ours_by_device:
+                points.append(point)
+    return points
+
+
+def cleanup_under(base: Path) -> None:
+    """Unmount what lives under base or on its images, then detach the images' loop devices."""
+    loops = _loops_backed_under(base)
+    for point in reversed(_mounts_to_undo(base, loops)):
+        subprocess.run(["umount", point], check=False)
+    for point in reversed(_mounts_to_undo(base, loops)):
+        subprocess.run(["umount", "--lazy", point], check=True)
+    for dev in loops:
+        subprocess.run(["losetup", "--detach", dev], check=True)
+
+
+def panther(*args: str, input: str | None = None, env: dict[str, str] | None = None,
+            user: int | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    """Run the real command line in a subprocess."""
+    argv = [sys.executable, "-m", "pantheros", *args]
+    if user is not None:
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    full_env["PYTHONPATH"] = str(REPO / "src")
+    return subprocess.run(argv, capture_output=True, text=True, input=input, env=full_env,
+                          check=False)  # fmt: skip
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
+    """Assert the failure is one clear line on stderr and return it."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("panther: error: "), proc.stderr
+    return lines[0]
+
+
+KEPT = ("persist", "nix", "log", "home")
+
+
+@dataclass
+class Pfs:
+    """A formatted PantherOS filesystem: image, loop device, mounted top level and manifest."""
+
+    image: Path
+    device: str
+    top: Path
+    manifest_path: Path
+
+    @property
+    def manifest(self) -> manifests.Manifest:
+        return manifests.load(self.manifest_path)
+
+    @property
+    def root(self) -> Path:
+        return self.top / "root"
+
+    @property
+    def old_roots(self) -> Path:
+        return self.top / "old_roots"
+
+    def configure(self, **changes: Any) -> None:
+        """Change impermanence settings in the manifest (retention keys, design, fail_policy)."""
+        doc = json.loads(self.manifest_path.read_text())
+        for key, value in changes.items():
+            if key in ("design", "fail_policy"):
+                doc["impermanence"][key] = value
+            else:
+                doc["impermanence"]["retention"][key] = value
+        self.manifest_path.write_text(json.dumps(doc))
+
+    def dirty(self, name: str = "etc/hostname", content: str = "changed") -> None:
+        """What a running system does to its root."""
+        path = self.root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(content)
+
+    def old_root_names(self) -> list[str]:
+        return sorted(p.name for p in self.old_roots.iterdir() if btrfs.is_subvolume(p))
+
+
+def tree_hash(path: Path, skip: tuple[str, ...] = ()) -> str:
+    """Content and metadata of a whole tree."""
+    digest = hashlib.sha256()
+    for dirpath, dirnames, filenames in os.walk(path):
+        dirnames[:] = sorted(d for d in dirnames if os.path.join(dirpath, d) not in skip)
+        for name in sorted(dirnames + filenames):
+            full = os.path.join(dirpath, name)
+            st = os.lstat(full)
+            digest.update(f"{full}:{st.st_mode}:{st.st_uid}:{st.st_gid}:{st.st_mtime_ns}".encode())
+            if os.path.isfile(full) and not os.path.islink(full):
+                digest.update(Path(full).read_bytes())
+    return digest.hexdigest()
+
+
+def kept_hashes(pfs: Pfs) -> dict[str, str]:
+    # The rollback's own record in persist/.pantheros is the one thing it writes there.
+    skip = (str(pfs.top / "persist" / RECORD_DIR),)
+    return {name: tree_hash(pfs.top / name, skip) for name in KEPT}
+
+
+def subvolume_ids(pfs: Pfs) -> dict[int, str]:
+    return {ref.id: ref.path for ref in btrfs.list_subvolumes(pfs.top)}
+
+
+def assert_invariants(pfs: Pfs, before: dict[str, str], ids_before: dict[int, str]) -> None:
+    """Exactly one root; kept subvolumes unchanged; nothing outside old roots deleted."""
+    assert btrfs.is_subvolume(pfs.root), "there must always be a root subvolume"
+    assert not os.path.lexists(pfs.top / ("root" + NEW_SUFFIX)), "no half-made root left"
+    assert kept_hashes(pfs) == before
+    ids_after = subvolume_ids(pfs)
+    for sid, path in ids_before.items():
+        if sid not in ids_after:
+            assert path.startswith(("old_roots/", "root/")) or path == "root", (
+                f"subvolume {path} ({sid}) was deleted but was not an old root"
+            )
+    for name in ("root-blank", *KEPT):
+        assert name in ids_after.values()
