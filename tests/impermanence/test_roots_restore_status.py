@@ -1,0 +1,182 @@
+"""roots, restore, status and lab reboot through the real command line on a lab machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import one_line_error, panther
+
+from pantheros import btrfs
+
+pytestmark = pytest.mark.root
+
+
+@pytest.fixture
+def lab(workdir: Path) -> Path:
+    directory = workdir / "lab"
+    proc = panther("lab", "up", str(directory), "--size", "1G")
+    assert proc.returncode == 0, proc.stderr
+    return directory
+
+
+def reboot(lab: Path) -> subprocess.CompletedProcess[str]:
+    proc = panther("lab", "reboot", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def roots(lab: Path) -> list[dict[str, object]]:
+    proc = panther("roots", "list", "--json", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    rows: list[dict[str, object]] = json.loads(proc.stdout)["roots"]
+    return rows
+
+
+def test_lab_reboot_erases_the_root_and_keeps_persist(lab: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "etc").mkdir()
+    (mnt / "etc" / "scratch").write_text("goes away")
+    (mnt / "persist" / "kept").write_text("stays")
+    (mnt / "home" / "notes").write_text("stays too")
+    reboot(lab)
+    assert not (mnt / "etc").exists()
+    assert (mnt / "persist" / "kept").read_text() == "stays"
+    assert (mnt / "home" / "notes").read_text() == "stays too"
+    [row] = roots(lab)
+    assert row["keep"] is True
+    assert row["reason"] == "among the 3 newest (keep_min)"
+    status = json.loads(panther("status", "--json", "--lab", str(lab)).stdout)
+    assert status["root"]["state"] == "fresh"
+    assert status["root"]["modified_since_creation"] is False
+    assert status["old_roots"]["count"] == 1
+    assert status["last_rollback"]["result"] == "fresh"
+
+
+def test_restore_keeps_metadata_and_refuses_to_overwrite(lab: Path, workdir: Path) -> None:
+    mnt = lab / "mnt"
+    data = mnt / "var" / "lib" / "app"
+    data.mkdir(parents=True)
+    (data / "state.db").write_text("precious")
+    os.chown(data / "state.db", 1234, 5678)
+    os.chmod(data / "state.db", 0o640)
+    os.utime(data / "state.db", (1_600_000_000, 1_600_000_000))
+    os.setxattr(data / "state.db", "user.origin", b"panther-test")
+    subprocess.run(["setfacl", "-m", "u:4321:r", str(data / "state.db")], check=True)
+    (data / "link").symlink_to("state.db")
+    reboot(lab)
+    [row] = roots(lab)
+    name = str(row["name"])
+
+    proc = panther("restore", "/var/lib/app", "--from", name, "--lab", str(lab))
+    assert proc.returncode == 2  # the parent /var/lib does not exist in the fresh root
+    (mnt / "var" / "lib").mkdir(parents=True)
+    proc = panther("restore", "/var/lib/app", "--from", name, "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    restored = data / "state.db"
+    st = os.lstat(restored)
+    assert restored.read_text() == "precious"
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o640)
+    assert st.st_mtime == 1_600_000_000
+    assert os.getxattr(restored, "user.origin") == b"panther-test"
+    acl = subprocess.run(["getfacl", "-cp", str(restored)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    assert "user:4321:r--" in acl
+    assert os.readlink(data / "link") == "state.db"
+
+    (restored).write_text("newer")
+    proc = panther("restore", "/var/lib/app/state.db", "--from", name, "--lab", str(lab))
+    assert proc.returncode == 5
+    assert "give --force" in one_line_error(proc)
+    assert restored.read_text() == "newer"
+    proc = panther("restore", "/var/lib/app/state.db", "--from", name, "--lab", str(lab),
+                   "--to", "/var/lib/app/state.db.old")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (data / "state.db.old").read_text() == "precious"
+    proc = panther("restore", "/var/lib/app/state.db", "--from", name, "--lab", str(lab), "--force")
+    assert proc.returncode == 0, proc.stderr
+    assert restored.read_text() == "precious"
+
+
+def test_restore_refuses_a_symlink_that_escapes(lab: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "srv").mkdir()
+    (mnt / "srv" / "out").symlink_to("../../../../../../../../etc")
+    (mnt / "srv" / "inside").symlink_to("/srv/real")
+    (mnt / "srv" / "real").mkdir()
+    (mnt / "srv" / "real" / "file").write_text("within")
+    reboot(lab)
+    name = str(roots(lab)[0]["name"])
+    proc = panther("restore", "/srv/out/passwd", "--from", name, "--lab", str(lab),
+                   "--to", "/passwd")  # fmt: skip
+    assert proc.returncode == 5
+    assert "escapes the old root" in one_line_error(proc)
+    assert not (mnt / "passwd").exists()
+    # An absolute symlink is read inside the old root, as that machine saw it.
+    proc = panther("restore", "/srv/inside/file", "--from", name, "--lab", str(lab), "--to", "/f")
+    assert proc.returncode == 0, proc.stderr
+    assert (mnt / "f").read_text() == "within"
+
+
+def test_pin_gc_and_mount(lab: Path, workdir: Path) -> None:
+    manifest = json.loads((lab / "manifest.json").read_text())
+    manifest["impermanence"]["retention"] = {"keep_min": 1, "max_count": 2}
+    (lab / "manifest.json").write_text(json.dumps(manifest))
+    for number in range(3):
+        (lab / "mnt" / f"boot-{number}").write_text(str(number))
+        reboot(lab)
+    names = [str(r["name"]) for r in roots(lab)]  # newest first
+    assert len(names) == 2  # gc after each reboot keeps max_count=2
+
+    oldest = names[-1]
+    assert panther("roots", "pin", oldest, "--lab", str(lab)).returncode == 0
+    for number in range(3, 5):
+        (lab / "mnt" / f"boot-{number}").write_text(str(number))
+        reboot(lab)
+    rows = roots(lab)
+    assert oldest in [r["name"] for r in rows]
+    pinned = next(r for r in rows if r["name"] == oldest)
+    assert pinned["pinned"] is True
+    assert pinned["reason"] == "pinned"
+
+    assert panther("roots", "unpin", oldest, "--lab", str(lab)).returncode == 0
+    dry = panther("roots", "gc", "--dry-run", "--lab", str(lab))
+    assert dry.returncode == 0, dry.stderr
+    assert f"would delete {oldest}: beyond the 2 newest (max_count)" in dry.stdout
+    assert oldest in [r["name"] for r in roots(lab)]
+    done = panther("roots", "gc", "--lab", str(lab))
+    assert f"delete {oldest}" in done.stdout
+    assert oldest not in [r["name"] for r in roots(lab)]
+
+    view = workdir / "view"
+    view.mkdir()
+    newest = str(roots(lab)[0]["name"])
+    assert panther("roots", "mount", newest, str(view), "--lab", str(lab)).returncode == 0
+    try:
+        assert (view / "boot-4").read_text() == "4"
+        with pytest.raises(OSError, match="Read-only file system"):
+            (view / "new").write_text("x")
+        assert btrfs.subvolume_info(view).name == newest
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+def test_unknown_root_and_not_a_lab(lab: Path, workdir: Path) -> None:
+    proc = panther("roots", "pin", "no-such-root", "--lab", str(lab))
+    assert "no old root named 'no-such-root'" in one_line_error(proc)
+    proc = panther("status", "--lab", str(workdir / "nowhere"))
+    assert "no lab at" in one_line_error(proc)
+    proc = panther("restore", "relative/path", "--from", "x", "--lab", str(lab))
+    assert "absolute path" in one_line_error(proc)
+
+
+def test_rollback_refuses_an_up_lab_but_dry_runs(lab: Path) -> None:
+    proc = panther("rollback", "--lab", str(lab))
+    assert proc.returncode == 5
+    assert "panther lab reboot" in one_line_error(proc)
+    dry = panther("rollback", "--lab", str(lab), "--dry-run")
+    assert dry.returncode == 0, dry.stderr
+    assert "dry run" in dry.stdout
