@@ -25,9 +25,6 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A private directory; panther's state lives in it; all mounts and loops there are removed."""
     state = tmp_path / "state"
     monkeypatch.setenv("PANTHER_STATE_DIR", str(state))
-    from pantheros.storage import layout
-
-    monkeypatch.setattr(layout, "STATE_DIR", state)
     try:
         yield tmp_path
     finally:

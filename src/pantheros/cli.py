@@ -1,27 +1,26 @@
 """The `panther` command line.
 
 argparse, not a third-party framework: `panther rollback` runs in the initrd with the standard
-library only, and one parser for every subcommand keeps `--help` and errors uniform.
+library only. The whole command surface is declared here; each command's module is imported
+only when that command runs, so the boot-time rollback does not pay for the rest.
 Results go to stdout, messages to stderr; exit codes are in pantheros.errors.ExitCode.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import Any
 
 from pantheros import __version__, ui
-from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
-from pantheros.impermanence import commands as impermanence_commands
-from pantheros.lab import NEXT_STEPS, Lab, default_dir, parse_size
-from pantheros.storage import blockdev, layout
-from pantheros.storage.layout import Secret
 
-Handler = Callable[[argparse.Namespace], int]
+HOST_MANIFEST = "/etc/pantheros/manifest.json"
+DISK = "pantheros.storage.commands"
+IMPERMANENCE = "pantheros.impermanence.commands"
 
 
 class Parser(argparse.ArgumentParser):
@@ -29,6 +28,10 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise UsageError(f"{self.prog}: {message}")
+
+
+def _handler(module: str, function: str) -> dict[str, str]:
+    return {"handler": f"{module}:{function}"}
 
 
 def _manifest_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -41,13 +44,6 @@ def _manifest_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
     )
 
 
-def _load_manifest(value: str) -> tuple[manifests.Manifest, str]:
-    if value in manifests.bundled_names() and not Path(value).exists():
-        path = str(manifests.bundled_path(value))
-        return manifests.load(path), path
-    return manifests.load(value), value
-
-
 def _secret_args(p: argparse.ArgumentParser) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--key-file", metavar="FILE", help="LUKS key file")
@@ -56,158 +52,135 @@ def _secret_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _secret(args: argparse.Namespace) -> Secret | None:
-    if args.key_file:
-        return Secret(key_file=args.key_file)
-    if args.passphrase_stdin:
-        line = sys.stdin.readline()
-        if not line.strip():
-            raise UsageError("--passphrase-stdin: no passphrase on stdin")
-        return Secret(passphrase=line.rstrip("\n"))
-    return None
+def _lab_arg(p: Any) -> None:
+    p.add_argument("--lab", metavar="DIR", help="act on the lab machine in DIR, not this host")
 
 
-# disk
+def _subparsers(p: argparse.ArgumentParser, dest: str) -> Any:
+    sub = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=Parser)
+    sub.required = True
+    return sub
 
 
-def cmd_disk_plan(args: argparse.Namespace) -> int:
-    manifest, _ = _load_manifest(args.manifest)
-    blockdev.resolve_target(args.target)
-    secret = _secret(args)
-    steps = layout.plan(manifest, args.target, secret)
-    if args.json:
-        ui.emit_json({"target": args.target, "manifest": manifest.source, "steps": steps})
-    else:
-        ui.result(f"# panther disk format --manifest {manifest.source} {args.target}")
-        ui.result(f"# needs at least {layout.required_mib(manifest)} MiB; nothing is changed")
-        for number, step in enumerate(steps, 1):
-            ui.result(f"{number:2}. {step}")
-    return ExitCode.OK
+def _disk(sub: Any) -> None:
+    disk = sub.add_parser("disk", help="lay out, mount and unmount a disk from a manifest")
+    dsub = _subparsers(disk, "action")
+    p = dsub.add_parser("plan", help="print every step format would take; change nothing")
+    _manifest_arg(p)
+    p.add_argument("target", metavar="TARGET", help="block device or image file")
+    p.add_argument("--json", action="store_true", help="the steps as JSON")
+    _secret_args(p)
+    p.set_defaults(**_handler(DISK, "cmd_disk_plan"))
+    p = dsub.add_parser("format", help="partition and format TARGET with the manifest's layout")
+    _manifest_arg(p)
+    p.add_argument("target", metavar="TARGET", help="block device or image file")
+    p.add_argument("--yes-wipe", action="store_true", help="erase what is on TARGET")
+    _secret_args(p)
+    p.set_defaults(**_handler(DISK, "cmd_disk_format"))
+    p = dsub.add_parser("mount", help="mount the whole tree under DIR")
+    _manifest_arg(p)
+    p.add_argument("target", metavar="TARGET", help="block device or image file")
+    p.add_argument("directory", metavar="DIR", help="where the root subvolume is mounted")
+    _secret_args(p)
+    p.set_defaults(**_handler(DISK, "cmd_disk_mount"))
+    p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
+    _manifest_arg(p, required=False)
+    p.add_argument("paths", nargs="+", metavar="[TARGET] DIR")
+    p.set_defaults(**_handler(DISK, "cmd_disk_unmount"))
 
 
-def cmd_disk_format(args: argparse.Namespace) -> int:
-    manifest, _ = _load_manifest(args.manifest)
-    secret = _secret(args)
-    layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
-    ui.info(f"{args.target} is laid out for host {manifest.host}")
-    return ExitCode.OK
+def _lab(sub: Any) -> None:
+    lab = sub.add_parser("lab", help="a PantherOS machine on a disk image")
+    lsub = _subparsers(lab, "action")
+    p = lsub.add_parser("up", help="create, lay out and mount the lab image")
+    p.add_argument("dir", nargs="?", metavar="DIR", help="lab directory")
+    p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
+    p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
+    p.set_defaults(**_handler(DISK, "cmd_lab_up"))
+    p = lsub.add_parser("status", help="what the lab has mounted where")
+    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(DISK, "cmd_lab_status"))
+    p = lsub.add_parser(
+        "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
+    )
+    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.set_defaults(**_handler(IMPERMANENCE, "cmd_lab_reboot"))
+    p = lsub.add_parser("down", help="unmount and detach what up attached")
+    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.add_argument("--purge", action="store_true", help="also delete the image and manifest")
+    p.set_defaults(**_handler(DISK, "cmd_lab_down"))
 
 
-def cmd_disk_mount(args: argparse.Namespace) -> int:
-    manifest, path = _load_manifest(args.manifest)
-    secret = _secret(args)
-    state = layout.mount_tree(manifest, path, args.target, args.directory, secret)
-    ui.info(f"mounted {len(state.mounts)} file system(s) under {state.directory}")
-    return ExitCode.OK
+def _impermanence(sub: Any) -> None:
+    p = sub.add_parser("rollback", help="archive the root and start a fresh one (the boot step)")
+    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST}")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--device", metavar="DEV", help="btrfs device (default from the manifest)")
+    where.add_argument("--top", metavar="DIR", help="an already mounted top level (subvolid=5)")
+    _lab_arg(where)
+    p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
+    p.add_argument("--gc", action="store_true", help="apply retention afterwards")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler("pantheros.impermanence.boot", "cmd_rollback"))
 
+    p = sub.add_parser("roots", help="list, pin, prune and mount old roots")
+    rsub = _subparsers(p, "roots_action")
+    q = rsub.add_parser("list", help="old roots with age, size and why each is kept")
+    q.add_argument("--json", action="store_true")
+    _lab_arg(q)
+    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_list"))
+    for action, text in (("pin", "never prune ROOT"), ("unpin", "let retention decide again")):
+        q = rsub.add_parser(action, help=text)
+        q.add_argument("root", metavar="ROOT")
+        _lab_arg(q)
+        q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_pin"))
+    q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
+    q.add_argument("--dry-run", action="store_true")
+    q.add_argument("--json", action="store_true")
+    _lab_arg(q)
+    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_gc"))
+    q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
+    q.add_argument("root", metavar="ROOT")
+    q.add_argument("directory", metavar="DIR")
+    _lab_arg(q)
+    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_mount"))
 
-def cmd_disk_unmount(args: argparse.Namespace) -> int:
-    directory = args.paths[-1]
-    if len(args.paths) > 2:
-        raise UsageError("panther disk unmount: give [TARGET] DIR")
-    layout.unmount_tree(directory)
-    return ExitCode.OK
+    p = sub.add_parser("restore", help="copy a file or tree back from an old root")
+    p.add_argument("path", metavar="PATH", help="as the machine sees it, e.g. /etc/hosts")
+    p.add_argument("--from", dest="source", required=True, metavar="ROOT", help="old root name")
+    p.add_argument("--to", metavar="DEST", help="where to put it (default: PATH)")
+    p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    _lab_arg(p)
+    p.set_defaults(**_handler(IMPERMANENCE, "cmd_restore"))
 
-
-# lab
-
-
-def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(Path(args.dir).resolve() if args.dir else default_dir())
-
-
-def cmd_lab_up(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    lab.up(parse_size(args.size), args.manifest)
-    ui.result(NEXT_STEPS.format(root=lab.mnt))
-    return ExitCode.OK
-
-
-def cmd_lab_status(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    status = lab.status()
-    if args.json:
-        ui.emit_json(status)
-        return ExitCode.OK
-    if status["image"] is None:
-        ui.result(f"no lab at {status['dir']} (panther lab up {status['dir']})")
-        return ExitCode.OK
-    ui.result(f"lab      {status['dir']} ({'up' if status['up'] else 'down'})")
-    ui.result(f"image    {status['image']}")
-    ui.result(f"device   {status['device'] or '-'}")
-    ui.result(f"manifest {status['manifest']}")
-    for mountpoint, subvolume in status["mounts"].items():
-        ui.result(f"  {mountpoint}  <- subvolume {subvolume}")
-    if status["esp"]:
-        ui.result(f"  {status['esp']}  <- EFI system partition")
-    return ExitCode.OK
-
-
-def cmd_lab_down(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    lab.down(args.purge)
-    return ExitCode.OK
+    p = sub.add_parser("status", help="root freshness, old roots, last rollback")
+    p.add_argument("--json", action="store_true")
+    _lab_arg(p)
+    p.set_defaults(**_handler(IMPERMANENCE, "cmd_status"))
 
 
 def build_parser() -> Parser:
-    parser = Parser(prog="panther", description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.description = "PantherOS toolkit: btrfs impermanence made safe, hardening made provable."
+    parser = Parser(
+        prog="panther",
+        description="PantherOS toolkit: btrfs impermanence made safe, hardening made provable.",
+    )
     parser.add_argument("--version", action="version", version=f"panther {__version__}")
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="log every external command (debug)"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
-
-    disk = sub.add_parser("disk", help="lay out, mount and unmount a disk from a manifest")
-    dsub = disk.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    dsub.required = True
-    p = dsub.add_parser("plan", help="print every step format would take; change nothing")
-    _manifest_arg(p)
-    p.add_argument("target", metavar="TARGET", help="block device or image file")
-    p.add_argument("--json", action="store_true", help="the steps as JSON")
-    _secret_args(p)
-    p.set_defaults(func=cmd_disk_plan)
-    p = dsub.add_parser("format", help="partition and format TARGET with the manifest's layout")
-    _manifest_arg(p)
-    p.add_argument("target", metavar="TARGET", help="block device or image file")
-    p.add_argument("--yes-wipe", action="store_true", help="erase what is on TARGET")
-    _secret_args(p)
-    p.set_defaults(func=cmd_disk_format)
-    p = dsub.add_parser("mount", help="mount the whole tree under DIR")
-    _manifest_arg(p)
-    p.add_argument("target", metavar="TARGET", help="block device or image file")
-    p.add_argument("directory", metavar="DIR", help="where the root subvolume is mounted")
-    _secret_args(p)
-    p.set_defaults(func=cmd_disk_mount)
-    p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
-    _manifest_arg(p, required=False)
-    p.add_argument("paths", nargs="+", metavar="[TARGET] DIR")
-    p.set_defaults(func=cmd_disk_unmount)
-
-    lab = sub.add_parser("lab", help="a PantherOS machine on a disk image")
-    lsub = lab.add_subparsers(dest="action", metavar="ACTION", parser_class=Parser)
-    lsub.required = True
-    p = lsub.add_parser("up", help="create, lay out and mount the lab image")
-    p.add_argument("dir", nargs="?", metavar="DIR", help="lab directory (default: %(default)s)")
-    p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
-    p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
-    p.set_defaults(func=cmd_lab_up)
-    p = lsub.add_parser("status", help="what the lab has mounted where")
-    p.add_argument("dir", nargs="?", metavar="DIR")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_lab_status)
-    p = lsub.add_parser(
-        "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
-    )
-    p.add_argument("dir", nargs="?", metavar="DIR")
-    p.set_defaults(func=impermanence_commands.cmd_lab_reboot)
-    p = lsub.add_parser("down", help="unmount and detach what up attached")
-    p.add_argument("dir", nargs="?", metavar="DIR")
-    p.add_argument("--purge", action="store_true", help="also delete the image and manifest")
-    p.set_defaults(func=cmd_lab_down)
-    impermanence_commands.register(sub, Parser)
+    _disk(sub)
+    _lab(sub)
+    _impermanence(sub)
     return parser
+
+
+def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
+    module, _, function = handler.partition(":")
+    found: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -219,8 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="panther: %(message)s",
             stream=sys.stderr,
         )
-        func: Handler = args.func
-        return func(args)
+        return _resolve(args.handler)(args)
     except PantherError as exc:
         print(ui.paint(f"panther: error: {exc}", "red", sys.stderr), file=sys.stderr)
         return int(exc.exit_code)

@@ -16,7 +16,7 @@ from typing import Any
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import UsageError
-from pantheros.storage import blockdev, layout
+from pantheros.storage import blockdev, layout, mounts
 
 DEFAULT_DIR = "/var/lib/pantheros/lab"
 DEFAULT_SIZE = 4 * 1024**3
@@ -71,7 +71,7 @@ class Lab:
         )
 
     def up(self, size: int, manifest_source: str | None) -> None:
-        layout.require_root("panther lab up")
+        mounts.require_root("panther lab up")
         self.directory.mkdir(parents=True, exist_ok=True)
         if not self.manifest_path.exists():
             source = manifest_source or str(manifests.bundled_path("lab"))
@@ -127,7 +127,7 @@ class Lab:
         }
 
     def down(self, purge: bool) -> None:
-        layout.require_root("panther lab down")
+        mounts.require_root("panther lab down")
         if self.state() is not None:
             layout.unmount_tree(str(self.mnt))
         elif not purge:

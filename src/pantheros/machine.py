@@ -15,7 +15,7 @@ from pathlib import Path
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, UsageError
 from pantheros.lab import Lab
-from pantheros.storage import blockdev, layout
+from pantheros.storage import blockdev, layout, mounts
 
 
 @dataclass(frozen=True)
@@ -71,6 +71,6 @@ class Machine:
     @contextlib.contextmanager
     def top_level(self, *, readonly: bool = False) -> Iterator[Path]:
         """The btrfs top level (subvolid=5), mounted privately for the duration."""
-        layout.require_root("this command")
-        with self.device() as device, layout.top_level_mount(device, readonly=readonly) as top:
+        mounts.require_root("this command")
+        with self.device() as device, mounts.top_level_mount(device, readonly=readonly) as top:
             yield top

@@ -8,8 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import one_line_error, panther
 
+from helpers import one_line_error, panther
 from pantheros import btrfs
 
 pytestmark = pytest.mark.root

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -28,25 +27,23 @@ __all__ = [
 ]
 
 HOST_MANIFEST = Path("/etc/pantheros/manifest.json")
+DATA = Path(__file__).resolve().parent.parent / "data"
 SUPPORTED_VERSION = 1
 
 
 @cache
 def schema() -> dict[str, Any]:
-    text = resources.files("pantheros").joinpath("data/manifest.schema.json").read_text()
+    text = (DATA / "manifest.schema.json").read_text(encoding="utf-8")
     data: dict[str, Any] = json.loads(text)
     return data
 
 
 def bundled_names() -> list[str]:
-    folder = resources.files("pantheros").joinpath("data/manifests")
-    return sorted(
-        p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json")
-    )
+    return sorted(p.stem for p in (DATA / "manifests").glob("*.json"))
 
 
 def bundled_path(name: str) -> Path:
-    return Path(str(resources.files("pantheros").joinpath(f"data/manifests/{name}.json")))
+    return DATA / "manifests" / f"{name}.json"
 
 
 def bundled(name: str) -> Manifest:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -18,15 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import btrfs, process, ui
-from pantheros.errors import NotRoot, PantherError, Refused, UsageError
+from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
-from pantheros.storage import blockdev
+from pantheros.storage import blockdev, mounts
+from pantheros.storage.mounts import require_root, top_level_mount
 
 MIB = 1024 * 1024
 GPT_OVERHEAD_MIB = 2  # alignment at the start and the backup table at the end
 LUKS2_HEADER_MIB = 16
 BTRFS_MIN_MIB = 256
-STATE_DIR = Path(os.environ.get("PANTHER_STATE_DIR", "/run/pantheros"))
 ESP_TYPE, LINUX_TYPE, LUKS_TYPE = "ef00", "8300", "8309"
 
 
@@ -37,11 +36,6 @@ def required_mib(manifest: Manifest) -> int:
     esp = st.esp.size_mib if st.esp else 0
     luks = LUKS2_HEADER_MIB if st.luks else 0
     return GPT_OVERHEAD_MIB + esp + luks + BTRFS_MIN_MIB
-
-
-def require_root(action: str) -> None:
-    if os.geteuid() != 0:
-        raise NotRoot(f"{action} needs root (run it with sudo)")
 
 
 def device_mapper_available() -> bool:
@@ -224,27 +218,6 @@ def attached(target: str) -> Iterator[tuple[str, bool]]:
         blockdev.detach_loop(dev)
 
 
-@contextmanager
-def top_level_mount(device: str, *, readonly: bool = False) -> Iterator[Path]:
-    """Mount device's btrfs top level (subvolid=5) at a private directory for the duration.
-
-    The directory is removed with rmdir only: if unmounting failed it is left, never emptied.
-    noatime: looking at a fresh root must not change it.
-    """
-    base = STATE_DIR / "top"
-    base.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix="top-", dir=base))
-    options = ["subvolid=5", "noatime"] + (["ro"] if readonly else [])
-    try:
-        blockdev.mount(device, directory, options, fstype="btrfs")
-        try:
-            yield directory
-        finally:
-            blockdev.unmount(directory)
-    finally:
-        directory.rmdir()
-
-
 def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
     """Refuse, before any change, what would fail or destroy data without consent."""
     path, _ = blockdev.resolve_target(target)
@@ -328,7 +301,7 @@ def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secr
 
 def _state_file(directory: Path) -> Path:
     key = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
-    return STATE_DIR / "mounts" / f"{key}.json"
+    return mounts.state_dir() / "mounts" / f"{key}.json"
 
 
 @dataclass
