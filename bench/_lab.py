@@ -30,7 +30,9 @@ def timed(action: Callable[[], object]) -> float:
 def workspace() -> Iterator[Path]:
     if os.geteuid() != 0:
         sys.exit("benchmarks need root (loop devices, mount)")
-    base = Path(tempfile.mkdtemp(prefix="panther-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp")))
+    base = Path(
+        tempfile.mkdtemp(prefix="panther-bench-", dir=os.environ.get("BENCH_DIR", "/var/tmp"))
+    )
     env_state = base / "state"
     os.environ["PANTHER_STATE_DIR"] = str(env_state)
     os.environ["PYTHONPATH"] = str(REPO / "src")

@@ -186,9 +186,12 @@ class OldRoots:
                 walk(child.id, depth + 1)
 
         walk(info.id, 1)
-        # Read-only subvolumes cannot lose entries: make the victim and its nest writable first.
+        # A read-only subvolume cannot lose a nested one: make writable exactly the subvolumes
+        # that hold others (each flag change costs a commit, so not the rest).
+        holders = {ref.parent_id for _, ref in ordered}
         for path in [root.path] + [self.top / ref.path for _, ref in ordered]:
-            if btrfs.subvolume_info(path).readonly:
+            sub = btrfs.subvolume_info(path)
+            if sub.id in holders and sub.readonly:
                 btrfs.set_readonly(path, False)
         deleted = []
         for _, ref in sorted(ordered, key=lambda item: (-item[0], -item[1].id)):

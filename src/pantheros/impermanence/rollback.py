@@ -7,10 +7,10 @@ interrupted anywhere is finished by the next one, and a root that is already fre
 
   create   snapshot the blank (or create an empty subvolume) as <root>.pantheros-new
   exchange swap <root> and <root>.pantheros-new atomically
-  sync     commit, so the swap survives a power cut
   archive  rename <root>.pantheros-new (now the previous root) into the old-roots location
   readonly make the archived root read-only
-  commit   commit again
+  commit   commit: the exchange and the archive reach the disk together or not at all, and
+           either way the disk holds a state the next run recognises and finishes
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pantheros.manifest.models import Design
 log = logging.getLogger(__name__)
 
 NEW_SUFFIX = ".pantheros-new"
-STEPS = ("create", "exchange", "sync", "archive", "readonly", "commit")
+STEPS = ("create", "exchange", "archive", "readonly", "commit")
 # Testing only: SIGKILL this process right after the named step (crash-injection tests).
 KILL_AFTER_ENV = "PANTHER_ROLLBACK_KILL_AFTER"
 RECORD_DIR = ".pantheros"
@@ -260,7 +260,7 @@ class Rollback:
                     f"rename {self.new.name} to {self.root.name}",
                     lambda: btrfs.renameat2(self.new, self.root, btrfs.RENAME_NOREPLACE),
                 )
-                self._step("sync", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
+                self._step("commit", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
                 return
             # Anything else beside the root is kept as an old root, never deleted.
             self.outcome.notes.append(f"{self.new.name} was left over: archived, not deleted")
@@ -272,7 +272,7 @@ class Rollback:
                 f"{self._fresh_source()} as {self.root.name}",
                 lambda: self._create(self.root),
             )
-            self._step("sync", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
+            self._step("commit", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
             return
         if self.is_fresh(self.root):
             self.outcome.result = "already-fresh"
@@ -289,7 +289,6 @@ class Rollback:
             f"exchange {self.root.name} and {self.new.name} (RENAME_EXCHANGE)",
             lambda: btrfs.renameat2(self.root, self.new, btrfs.RENAME_EXCHANGE),
         )
-        self._step("sync", "commit (btrfs sync)", lambda: btrfs.sync(self.top))
         self._archive(self.new, previous)
 
 
