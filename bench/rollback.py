@@ -78,12 +78,17 @@ def main() -> None:
     args = parser.parse_args()
     with workspace() as base:
         manifest = base / "manifest.json"
-        doc = json.loads(Path(__file__).parent.parent.joinpath(
-            "src/pantheros/data/manifests/lab.json").read_text())  # fmt: skip
+        doc = json.loads(
+            Path(__file__)
+            .parent.parent.joinpath("src/pantheros/data/manifests/lab.json")
+            .read_text()
+        )
         doc["impermanence"]["retention"] = {"keep_min": 3, "max_count": 5}
         manifest.write_text(json.dumps(doc))
-        print(f"preparing: {OLD_ROOTS} old roots and a root of {args.files:,} files each ...",
-              flush=True)  # fmt: skip
+        print(
+            f"preparing: {OLD_ROOTS} old roots and a root of {args.files:,} files each ...",
+            flush=True,
+        )
         image = format_image(base, "panther.img", 8, manifest)
         with mounted_top(base, image, "prep") as top:
             prepare(top, args.files)
@@ -110,8 +115,10 @@ def main() -> None:
     print(f"{'panther rollback --gc':34} {panther_s:9.3f} {left:15}")
     print(f"{'shell recipe (impermanence README)':34} {recipe_s:9.3f} {recipe_left:15}")
     print(f"{'shell recipe + btrfs filesystem sync':34} {synced_s:9.3f} {recipe_left:15}")
-    print(f"ratio (recipe / panther): {recipe_s / panther_s:.2f}x; "
-          f"(recipe + sync) / panther: {synced_s / panther_s:.2f}x")  # fmt: skip
+    print(
+        f"ratio (recipe / panther): {recipe_s / panther_s:.2f}x; "
+        f"(recipe + sync) / panther: {synced_s / panther_s:.2f}x"
+    )
 
 
 if __name__ == "__main__":

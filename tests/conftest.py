@@ -74,8 +74,12 @@ def pfs(workdir: Path) -> Pfs:
     with open(image, "wb") as f:
         f.truncate(512 * 1024 * 1024)
     layout.format_disk(manifests.load(manifest_path), str(image), yes_wipe=False, secret=None)
-    device = subprocess.run(["losetup", "--find", "--show", "--partscan", str(image)],
-                            check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    device = subprocess.run(
+        ["losetup", "--find", "--show", "--partscan", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     subprocess.run(["partx", "--update", device], check=False)
     top = workdir / "top"
     top.mkdir()
@@ -96,7 +100,8 @@ def run_rollback(pfs: Pfs) -> Callable[..., subprocess.CompletedProcess[str]]:
     """The real `panther rollback` on the test's mounted top level."""
 
     def run(*extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top),
-                       *extra, env=env)  # fmt: skip
+        return panther(
+            "rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top), *extra, env=env
+        )
 
     return run

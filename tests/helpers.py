@@ -83,16 +83,18 @@ def cleanup_under(base: Path) -> None:
         subprocess.run(["losetup", "--detach", dev], check=True)
 
 
-def panther(*args: str, input: str | None = None, env: dict[str, str] | None = None,
-            user: int | None = None) -> subprocess.CompletedProcess[str]:  # fmt: skip
+def panther(
+    *args: str, input: str | None = None, env: dict[str, str] | None = None, user: int | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real command line in a subprocess."""
     argv = [sys.executable, "-m", "pantheros", *args]
     if user is not None:
         argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     full_env["PYTHONPATH"] = str(REPO / "src")
-    return subprocess.run(argv, capture_output=True, text=True, input=input, env=full_env,
-                          check=False)  # fmt: skip
+    return subprocess.run(
+        argv, capture_output=True, text=True, input=input, env=full_env, check=False
+    )
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

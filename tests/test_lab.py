@@ -14,8 +14,9 @@ pytestmark = pytest.mark.root
 
 
 def loops_of(image: Path) -> str:
-    return subprocess.run(["losetup", "--associated", str(image)], capture_output=True, text=True,
-                          check=True).stdout  # fmt: skip
+    return subprocess.run(
+        ["losetup", "--associated", str(image)], capture_output=True, text=True, check=True
+    ).stdout
 
 
 def test_lab_up_status_down(workdir: Path) -> None:

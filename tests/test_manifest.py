@@ -28,8 +28,13 @@ def test_bundled_manifests_load_and_match_the_schema(name: str) -> None:
     m = manifests.bundled(name)
     assert m.host == name
     assert m.storage.root.mountpoint == "/"
-    assert {s.role for s in m.storage.subvolumes} >= {Role.ROOT, Role.NIX, Role.PERSIST, Role.LOG,
-                                                      Role.HOME}  # fmt: skip
+    assert {s.role for s in m.storage.subvolumes} >= {
+        Role.ROOT,
+        Role.NIX,
+        Role.PERSIST,
+        Role.LOG,
+        Role.HOME,
+    }
     assert m.storage.btrfs_mount_options == ("compress=zstd", "noatime")
     assert m.impermanence.design is Design.BLANK_SNAPSHOT
 
@@ -67,22 +72,46 @@ BAD = [
     (["host"], "", "$.host", "does not match"),
     (["storage"], _DELETE, "$", "missing required property 'storage'"),
     (["storage", "subvolumes", 0, "role"], "rooot", "$.storage.subvolumes[0].role", "one of"),
-    (["storage", "subvolumes", 1, "mountpoint"], "nix", "$.storage.subvolumes[1].mountpoint",
-     "does not match"),
+    (
+        ["storage", "subvolumes", 1, "mountpoint"],
+        "nix",
+        "$.storage.subvolumes[1].mountpoint",
+        "does not match",
+    ),
     (["storage", "subvolumes", 1, "name"], "../escape", "$.storage.subvolumes[1].name", ""),
     (["storage", "subvolumes", 1, "name"], "root", "$.storage.subvolumes[1].name", "duplicate"),
-    (["storage", "subvolumes", 2, "mountpoint"], "/nix", "$.storage.subvolumes[2].mountpoint",
-     "used twice"),
-    (["storage", "btrfs", "mount_options"], "compress=zstd", "$.storage.btrfs.mount_options",
-     "expected array"),
-    (["storage", "subvolumes", 0, "colour"], "red", "$.storage.subvolumes[0].colour",
-     "unknown property"),
+    (
+        ["storage", "subvolumes", 2, "mountpoint"],
+        "/nix",
+        "$.storage.subvolumes[2].mountpoint",
+        "used twice",
+    ),
+    (
+        ["storage", "btrfs", "mount_options"],
+        "compress=zstd",
+        "$.storage.btrfs.mount_options",
+        "expected array",
+    ),
+    (
+        ["storage", "subvolumes", 0, "colour"],
+        "red",
+        "$.storage.subvolumes[0].colour",
+        "unknown property",
+    ),
     (["storage", "old_roots"], "root", "$.storage.old_roots", "overlaps"),
     (["storage", "blank_snapshot"], "root/blank", "$.storage.blank_snapshot", "overlaps"),
-    (["impermanence", "retention", "keep_min"], 0, "$.impermanence.retention.keep_min",
-     "at least 1"),
-    (["impermanence", "retention", "keep_min"], True, "$.impermanence.retention.keep_min",
-     "expected integer"),
+    (
+        ["impermanence", "retention", "keep_min"],
+        0,
+        "$.impermanence.retention.keep_min",
+        "at least 1",
+    ),
+    (
+        ["impermanence", "retention", "keep_min"],
+        True,
+        "$.impermanence.retention.keep_min",
+        "expected integer",
+    ),
     (["impermanence", "design"], "tmpfs", "$.impermanence.design", "one of"),
     (["impermanence", "fail_policy"], "ignore", "$.impermanence.fail_policy", "one of"),
     (["persistence", 0, "kind"], "socket", "$.persistence[0].kind", "one of"),
@@ -91,7 +120,7 @@ BAD = [
     (["persistence", 0, "mode"], "rwx", "$.persistence[0].mode", "does not match"),
     (["security", "level"], "paranoid", "$.security.level", "one of"),
     (["security", "waivers"], {"x": {}}, "$.security.waivers.x", "missing required property"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("where", "value", "path", "words"), BAD)

@@ -46,8 +46,11 @@ def test_age_comes_from_otime_and_order_from_otransid() -> None:
 
 
 def test_pinned_roots_are_never_pruned() -> None:
-    result = plan(roots([500, 400, 10, 5], pinned={0}), Retention(keep_min=1, max_age_days=30,
-                                                                 max_count=1), NOW)  # fmt: skip
+    result = plan(
+        roots([500, 400, 10, 5], pinned={0}),
+        Retention(keep_min=1, max_age_days=30, max_count=1),
+        NOW,
+    )
     decisions = {d.root.name: d for d in result.decisions}
     assert decisions["r0"].keep
     assert decisions["r0"].reason == "pinned"
@@ -71,8 +74,9 @@ def test_a_clock_far_off_skips_age_pruning(skew_years: int) -> None:
 
 
 def test_a_wrong_clock_still_applies_count_limits() -> None:
-    result = plan(roots([5, 4, 3, 2]), Retention(keep_min=1, max_age_days=1, max_count=2),
-                  NOW - 3650 * DAY)  # fmt: skip
+    result = plan(
+        roots([5, 4, 3, 2]), Retention(keep_min=1, max_age_days=1, max_count=2), NOW - 3650 * DAY
+    )
     assert deleted(result) == ["r1", "r0"]
 
 
@@ -81,15 +85,25 @@ def test_free_space_with_known_sizes_deletes_oldest_until_enough() -> None:
         Candidate(f"r{i}", otransid=i, otime=NOW - (10 - i) * DAY, exclusive_bytes=10 * 2**30)
         for i in range(5)
     ]
-    result = plan(candidates, Retention(keep_min=2, min_free_percent=20), NOW,
-                  free_percent=5.0, total_bytes=100 * 2**30)  # fmt: skip
+    result = plan(
+        candidates,
+        Retention(keep_min=2, min_free_percent=20),
+        NOW,
+        free_percent=5.0,
+        total_bytes=100 * 2**30,
+    )
     # each root frees 10%: two oldest are enough to reach 20% from 5%
     assert deleted(result) == ["r1", "r0"]
 
 
 def test_free_space_with_unknown_sizes_deletes_one_and_says_so() -> None:
-    result = plan(roots([9, 8, 7, 6]), Retention(keep_min=1, min_free_percent=20), NOW,
-                  free_percent=3.0, total_bytes=2**40)  # fmt: skip
+    result = plan(
+        roots([9, 8, 7, 6]),
+        Retention(keep_min=1, min_free_percent=20),
+        NOW,
+        free_percent=3.0,
+        total_bytes=2**40,
+    )
     assert deleted(result) == ["r0"]
     assert any("sizes unknown" in note for note in result.notes)
 
@@ -107,8 +121,7 @@ def test_random_policies_never_break_the_floor_or_pins() -> None:
             min_free_percent=rng.choice([None, 10, 50]),
         )
         now = NOW + rng.choice([0, 0, 0, 20 * 365 * DAY, -20 * 365 * DAY])
-        result = plan(candidates, policy, now, free_percent=rng.uniform(0, 100),
-                      total_bytes=2**40)  # fmt: skip
+        result = plan(candidates, policy, now, free_percent=rng.uniform(0, 100), total_bytes=2**40)
         newest_first = sorted(candidates, key=lambda c: c.otransid, reverse=True)
         floor = {c.name for c in newest_first[: policy.keep_min]}
         gone = set(deleted(result))

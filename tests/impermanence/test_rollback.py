@@ -156,8 +156,9 @@ def test_clock_far_off_does_not_prune_by_age(pfs: Pfs, run_rollback: Run, years:
         pfs.dirty()
         assert boot(pfs, run_rollback).returncode == 0
     ids = subvolume_ids(pfs)
-    plan, deleted = rollback.gc(pfs.top, pfs.manifest, dry_run=False,
-                                now=time.time() + years * 365 * 86400)  # fmt: skip
+    plan, deleted = rollback.gc(
+        pfs.top, pfs.manifest, dry_run=False, now=time.time() + years * 365 * 86400
+    )
     assert deleted == []
     assert subvolume_ids(pfs) == ids
     assert plan.notes
@@ -274,8 +275,12 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
 
     crash_top = workdir / "crash-top"
     crash_top.mkdir()
-    dev = subprocess.run(["losetup", "--find", "--show", "--partscan", str(crash_image)],
-                         check=True, capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", "--partscan", str(crash_image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     subprocess.run(["partx", "--update", dev], check=False)
     subprocess.run(["mount", "-o", "subvolid=5", f"{dev}p2", str(crash_top)], check=True)
     copy = Pfs(image=crash_image, device=dev, top=crash_top, manifest_path=pfs.manifest_path)

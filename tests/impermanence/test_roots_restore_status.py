@@ -82,8 +82,9 @@ def test_restore_keeps_metadata_and_refuses_to_overwrite(lab: Path, workdir: Pat
     assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1234, 5678, 0o640)
     assert st.st_mtime == 1_600_000_000
     assert os.getxattr(restored, "user.origin") == b"panther-test"
-    acl = subprocess.run(["getfacl", "-cp", str(restored)], capture_output=True, text=True,
-                         check=True).stdout  # fmt: skip
+    acl = subprocess.run(
+        ["getfacl", "-cp", str(restored)], capture_output=True, text=True, check=True
+    ).stdout
     assert "user:4321:r--" in acl
     assert os.readlink(data / "link") == "state.db"
 
@@ -92,8 +93,16 @@ def test_restore_keeps_metadata_and_refuses_to_overwrite(lab: Path, workdir: Pat
     assert proc.returncode == 5
     assert "give --force" in one_line_error(proc)
     assert restored.read_text() == "newer"
-    proc = panther("restore", "/var/lib/app/state.db", "--from", name, "--lab", str(lab),
-                   "--to", "/var/lib/app/state.db.old")  # fmt: skip
+    proc = panther(
+        "restore",
+        "/var/lib/app/state.db",
+        "--from",
+        name,
+        "--lab",
+        str(lab),
+        "--to",
+        "/var/lib/app/state.db.old",
+    )
     assert proc.returncode == 0, proc.stderr
     assert (data / "state.db.old").read_text() == "precious"
     proc = panther("restore", "/var/lib/app/state.db", "--from", name, "--lab", str(lab), "--force")
@@ -110,8 +119,9 @@ def test_restore_refuses_a_symlink_that_escapes(lab: Path) -> None:
     (mnt / "srv" / "real" / "file").write_text("within")
     reboot(lab)
     name = str(roots(lab)[0]["name"])
-    proc = panther("restore", "/srv/out/passwd", "--from", name, "--lab", str(lab),
-                   "--to", "/passwd")  # fmt: skip
+    proc = panther(
+        "restore", "/srv/out/passwd", "--from", name, "--lab", str(lab), "--to", "/passwd"
+    )
     assert proc.returncode == 5
     assert "escapes the old root" in one_line_error(proc)
     assert not (mnt / "passwd").exists()

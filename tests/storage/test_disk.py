@@ -47,8 +47,13 @@ def test_format_and_mount_builds_the_layout(image: Callable[..., Path], workdir:
     mnt = workdir / "mnt"
     format_and_mount(img, mnt)
     mounts = mountinfo_under(mnt)
-    expected = {"": "/root", "/nix": "/nix", "/persist": "/persist", "/var/log": "/log",
-                "/home": "/home"}  # fmt: skip
+    expected = {
+        "": "/root",
+        "/nix": "/nix",
+        "/persist": "/persist",
+        "/var/log": "/log",
+        "/home": "/home",
+    }
     assert {k.removeprefix(str(mnt)): v[0] for k, v in mounts.items()} == expected
     for root, options in mounts.values():
         assert "noatime" in options.split(",")
@@ -136,14 +141,25 @@ def test_plan_shows_every_step_and_changes_nothing(image: Callable[..., Path]) -
     proc = panther("disk", "plan", "--manifest", "workstation", str(img))
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
-    for words in ["losetup", "sgdisk --zap-all", "--typecode=1:ef00", "--typecode=2:8309",
-                  "mkfs.vfat -F 32 -n PANTHER-ESP", "cryptsetup luksFormat --type luks2",
-                  "cryptsetup open", "mkfs.btrfs --force --label pantheros",
-                  "subvolume create <top>/root", "subvolume create <top>/nix",
-                  "subvolume create <top>/persist", "subvolume create <top>/log",
-                  "subvolume create <top>/home", "snapshot -r <top>/root <top>/root-blank",
-                  "mkdir -p <top>/old_roots", "cryptsetup close cryptroot",
-                  "losetup --detach"]:  # fmt: skip
+    for words in [
+        "losetup",
+        "sgdisk --zap-all",
+        "--typecode=1:ef00",
+        "--typecode=2:8309",
+        "mkfs.vfat -F 32 -n PANTHER-ESP",
+        "cryptsetup luksFormat --type luks2",
+        "cryptsetup open",
+        "mkfs.btrfs --force --label pantheros",
+        "subvolume create <top>/root",
+        "subvolume create <top>/nix",
+        "subvolume create <top>/persist",
+        "subvolume create <top>/log",
+        "subvolume create <top>/home",
+        "snapshot -r <top>/root <top>/root-blank",
+        "mkdir -p <top>/old_roots",
+        "cryptsetup close cryptroot",
+        "losetup --detach",
+    ]:
         assert words in text, words
     assert sha256(img) == before
     as_json = json.loads(panther("disk", "plan", "-m", "workstation", "--json", str(img)).stdout)
@@ -253,8 +269,11 @@ def test_luks2_header_written_by_the_format_steps(
         dump = run("cryptsetup", "luksDump", plan.main)
         assert "Version:       \t2" in dump
         assert "Label:         \tpantheros-luks" in dump
-        test = subprocess.run(["cryptsetup", "open", "--test-passphrase", "--key-file", str(key),
-                               plan.main], capture_output=True, check=False)  # fmt: skip
+        test = subprocess.run(
+            ["cryptsetup", "open", "--test-passphrase", "--key-file", str(key), plan.main],
+            capture_output=True,
+            check=False,
+        )
         assert test.returncode == 0, test.stderr
         assert (
             run("blkid", "-p", "-s", "PART_ENTRY_TYPE", "-o", "value", plan.main).strip()

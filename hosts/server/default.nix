@@ -1,0 +1,27 @@
+# A server: plain btrfs, strict hardening, fail-closed (a failed rollback stops the boot).
+{ ... }:
+{
+  imports = [ ./hardware.nix ];
+
+  networking.hostName = "server";
+  pantheros.role = "server";
+  pantheros.storage = {
+    enable = true;
+    device = "/dev/sda";
+    swap.sizeMiB = 4096;
+  };
+  pantheros.impermanence = {
+    enable = true;
+    persistenceFile = ./persistence.json;
+    retention.maxCount = 30;
+  };
+  pantheros.security.waivers."module.usb-storage".reason = "backups are taken to USB disks";
+
+  boot.loader.systemd-boot.enable = true;
+  services.openssh.enable = true;
+  users.users.root.openssh.authorizedKeys.keys = [
+    # "ssh-ed25519 AAAA... admin@example"
+  ];
+
+  system.stateVersion = "25.05";
+}

@@ -1,0 +1,208 @@
+# pantheros.storage: one btrfs filesystem (optionally inside LUKS2) with the PantherOS subvolumes.
+# The same declaration feeds `fileSystems` here and, through the manifest, `panther disk`.
+{ config, lib, ... }:
+let
+  inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
+  cfg = config.pantheros.storage;
+
+  subvolumeType = types.submodule ({ name, ... }: {
+    options = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether this subvolume is part of the layout (false drops a default one).";
+      };
+      name = mkOption {
+        type = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
+        default = name;
+        description = "Subvolume path relative to the btrfs top level.";
+      };
+      mountPoint = mkOption {
+        type = types.strMatching "/.*";
+        description = "Where the subvolume is mounted.";
+        example = "/var/log";
+      };
+      role = mkOption {
+        type = types.enum [ "root" "nix" "persist" "log" "home" "other" ];
+        default = "other";
+        description = "What the subvolume is for; the rollback and the tools find root and persist by role.";
+      };
+      mountOptions = mkOption {
+        type = types.listOf types.str;
+        default = [ ];
+        description = "Options added to `pantheros.storage.mountOptions` for this subvolume.";
+      };
+      neededForBoot = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Mount in the initrd (needed for persistent storage and the log).";
+      };
+    };
+  });
+
+  defaultSubvolumes = {
+    root = { mountPoint = "/"; role = "root"; neededForBoot = true; };
+    nix = { mountPoint = "/nix"; role = "nix"; neededForBoot = true; };
+    persist = { mountPoint = "/persist"; role = "persist"; neededForBoot = true; };
+    log = { mountPoint = "/var/log"; role = "log"; neededForBoot = true; };
+    home = { mountPoint = "/home"; role = "home"; };
+  };
+  enabled = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
+
+  # The btrfs device as the running system and the initrd address it.
+  device =
+    if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}"
+    else "/dev/disk/by-label/${cfg.label}";
+in
+{
+  options.pantheros.storage = {
+    enable = mkEnableOption "the PantherOS btrfs layout (fileSystems for every subvolume)";
+
+    device = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      example = "/dev/nvme0n1";
+      description = "The whole disk `panther disk format` lays out. Only recorded in the manifest.";
+    };
+
+    label = mkOption {
+      type = types.strMatching "[A-Za-z0-9_-]{1,255}";
+      default = "pantheros";
+      description = "Label of the btrfs filesystem.";
+    };
+
+    partitionLabel = mkOption {
+      type = types.strMatching "[A-Za-z0-9_-]{1,36}";
+      default = "pantheros";
+      description = "GPT partition name of the main (btrfs or LUKS) partition.";
+    };
+
+    luks = {
+      enable = mkEnableOption "LUKS2 encryption of the btrfs partition";
+      name = mkOption {
+        type = types.strMatching "[A-Za-z0-9_-]{1,64}";
+        default = "cryptroot";
+        description = "Name of the opened mapping (/dev/mapper/NAME).";
+      };
+      label = mkOption {
+        type = types.nullOr (types.strMatching "[A-Za-z0-9_-]{1,47}");
+        default = "pantheros-luks";
+        description = "LUKS2 header label.";
+      };
+      allowDiscards = mkOption {
+        type = types.bool;
+        default = false;
+        description = "Pass discards through the encryption (TRIM on SSDs; leaks which blocks are used).";
+      };
+    };
+
+    esp = {
+      enable = mkOption {
+        type = types.bool;
+        default = true;
+        description = "Whether the disk has an EFI system partition.";
+      };
+      sizeMiB = mkOption {
+        type = types.ints.between 32 65536;
+        default = 512;
+        description = "Size of the EFI system partition.";
+      };
+      label = mkOption {
+        type = types.strMatching "[A-Z0-9_-]{1,11}";
+        default = "PANTHER-ESP";
+        description = "FAT label of the EFI system partition.";
+      };
+      mountPoint = mkOption {
+        type = types.str;
+        default = "/boot";
+        description = "Where the EFI system partition is mounted.";
+      };
+    };
+
+    mountOptions = mkOption {
+      type = types.listOf types.str;
+      default = [ "compress=zstd" "noatime" ];
+      description = "Mount options of every subvolume.";
+    };
+
+    subvolumes = mkOption {
+      type = types.attrsOf subvolumeType;
+      default = { };
+      description = ''
+        Subvolumes and where they are mounted. root, nix, persist, log and home are defined by
+        default (each field with mkDefault): set a field to change it, `enable = false` to drop
+        one, or add your own.
+      '';
+      example = lib.literalExpression ''{ home.name = "@home"; containers = { mountPoint = "/var/lib/containers"; }; }'';
+    };
+
+    blankSnapshot = mkOption {
+      type = types.str;
+      default = "root-blank";
+      description = "Read-only snapshot of the empty root that every boot starts from.";
+    };
+
+    oldRoots = mkOption {
+      type = types.str;
+      default = "old_roots";
+      description = "Directory at the btrfs top level where previous roots are kept.";
+    };
+
+    swap = {
+      sizeMiB = mkOption {
+        type = types.ints.unsigned;
+        default = 0;
+        description = "Size of a swap file in its own subvolume `swap` (0: no swap).";
+      };
+    };
+  };
+
+  config = mkIf cfg.enable (lib.mkMerge [
+    {
+      pantheros.storage.subvolumes = lib.mapAttrs (_: lib.mapAttrs (_: mkDefault)) defaultSubvolumes;
+
+      assertions = [
+        {
+          assertion = lib.length (lib.filter (s: s.role == "root") (lib.attrValues enabled)) == 1;
+          message = "pantheros.storage.subvolumes needs exactly one subvolume with role \"root\".";
+        }
+        {
+          assertion = lib.length (lib.filter (s: s.role == "persist") (lib.attrValues enabled)) == 1;
+          message = "pantheros.storage.subvolumes needs exactly one subvolume with role \"persist\".";
+        }
+      ];
+
+      boot.supportedFilesystems = [ "btrfs" ];
+
+      fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
+        inherit device;
+        fsType = "btrfs";
+        options = cfg.mountOptions ++ sv.mountOptions ++ [ "subvol=${sv.name}" ];
+        inherit (sv) neededForBoot;
+      }) enabled;
+    }
+
+    (mkIf cfg.esp.enable {
+      fileSystems.${cfg.esp.mountPoint} = {
+        device = "/dev/disk/by-label/${cfg.esp.label}";
+        fsType = "vfat";
+        options = [ "umask=0077" ];
+      };
+    })
+
+    (mkIf cfg.luks.enable {
+      boot.initrd.luks.devices.${cfg.luks.name} = {
+        device = "/dev/disk/by-partlabel/${cfg.partitionLabel}";
+        inherit (cfg.luks) allowDiscards;
+      };
+    })
+
+    (mkIf (cfg.swap.sizeMiB > 0) {
+      pantheros.storage.subvolumes.swap = {
+        mountPoint = "/swap";
+        mountOptions = [ "noatime" ];
+      };
+      swapDevices = [{ device = "/swap/swapfile"; size = cfg.swap.sizeMiB; }];
+    })
+  ]);
+}

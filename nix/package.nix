@@ -1,0 +1,33 @@
+# The panther toolkit, built from pyproject.toml, with the system tools it runs on its PATH.
+{ lib
+, python3Packages
+, btrfs-progs
+, cryptsetup
+, gptfdisk
+, util-linux
+, dosfstools
+, coreutils
+, acl
+}:
+python3Packages.buildPythonApplication {
+  pname = "pantheros";
+  version = (builtins.fromTOML (builtins.readFile ../pyproject.toml)).project.version;
+  pyproject = true;
+  src = lib.fileset.toSource {
+    root = ../.;
+    fileset = lib.fileset.unions [ ../pyproject.toml ../README.md ../src ];
+  };
+  build-system = [ python3Packages.setuptools ];
+  # Runtime is the standard library only (the rollback runs in the initrd).
+  dependencies = [ ];
+  makeWrapperArgs = [
+    "--prefix" "PATH" ":" (lib.makeBinPath [ btrfs-progs cryptsetup gptfdisk util-linux dosfstools coreutils acl ])
+  ];
+  pythonImportsCheck = [ "pantheros" ];
+  meta = {
+    description = "PantherOS toolkit: btrfs impermanence made safe, hardening made provable";
+    mainProgram = "panther";
+    license = lib.licenses.mit;
+    platforms = lib.platforms.linux;
+  };
+}

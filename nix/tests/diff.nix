@@ -1,0 +1,18 @@
+# `panther diff` shows a stray file in the root and nothing that is declared persistent.
+{ pkgs, self }:
+let common = import ./lib.nix { inherit pkgs self; };
+in
+pkgs.testers.runNixOSTest {
+  name = "pantheros-diff";
+  nodes.machine = common.node;
+  testScript = ''
+    machine.start()
+    ${common.format}
+    machine.reboot()
+    machine.wait_for_unit("multi-user.target")
+    machine.succeed("echo stray > /etc/stray && echo kept > /var/lib/kept/data")
+    out = machine.succeed("panther diff --json")
+    assert "/etc/stray" in out, out
+    assert "/var/lib/kept" not in out, out
+  '';
+}
