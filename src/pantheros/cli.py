@@ -160,6 +160,64 @@ def _impermanence(sub: Any) -> None:
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_status"))
 
 
+STATE = "pantheros.state.commands"
+
+
+def _state(sub: Any) -> None:
+    p = sub.add_parser("diff", help="what the next boot would erase")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="every change as JSON")
+    out.add_argument("--list", action="store_true", help="one change a line")
+    p.add_argument("--times", action="store_true", help="also timestamp-only changes")
+    p.add_argument(
+        "--ignore",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="leave out paths matching GLOB (repeatable)",
+    )
+    p.add_argument(
+        "--ignore-file",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="a file of GLOBs, one a line",
+    )
+    p.add_argument(
+        "--method",
+        choices=["auto", "send", "walk"],
+        default="auto",
+        help="send stream (fast when the baseline has content) or a full walk",
+    )
+    _lab_arg(p)
+    p.set_defaults(**_handler(STATE, "cmd_diff"))
+
+    p = sub.add_parser("persist", help="keep state across reboots, safely")
+    psub = _subparsers(p, "persist_action")
+    q = psub.add_parser("add", help="move PATH into persistent storage and bind-mount it back")
+    q.add_argument("paths", nargs="+", metavar="PATH")
+    q.add_argument(
+        "--merge", action="store_true", help="a persistent copy exists: add the live files it lacks"
+    )
+    q.add_argument("--host-file", metavar="FILE", help="the host's persistence JSON to record in")
+    _lab_arg(q)
+    q.set_defaults(**_handler(STATE, "cmd_persist_add"))
+    q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
+    q.add_argument("path", metavar="PATH")
+    q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
+    q.add_argument("--host-file", metavar="FILE")
+    _lab_arg(q)
+    q.set_defaults(**_handler(STATE, "cmd_persist_remove"))
+    q = psub.add_parser("list", help="declared entries and their state")
+    q.add_argument("--json", action="store_true")
+    _lab_arg(q)
+    q.set_defaults(**_handler(STATE, "cmd_persist_list"))
+    q = psub.add_parser("stray", help="data in persistent storage that nothing declares")
+    q.add_argument("--json", action="store_true")
+    _lab_arg(q)
+    q.set_defaults(**_handler(STATE, "cmd_persist_stray"))
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="panther",
@@ -174,6 +232,7 @@ def build_parser() -> Parser:
     _disk(sub)
     _lab(sub)
     _impermanence(sub)
+    _state(sub)
     return parser
 
 

@@ -11,7 +11,9 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import IO
 
 from pantheros.errors import CommandFailed, ToolMissing
 
@@ -74,3 +76,27 @@ def run(
         if check:
             raise CommandFailed(args, proc.returncode, proc.stderr or "")
     return proc
+
+
+@contextmanager
+def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
+    """Run argv and yield its stdout as a binary stream; a non-zero exit raises at the end."""
+    args = list(argv)
+    require(args[0])
+    log.debug("run: %s", " ".join(args))
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    try:
+        yield proc.stdout
+        # Whatever the reader left unread is drained, so the writer never blocks on a full pipe.
+        while proc.stdout.read(1 << 16):
+            pass
+    finally:
+        proc.stdout.close()
+        stderr = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        returncode = proc.wait()
+    if returncode != 0:
+        log.debug("exit %d: %s", returncode, stderr.strip())
+        raise CommandFailed(args, returncode, stderr)

@@ -33,6 +33,9 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
     print_outcome(outcome)
     ui.progress("booting: mounting the lab tree")
     layout.mount_tree(machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None)
+    from pantheros.state import persist
+
+    persist.apply(machine)
     if code == ExitCode.OK:
         ui.progress("after boot: panther roots gc")
         with machine.top_level() as top:

@@ -84,8 +84,17 @@ def _lab(args: argparse.Namespace) -> Lab:
 def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     lab.up(parse_size(args.size), args.manifest)
+    _persistence_mounts(lab)
     ui.result(NEXT_STEPS.format(root=lab.mnt))
     return ExitCode.OK
+
+
+def _persistence_mounts(lab: Lab) -> None:
+    """Bind-mount the lab's persistent entries, as the boot does on a PantherOS machine."""
+    from pantheros.machine import Machine
+    from pantheros.state import persist
+
+    persist.apply(Machine.select(str(lab.directory)))
 
 
 def cmd_lab_status(args: argparse.Namespace) -> int:

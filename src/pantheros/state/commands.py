@@ -1,0 +1,184 @@
+"""Command-line handlers for `panther diff` and `panther persist`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from pantheros import ui
+from pantheros.errors import ExitCode, UsageError
+from pantheros.machine import Machine
+from pantheros.manifest.models import Design
+from pantheros.state import diff, persist
+
+MARKS = {
+    diff.Kind.CREATED: "+",
+    diff.Kind.DELETED: "-",
+    diff.Kind.MODIFIED: "~",
+    diff.Kind.METADATA: "m",
+    diff.Kind.RENAMED: ">",
+    diff.Kind.TIMES: "t",
+}
+
+
+def ignore_patterns(machine: Machine, extra: list[str], files: list[str]) -> list[str]:
+    """--ignore patterns, --ignore-file files, and the machine's own diff-ignore file."""
+    default = (
+        machine.lab.directory / "diff-ignore" if machine.lab else Path("/etc/pantheros/diff-ignore")
+    )
+    sources = [Path(f) for f in files] + ([default] if default.exists() else [])
+    patterns = list(extra)
+    for source in sources:
+        try:
+            lines = source.read_text().splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read ignore file {source}: {exc.strerror}") from None
+        patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+    return patterns
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def _line(change: diff.Change) -> str:
+    detail = f"  ({change.detail})" if change.detail else ""
+    return f"{MARKS[change.kind]} {change.display}{detail}"
+
+
+def _as_json(change: diff.Change) -> dict[str, Any]:
+    return {
+        "path": change.display,
+        "kind": change.kind.value,
+        "type": change.type,
+        "size": change.size,
+        "detail": change.detail,
+        "old_path": os.fsdecode(change.old_path) if change.old_path else None,
+    }
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    machine = Machine.select(args.lab)
+    st = machine.manifest.storage
+    keep = diff.Filter(
+        persisted=tuple(os.fsencode(p) for p in persist.declared_paths(machine)),
+        mountpoints=tuple(
+            os.fsencode(m)
+            for m in [s.mountpoint for s in st.subvolumes if s.mountpoint != "/"]
+            + ([st.esp.mountpoint] if st.esp else [])
+        ),
+        patterns=tuple(ignore_patterns(machine, args.ignore, args.ignore_file)),
+    )
+    empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
+    with machine.top_level() as top:
+        result = diff.run(
+            top,
+            st.root.name,
+            None if empty_design else st.blank_snapshot,
+            method=args.method,
+            want_times=args.times,
+            keep=keep,
+        )
+    counts = Counter(c.kind.value for c in result.changes)
+    if args.json:
+        ui.emit_json(
+            {
+                "method": result.method,
+                "summary": dict(counts),
+                "hidden": result.hidden,
+                "changes": [_as_json(c) for c in result.changes],
+            }
+        )
+        return ExitCode.OK
+    if args.list:
+        for change in result.changes:
+            ui.result(_line(change))
+        return ExitCode.OK
+    groups: dict[str, list[diff.Change]] = defaultdict(list)
+    for change in result.changes:
+        top_dir = "/" + change.display.lstrip("/").split("/", 1)[0]
+        groups[top_dir].append(change)
+    for top_dir, members in groups.items():
+        tally = Counter(c.kind.value for c in members)
+        words = ", ".join(f"{n} {k}" for k, n in sorted(tally.items()))
+        size = sum(c.size for c in members if c.kind is not diff.Kind.DELETED)
+        ui.result(ui.paint(f"{top_dir}  ({words}; {_human(size)})", "bold"))
+        for change in members:
+            ui.result(f"  {_line(change)}")
+    total = sum(counts.values())
+    summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing"
+    ui.info(
+        f"{total} change(s) the next boot would erase: {summary} "
+        f"(method {result.method}; {result.hidden} left out as persistent, managed or ignored)"
+    )
+    return ExitCode.OK
+
+
+def _host_file(machine: Machine, args: argparse.Namespace) -> Path | None:
+    return persist.host_file_for(machine, args.host_file)
+
+
+def cmd_persist_add(args: argparse.Namespace) -> int:
+    machine = Machine.select(args.lab)
+    host_file = _host_file(machine, args)
+    for path in args.paths:
+        entry = persist.add(machine, path, host_file, merge=args.merge)
+        ui.info(
+            f"{entry.path} is persistent ({entry.kind}, {entry.user}:{entry.group} {entry.mode})"
+        )
+        if host_file is not None:
+            ui.info(f"recorded in {host_file}; the next rebuild declares it")
+        else:
+            ui.info("declare it in your NixOS configuration so the next boot keeps it:")
+            ui.result(persist.nix_lines(entry))
+    return ExitCode.OK
+
+
+def cmd_persist_remove(args: argparse.Namespace) -> int:
+    machine = Machine.select(args.lab)
+    persist.remove(machine, args.path, _host_file(machine, args), purge=args.purge)
+    return ExitCode.OK
+
+
+def cmd_persist_list(args: argparse.Namespace) -> int:
+    machine = Machine.select(args.lab)
+    rows = persist.states(machine)
+    if args.json:
+        ui.emit_json(
+            [
+                {
+                    "path": r.entry.path,
+                    "kind": r.entry.kind,
+                    "user": r.entry.user,
+                    "group": r.entry.group,
+                    "mode": r.entry.mode,
+                    "state": r.state,
+                    "copy": str(r.where.copy),
+                }
+                for r in rows
+            ]
+        )
+        return ExitCode.OK
+    for r in rows:
+        colour = "green" if r.state == "ok" else "yellow"
+        ui.result(f"{r.entry.path:40} {r.entry.kind:9} {ui.paint(r.state, colour)}")
+    return ExitCode.OK
+
+
+def cmd_persist_stray(args: argparse.Namespace) -> int:
+    found = persist.strays(Machine.select(args.lab))
+    if args.json:
+        ui.emit_json(found)
+    else:
+        for path in found:
+            ui.result(path)
+        ui.info(f"{len(found)} path(s) in persistent storage that no entry declares")
+    return ExitCode.OK

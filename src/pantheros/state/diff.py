@@ -1,0 +1,482 @@
+"""`panther diff`: every change in the live root against its baseline.
+
+Two ways to find candidates, one way to decide:
+
+- send: a read-only snapshot of the root and `btrfs send --no-data -p <blank>`; the stream names
+  every path that changed (created, written, chmod/chown, xattrs, utimes, links, unlinks,
+  renames, including temporary orphan names and renames that appear as link plus unlink). Cost
+  grows with the changes, not with the tree.
+- walk: both trees walked in full. Used when the baseline is (nearly) empty, when send is not
+  available, and as the benchmark's baseline.
+
+Every candidate is then checked with lstat (inode numbers, type, mode, owner, size, times) and
+xattrs on both trees, so the report says what is true, not what the stream suggested. Paths are
+bytes throughout: btrfs names need not be UTF-8.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import stat
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+from pantheros import btrfs, process, sendstream
+from pantheros.fsutil import same_bytes, xattrs
+from pantheros.sendstream import Attr, Cmd
+
+
+class Kind(StrEnum):
+    CREATED = "created"
+    DELETED = "deleted"
+    MODIFIED = "modified"  # data (or replaced by another file)
+    METADATA = "metadata"  # mode, owner, xattrs
+    RENAMED = "renamed"
+    TIMES = "times"  # only timestamps: hidden unless asked for
+
+
+@dataclass(frozen=True)
+class Change:
+    path: bytes  # as the machine sees it, starting with b"/"
+    kind: Kind
+    type: str  # file, dir, symlink, fifo, socket, chardev, blockdev, subvolume
+    size: int = 0
+    detail: str = ""
+    old_path: bytes | None = None  # for renames
+    hardlink: bool = False
+
+    @property
+    def display(self) -> str:
+        return os.fsdecode(self.path)
+
+
+def file_type(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISREG, "file"),
+        (stat.S_ISDIR, "dir"),
+        (stat.S_ISLNK, "symlink"),
+        (stat.S_ISFIFO, "fifo"),
+        (stat.S_ISSOCK, "socket"),
+        (stat.S_ISCHR, "chardev"),
+        (stat.S_ISBLK, "blockdev"),
+    ):
+        if test(mode):
+            return name
+    return "unknown"
+
+
+def _lstat(path: bytes) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _join(base: bytes, rel: bytes) -> bytes:
+    return base + b"/" + rel if rel else base
+
+
+@dataclass
+class Candidates:
+    """Paths a stream says changed: in the final namespace, and deletions in the baseline's."""
+
+    touched: dict[bytes, set[str]] = field(default_factory=dict)  # final path -> what happened
+    removed: set[bytes] = field(default_factory=set)  # baseline paths that lost their name
+    # A send stream names every data change; a walk knows only that something changed.
+    names_data: bool = False
+
+    def touch(self, path: bytes, what: str) -> None:
+        self.touched.setdefault(path, set()).add(what)
+
+
+_DATA = {Cmd.WRITE, Cmd.UPDATE_EXTENT, Cmd.TRUNCATE, Cmd.CLONE, Cmd.FALLOCATE, Cmd.ENCODED_WRITE}
+_META = {
+    Cmd.CHMOD: "mode",
+    Cmd.CHOWN: "owner",
+    Cmd.SET_XATTR: "xattr",
+    Cmd.REMOVE_XATTR: "xattr",
+    Cmd.FILEATTR: "attr",
+}
+_CREATE = {Cmd.MKFILE, Cmd.MKDIR, Cmd.MKNOD, Cmd.MKFIFO, Cmd.MKSOCK, Cmd.SYMLINK}
+
+
+def _is_orphan(path: bytes) -> bool:
+    """Send's temporary names: o<ino>-<gen>-<n> at the top of the subvolume."""
+    if b"/" in path or not path.startswith(b"o"):
+        return False
+    parts = path[1:].split(b"-")
+    return len(parts) == 3 and all(p.isdigit() for p in parts)
+
+
+class _Namespace:
+    """Follows renames in a stream: current names back to baseline names, and forward."""
+
+    def __init__(self) -> None:
+        self.origin: dict[bytes, bytes] = {}  # current path -> baseline path (renamed items)
+        self.created: set[bytes] = set()  # current paths of inodes made by the stream
+
+    def original(self, path: bytes) -> bytes:
+        """The baseline path of a current path (longest renamed prefix substituted)."""
+        head, tail = path, b""
+        while head:
+            if head in self.origin:
+                return self.origin[head] + tail
+            cut = head.rfind(b"/")
+            if cut < 0:
+                break
+            head, tail = head[:cut], head[cut:] + tail
+        return path
+
+
+def candidates_from_stream(commands: Iterable[sendstream.Command]) -> Candidates:
+    found = Candidates(names_data=True)
+    names = _Namespace()
+    children: dict[bytes, int] = {}  # current dir path -> number of touched paths below it
+
+    def add(path: bytes, what: str) -> None:
+        if path not in found.touched:
+            parent = path
+            while (cut := parent.rfind(b"/")) > 0:
+                parent = parent[:cut]
+                children[parent] = children.get(parent, 0) + 1
+        found.touch(path, what)
+
+    def move(old: bytes, new: bytes) -> None:
+        """Rewrite touched paths at or below old to live below new."""
+        if old in found.touched:
+            found.touched[new] = found.touched.pop(old) | found.touched.get(new, set())
+        if children.get(old):
+            prefix = old + b"/"
+            for path in [p for p in found.touched if p.startswith(prefix)]:
+                found.touched[new + path[len(old) :]] = found.touched.pop(path)
+
+    for command in commands:
+        cmd = command.cmd
+        path = command.path()
+        if cmd in _CREATE:
+            names.created.add(path)
+            add(path, "created")
+        elif cmd == Cmd.RENAME:
+            dest = command.path(Attr.PATH_TO)
+            if path in names.created:
+                names.created.discard(path)
+                names.created.add(dest)
+            else:
+                origin = names.original(path)
+                names.origin[dest] = origin
+                found.removed.add(origin)
+                if not _is_orphan(dest):
+                    add(dest, "renamed")
+            move(path, dest)
+        elif cmd == Cmd.LINK:
+            add(path, "linked")
+        elif cmd in (Cmd.UNLINK, Cmd.RMDIR):
+            if path not in names.created:
+                found.removed.add(names.original(path))
+            found.touched.pop(path, None)
+        elif cmd in _DATA:
+            add(path, "data")
+        elif cmd in _META:
+            add(path, _META[Cmd(cmd)])
+        elif cmd == Cmd.UTIMES:
+            add(path, "times")
+    return found
+
+
+@dataclass(frozen=True)
+class Trees:
+    """The two trees compared: the baseline and the live state (or its snapshot)."""
+
+    baseline: bytes
+    current: bytes
+
+
+def _compare(
+    trees: Trees, rel: bytes, want_times: bool, hints: set[str], names_data: bool
+) -> Change | None:
+    """The change at rel, which exists in both trees; None when nothing differs."""
+    new = _lstat(_join(trees.current, rel))
+    old = _lstat(_join(trees.baseline, rel))
+    assert new is not None
+    assert old is not None
+    path = b"/" + rel
+    kind = file_type(new.st_mode)
+    if new.st_ino != old.st_ino or stat.S_IFMT(new.st_mode) != stat.S_IFMT(old.st_mode):
+        return Change(path, Kind.MODIFIED, kind, new.st_size, "replaced")
+    details = []
+    # A directory's size and mtime follow its entries: that is its children's change, not its own.
+    sized = kind != "dir" and ("data" in hints or new.st_size != old.st_size)
+    if sized or (
+        kind == "file"
+        and not names_data
+        and not same_bytes(_join(trees.current, rel), _join(trees.baseline, rel))
+    ):
+        details.append("data")
+    if stat.S_IMODE(new.st_mode) != stat.S_IMODE(old.st_mode):
+        details.append(f"mode {stat.S_IMODE(old.st_mode):04o}->{stat.S_IMODE(new.st_mode):04o}")
+    if (new.st_uid, new.st_gid) != (old.st_uid, old.st_gid):
+        details.append(f"owner {old.st_uid}:{old.st_gid}->{new.st_uid}:{new.st_gid}")
+    if xattrs(_join(trees.current, rel)) != xattrs(_join(trees.baseline, rel)):
+        details.append("xattrs")
+    if kind == "symlink" and os.readlink(_join(trees.current, rel)) != os.readlink(
+        _join(trees.baseline, rel)
+    ):
+        details.append("target")
+    if details and (details[0] == "data" or "target" in details):
+        return Change(path, Kind.MODIFIED, kind, new.st_size, ", ".join(details))
+    if details:
+        return Change(path, Kind.METADATA, kind, new.st_size, ", ".join(details))
+    if new.st_mtime_ns != old.st_mtime_ns or new.st_ctime_ns != old.st_ctime_ns:
+        return Change(path, Kind.TIMES, kind, new.st_size, "times") if want_times else None
+    return None
+
+
+def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
+    """Decide every candidate against the trees themselves."""
+    changes: list[Change] = []
+    gone: dict[int, bytes] = {}  # baseline inode -> baseline path, of names that disappeared
+    for rel in found.removed:
+        if _lstat(_join(trees.current, rel)) is None:
+            old = _lstat(_join(trees.baseline, rel))
+            if old is not None:
+                gone[old.st_ino] = rel
+    renamed_from: set[bytes] = set()
+    for rel, hints in found.touched.items():
+        new = _lstat(_join(trees.current, rel))
+        if new is None:
+            continue
+        old = _lstat(_join(trees.baseline, rel))
+        kind = file_type(new.st_mode)
+        if old is None:
+            source = gone.get(new.st_ino)
+            if source is not None and source not in renamed_from:
+                renamed_from.add(source)
+                changes.append(
+                    Change(
+                        b"/" + rel,
+                        Kind.RENAMED,
+                        kind,
+                        new.st_size,
+                        f"from {os.fsdecode(b'/' + source)}",
+                        b"/" + source,
+                    )
+                )
+                continue
+            hardlink = kind != "dir" and new.st_nlink > 1 and "created" not in hints
+            changes.append(
+                Change(
+                    b"/" + rel,
+                    Kind.CREATED,
+                    kind,
+                    new.st_size,
+                    "hardlink" if hardlink else "",
+                    hardlink=hardlink,
+                )
+            )
+            continue
+        change = _compare(trees, rel, want_times, hints, found.names_data)
+        if change is not None:
+            changes.append(change)
+    for rel in gone.values():
+        if rel in renamed_from:
+            continue
+        old = _lstat(_join(trees.baseline, rel))
+        assert old is not None
+        changes.append(Change(b"/" + rel, Kind.DELETED, file_type(old.st_mode), old.st_size))
+    return _fold_renames(changes)
+
+
+def _fold_renames(changes: list[Change]) -> list[Change]:
+    """A rename implied by its directory's rename (a/x -> b/x when a -> b) is not reported."""
+    moved = {c.old_path: c.path for c in changes if c.kind is Kind.RENAMED and c.type == "dir"}
+
+    def implied(change: Change) -> bool:
+        old, new = change.old_path or b"", change.path
+        while (cut := old.rfind(b"/")) > 0:
+            old, tail = old[:cut], old[cut:]
+            if not new.endswith(tail):
+                return False
+            new = new[: -len(tail)]
+            if moved.get(old) == new:
+                return True
+        return False
+
+    return [c for c in changes if c.kind is not Kind.RENAMED or not implied(c)]
+
+
+def _walk(base: bytes) -> Iterator[tuple[bytes, os.stat_result]]:
+    """(relative path, lstat) of everything below base, not crossing into other file systems."""
+    stack = [b""]
+    dev = os.lstat(base).st_dev
+    while stack:
+        rel = stack.pop()
+        try:
+            entries = list(os.scandir(_join(base, rel)))
+        except OSError:
+            continue
+        for entry in entries:
+            child = _join(rel, entry.name) if rel else entry.name
+            st = entry.stat(follow_symlinks=False)
+            yield child, st
+            if stat.S_ISDIR(st.st_mode) and st.st_dev == dev:
+                stack.append(child)
+
+
+def walk_candidates(trees: Trees) -> Candidates:
+    """Candidates from a full walk of both trees (ctime and inode differences)."""
+    found = Candidates()
+    top_old, top_new = os.lstat(trees.baseline), os.lstat(trees.current)
+    if (top_old.st_ctime_ns, top_old.st_mtime_ns) != (top_new.st_ctime_ns, top_new.st_mtime_ns):
+        found.touch(b"", "changed")  # the root directory itself
+    old_index = dict(_walk(trees.baseline))
+    for rel, new in _walk(trees.current):
+        old = old_index.pop(rel, None)
+        if old is None:
+            found.touch(rel, "created")
+        elif (old.st_ino, old.st_ctime_ns, old.st_mtime_ns) != (
+            new.st_ino,
+            new.st_ctime_ns,
+            new.st_mtime_ns,
+        ):
+            found.touch(rel, "changed")
+    found.removed.update(old_index)
+    return found
+
+
+def nested_subvolumes(top: Path, root_rel: str) -> list[str]:
+    """Top-level-relative paths of subvolumes inside the root (send and snapshots skip them)."""
+    prefix = root_rel + "/"
+    return [r.path for r in btrfs.list_subvolumes(top) if r.path.startswith(prefix)]
+
+
+def inside_subvolume(top: Path, root_rel: str, sub_rel: str) -> list[Change]:
+    """Everything in a nested subvolume: none of it is in the baseline."""
+    base = os.fsencode(top / sub_rel)
+    at = os.fsencode(sub_rel[len(root_rel) :])  # "/var/lib/machines/a"
+    changes = [Change(at, Kind.CREATED, "subvolume", 0)]
+    for rel, st in _walk(base):
+        changes.append(Change(at + b"/" + rel, Kind.CREATED, file_type(st.st_mode), st.st_size))
+    return changes
+
+
+def send_stream_candidates(baseline: Path, snapshot: Path) -> Candidates:
+    argv = ["btrfs", "send", "--quiet", "--no-data", "-p", str(baseline), str(snapshot)]
+    with process.stream(argv) as out:
+        return candidates_from_stream(sendstream.read(out))
+
+
+# Filters and the whole diff
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What is left out: persisted paths, other mount points, NixOS-managed links, ignores."""
+
+    persisted: tuple[bytes, ...] = ()
+    mountpoints: tuple[bytes, ...] = ()
+    patterns: tuple[str, ...] = ()
+
+    def keeps(self, change: Change) -> bool:
+        path = change.path
+        if any(path == p or path.startswith(p + b"/") for p in self.persisted):
+            return False
+        # Parents of persisted paths are made again at every boot: their creation is no loss.
+        if (
+            change.type == "dir"
+            and change.kind is not Kind.DELETED
+            and any(p.startswith(path + b"/") for p in self.persisted)
+        ):
+            return False
+        if path in self.mountpoints or path.startswith(b"/nix/"):
+            return False
+        return not self._ignored(change.display)
+
+    def keeps_link(self, target: bytes) -> bool:
+        """Links NixOS manages point into the store or /etc/static and are rebuilt every boot."""
+        return not target.startswith((b"/nix/store/", b"/etc/static/"))
+
+    def _ignored(self, display: str) -> bool:
+        candidates = [display]
+        parent = display
+        while (cut := parent.rfind("/")) > 0:
+            parent = parent[:cut]
+            candidates.append(parent)
+        return any(fnmatch.fnmatchcase(c, p.rstrip("/")) for p in self.patterns for c in candidates)
+
+
+@dataclass
+class Result:
+    method: str
+    changes: list[Change]
+    hidden: int  # changes left out by the filter
+
+
+def run(
+    top: Path,
+    root_rel: str,
+    baseline_rel: str | None,
+    *,
+    method: str,
+    want_times: bool,
+    keep: Filter,
+) -> Result:
+    """Diff the root subvolume against its baseline through a temporary read-only snapshot."""
+    snap_rel = f".pantheros-diff-{os.getpid()}"
+    snapshot = top / snap_rel
+    btrfs.snapshot(top / root_rel, snapshot, readonly=True)
+    try:
+        if baseline_rel is None:
+            empty = top / f".pantheros-diff-empty-{os.getpid()}"
+            btrfs.create_subvolume(empty)
+            try:
+                return _run(top, snapshot, empty, root_rel, "walk", want_times, keep)
+            finally:
+                btrfs.delete_subvolume(empty)
+        chosen = method if method != "auto" else _auto_method(top / baseline_rel)
+        return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep)
+    finally:
+        btrfs.delete_subvolume(snapshot)
+
+
+def _auto_method(baseline: Path, enough: int = 100) -> str:
+    """send pays off once the baseline has content; for a (nearly) empty one a walk is cheaper."""
+    for count, _ in enumerate(_walk(os.fsencode(baseline)), 1):
+        if count >= enough:
+            return "send"
+    return "walk"
+
+
+def _run(
+    top: Path,
+    snapshot: Path,
+    baseline: Path,
+    root_rel: str,
+    method: str,
+    want_times: bool,
+    keep: Filter,
+) -> Result:
+    trees = Trees(baseline=os.fsencode(baseline), current=os.fsencode(snapshot))
+    if method == "send":
+        found = send_stream_candidates(baseline, snapshot)
+    else:
+        found = walk_candidates(trees)
+    nested = nested_subvolumes(top, root_rel)
+    placeholders = {os.fsencode(n[len(root_rel) + 1 :]) for n in nested}
+    for rel in placeholders:
+        found.touched.pop(rel, None)
+    changes = resolve(trees, found, want_times)
+    for sub in nested:
+        changes += inside_subvolume(top, root_rel, sub)
+    kept = []
+    for change in changes:
+        if change.type == "symlink" and change.kind is not Kind.DELETED:
+            target = os.readlink(trees.current + change.path)
+            if not keep.keeps_link(target):
+                continue
+        if keep.keeps(change):
+            kept.append(change)
+    kept.sort(key=lambda c: c.path)
+    return Result(method, kept, len(changes) - len(kept))

@@ -1,0 +1,132 @@
+"""`panther diff` against the truth a mutation script recorded, by send stream and by walk."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mutate
+import pytest
+
+from helpers import one_line_error, panther
+from pantheros import btrfs
+from pantheros.machine import Machine
+
+pytestmark = pytest.mark.root
+
+
+def bless_blank(lab: Path) -> None:
+    """Make the lab's current root its blank (a base image with content), then reboot."""
+    machine = Machine.select(str(lab))
+    assert panther("lab", "down", str(lab)).returncode == 0
+    with machine.top_level() as top:
+        blank = top / machine.manifest.storage.blank_snapshot
+        btrfs.set_readonly(blank, False)
+        btrfs.delete_subvolume(blank)
+        btrfs.snapshot(top / "root", blank, readonly=True)
+    assert panther("lab", "up", str(lab)).returncode == 0
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+
+
+@pytest.fixture(scope="module")
+def mutated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.Truth]:
+    """A lab whose blank holds 3,000 files, and a root with every kind of change."""
+    from helpers import cleanup_under
+
+    base = tmp_path_factory.mktemp("diff")
+    os.environ["PANTHER_STATE_DIR"] = str(base / "state")
+    lab = base / "lab"
+    assert panther("lab", "up", str(lab), "--size", "2G").returncode == 0
+    root = lab / "mnt"
+    files = mutate.populate(root, 3000)
+    bless_blank(lab)
+    truth = mutate.apply(root, files, random_changes=3000)
+    yield lab, truth
+    cleanup_under(base)
+
+
+def diff_json(lab: Path, *args: str) -> dict[str, dict[str, object]]:
+    proc = panther("diff", "--json", "--lab", str(lab), *args)
+    assert proc.returncode == 0, proc.stderr
+    return {c["path"]: c for c in json.loads(proc.stdout)["changes"]}
+
+
+def as_text(path: bytes) -> str:
+    return json.loads(json.dumps(os.fsdecode(path)))
+
+
+@pytest.mark.parametrize("method", ["send", "walk"])
+def test_every_change_is_reported_and_nothing_else(
+    mutated: tuple[Path, mutate.Truth], method: str
+) -> None:
+    lab, truth = mutated
+    found = diff_json(lab, "--method", method)
+    expected = {as_text(p): k for p, k in truth.items() if k != "times"}
+    missing = {p: k for p, k in expected.items() if p not in found}
+    assert not missing, f"{len(missing)} changes missed, e.g. {list(missing.items())[:5]}"
+    wrong = {p: (k, found[p]["kind"]) for p, k in expected.items() if found[p]["kind"] != k}
+    assert not wrong, f"wrong kinds: {list(wrong.items())[:5]}"
+    extra = {p: c["kind"] for p, c in found.items() if p not in expected}
+    assert not extra, f"false entries: {list(extra.items())[:5]}"
+
+
+def test_methods_agree_and_times_are_behind_a_flag(mutated: tuple[Path, mutate.Truth]) -> None:
+    lab, truth = mutated
+    send = diff_json(lab, "--method", "send", "--times")
+    walk = diff_json(lab, "--method", "walk", "--times")
+    assert send.keys() == walk.keys()
+    touched = [as_text(p) for p, k in truth.items() if k == "times"]
+    for path in touched:
+        assert send[path]["kind"] == "times"
+    # With --times, the only entries beyond the truth are directories whose entries changed.
+    truth_text = {as_text(t) for t in truth}
+    noise = {p: c for p, c in send.items() if p not in truth_text}
+    assert all(c["type"] == "dir" and c["kind"] == "times" for c in noise.values()), noise
+
+
+def test_renames_and_special_files_are_described(mutated: tuple[Path, mutate.Truth]) -> None:
+    lab, _ = mutated
+    found = diff_json(lab)
+    assert found["/data/d39-renamed"]["old_path"] == "/data/d39"
+    assert found["/new/fifo"]["type"] == "fifo"
+    assert found["/new/null"]["type"] == "chardev"
+    assert found["/new/symlink"]["type"] == "symlink"
+    assert found["/new/sub"]["type"] == "subvolume"
+    assert found["/new/hardlink-to-old"]["detail"] == "hardlink"
+    assert found[as_text(b"/new/caf\xe9-latin1")]["kind"] == "created"
+
+
+def test_filters_persisted_ignored_and_managed(workdir: Path) -> None:
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    root = lab / "mnt"
+    (root / "etc").mkdir()
+    (root / "etc" / "keep-me").write_text("shown")
+    (root / "etc" / "ignored.log").write_text("ignored")
+    os.symlink("/etc/static/hosts", root / "etc" / "hosts")  # a NixOS-managed link
+    (root / "var" / "cache").mkdir()
+    (root / "var" / "cache" / "junk").write_text("x")
+    (lab / "diff-ignore").write_text("# caches\n/var/cache\n")
+    (root / "var" / "lib" / "nixos").mkdir(parents=True)
+    (root / "var" / "lib" / "nixos" / "uid-map").write_text("{}")  # declared persistent
+    found = diff_json(lab, "--ignore", "*.log")
+    assert "/etc/keep-me" in found
+    assert "/etc/ignored.log" not in found
+    assert "/etc/hosts" not in found
+    assert not any(p.startswith("/var/cache") for p in found)
+    assert not any(p.startswith("/var/lib") for p in found)
+    text = panther("diff", "--lab", str(lab))
+    assert "/etc  (2 created" in text.stdout
+    listing = panther("diff", "--list", "--lab", str(lab)).stdout.splitlines()
+    assert "+ /etc/keep-me" in listing
+    proc = panther("diff", "--lab", str(lab), "--ignore-file", str(workdir / "nope"))
+    assert "cannot read ignore file" in one_line_error(proc)
+
+
+def test_temporary_snapshot_is_always_removed(mutated: tuple[Path, mutate.Truth]) -> None:
+    lab, _ = mutated
+    diff_json(lab)
+    machine = Machine.select(str(lab))
+    with machine.top_level(readonly=True) as top:
+        assert not [p for p in top.iterdir() if p.name.startswith(".pantheros-diff")]
