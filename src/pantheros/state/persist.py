@@ -357,21 +357,21 @@ def _check_new(machine: Machine, where: Where, *, merge: bool) -> None:
         )
     # --merge: copy what the persistent copy lacks; never overwrite anything in it.
     if where.live.is_dir() and where.copy.is_dir():
-        process.run(
-            [
-                "cp",
-                "-a",
-                "--reflink=auto",
-                "--update=none",
-                "--no-target-directory",
-                str(where.live),
-                str(where.copy),
-            ],
-            check=True,
-        )
+        _merge_missing(where.live, where.copy)
     ui.warn(f"merged {where.path} into {where.copy}; existing files there were kept")
     where.journal.parent.mkdir(parents=True, exist_ok=True)
     _save_journal(where, "placed", "directory" if where.copy.is_dir() else "file")
+
+
+def _merge_missing(source: Path, dest: Path) -> None:
+    """Copy into dest what it lacks from source, entry by entry; nothing in dest is replaced."""
+    for child in sorted(source.iterdir()):
+        target = dest / child.name
+        if not os.path.lexists(target):
+            argv = ["cp", "-a", "--reflink=auto", "--no-target-directory", str(child), str(target)]
+            process.run(argv, check=True)
+        elif child.is_dir() and not child.is_symlink() and target.is_dir():
+            _merge_missing(child, target)
 
 
 def _empty_original(machine: Machine, where: Where) -> None:
