@@ -16,8 +16,14 @@ REPO = Path(__file__).resolve().parent.parent
 PANTHER = [sys.executable, "-m", "pantheros"]
 
 
-def sh(*argv: str, **kw: object) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw)  # type: ignore[call-overload]
+def sh(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure stop the benchmark with its stderr."""
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, errors="surrogateescape", check=False
+    )
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc
 
 
 def timed(action: Callable[[], object]) -> float:

@@ -73,7 +73,7 @@ def test_add_moves_state_keeps_metadata_and_survives_reboot(lab: Path) -> None:
     assert not [c for c in diff["changes"] if c["path"].startswith("/var/lib/app")]
 
 
-def test_without_a_host_file_the_nix_lines_are_printed(lab: Path, workdir: Path) -> None:
+def test_add_records_in_the_given_host_file(lab: Path, workdir: Path) -> None:
     make_state(lab / "mnt")
     (lab / "mnt" / "etc").mkdir()
     (lab / "mnt" / "etc" / "adjtime").write_text("0.0 0 0.0\n")
