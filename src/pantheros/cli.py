@@ -218,6 +218,29 @@ def _state(sub: Any) -> None:
     q.set_defaults(**_handler(STATE, "cmd_persist_stray"))
 
 
+def _audit(sub: Any) -> None:
+    p = sub.add_parser("audit", help="prove the hardening: checks, score, fixes, SARIF")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="findings as JSON")
+    out.add_argument("--sarif", action="store_true", help="findings as SARIF 2.1.0")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    p.add_argument(
+        "--level", help="audit against this level (default: the manifest's, or baseline)"
+    )
+    p.add_argument(
+        "--fail-on",
+        choices=["low", "medium", "high"],
+        default="low",
+        help="exit 1 when a check of this severity or above fails (default: low)",
+    )
+    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST} if present")
+    p.add_argument("--all", action="store_true", help="list passing checks too")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--root", metavar="DIR", help="audit an offline tree (image, built system)")
+    _lab_arg(where)
+    p.set_defaults(**_handler("pantheros.audit.commands", "cmd_audit"))
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="panther",
@@ -233,6 +256,7 @@ def build_parser() -> Parser:
     _lab(sub)
     _impermanence(sub)
     _state(sub)
+    _audit(sub)
     return parser
 
 
