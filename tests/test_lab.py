@@ -19,6 +19,7 @@ def loops_of(image: Path) -> str:
     ).stdout
 
 
+@pytest.mark.scenario("storage-layout: Lab up, status and down")
 def test_lab_up_status_down(workdir: Path) -> None:
     lab = workdir / "lab"
     up = panther("lab", "up", str(lab), "--size", "1G")

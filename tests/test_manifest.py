@@ -123,6 +123,7 @@ BAD = [
 ]
 
 
+@pytest.mark.scenario("storage-layout: Bad manifest rejected with path")
 @pytest.mark.parametrize(("where", "value", "path", "words"), BAD)
 def test_bad_manifest_rejected_with_path_and_reason(
     where: list[Any], value: Any, path: str, words: str

@@ -241,6 +241,65 @@ def _audit(sub: Any) -> None:
     p.set_defaults(**_handler("pantheros.audit.commands", "cmd_audit"))
 
 
+SPEC = "pantheros.spec.commands"
+
+
+def _spec(sub: Any) -> None:
+    spec = sub.add_parser(
+        "spec", help="OpenSpec change management (compatible with the OpenSpec CLI)"
+    )
+    ssub = _subparsers(spec, "spec_action")
+    p = ssub.add_parser("list", help="changes (default) or specs")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--specs", action="store_true")
+    which.add_argument("--changes", action="store_true")
+    p.add_argument("--sort", choices=["recent", "name"], default="recent")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_list"))
+    p = ssub.add_parser("show", help="a change or a spec")
+    p.add_argument("item", metavar="ITEM")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--type", choices=["change", "spec"])
+    p.add_argument("--deltas-only", action="store_true")
+    p.add_argument("--requirements", action="store_true")
+    p.add_argument("--no-scenarios", action="store_true")
+    p.add_argument("-r", "--requirement", type=int, metavar="N")
+    p.add_argument("--no-interactive", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_show"))
+    p = ssub.add_parser("validate", help="validate changes and specs")
+    p.add_argument("item", nargs="?", metavar="ITEM")
+    p.add_argument("--all", action="store_true")
+    p.add_argument("--changes", action="store_true")
+    p.add_argument("--specs", action="store_true")
+    p.add_argument("--type", choices=["change", "spec"])
+    p.add_argument("--strict", action="store_true")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--no-interactive", action="store_true")
+    p.add_argument("--concurrency", type=int)
+    p.set_defaults(**_handler(SPEC, "cmd_validate"))
+    p = ssub.add_parser("archive", help="apply a change's deltas to the specs and archive it")
+    p.add_argument("change", nargs="?", metavar="CHANGE")
+    p.add_argument("-y", "--yes", action="store_true")
+    p.add_argument("--skip-specs", action="store_true")
+    p.add_argument("--no-validate", dest="validate", action="store_false")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_archive"))
+    p = ssub.add_parser("new", help="scaffold a change: proposal, tasks and a delta spec")
+    p.add_argument("change", metavar="CHANGE")
+    p.add_argument("--capability", metavar="CAP", help="the capability its delta spec touches")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_new"))
+    p = ssub.add_parser("diff", help="the requirement-level effect of a change, before archiving")
+    p.add_argument("change", metavar="CHANGE")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_diff"))
+    p = ssub.add_parser("trace", help="which tests exercise each scenario")
+    p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
+    p.add_argument("--strict", action="store_true", help="exit 1 if a scenario has no test")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler(SPEC, "cmd_trace"))
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog="panther",
@@ -257,6 +316,7 @@ def build_parser() -> Parser:
     _impermanence(sub)
     _state(sub)
     _audit(sub)
+    _spec(sub)
     return parser
 
 

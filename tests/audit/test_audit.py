@@ -197,6 +197,7 @@ def sarif_schema() -> dict[str, object]:
     return data
 
 
+@pytest.mark.scenario("security-audit: Real run in three formats")
 @pytest.mark.parametrize("level", ["baseline", "hardened", "strict"])
 def test_real_run_json_sarif_and_text(level: str, tmp_path: Path) -> None:
     proc = panther("audit", "--json", "--level", level)

@@ -41,6 +41,7 @@ def is_fresh(pfs: Pfs) -> bool:
     return info.generation == info.otransid and info.parent_uuid == blank.uuid
 
 
+@pytest.mark.scenario("impermanence-rollback: Root archived and fresh")
 def test_rollback_archives_the_root_and_starts_fresh(pfs: Pfs, run_rollback: Run) -> None:
     pfs.dirty("etc/hostname", "dirty")
     first_root = btrfs.subvolume_info(pfs.root)
@@ -120,6 +121,7 @@ def test_nested_subvolumes_three_levels_deep(pfs: Pfs, run_rollback: Run) -> Non
     assert len(pfs.old_root_names()) == 1
 
 
+@pytest.mark.scenario("impermanence-rollback: Stray directory kept")
 def test_plain_directory_and_ancient_mtimes_are_not_deleted(pfs: Pfs, run_rollback: Run) -> None:
     pfs.configure(keep_min=1, max_age_days=1, max_count=2)
     planted = pfs.old_roots / "2019-01-01_00:00:00"
@@ -149,6 +151,7 @@ def test_a_root_with_an_old_mtime_is_archived_and_kept(pfs: Pfs, run_rollback: R
     assert len(pfs.old_root_names()) == 2
 
 
+@pytest.mark.scenario("impermanence-rollback: Clock far off")
 @pytest.mark.parametrize("years", [10, -10])
 def test_clock_far_off_does_not_prune_by_age(pfs: Pfs, run_rollback: Run, years: int) -> None:
     pfs.configure(keep_min=1, max_age_days=1)
@@ -177,6 +180,7 @@ def test_missing_root_is_created(pfs: Pfs, run_rollback: Run) -> None:
     assert "there was no root subvolume" in proc.stdout
 
 
+@pytest.mark.scenario("impermanence-rollback: Missing blank snapshot")
 @pytest.mark.parametrize(("policy", "code"), [("fail-closed", 1), ("boot-dirty", 6)])
 def test_missing_blank_follows_the_fail_policy(
     pfs: Pfs, run_rollback: Run, policy: str, code: int
@@ -252,6 +256,7 @@ def _copy_image(pfs: Pfs, dest: Path) -> None:
     subprocess.run(["cp", "--sparse=always", str(pfs.image), str(dest)], check=True)
 
 
+@pytest.mark.scenario("impermanence-rollback: Crash at any step")
 @pytest.mark.parametrize("step", STEPS)
 def test_crash_after_each_step_is_completed_by_the_next_run(
     pfs: Pfs, run_rollback: Run, workdir: Path, step: str

@@ -122,6 +122,7 @@ def test_default_host_evaluates_to_the_layout(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("policy", "required"), [("boot-dirty", []), ("fail-closed", ["sysroot.mount"])]
 )
+@pytest.mark.scenario("nixos-modules: Unit ordering and fail policy")
 def test_rollback_unit_ordering_and_fail_policy(
     tmp_path: Path, policy: str, required: list[str]
 ) -> None:
@@ -161,6 +162,7 @@ def test_luks_orders_the_rollback_after_cryptsetup(tmp_path: Path) -> None:
         ("hardened", "kernel.yama.ptrace_scope", 1),
     ],
 )
+@pytest.mark.scenario("security-audit: Level sets sysctls from the table")
 def test_security_level_sets_sysctls_from_the_table(
     tmp_path: Path, level: str, key: str, value: int
 ) -> None:
@@ -252,6 +254,7 @@ def test_persistence_file_entries_are_declared(tmp_path: Path) -> None:
         ),
     ],
 )
+@pytest.mark.scenario("nixos-modules: What would break boot fails evaluation")
 def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, message: str) -> None:
     host = BASE.replace("boot.initrd.systemd.enable = true;", "") if "systemd" in setting else BASE
     out = evaluated(tmp_path, host % setting)

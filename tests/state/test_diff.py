@@ -56,6 +56,7 @@ def as_text(path: bytes) -> str:
     return json.loads(json.dumps(os.fsdecode(path)))
 
 
+@pytest.mark.scenario("diff-and-persist: Every change reported")
 @pytest.mark.parametrize("method", ["send", "walk"])
 def test_every_change_is_reported_and_nothing_else(
     mutated: tuple[Path, mutate.Truth], method: str

@@ -85,6 +85,7 @@ def test_add_records_in_the_given_host_file(lab: Path, workdir: Path) -> None:
     assert json.loads(host_file.read_text())["files"][0]["file"] == "/etc/adjtime"
 
 
+@pytest.mark.scenario("diff-and-persist: Killed at any step")
 @pytest.mark.parametrize("step", STEPS)
 def test_killed_at_any_step_the_source_is_intact_and_a_rerun_completes(
     lab: Path, step: str

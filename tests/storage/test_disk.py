@@ -42,6 +42,7 @@ def format_and_mount(img: Path, mnt: Path) -> None:
     assert mount.returncode == 0, mount.stderr
 
 
+@pytest.mark.scenario("storage-layout: Layout as built")
 def test_format_and_mount_builds_the_layout(image: Callable[..., Path], workdir: Path) -> None:
     img = image(512)
     mnt = workdir / "mnt"
@@ -166,6 +167,7 @@ def test_plan_shows_every_step_and_changes_nothing(image: Callable[..., Path]) -
     assert len(as_json["steps"]) == len([ln for ln in text.splitlines() if not ln.startswith("#")])
 
 
+@pytest.mark.scenario("storage-layout: Target with a filesystem is refused")
 def test_format_refuses_a_target_with_a_filesystem(image: Callable[..., Path]) -> None:
     img = image(512)
     subprocess.run(["mkfs.btrfs", "-q", "-f", str(img)], check=True, capture_output=True)

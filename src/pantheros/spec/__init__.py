@@ -1,0 +1,1 @@
+"""`panther spec`: OpenSpec change management, compatible with the OpenSpec CLI 1.13.2."""

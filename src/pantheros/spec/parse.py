@@ -1,0 +1,379 @@
+"""Parsers of OpenSpec files, as the OpenSpec CLI (1.13.2) reads them.
+
+Two parsers read main specs, as in OpenSpec: a section tree (for validate, show and list) in
+which every direct child header of "Requirements" is a requirement, and a block parser (for
+archive merges and the SHALL/MUST rule) that knows only `### Requirement:` headers.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HEADER = re.compile(r"^(#{1,6})\s+(.+)$")
+REQ_HEADER = re.compile(r"^###\s*Requirement:\s*(.+)\s*$", re.I)
+H2 = re.compile(r"^##\s+(.+)$")
+SHALL = re.compile(r"\b(SHALL|MUST)\b")
+METADATA = re.compile(r"^\*\*[^*]+\*\*:")
+DELTA_TITLES = {
+    "added requirements": "ADDED",
+    "modified requirements": "MODIFIED",
+    "removed requirements": "REMOVED",
+    "renamed requirements": "RENAMED",
+}
+
+
+def read(path: Path) -> str:
+    """A file's text exactly (Path.read_text would turn CRLF into LF)."""
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def normalise(text: str) -> str:
+    return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
+
+
+def fenced(lines: list[str]) -> list[bool]:
+    """Whether each line is inside (or opens or closes) a ``` or ~~~ fence."""
+    out = []
+    fence: str | None = None
+    for line in lines:
+        stripped = line.lstrip()
+        marker = stripped[:3] if stripped[:3] in ("```", "~~~") else None
+        if fence is None and marker:
+            fence = marker
+            out.append(True)
+        elif fence is not None:
+            out.append(True)
+            if marker == fence:
+                fence = None
+        else:
+            out.append(False)
+    return out
+
+
+def clean_name(text: str) -> str:
+    """A header's name: trimmed, without an ATX closing run of #."""
+    return re.sub(r"\s+#+\s*$", "", text).strip()
+
+
+# The section tree
+
+
+@dataclass
+class Section:
+    level: int
+    title: str
+    line: int  # 1-based
+    content: list[str] = field(default_factory=list)  # lines before the first child
+    children: list[Section] = field(default_factory=list)
+
+
+def sections(text: str) -> list[Section]:
+    lines = normalise(text).split("\n")
+    mask = fenced(lines)
+    roots: list[Section] = []
+    stack: list[Section] = []
+    for number, (line, inside) in enumerate(zip(lines, mask, strict=True), 1):
+        match = None if inside else HEADER.match(line)
+        if match:
+            section = Section(len(match.group(1)), match.group(2).strip(), number)
+            while stack and stack[-1].level >= section.level:
+                stack.pop()
+            (stack[-1].children if stack else roots).append(section)
+            stack.append(section)
+        elif stack and not stack[-1].children:
+            stack[-1].content.append(line if not inside else "\x00" + line)
+    return roots
+
+
+def find(tree: list[Section], title: str) -> Section | None:
+    for section in tree:
+        if section.title.lower() == title:
+            return section
+        found = find(section.children, title)
+        if found:
+            return found
+    return None
+
+
+def body_text(lines: list[str]) -> str:
+    """Body of a requirement: non-blank, non-fenced lines; metadata lines only if nothing else."""
+    plain = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("\x00")]
+    prose = [ln for ln in plain if not METADATA.match(ln)]
+    return "\n".join(prose or plain)
+
+
+def raw_text(lines: list[str]) -> str:
+    return "\n".join(ln[1:] if ln.startswith("\x00") else ln for ln in lines).strip()
+
+
+@dataclass
+class Requirement:
+    name: str
+    text: str
+    scenarios: list[str]  # raw texts
+    line: int
+
+
+@dataclass
+class Spec:
+    overview: str
+    overview_line: int
+    requirements: list[Requirement]
+
+
+class SpecError(Exception):
+    pass
+
+
+def parse_spec(text: str) -> Spec:
+    tree = sections(text)
+    purpose = find(tree, "purpose")
+    requirements = find(tree, "requirements")
+    if purpose is None or not raw_text(purpose.content):
+        raise SpecError("Spec must have a Purpose section")
+    if requirements is None:
+        raise SpecError("Spec must have a Requirements section")
+    reqs = []
+    for child in requirements.children:
+        name = child.title
+        name = re.sub(r"^Requirement:\s*", "", name, flags=re.I).strip()
+        text = body_text(child.content) or child.title
+        scenarios = [raw_text(s.content) for s in child.children if raw_text(s.content)]
+        reqs.append(Requirement(name, text, scenarios, child.line))
+    return Spec(raw_text(purpose.content), purpose.line, reqs)
+
+
+# The block parser
+
+
+@dataclass
+class Block:
+    name: str
+    raw: str
+    line: int  # of the header, 1-based
+
+    @property
+    def header(self) -> str:
+        return self.raw.split("\n", 1)[0]
+
+
+@dataclass
+class RequirementsSection:
+    before: str
+    header_line: str
+    preamble: str
+    blocks: list[Block]
+    after: str
+    found: bool
+
+
+def requirements_section(text: str) -> RequirementsSection:
+    lines = normalise(text).split("\n")
+    mask = fenced(lines)
+    start = next(
+        (
+            i
+            for i, ln in enumerate(lines)
+            if not mask[i] and re.match(r"^##\s+Requirements\s*$", ln, re.I)
+        ),
+        None,
+    )
+    if start is None:
+        return RequirementsSection(normalise(text), "", "", [], "", False)
+    end = next(
+        (
+            i
+            for i in range(start + 1, len(lines))
+            if not mask[i] and H2.match(lines[i]) and not lines[i].startswith("###")
+        ),
+        len(lines),
+    )
+    body = lines[start + 1 : end]
+    body_mask = mask[start + 1 : end]
+    blocks: list[Block] = []
+    preamble: list[str] = []
+    current: list[str] | None = None
+    current_line = 0
+    for offset, (line, inside) in enumerate(zip(body, body_mask, strict=True)):
+        match = None if inside else REQ_HEADER.match(line)
+        if match:
+            if current is not None:
+                blocks.append(_block(current, current_line))
+            current, current_line = [line], start + 2 + offset
+        elif current is None:
+            preamble.append(line)
+        else:
+            current.append(line)
+    if current is not None:
+        blocks.append(_block(current, current_line))
+    return RequirementsSection(
+        "\n".join(lines[:start]),
+        lines[start],
+        "\n".join(preamble).strip(),
+        blocks,
+        "\n".join(lines[end:]),
+        True,
+    )
+
+
+def _block(lines: list[str], line: int) -> Block:
+    match = REQ_HEADER.match(lines[0])
+    assert match
+    return Block(clean_name(match.group(1)), "\n".join(lines).rstrip(), line)
+
+
+def block_body(block: Block) -> str:
+    """The lines after the header up to the next header, for the SHALL/MUST rule."""
+    lines = block.raw.split("\n")[1:]
+    mask = fenced(lines)
+    taken = []
+    for line, inside in zip(lines, mask, strict=True):
+        if not inside and line.startswith("#"):
+            break
+        taken.append("\x00" + line if inside else line)
+    return body_text(taken)
+
+
+def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
+    """Names of the #### headers in a block (those with a body, when counted_only)."""
+    lines = block.raw.split("\n")
+    mask = fenced(lines)
+    names: list[str] = []
+    for index, line in enumerate(lines):
+        if mask[index] or not re.match(r"^####\s+", line):
+            continue
+        name = re.sub(r"^Scenario:\s*", "", clean_name(line[4:].strip()), flags=re.I).strip()
+        body = []
+        for later in range(index + 1, len(lines)):
+            if not mask[later] and lines[later].startswith("#"):
+                break
+            if lines[later].strip():
+                body.append(lines[later])
+        if body or not counted_only:
+            names.append(name)
+    return names
+
+
+# Delta specs
+
+
+@dataclass
+class Rename:
+    old: str
+    new: str
+    line: int
+
+
+@dataclass
+class Delta:
+    added: list[Block] = field(default_factory=list)
+    modified: list[Block] = field(default_factory=list)
+    removed: list[tuple[str, int]] = field(default_factory=list)
+    renamed: list[Rename] = field(default_factory=list)
+    purpose: str | None = None
+    sections: list[str] = field(default_factory=list)  # delta section kinds found, in order
+    ignored_headers: list[tuple[int, str, str]] = field(default_factory=list)  # line, text, section
+    stray: list[tuple[int, str, str | None]] = field(default_factory=list)  # line, name, section
+    unpaired: list[tuple[int, str, str]] = field(default_factory=list)  # line, FROM|TO, name
+
+    @property
+    def count(self) -> int:
+        return len(self.added) + len(self.modified) + len(self.removed) + len(self.renamed)
+
+
+REMOVED_BULLET = re.compile(r"^\s*[-*+]\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
+FROM = re.compile(r"^\s*(?:[-*+]\s*)?FROM:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
+TO = re.compile(r"^\s*(?:[-*+]\s*)?TO:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
+
+
+def parse_delta(text: str) -> Delta:
+    lines = normalise(text).split("\n")
+    mask = fenced(lines)
+    delta = Delta()
+    kind: str | None = None
+    title: str | None = None
+    block: list[str] | None = None
+    block_line = 0
+    purpose: list[str] | None = None
+    pending_from: tuple[str, int] | None = None
+
+    def close() -> None:
+        nonlocal block
+        if block is not None and kind in ("ADDED", "MODIFIED"):
+            target = delta.added if kind == "ADDED" else delta.modified
+            target.append(_block(block, block_line))
+        block = None
+
+    for number, (line, inside) in enumerate(zip(lines, mask, strict=True), 1):
+        h2 = None if inside else H2.match(line)
+        if h2 and not line.startswith("###"):
+            close()
+            if pending_from:
+                delta.unpaired.append((pending_from[1], "FROM", pending_from[0]))
+                pending_from = None
+            title = h2.group(1).strip()
+            kind = DELTA_TITLES.get(title.lower())
+            purpose = [] if title.lower() == "purpose" and delta.purpose is None else None
+            if kind:
+                delta.sections.append(kind)
+            continue
+        if purpose is not None and not (not inside and line.startswith("#")):
+            purpose.append(line)
+            delta.purpose = "\n".join(purpose).strip()
+            continue
+        req = None if inside else REQ_HEADER.match(line)
+        if kind in ("ADDED", "MODIFIED"):
+            if req:
+                close()
+                block, block_line = [line], number
+            elif not inside and re.match(r"^###(?!#)", line):
+                close()
+                delta.ignored_headers.append((number, line[3:].strip(), title or ""))
+            elif block is not None:
+                block.append(line)
+        elif kind == "REMOVED":
+            if req:
+                delta.removed.append((clean_name(req.group(1)), number))
+            elif (bullet := REMOVED_BULLET.match(line)) and not inside:
+                delta.removed.append((clean_name(bullet.group(1)), number))
+        elif kind == "RENAMED" and not inside:
+            if m := FROM.match(line):
+                if pending_from:
+                    delta.unpaired.append((pending_from[1], "FROM", pending_from[0]))
+                pending_from = (clean_name(m.group(1)), number)
+            elif m := TO.match(line):
+                if pending_from:
+                    delta.renamed.append(
+                        Rename(pending_from[0], clean_name(m.group(1)), pending_from[1])
+                    )
+                    pending_from = None
+                else:
+                    delta.unpaired.append((number, "TO", clean_name(m.group(1))))
+        elif req:
+            delta.stray.append((number, clean_name(req.group(1)), title))
+    close()
+    if pending_from:
+        delta.unpaired.append((pending_from[1], "FROM", pending_from[0]))
+    return delta
+
+
+# Tasks
+
+TASK = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s*\[(?:\s*([^\]\s]?)\s*\](?![(\[])|\s+\])\s*(.*)")
+LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+\S")
+
+
+def task_counts(text: str) -> tuple[int, int]:
+    """(completed, total) checkboxes."""
+    done = total = 0
+    lines = normalise(text).split("\n")
+    for line, inside in zip(lines, fenced(lines), strict=True):
+        if inside:
+            continue
+        match = TASK.match(line)
+        if match:
+            total += 1
+            done += (match.group(1) or "") in ("x", "X")
+    return done, total

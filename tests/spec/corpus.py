@@ -1,0 +1,279 @@
+"""A generated OpenSpec tree that exercises every validation rule and archive outcome."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+GOOD_PURPOSE = "Authentication of users for the whole system, across every client that ships."
+
+
+def req(
+    name: str, body: str = "The system SHALL do it.", scenarios: tuple[str, ...] = ("works",)
+) -> str:
+    text = f"### Requirement: {name}\n{body}\n"
+    for scenario in scenarios:
+        text += (
+            f"\n#### Scenario: {scenario}\n- **WHEN** something happens\n- **THEN** it is handled\n"
+        )
+    return text
+
+
+def spec(purpose: str, *requirements: str, extra: str = "") -> str:
+    return (
+        f"# x Specification\n\n## Purpose\n{purpose}\n\n## Requirements\n"
+        + "\n".join(requirements)
+        + extra
+    )
+
+
+SPECS: dict[str, str] = {
+    "auth": spec(
+        GOOD_PURPOSE,
+        req("Login", scenarios=("good password", "bad password")),
+        req("Logout"),
+        req("Password Reset"),
+        req("Legacy Tokens"),
+    ),
+    "billing": spec(GOOD_PURPOSE, req("Invoices"), req("Refunds", body="Refunds can be made.")),
+    "short-purpose": spec("Too short.", req("Thing")),
+    "tbd-purpose": spec(
+        "TBD - created by archiving change x. Update Purpose after archive.", req("A")
+    ),
+    "no-purpose": "# x\n\n## Requirements\n" + req("A"),
+    "no-requirements-section": f"# x\n\n## Purpose\n{GOOD_PURPOSE}\n",
+    "zero-requirements": spec(GOOD_PURPOSE),
+    "no-scenario": spec(GOOD_PURPOSE, req("Lonely", scenarios=())),
+    "lowercase-shall": spec(GOOD_PURPOSE, req("Quiet", body="the system shall be quiet.")),
+    "shall-in-header": spec(
+        GOOD_PURPOSE,
+        "### Requirement: It SHALL work\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n",
+    ),
+    "empty-body": spec(
+        GOOD_PURPOSE, "### Requirement: Empty\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n"
+    ),
+    "duplicate-names": spec(GOOD_PURPOSE, req("Same"), req("Same")),
+    "delta-header-in-main": spec(
+        GOOD_PURPOSE, req("A"), extra="\n## ADDED Requirements\n" + req("B")
+    ),
+    "requirement-outside": spec(GOOD_PURPOSE, req("A"), extra="\n## Notes\n" + req("Hidden")),
+    "long-text": spec(GOOD_PURPOSE, req("Long", body="The system SHALL " + "go on " * 100)),
+    "empty-scenario": spec(
+        GOOD_PURPOSE, "### Requirement: E\nThe system SHALL x.\n\n#### Scenario: empty\n"
+    ),
+    "three-hash-scenario": spec(
+        GOOD_PURPOSE,
+        "### Requirement: T\nThe system SHALL x.\n\n### Scenario: wrong\n- **WHEN** a\n- **THEN** b\n",
+    ),
+    "fenced": spec(
+        GOOD_PURPOSE, req("F", body="The system SHALL x.\n\n```\n### Requirement: In Fence\n```")
+    ),
+    "nested/area": spec(GOOD_PURPOSE, req("Nested")),
+    "crlf": spec(GOOD_PURPOSE, req("Windows")).replace("\n", "\r\n"),
+    "metadata-body": spec(GOOD_PURPOSE, req("Meta", body="**ID**: REQ-1\nThe system MUST x.")),
+}
+
+
+def delta(*sections: tuple[str, str]) -> str:
+    return "\n".join(f"## {title}\n{body}" for title, body in sections)
+
+
+PROPOSAL = "# Change: x\n\n## Why\nBecause the system needs it for reasons long enough here.\n\n## What Changes\n- **auth**: change\n"
+
+CHANGES: dict[str, dict[str, str]] = {
+    "c-full-merge": {
+        "specs/auth/spec.md": delta(
+            ("ADDED Requirements", req("Two Factor", "The system MUST support TOTP.")),
+            (
+                "MODIFIED Requirements",
+                req("Session Login", scenarios=("good password", "bad password", "sso")),
+            ),
+            ("REMOVED Requirements", "### Requirement: Legacy Tokens\n**Reason**: gone\n"),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Session Login`\n",
+            ),
+        )
+    },
+    "c-new-spec": {"specs/storage/spec.md": delta(("ADDED Requirements", req("Disks")))},
+    "c-new-spec-purpose": {
+        "specs/net/spec.md": "## Purpose\nNetworking of every host in the fleet, wired and wireless alike.\n\n"
+        + delta(("ADDED Requirements", req("Links")))
+    },
+    "c-no-shall": {
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Quiet", "Things happen.")))
+    },
+    "c-added-empty-body": {
+        "specs/billing/spec.md": delta(
+            (
+                "ADDED Requirements",
+                "### Requirement: Nothing\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n",
+            )
+        )
+    },
+    "c-added-no-scenario": {
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Bare", scenarios=())))
+    },
+    "c-added-empty-scenario": {
+        "specs/billing/spec.md": delta(
+            (
+                "ADDED Requirements",
+                "### Requirement: Hollow\nThe system SHALL x.\n\n#### Scenario: nothing\n",
+            )
+        )
+    },
+    "c-dup-added": {
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Twice") + "\n" + req("Twice")))
+    },
+    "c-modified-and-removed": {
+        "specs/billing/spec.md": delta(
+            ("MODIFIED Requirements", req("Invoices")),
+            ("REMOVED Requirements", "### Requirement: Invoices\n"),
+        )
+    },
+    "c-modified-drops-scenario": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Login", scenarios=("good password",)))
+        )
+    },
+    "c-modified-missing": {"specs/auth/spec.md": delta(("MODIFIED Requirements", req("Nope")))},
+    "c-removed-missing": {
+        "specs/auth/spec.md": delta(("REMOVED Requirements", "### Requirement: Never Existed\n"))
+    },
+    "c-removed-bullets": {
+        "specs/auth/spec.md": delta(
+            ("REMOVED Requirements", "- `### Requirement: Legacy Tokens`\n")
+        )
+    },
+    "c-renamed-missing": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Ghost`\n- TO: `### Requirement: Spirit`\n",
+            )
+        )
+    },
+    "c-renamed-target-exists": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Logout`\n",
+            )
+        )
+    },
+    "c-renamed-unpaired": {
+        "specs/auth/spec.md": delta(("RENAMED Requirements", "- FROM: `### Requirement: Login`\n"))
+    },
+    "c-modified-old-name": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Login", scenarios=("good password", "bad password"))),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Signin`\n",
+            ),
+        )
+    },
+    "c-stray-h3": {
+        "specs/auth/spec.md": delta(
+            ("ADDED Requirements", "### Not A Requirement\nText.\n\n" + req("Real"))
+        )
+    },
+    "c-empty-sections": {
+        "specs/auth/spec.md": "## ADDED Requirements\n\n## REMOVED Requirements\n"
+    },
+    "c-no-delta-headers": {"specs/auth/spec.md": "# Notes\nNothing here.\n"},
+    "c-no-specs-dir": {"proposal.md": PROPOSAL},
+    "c-root-level-spec": {"specs/spec.md": delta(("ADDED Requirements", req("Root")))},
+    "c-lowercase-headers": {"specs/billing/spec.md": "## added requirements\n" + req("Lower")},
+    "c-requirement-outside-delta": {
+        "specs/billing/spec.md": "## Notes\n"
+        + req("Lost")
+        + "\n## ADDED Requirements\n"
+        + req("Found")
+    },
+    "c-added-exists": {
+        "specs/auth/spec.md": delta(
+            ("ADDED Requirements", req("Logout", "The system SHALL differ."))
+        )
+    },
+    "c-added-identical": {"specs/auth/spec.md": delta(("ADDED Requirements", req("Logout")))},
+    "c-tasks-no-checkbox": {
+        "tasks.md": "## 1. Work\n- write the code\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Tasks"))),
+    },
+    "c-tasks-incomplete": {
+        "tasks.md": "- [x] 1.1 a\n- [ ] 1.2 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Partial"))),
+    },
+    "2025-01-01-dated": {"specs/billing/spec.md": delta(("ADDED Requirements", req("Dated")))},
+    "c-nested-new": {"specs/nested/area/spec.md": delta(("ADDED Requirements", req("Deeper")))},
+    "c-crlf-target": {"specs/crlf/spec.md": delta(("ADDED Requirements", req("More Windows")))},
+    "c-skip-specs": {".openspec.yaml": "schema: spec-driven\nskip_specs: true\n"},
+    "c-skip-specs-conflict": {
+        ".openspec.yaml": "schema: spec-driven\nskip_specs: true\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Conflict"))),
+    },
+    "c-task-numbering": {
+        "tasks.md": "## 1. First\n- [x] 1.1 a\n- [ ] 2.1 misplaced\n- [ ] 1.1 again\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Numbered"))),
+    },
+    "c-unread-delta-file": {
+        "specs/billing.md": delta(("ADDED Requirements", req("Unread"))),
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Read"))),
+    },
+    "c-repeated-sections": {
+        "specs/billing/spec.md": delta(
+            ("ADDED Requirements", req("One")), ("ADDED Requirements", req("Two"))
+        )
+    },
+    "c-rename-no-backticks": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "FROM: ### Requirement: Logout\nTO: ### Requirement: Sign Out\n",
+            )
+        )
+    },
+    "c-removed-case-typo": {
+        "specs/auth/spec.md": delta(("REMOVED Requirements", "### Requirement: legacy tokens\n"))
+    },
+    "c-modified-same": {"specs/auth/spec.md": delta(("MODIFIED Requirements", req("Logout")))},
+    "c-two-specs": {
+        "specs/auth/spec.md": delta(("ADDED Requirements", req("Audit Log"))),
+        "specs/billing/spec.md": delta(
+            ("MODIFIED Requirements", req("Refunds", "The system SHALL refund."))
+        ),
+    },
+    "c-fenced-header": {
+        "specs/billing/spec.md": delta(
+            (
+                "ADDED Requirements",
+                req(
+                    "Fenced",
+                    "The system SHALL x.\n\n```\n## REMOVED Requirements\n### Requirement: Invoices\n```",
+                ),
+            )
+        )
+    },
+    "c-remove-last": {
+        "specs/billing/spec.md": delta(
+            ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")
+        )
+    },
+}
+
+
+def write(root: Path) -> Path:
+    """Write the tree under root (root/openspec/...); returns root."""
+    for spec_id, text in SPECS.items():
+        path = root / "openspec" / "specs" / spec_id / "spec.md"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(text.encode())
+    for change, files in CHANGES.items():
+        folder = root / "openspec" / "changes" / change
+        folder.mkdir(parents=True, exist_ok=True)
+        files = {"proposal.md": PROPOSAL, "tasks.md": "- [x] 1.1 done\n", **files}
+        for rel, text in files.items():
+            path = folder / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+    return root

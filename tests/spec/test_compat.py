@@ -1,0 +1,135 @@
+"""panther spec beside the real OpenSpec CLI 1.13.2 on a generated corpus: every difference fails.
+
+The CLI comes from npm (`.ci/run` installs it); its path is PANTHEROS_OPENSPEC_CLI, or
+.ci/openspec/node_modules/.bin/openspec in the checkout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import corpus
+import pytest
+
+from helpers import REPO
+
+CLI = os.environ.get("PANTHEROS_OPENSPEC_CLI") or str(
+    REPO / ".ci/openspec/node_modules/.bin/openspec"
+)
+ENV = {
+    **os.environ,
+    "OPENSPEC_TELEMETRY": "0",
+    "DO_NOT_TRACK": "1",
+    "CI": "1",
+    "OPENSPEC_NO_UPDATE_CHECK": "1",
+    "NO_COLOR": "1",
+}
+
+
+def _node_ok() -> bool:
+    """OpenSpec 1.13.2 needs Node.js 20.19 or newer."""
+    if shutil.which("node") is None:
+        return False
+    out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout
+    parts = [int(p) for p in out.strip().lstrip("v").split(".")[:2] if p.isdigit()]
+    return len(parts) == 2 and tuple(parts) >= (20, 19)
+
+
+pytestmark = pytest.mark.skipif(
+    not Path(CLI).exists() or not _node_ok(),
+    reason="needs the OpenSpec CLI 1.13.2 from npm (.ci/run installs it) and Node.js >= 20.19",
+)
+
+
+def openspec(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, check=False
+    )
+
+
+def panther(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**ENV, "PYTHONPATH": str(REPO / "src")}
+    return subprocess.run(
+        [sys.executable, "-m", "pantheros", "spec", *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def issues(item: dict[str, object]) -> Counter[tuple[object, ...]]:
+    return Counter((i["level"], i["path"], i.get("line")) for i in item["issues"])  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return corpus.write(tmp_path_factory.mktemp("corpus"))
+
+
+@pytest.mark.scenario("spec-management: Same verdicts as the OpenSpec CLI")
+@pytest.mark.parametrize("strict", [False, True], ids=["normal", "strict"])
+def test_validate_verdicts_and_issues_match(tree: Path, strict: bool) -> None:
+    flags = ["validate", "--all", "--json"] + (["--strict"] if strict else [])
+    theirs = json.loads(openspec(tree, *flags).stdout)
+    ours = json.loads(panther(tree, *flags).stdout)
+    a = {(i["type"], i["id"]): i for i in theirs["items"]}
+    b = {(i["type"], i["id"]): i for i in ours["items"]}
+    report = []
+    if a.keys() != b.keys():
+        report.append(
+            f"items only in openspec: {sorted(a.keys() - b.keys())}; "
+            f"only in panther: {sorted(b.keys() - a.keys())}"
+        )
+    for key in sorted(a.keys() & b.keys()):
+        if a[key]["valid"] != b[key]["valid"]:
+            report.append(
+                f"{key}: openspec valid={a[key]['valid']}, panther valid={b[key]['valid']}"
+            )
+        if issues(a[key]) != issues(b[key]):
+            report.append(
+                f"{key}: issues differ\n    openspec: {sorted(issues(a[key]).elements(), key=str)}"
+                f"\n    panther:  {sorted(issues(b[key]).elements(), key=str)}"
+            )
+    assert not report, "\n".join(report)
+    assert theirs["summary"] == ours["summary"]
+
+
+@pytest.mark.scenario("spec-management: Same archive results")
+@pytest.mark.parametrize("change", sorted(corpus.CHANGES))
+def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str) -> None:
+    results = {}
+    for tool, run in (("openspec", openspec), ("panther", panther)):
+        copy = tmp_path / tool
+        shutil.copytree(tree, copy)
+        proc = run(copy, "archive", change, "--yes", "--json")
+        payload = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
+        code = (
+            (payload.get("status") or [{}])[0].get("code") if not payload.get("archive") else "ok"
+        )
+        files = {
+            str(p.relative_to(copy)): p.read_bytes() for p in sorted(copy.rglob("*")) if p.is_file()
+        }
+        results[tool] = (proc.returncode, code, files, payload.get("archive"))
+    (rc_a, code_a, files_a, arch_a), (rc_b, code_b, files_b, arch_b) = (
+        results["openspec"],
+        results["panther"],
+    )
+    assert (rc_a, code_a) == (rc_b, code_b), f"openspec {rc_a} {code_a}; panther {rc_b} {code_b}"
+    assert files_a.keys() == files_b.keys(), sorted(files_a.keys() ^ files_b.keys())
+    differing = [k for k in files_a if files_a[k] != files_b[k]]
+    assert not differing, "\n".join(
+        f"{k}:\n--- openspec\n{files_a[k].decode()}\n--- panther\n{files_b[k].decode()}"
+        for k in differing
+    )
+    if arch_a:
+        assert arch_a["archivedAs"] == arch_b["archivedAs"]
+        assert arch_a.get("totals") == arch_b.get("totals")
+        assert arch_a["specsUpdated"] == arch_b["specsUpdated"]
