@@ -8,7 +8,6 @@ validate well over 50 items. Median of 5 runs each.
 
 from __future__ import annotations
 
-import os
 import statistics
 import subprocess
 import sys
@@ -20,19 +19,7 @@ from _lab import REPO
 
 sys.path.insert(0, str(REPO / "tests" / "spec"))
 import corpus
-
-CLI = os.environ.get("PANTHEROS_OPENSPEC_CLI") or str(
-    REPO / ".ci/openspec/node_modules/.bin/openspec"
-)
-ENV = {
-    **os.environ,
-    "OPENSPEC_TELEMETRY": "0",
-    "DO_NOT_TRACK": "1",
-    "CI": "1",
-    "OPENSPEC_NO_UPDATE_CHECK": "1",
-    "NO_COLOR": "1",
-    "PYTHONPATH": str(REPO / "src"),
-}
+from tools import CLI, ENV, openspec_argv, panther_argv
 
 
 def median_seconds(argv: list[str], cwd: Path, runs: int = 5) -> float:
@@ -59,8 +46,8 @@ def main() -> None:
                     (folder / rel).write_text(text)
         items = len(corpus.SPECS) + 3 * len(corpus.CHANGES)
         args = ["validate", "--all", "--strict", "--json"]
-        ours = median_seconds([sys.executable, "-m", "pantheros", "spec", *args], root)
-        theirs = median_seconds([CLI, *args], root)
+        ours = median_seconds(panther_argv(*args), root)
+        theirs = median_seconds(openspec_argv(*args), root)
     print(f"validate --all --strict --json over {items} items (median of 5)")
     print(f"{'tool':28} {'seconds':>9}")
     print(f"{'panther spec':28} {ours:9.3f}")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from helpers import ROOT_REASON, Pfs, cleanup_under, panther
+from helpers import ROOT_REASON, Pfs, attach_partitioned, cleanup_under, panther
 from pantheros import manifest as manifests
 from pantheros.storage import layout
 
@@ -46,26 +45,6 @@ def image(workdir: Path) -> Callable[..., Path]:
 
 
 @pytest.fixture
-def btrfs_top(workdir: Path) -> Iterator[Path]:
-    """A plain btrfs file system on a loop device, its top level mounted; removed afterwards."""
-    img = workdir / "btrfs.img"
-    with open(img, "wb") as f:
-        f.truncate(1024 * 1024 * 1024)
-    subprocess.run(["mkfs.btrfs", "-q", "-f", str(img)], check=True, capture_output=True)
-    top = workdir / "top"
-    top.mkdir()
-    dev = subprocess.run(
-        ["losetup", "--find", "--show", str(img)], check=True, capture_output=True, text=True
-    ).stdout.strip()
-    try:
-        subprocess.run(["mount", "-o", "commit=300", dev, str(top)], check=True)
-        yield top
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            cleanup_under(workdir)
-
-
-@pytest.fixture
 def pfs(workdir: Path) -> Pfs:
     """Removed with everything else under workdir by the workdir fixture."""
     manifest_path = workdir / "manifest.json"
@@ -74,13 +53,7 @@ def pfs(workdir: Path) -> Pfs:
     with open(image, "wb") as f:
         f.truncate(512 * 1024 * 1024)
     layout.format_disk(manifests.load(manifest_path), str(image), yes_wipe=False, secret=None)
-    device = subprocess.run(
-        ["losetup", "--find", "--show", "--partscan", str(image)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    subprocess.run(["partx", "--update", device], check=False)
+    device = attach_partitioned(image)
     top = workdir / "top"
     top.mkdir()
     # commit=300: no background commits, so a copied image shows only what was synced.
@@ -105,3 +78,12 @@ def run_rollback(pfs: Pfs) -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+@pytest.fixture
+def lab(workdir: Path) -> Path:
+    """A 1 GiB lab machine, up; removed with everything else under workdir."""
+    directory = workdir / "lab"
+    proc = panther("lab", "up", str(directory), "--size", "1G")
+    assert proc.returncode == 0, proc.stderr
+    return directory

@@ -187,3 +187,15 @@ def assert_invariants(pfs: Pfs, before: dict[str, str], ids_before: dict[int, st
             )
     for name in ("root-blank", *KEPT):
         assert name in ids_after.values()
+
+
+def attach_partitioned(image: Path) -> str:
+    """Attach an image with a partition table; its partitions appear as <dev>p<N>."""
+    dev = subprocess.run(
+        ["losetup", "--find", "--show", "--partscan", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    subprocess.run(["partx", "--update", dev], check=False)
+    return dev

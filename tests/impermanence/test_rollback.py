@@ -15,6 +15,7 @@ import pytest
 from helpers import (
     Pfs,
     assert_invariants,
+    attach_partitioned,
     cleanup_under,
     kept_hashes,
     subvolume_ids,
@@ -280,13 +281,7 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
 
     crash_top = workdir / "crash-top"
     crash_top.mkdir()
-    dev = subprocess.run(
-        ["losetup", "--find", "--show", "--partscan", str(crash_image)],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    subprocess.run(["partx", "--update", dev], check=False)
+    dev = attach_partitioned(crash_image)
     subprocess.run(["mount", "-o", "subvolid=5", f"{dev}p2", str(crash_top)], check=True)
     copy = Pfs(image=crash_image, device=dev, top=crash_top, manifest_path=pfs.manifest_path)
     try:

@@ -15,14 +15,6 @@ from pantheros import btrfs
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture
-def lab(workdir: Path) -> Path:
-    directory = workdir / "lab"
-    proc = panther("lab", "up", str(directory), "--size", "1G")
-    assert proc.returncode == 0, proc.stderr
-    return directory
-
-
 def reboot(lab: Path) -> subprocess.CompletedProcess[str]:
     proc = panther("lab", "reboot", str(lab))
     assert proc.returncode == 0, proc.stderr

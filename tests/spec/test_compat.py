@@ -7,62 +7,18 @@ The CLI comes from npm (`.ci/run` installs it); its path is PANTHEROS_OPENSPEC_C
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import corpus
 import pytest
-
-from helpers import REPO
-
-CLI = os.environ.get("PANTHEROS_OPENSPEC_CLI") or str(
-    REPO / ".ci/openspec/node_modules/.bin/openspec"
-)
-ENV = {
-    **os.environ,
-    "OPENSPEC_TELEMETRY": "0",
-    "DO_NOT_TRACK": "1",
-    "CI": "1",
-    "OPENSPEC_NO_UPDATE_CHECK": "1",
-    "NO_COLOR": "1",
-}
-
-
-def _node_ok() -> bool:
-    """OpenSpec 1.13.2 needs Node.js 20.19 or newer."""
-    if shutil.which("node") is None:
-        return False
-    out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False).stdout
-    parts = [int(p) for p in out.strip().lstrip("v").split(".")[:2] if p.isdigit()]
-    return len(parts) == 2 and tuple(parts) >= (20, 19)
-
+from tools import CLI, node_ok, openspec, panther
 
 pytestmark = pytest.mark.skipif(
-    not Path(CLI).exists() or not _node_ok(),
+    not Path(CLI).exists() or not node_ok(),
     reason="needs the OpenSpec CLI 1.13.2 from npm (.ci/run installs it) and Node.js >= 20.19",
 )
-
-
-def openspec(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [CLI, *args], cwd=cwd, env=ENV, capture_output=True, text=True, check=False
-    )
-
-
-def panther(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**ENV, "PYTHONPATH": str(REPO / "src")}
-    return subprocess.run(
-        [sys.executable, "-m", "pantheros", "spec", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 def issues(item: dict[str, object]) -> Counter[tuple[object, ...]]:

@@ -3,31 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import corpus
+from tools import REPO, panther
 
-from helpers import REPO
 from pantheros.spec import archive, parse
 
 
-def spec(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "NO_COLOR": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "pantheros", "spec", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-
-
 def test_the_projects_own_specs_validate_strictly() -> None:
-    proc = spec(REPO, "validate", "--all", "--strict", "--json")
+    proc = panther(REPO, "validate", "--all", "--strict", "--json")
     assert proc.returncode == 0, proc.stdout
     report = json.loads(proc.stdout)
     ids = {i["id"] for i in report["items"]}
@@ -43,7 +28,7 @@ def test_the_projects_own_specs_validate_strictly() -> None:
 
 
 def test_trace_maps_every_scenario_to_a_test() -> None:
-    proc = spec(REPO, "trace", "--json", "--strict")
+    proc = panther(REPO, "trace", "--json", "--strict")
     assert proc.returncode == 0, proc.stdout
     report = json.loads(proc.stdout)
     assert report["uncovered"] == 0
@@ -55,14 +40,14 @@ def test_trace_maps_every_scenario_to_a_test() -> None:
 def test_trace_reports_an_uncovered_scenario(tmp_path: Path) -> None:
     corpus.write(tmp_path)
     (tmp_path / "tests").mkdir()
-    proc = spec(tmp_path, "trace", "--strict")
+    proc = panther(tmp_path, "trace", "--strict")
     assert proc.returncode == 1
     assert "✗ auth: good password" in proc.stdout
 
 
 def test_new_scaffolds_a_change_that_validates(tmp_path: Path) -> None:
     (tmp_path / "openspec" / "specs").mkdir(parents=True)
-    proc = spec(tmp_path, "new", "add-widgets", "--capability", "widgets", "--json")
+    proc = panther(tmp_path, "new", "add-widgets", "--capability", "widgets", "--json")
     assert proc.returncode == 0, proc.stderr
     created = json.loads(proc.stdout)["change"]
     assert created["id"] == "add-widgets"
@@ -74,22 +59,22 @@ def test_new_scaffolds_a_change_that_validates(tmp_path: Path) -> None:
         ".openspec.yaml",
     }
     assert (folder / "specs" / "widgets" / "spec.md").exists()
-    proc = spec(tmp_path, "validate", "add-widgets", "--json")
+    proc = panther(tmp_path, "validate", "add-widgets", "--json")
     assert json.loads(proc.stdout)["items"][0]["valid"] is True
-    assert spec(tmp_path, "new", "Bad Name").returncode == 2
+    assert panther(tmp_path, "new", "Bad Name").returncode == 2
 
 
 def test_diff_shows_the_effect_before_archiving(tmp_path: Path) -> None:
     corpus.write(tmp_path)
     before = (tmp_path / "openspec/specs/auth/spec.md").read_bytes()
-    proc = spec(tmp_path, "diff", "c-full-merge", "--json")
+    proc = panther(tmp_path, "diff", "c-full-merge", "--json")
     assert proc.returncode == 0, proc.stderr
     [entry] = json.loads(proc.stdout)["specs"]
     assert entry["added"] == ["Two Factor"]
     assert entry["removed"] == ["Legacy Tokens"]
     assert entry["totals"] == {"added": 1, "modified": 1, "removed": 1, "renamed": 1}
     assert (tmp_path / "openspec/specs/auth/spec.md").read_bytes() == before
-    failing = spec(tmp_path, "diff", "c-modified-missing")
+    failing = panther(tmp_path, "diff", "c-modified-missing")
     assert failing.returncode == 1
     assert "cannot apply" in failing.stdout
 
@@ -107,13 +92,13 @@ def test_merge_order_renamed_removed_modified_added() -> None:
 
 def test_show_and_list_json(tmp_path: Path) -> None:
     corpus.write(tmp_path)
-    shown = json.loads(spec(tmp_path, "show", "auth", "--json").stdout)
+    shown = json.loads(panther(tmp_path, "show", "auth", "--json").stdout)
     assert shown["requirementCount"] == 4
     assert shown["requirements"][0]["text"] == "The system SHALL do it."
-    change = json.loads(spec(tmp_path, "show", "c-full-merge", "--json").stdout)
+    change = json.loads(panther(tmp_path, "show", "c-full-merge", "--json").stdout)
     assert [d["operation"] for d in change["deltas"]] == ["ADDED", "MODIFIED", "REMOVED", "RENAMED"]
-    listing = json.loads(spec(tmp_path, "list", "--json").stdout)
+    listing = json.loads(panther(tmp_path, "list", "--json").stdout)
     assert {c["name"] for c in listing["changes"]} == set(corpus.CHANGES)
-    missing = spec(tmp_path, "validate", "nope", "--json")
+    missing = panther(tmp_path, "validate", "nope", "--json")
     assert missing.returncode == 1
     assert json.loads(missing.stdout)["status"][0]["code"] == "unknown_item"

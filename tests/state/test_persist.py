@@ -15,14 +15,6 @@ from pantheros.state.persist import KILL_AFTER_ENV, STEPS
 pytestmark = pytest.mark.root
 
 
-@pytest.fixture
-def lab(workdir: Path) -> Path:
-    directory = workdir / "lab"
-    proc = panther("lab", "up", str(directory), "--size", "1G")
-    assert proc.returncode == 0, proc.stderr
-    return directory
-
-
 def make_state(root: Path) -> Path:
     """An application's state with the metadata that must survive the move."""
     app = root / "var" / "lib" / "app"

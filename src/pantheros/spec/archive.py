@@ -112,7 +112,7 @@ def build(cap: str, change_id: str, delta_text: str, current: str | None) -> App
                 f'{cap} MODIFIED failed for header "### Requirement: {block.name}" - not found'
             )
         old = blocks[index[block.name]]
-        lost = _lost(
+        lost = parse.missing_scenarios(
             parse.scenario_names(old, counted_only=False),
             parse.scenario_names(block, counted_only=False),
         )
@@ -161,17 +161,6 @@ def collapse(text: str) -> str:
             continue
         out.append(line)
     return "\n".join(out)
-
-
-def _lost(current: list[str], new: list[str]) -> list[str]:
-    left = list(new)
-    lost = []
-    for name in current:
-        if name in left:
-            left.remove(name)
-        else:
-            lost.append(name)
-    return lost
 
 
 def _prevalidate(cap: str, delta: parse.Delta) -> None:

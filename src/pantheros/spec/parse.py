@@ -256,6 +256,18 @@ def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
     return names
 
 
+def missing_scenarios(current: list[str], new: list[str]) -> list[str]:
+    """Scenario names of current that new lacks (as a multiset: duplicates count)."""
+    left = list(new)
+    missing = []
+    for name in current:
+        if name in left:
+            left.remove(name)
+        else:
+            missing.append(name)
+    return missing
+
+
 # Delta specs
 
 

@@ -290,7 +290,7 @@ def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
             old = current.get(renamed_to.get(block.name, block.name))
             if old is None:
                 continue
-            lost = _missing(
+            lost = parse.missing_scenarios(
                 parse.scenario_names(old, counted_only=False),
                 parse.scenario_names(block, counted_only=False),
             )
@@ -304,17 +304,6 @@ def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
                     )
                 )
     return issues
-
-
-def _missing(current: list[str], new: list[str]) -> list[str]:
-    left = list(new)
-    lost = []
-    for name in current:
-        if name in left:
-            left.remove(name)
-        else:
-            lost.append(name)
-    return lost
 
 
 def _dry_run(cap: str, change: str, text: str, main: Path) -> list[Issue]:
