@@ -84,7 +84,7 @@ def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     args = list(argv)
     require(args[0])
     log.debug("run: %s", " ".join(args))
-    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=1 << 20)
     assert proc.stdout is not None
     assert proc.stderr is not None
     try:

@@ -36,8 +36,8 @@ def result(text: str = "") -> None:
 
 
 def emit_json(data: Any) -> None:
-    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
-    sys.stdout.write("\n")
+    # One write: json.dump would issue one per token, which costs seconds on large reports.
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
 
 
 def progress(message: str) -> None:
