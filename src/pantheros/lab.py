@@ -143,7 +143,12 @@ class Lab:
 NEXT_STEPS = """\
 The lab machine is up; its root is mounted at {root}
 What to try next:
-  panther lab status        what is mounted where (--json for scripts)
-  ls {root}                 the root, with persist, nix, var/log and home mounted in it
-  panther lab down          unmount and detach (the image stays; --purge deletes it)
+  echo hello > {root}/etc-note        # change the root
+  panther diff --lab {dir}            # what the next boot would erase
+  panther lab reboot {dir}            # roll back exactly as the initrd does
+  panther roots list --lab {dir}      # the previous root, kept and dated
+  panther persist add /var/lib/app --lab {dir}   # keep a path across boots
+  panther audit --lab {dir}           # the hardening of the lab tree
+  panther lab status {dir} --json     # what is mounted where
+  panther lab down {dir}              # unmount and detach (--purge deletes the image)
 """

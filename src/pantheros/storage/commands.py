@@ -85,7 +85,7 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     lab.up(parse_size(args.size), args.manifest)
     _persistence_mounts(lab)
-    ui.result(NEXT_STEPS.format(root=lab.mnt))
+    ui.result(NEXT_STEPS.format(root=lab.mnt, dir=lab.directory))
     return ExitCode.OK
 
 
