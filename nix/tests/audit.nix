@@ -9,10 +9,7 @@ pkgs.testers.runNixOSTest {
     pantheros.security.level = "hardened";
   };
   testScript = ''
-    machine.start()
-    ${common.format}
-    machine.reboot()
-    machine.wait_for_unit("multi-user.target")
+    ${common.firstBoot}
     machine.succeed("panther audit --fail-on low --json > /tmp/audit.json")
   '';
 }

@@ -6,10 +6,7 @@ pkgs.testers.runNixOSTest {
   name = "pantheros-diff";
   nodes.machine = common.node;
   testScript = ''
-    machine.start()
-    ${common.format}
-    machine.reboot()
-    machine.wait_for_unit("multi-user.target")
+    ${common.firstBoot}
     machine.succeed("echo stray > /etc/stray && echo kept > /var/lib/kept/data")
     out = machine.succeed("panther diff --json")
     assert "/etc/stray" in out, out

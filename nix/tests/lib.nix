@@ -17,8 +17,11 @@
       retention = { keepMin = 2; maxCount = 3; };
     };
   };
-  # Lays out the empty disk from the machine's own manifest before the first real boot.
-  format = ''
+  # Lays out the empty disk from the machine's own manifest, then boots from it.
+  firstBoot = ''
+    machine.start()
     machine.succeed("panther disk format --manifest /etc/pantheros/manifest.json /dev/vdb")
+    machine.reboot()
+    machine.wait_for_unit("multi-user.target")
   '';
 }

@@ -7,8 +7,7 @@ pkgs.testers.runNixOSTest {
   nodes.machine = common.node;
   testScript = ''
     import json
-    machine.start()
-    ${common.format}
+    ${common.firstBoot}
     for boot in range(5):
         machine.reboot()
         machine.wait_for_unit("multi-user.target")

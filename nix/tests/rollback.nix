@@ -6,10 +6,7 @@ pkgs.testers.runNixOSTest {
   name = "pantheros-rollback";
   nodes.machine = common.node;
   testScript = ''
-    machine.start()
-    ${common.format}
-    machine.reboot()
-    machine.wait_for_unit("multi-user.target")
+    ${common.firstBoot}
 
     machine.succeed("echo scratch > /etc/scratch")
     machine.succeed("echo kept > /var/lib/kept/data && echo conf > /etc/kept.conf")
