@@ -42,7 +42,6 @@ ROOT_BACKREF_KEY = 144
 QUOTA_TREE_ID = 8
 QGROUP_INFO_KEY = 242
 U64_MAX = 2**64 - 1
-BTRFS_SUPER_MAGIC = 0x9123683E
 
 _VOL_ARGS_V2 = struct.Struct("=qQQ32x4040s")  # fd, transid, flags, unused, name
 _SUBVOL_INFO = struct.Struct("=Q256sQQQQ16s16s16sQQQQ" + "QI4x" * 4 + "64x")

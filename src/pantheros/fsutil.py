@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import struct
 
 FS_IOC_FIEMAP = 0xC020660B
@@ -70,3 +71,11 @@ def xattrs(path: Path_) -> dict[str, bytes]:
         return {n: os.getxattr(path, n, follow_symlinks=False) for n in names}
     except OSError:
         return {}
+
+
+def remove_path(path: Path_) -> None:
+    """Remove a file, a symlink (not its target) or a whole directory tree; absent is fine."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.unlink(path)

@@ -19,7 +19,6 @@ from pantheros.errors import UsageError
 from pantheros.storage import blockdev, layout, mounts
 
 DEFAULT_DIR = "/var/lib/pantheros/lab"
-DEFAULT_SIZE = 4 * 1024**3
 
 
 def default_dir() -> Path:

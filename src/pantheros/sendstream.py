@@ -81,10 +81,6 @@ class Command:
     def path(self, attr: int = Attr.PATH) -> bytes:
         return self.attrs.get(attr, b"")
 
-    def u64(self, attr: int) -> int | None:
-        raw = self.attrs.get(attr)
-        return None if raw is None else int.from_bytes(raw[:8], "little")
-
 
 def read(stream: IO[bytes]) -> Iterator[Command]:
     """Yield the commands of one send stream (a concatenation of streams is read in full)."""

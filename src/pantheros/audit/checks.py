@@ -44,10 +44,6 @@ def load_table() -> dict[str, Any]:
     return data
 
 
-def check_ids() -> set[str]:
-    return {c["id"] for c in load_table()["checks"]} | {b[0] for b in BUILTINS}
-
-
 def describe(expect: dict[str, Any]) -> str:
     for key, text in (("min", ">= {}"), ("max", "<= {}"), ("equals", "{}")):
         if key in expect:

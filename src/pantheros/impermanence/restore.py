@@ -10,11 +10,11 @@ place, so a failed copy never leaves half a file at the destination.
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 
 from pantheros import process
 from pantheros.errors import Refused, UsageError
+from pantheros.fsutil import remove_path
 
 MAX_SYMLINKS = 40
 
@@ -60,8 +60,7 @@ def restore(source_root: Path, path: str, dest: Path, *, force: bool) -> Path:
     if not dest.parent.is_dir():
         raise UsageError(f"{dest.parent} does not exist")
     staging = dest.with_name(f".{dest.name}.panther-restore")
-    if os.path.lexists(staging):
-        _remove(staging)
+    remove_path(staging)
     process.run(
         ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(staging)],
         check=True,
@@ -70,14 +69,7 @@ def restore(source_root: Path, path: str, dest: Path, *, force: bool) -> Path:
         displaced = dest.with_name(f".{dest.name}.panther-replaced")
         os.rename(dest, displaced)
         os.rename(staging, dest)
-        _remove(displaced)
+        remove_path(displaced)
     else:
         os.replace(staging, dest)
     return dest
-
-
-def _remove(path: Path) -> None:
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import signal
 import stat
 from collections.abc import Iterator
@@ -23,7 +22,7 @@ from typing import Any
 
 from pantheros import btrfs, process, ui
 from pantheros.errors import PantherError, Refused, UsageError
-from pantheros.fsutil import same_bytes, xattrs
+from pantheros.fsutil import remove_path, same_bytes, xattrs
 from pantheros.machine import Machine
 from pantheros.manifest.models import PersistenceEntry, mount_depth
 from pantheros.storage import blockdev, mounts
@@ -198,13 +197,6 @@ def verify(source: Path, copy: Path) -> None:
         raise VerifyFailed(f"the copy has entries the source lacks: {sorted(theirs)[:3]}")
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        path.unlink()
-
-
 def _make_parents(where: Where) -> None:
     """Create the copy's missing parent directories with the live parents' owner and mode."""
     missing = []
@@ -303,7 +295,7 @@ def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> 
             raise UsageError(f"{where.path} does not exist")
         kind = "directory" if where.live.is_dir() else "file"
         if not os.path.lexists(where.copy):
-            _remove(where.staging)
+            remove_path(where.staging)
             where.staging.parent.mkdir(parents=True, exist_ok=True)
             process.run(
                 [
@@ -382,7 +374,7 @@ def _empty_original(machine: Machine, where: Where) -> None:
         if hidden.is_dir() and not hidden.is_symlink():
             # The directory itself is the mount point: empty it, keep it.
             for child in list(hidden.iterdir()):
-                _remove(child)
+                remove_path(child)
         # A file stays as its own mount point; the next boot erases it with the root.
 
 
@@ -408,15 +400,12 @@ def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) 
     if os.path.lexists(where.copy):
         # Back to ephemeral: the data returns to the live root for the rest of this boot.
         staging = where.live.with_name(f".{where.live.name}.panther-restore")
-        _remove(staging)
+        remove_path(staging)
         process.run(
             ["cp", "-a", "--reflink=auto", "--no-target-directory", str(where.copy), str(staging)],
             check=True,
         )
-        if where.live.is_dir() and not where.live.is_symlink():
-            where.live.rmdir() if not any(where.live.iterdir()) else _remove(where.live)
-        elif os.path.lexists(where.live):
-            where.live.unlink()
+        remove_path(where.live)
         os.rename(staging, where.live)
     if listed and host_file is not None:
         for listing in ("directories", "files"):
@@ -425,7 +414,7 @@ def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) 
             ]
         write_host_file(host_file, data)
     if purge and os.path.lexists(where.copy):
-        _remove(where.copy)
+        remove_path(where.copy)
         ui.info(f"deleted the persistent copy {where.copy}")
     elif os.path.lexists(where.copy):
         ui.info(f"{where.path} is ephemeral again; its data stays in {where.copy} until --purge")

@@ -73,16 +73,6 @@ def mount_at(path: str | Path) -> MountEntry | None:
     return found[-1] if found else None
 
 
-def mounts_under(path: str | Path) -> list[MountEntry]:
-    """Mounts at or below path, in mount-table order."""
-    base = os.path.realpath(path)
-    return [
-        m
-        for m in mountinfo()
-        if m.mountpoint == base or m.mountpoint.startswith(base.rstrip("/") + "/")
-    ]
-
-
 def device_number(dev: str) -> str:
     st = os.stat(dev)
     return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"

@@ -333,10 +333,6 @@ class MountState:
     def forget(self) -> None:
         _state_file(Path(self.directory)).unlink(missing_ok=True)
 
-    @property
-    def device(self) -> str | None:
-        return self.loop
-
 
 def btrfs_device(manifest: Manifest, disk: str) -> str:
     """The device the btrfs filesystem is on: the main partition, or its LUKS mapping."""
