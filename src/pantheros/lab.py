@@ -7,12 +7,14 @@ at mnt/persist, ...). `up` is idempotent; `down` undoes only what `up` did.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantheros import locking
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import UsageError
@@ -54,6 +56,12 @@ class Lab:
     @property
     def mnt(self) -> Path:
         return self.directory / "mnt"
+
+    def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """The lab's writer lock, `DIR/.lock` (see pantheros.locking)."""
+        return locking.exclusive(
+            self.directory / ".lock", what=f"the lab at {self.directory}", wait=wait
+        )
 
     def manifest(self) -> manifests.Manifest:
         return manifests.load(self.manifest_path)

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pantheros import locking
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, UsageError
 from pantheros.lab import Lab
@@ -42,6 +43,12 @@ class Machine:
     @property
     def name(self) -> str:
         return f"the lab at {self.lab.directory}" if self.lab else "this machine"
+
+    def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """This machine's writer lock (see pantheros.locking)."""
+        if self.lab is not None:
+            return self.lab.lock(wait=wait)
+        return locking.exclusive(mounts.state_dir() / "host.lock", what=self.name, wait=wait)
 
     def host_path(self, path: str) -> Path:
         """Where a path of the machine (absolute, as it sees it) is on this host."""

@@ -1,0 +1,60 @@
+"""One writer per machine (invariant 8): commands that change a machine hold its lock.
+
+The lock is an advisory `flock` on a file of the machine's own: `DIR/.lock` for a lab, and
+`<state dir>/host.lock` (normally /run/pantheros/host.lock) for the running host. A second
+command waits, saying so once on stderr, or with `wait=False` fails at once with a "busy" line.
+The lock is re-entrant within one process, so a command that calls another's steps (`lab
+reboot` runs the rollback, then mounts) takes it once and nests freely.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from pantheros import ui
+from pantheros.errors import ExitCode, PantherError
+
+_held: dict[Path, int] = {}
+
+
+class Busy(PantherError):
+    """Another command holds the machine's lock and the caller asked not to wait."""
+
+    exit_code = ExitCode.REFUSED
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, *, what: str, wait: bool = True) -> Iterator[None]:
+    """Hold the lock file at `path` (created 0600 if missing) for the duration."""
+    path = Path(os.path.abspath(path))
+    if path in _held:
+        _held[path] += 1
+        try:
+            yield
+        finally:
+            _held[path] -= 1
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                raise
+            if not wait:
+                raise Busy(f"{what} is busy: another panther command is changing it") from None
+            ui.warn(f"waiting for another panther command to finish with {what} ...")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        _held[path] = 1
+        try:
+            yield
+        finally:
+            del _held[path]
+    finally:
+        os.close(fd)
