@@ -139,6 +139,9 @@ let
   };
 
   pantherosFacts = {
+    # What scripts/nixos-facts prints for a real NixOS evaluation of the same host.
+    facts = import ./facts.nix { inherit lib config; };
+
     # Only what the tests read: the whole value holds throwing stubs for removed options.
     persistence = lib.mapAttrs (_: p: {
       directories = map (d: { inherit (d) directory user group mode; }) p.directories;
