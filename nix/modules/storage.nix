@@ -170,6 +170,15 @@ in
       readOnly = true;
       description = "The btrfs device as the running system and the initrd address it.";
     };
+    fileSystems = mkOption {
+      type = types.attrsOf types.anything;
+      internal = true;
+      readOnly = true;
+      description = ''
+        The layout as `fileSystems` entries (a VM test hands them to
+        virtualisation.fileSystems, which overrides fileSystems).
+      '';
+    };
   };
 
   config = lib.mkMerge [
@@ -180,6 +189,20 @@ in
       pantheros.storage.enabledSubvolumes = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
       pantheros.storage.btrfsDevice =
         if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}" else "/dev/disk/by-label/${cfg.label}";
+
+      pantheros.storage.fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
+        inherit device;
+        fsType = "btrfs";
+        options = cfg.mountOptions ++ sv.mountOptions ++ [ "subvol=${sv.name}" ];
+        inherit (sv) neededForBoot;
+      }) enabled
+      // lib.optionalAttrs cfg.esp.enable {
+        ${cfg.esp.mountPoint} = {
+          device = "/dev/disk/by-label/${cfg.esp.label}";
+          fsType = "vfat";
+          options = [ "umask=0077" ];
+        };
+      };
 
       pantheros.manifest.storage = {
         inherit (cfg) device;
@@ -227,20 +250,7 @@ in
       boot.loader.systemd-boot.configurationLimit = mkDefault 10;
       boot.loader.grub.configurationLimit = mkDefault 10;
 
-      fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
-        inherit device;
-        fsType = "btrfs";
-        options = cfg.mountOptions ++ sv.mountOptions ++ [ "subvol=${sv.name}" ];
-        inherit (sv) neededForBoot;
-      }) enabled;
-    })
-
-    (mkIf (cfg.enable && cfg.esp.enable) {
-      fileSystems.${cfg.esp.mountPoint} = {
-        device = "/dev/disk/by-label/${cfg.esp.label}";
-        fsType = "vfat";
-        options = [ "umask=0077" ];
-      };
+      inherit (cfg) fileSystems;
     })
 
     (mkIf (cfg.enable && cfg.luks.enable) {

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -647,3 +648,44 @@ def test_generated_initrd_units_have_the_contract_shape() -> None:
         assert rendered["wants"] == {"initrd.target": ["pantheros-rollback.service"]}
     assert document["boot-dirty"]["requires"] == {}
     assert document["fail-closed"]["requires"] == {"sysroot.mount": ["pantheros-rollback.service"]}
+
+
+VM_TESTS = ["rollback", "retention", "diff", "audit"]
+
+
+@needs_lib
+def test_the_vm_tests_pantheros_settings_evaluate(tmp_path: Path) -> None:
+    """The settings nix/tests/lib.nix boots (the VM tests themselves need nixpkgs to evaluate)."""
+    host = f"""
+      {{ ... }}: {{
+        imports = [ (import {REPO}/nix/tests/lib.nix {{ pkgs = null; self = null; }}).pantheros ];
+        boot.initrd.systemd.enable = true;
+        pantheros.storage.enable = true;
+        pantheros.impermanence.enable = true;
+      }}
+    """
+    out = evaluated(tmp_path, host)
+    assert out["failedAssertions"] == []
+    manifest = manifests.load_document(out["manifest"], "nix/tests/lib.nix")
+    assert manifest.storage.esp is None
+    assert {e.path for e in manifest.persistence} >= {"/var/lib/kept", "/etc/kept.conf"}
+    assert "/boot" not in out["fileSystems"]
+    assert "z /persist/etc/kept.conf 0600 root root - -" in out["tmpfilesRules"]
+
+
+@pytest.mark.parametrize("name", VM_TESTS)
+def test_vm_tests_boot_pantheros_from_the_second_disk_and_reboot(name: str) -> None:
+    """nixpkgs' install-to-a-second-disk pattern: the shared first boot, then reboots."""
+    text = (REPO / "nix" / "tests" / f"{name}.nix").read_text()
+    assert "pkgs.testers.runNixOSTest" in text
+    assert "common.node" in text
+    assert "${common.firstBoot}" in text
+    reboots = text.count("machine.reboot()")
+    loops = [int(n) for n in re.findall(r"for boot in range\((\d+)\)", text)]
+    assert reboots >= 1
+    assert loops
+    assert max(loops) >= 2
+    lib = (REPO / "nix" / "tests" / "lib.nix").read_text()
+    for needed in ["useBootLoader = true", "mountHostNixStore = true", "panther disk format"]:
+        assert needed in lib
+    assert "bootctl set-default nixos-generation-1-specialisation-pantheros.conf" in lib
