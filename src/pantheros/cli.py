@@ -121,7 +121,18 @@ def _impermanence(sub: Any) -> None:
     _lab_arg(where)
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     p.add_argument("--gc", action="store_true", help="apply retention afterwards")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--finish",
+        action="store_true",
+        help="stage 2: record what the initrd's boot step did, prune old roots, warn if it failed",
+    )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        default="/run/pantheros/rollback.report",
+        help="with --finish: the boot step's report (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     p.set_defaults(**_handler("pantheros.impermanence.boot", "cmd_rollback"))
 
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")

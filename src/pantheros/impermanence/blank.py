@@ -1,9 +1,10 @@
 """Invariant 9: the blank is trusted only while it is read-only and unchanged since it was made.
 
-A snapshot's generation equals its creation transid (otransid) until something in its tree
-changes; clearing the read-only flag alone does not change it, writing a file does, and setting
-the flag again does not undo that. So "read-only and generation == otransid" means: nothing was
-written into the blank since it was made. The boot step applies the same rule in shell.
+A subvolume's ctransid is the transaction of the last change to anything in it (data, names,
+modes, xattrs), and a snapshot starts with its source's, so `ctransid <= otransid` means nothing
+changed since it was made. Clearing the read-only flag alone changes nothing; writing a file
+does, and setting the flag again does not undo that. The generation cannot serve: taking a
+snapshot of the blank (every boot does) raises it. The boot step applies the same rule in shell.
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from pathlib import Path
 from pantheros import btrfs
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import Design
+
+
+def unchanged(info: btrfs.SubvolumeInfo) -> bool:
+    """Nothing in the subvolume changed since it was made (the rule above)."""
+    return info.ctransid <= info.otransid
 
 
 def problem(top: Path, manifest: Manifest) -> str | None:
@@ -26,9 +32,9 @@ def problem(top: Path, manifest: Manifest) -> str | None:
     info = btrfs.subvolume_info(path)
     if not info.readonly:
         return f"the blank snapshot {name} is writable (it must stay read-only)"
-    if info.generation != info.otransid:
+    if not unchanged(info):
         return (
             f"the blank snapshot {name} changed after it was made "
-            f"(generation {info.generation}, made at transid {info.otransid})"
+            f"(changed at transid {info.ctransid}, made at {info.otransid})"
         )
     return None

@@ -22,28 +22,30 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
 
     lab = Lab(Path(args.dir).resolve() if args.dir else default_dir())
     machine = Machine.select(str(lab.directory))
-    state = lab.state()
-    if state is None:
-        raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
-    ui.progress("shutting down: unmounting the lab tree")
-    layout.unmount_tree(str(lab.mnt), keep_device=True)
-    ui.progress("initrd: panther rollback (as the boot runs it)")
-    with machine.top_level() as top:
-        outcome, code = run_rollback(top, machine.manifest, dry_run=False, gc=False)
-    print_outcome(outcome)
-    ui.progress("booting: mounting the lab tree")
-    layout.mount_tree(machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None)
-    from pantheros.state import persist
-
-    persist.apply(machine)
-    if code == ExitCode.OK:
-        ui.progress("after boot: panther roots gc")
+    with machine.lock(wait=not getattr(args, "no_wait", False)):
+        if lab.state() is None:
+            raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
+        ui.progress("shutting down: unmounting the lab tree")
+        layout.unmount_tree(str(lab.mnt), keep_device=True)
+        ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
         with machine.top_level() as top:
-            plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
-        for note in plan.notes:
-            ui.result(f"  note: {note}")
-        if deleted:
-            ui.result(f"  pruned: {', '.join(deleted)}")
+            outcome, code = run_rollback(top, machine.manifest, dry_run=False, gc=False)
+        print_outcome(outcome)
+        ui.progress("booting: mounting the lab tree")
+        layout.mount_tree(
+            machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None
+        )
+        from pantheros.state import persist
+
+        persist.apply(machine)
+        if code == ExitCode.OK:
+            ui.progress("after boot: panther roots gc (stage 2)")
+            with machine.top_level() as top:
+                plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
+            for note in plan.notes:
+                ui.result(f"  note: {note}")
+            if deleted:
+                ui.result(f"  pruned: {', '.join(deleted)}")
     return code
 
 

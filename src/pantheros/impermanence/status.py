@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import btrfs
+from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE, boot_id
 from pantheros.machine import Machine
@@ -49,7 +50,7 @@ def collect(machine: Machine) -> dict[str, Any]:
             "why": why,
             "subvolume_id": root_info.id,
             "created": root_info.created.isoformat(),
-            "modified_since_creation": root_info.generation != root_info.otransid,
+            "modified_since_creation": not blank.unchanged(root_info),
         },
         "old_roots": {
             "count": len(roots),
