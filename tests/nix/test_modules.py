@@ -189,6 +189,7 @@ def test_rollback_unit_ordering_and_fail_policy(
 
 
 @needs_lib
+@pytest.mark.scenario("nixos-modules: The initrd runs only the boot step")
 def test_the_initrd_runs_only_the_boot_step(tmp_path: Path) -> None:
     out = evaluated(tmp_path, BASE % "")
     initrd = out["initrd"]
@@ -444,11 +445,13 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
         ),
     ],
 )
+@pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
 def test_typos_and_wrong_types_fail_as_in_nixos(tmp_path: Path, setting: str, error: str) -> None:
     assert error in rejected(tmp_path, BASE % setting)
 
 
 @needs_lib
+@pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
 def test_a_priority_clash_fails_as_in_nixos(tmp_path: Path) -> None:
     """Two mkDefault definitions of a sysctl NixOS itself sets (sysctl.nix) collide."""
     stderr = rejected(
