@@ -82,6 +82,17 @@ def test_the_flake_exports_module_paths() -> None:
         assert f"./nix/tests/{check}.nix" in (REPO / "flake.nix").read_text()
 
 
+@pytest.mark.skipif(
+    shutil.which("nixfmt") is None,
+    reason="needs nixfmt (RFC style), which has no Debian package; `nix fmt` provides it",
+)
+def test_every_nix_file_is_nixfmt_formatted() -> None:
+    proc = subprocess.run(
+        ["nixfmt", "--check", *map(str, NIX_FILES)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def evaluate(
     tmp_path: Path, host: str, attr: str | None = None, *args: str
 ) -> subprocess.CompletedProcess[str]:
