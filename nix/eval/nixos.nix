@@ -756,15 +756,25 @@ in
     # nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
     boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (mkDefault false);
 
-    # nixos/modules/config/users-groups.nix: root, and the rule that every user has a group.
+    # nixos/modules/config/users-groups.nix (ids from nixos/modules/misc/ids.nix): the users and
+    # groups NixOS always has, and the rule that every user has a group.
     users.users.root = {
       uid = 0;
       description = "System administrator";
       home = "/root";
       group = "root";
     };
-    users.groups.root.gid = 0;
-    users.groups.users.gid = 100;
+    users.users.nobody = {
+      uid = 65534;
+      isSystemUser = true;
+      group = "nogroup";
+    };
+    users.groups = {
+      root.gid = 0;
+      wheel.gid = 1;
+      users.gid = 100;
+      nogroup.gid = 65534;
+    };
     assertions =
       lib.mapAttrsToList (name: user: {
         assertion = user.group != "";
