@@ -154,13 +154,6 @@ in
       };
     };
 
-    resolved = mkOption {
-      type = types.attrsOf types.anything;
-      internal = true;
-      readOnly = true;
-      description = "Every persisted directory and file: the options and the persistence file together.";
-    };
-
     gc.dates = mkOption {
       type = types.str;
       default = "daily";
@@ -181,7 +174,6 @@ in
     };
   } (mkIf cfg.enable {
     pantheros.installManifest = true;
-    pantheros.impermanence.resolved = { inherit directories files; };
     pantheros.manifest.persistence =
       map (d: { path = d.directory; kind = "directory"; inherit (d) user group mode; }) directories
       ++ map (f: { path = f.file; kind = "file"; inherit (f) user group mode; }) files;

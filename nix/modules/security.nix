@@ -47,7 +47,7 @@ in
       type = types.enum table.levels;
       default = "baseline";
       description = ''
-        Hardening level. `baseline` is on for every host and breaks nothing; `hardened` adds kernel
+        Hardening level (with `enable`). `baseline` breaks nothing; `hardened` adds kernel
         parameters, module blacklists, strict SSH, auditd and sudo for wheel only; `strict` adds
         AppArmor, lockdown, per-service ProtectProc for logins and noexec /tmp (which can break
         some workloads).
