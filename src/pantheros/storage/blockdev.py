@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import errno
+import fcntl
 import os
 import re
 import shutil
 import stat
+import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,14 +165,92 @@ def rescan_partitions(dev: str, expected: int) -> list[str]:
         time.sleep(0.05)
 
 
+# LOOP_GET_STATUS64 fills a struct loop_info64: lo_device and lo_inode are its first two u64.
+_LOOP_CLR_FD = 0x4C01
+_LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64_SIZE = 232
+
+
+@dataclass(frozen=True)
+class Backing:
+    """The file behind a loop device, as the kernel holds it."""
+
+    path: str  # /sys/block/loopN/loop/backing_file (" (deleted)" when unlinked)
+    device: tuple[int, int]  # major, minor of the file's filesystem
+    inode: int
+
+
+def _loop_backing(fd: int, name: str) -> Backing | None:
+    try:
+        raw = fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(_LOOP_INFO64_SIZE))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a free loop device
+            return None
+        raise
+    encoded, inode = struct.unpack_from("=QQ", raw)
+    # The kernel's huge_encode_dev: minor's low byte, major, then minor's high bits.
+    major = (encoded & 0xFFF00) >> 8
+    minor = (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00)
+    try:
+        path = (Path("/sys/block") / name / "loop" / "backing_file").read_text().rstrip("\n")
+    except FileNotFoundError:
+        return None
+    return Backing(path, (major, minor), inode)
+
+
+def _backs(backing: Backing | None, image: str | Path) -> bool:
+    """Whether backing is image: same path and the very same file (device and inode)."""
+    if backing is None:
+        return False
+    try:
+        st = os.stat(image)
+    except FileNotFoundError:
+        return False
+    return (
+        backing.path == os.path.realpath(image)
+        and backing.device == (os.major(st.st_dev), os.minor(st.st_dev))
+        and backing.inode == st.st_ino
+    )
+
+
+@contextmanager
+def verified_loop(dev: str, image: str | Path) -> Iterator[int | None]:
+    """An open descriptor of loop device dev if, and only if, image backs it; else None.
+
+    While the descriptor is open the kernel cannot bind the device to another file (a detach
+    only marks it for clearing at the last close), so what was verified stays true.
+    """
+    name = Path(dev).name
+    if not re.fullmatch(r"loop[0-9]+", name) or not dev.startswith("/dev/"):
+        yield None
+        return
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENXIO, errno.ENODEV):
+            raise
+        yield None
+        return
+    try:
+        yield fd if _backs(_loop_backing(fd, name), image) else None
+    finally:
+        os.close(fd)
+
+
+def loop_is_backed_by(dev: str, image: str | Path) -> bool:
+    with verified_loop(dev, image) as fd:
+        return fd is not None
+
+
 def loop_for_image(image: str | Path) -> list[str]:
-    """Loop devices currently backed by image."""
-    target = os.path.realpath(image)
-    proc = process.run(["losetup", "--json", "--list"], check=True)
-    if not proc.stdout.strip():
-        return []
-    devices = json.loads(proc.stdout).get("loopdevices", [])
-    return [d["name"] for d in devices if os.path.realpath(d.get("back-file") or "") == target]
+    """Loop devices currently backed by image (the same file: path, device and inode)."""
+    found = []
+    for entry in sorted(Path("/sys/block").glob("loop*")):
+        if (entry / "loop" / "backing_file").exists() and loop_is_backed_by(
+            f"/dev/{entry.name}", image
+        ):
+            found.append(f"/dev/{entry.name}")
+    return found
 
 
 def attach_loop(image: str | Path) -> str:
@@ -184,6 +266,11 @@ def attach_loop(image: str | Path) -> str:
 
 def detach_loop(dev: str) -> None:
     process.run(["losetup", "--detach", dev], check=True)
+
+
+def detach_verified(fd: int) -> None:
+    """Detach the loop device open at fd (verified by verified_loop): no other can be hit."""
+    fcntl.ioctl(fd, _LOOP_CLR_FD, 0)
 
 
 def resolve_target(target: str) -> tuple[str, bool]:
@@ -222,3 +309,21 @@ def mount(source: str, target: str | Path, options: list[str], fstype: str | Non
 
 def unmount(target: str | Path) -> None:
     process.run(["umount", str(target)], check=True)
+
+
+def stack(dev: str) -> set[str]:
+    """dev, its partitions and what is stacked on them (dm-crypt), as real device paths."""
+    found: set[str] = set()
+    for d in [dev, *partitions(dev)]:
+        found.add(os.path.realpath(d))
+        found.update(os.path.realpath(f"/dev/{h}") for h in holders(d))
+    return found
+
+
+def mounts_from(devices: set[str]) -> list[MountEntry]:
+    """Mounts (in mount order) whose source is one of devices."""
+    return [
+        m
+        for m in mountinfo()
+        if m.source.startswith("/dev/") and os.path.realpath(m.source) in devices
+    ]
