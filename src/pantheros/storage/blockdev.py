@@ -77,6 +77,17 @@ def mount_at(path: str | Path) -> MountEntry | None:
     return found[-1] if found else None
 
 
+def mount_containing(path: str | Path) -> MountEntry | None:
+    """The topmost mount whose tree holds path."""
+    target = os.path.realpath(path)
+    found = [
+        m
+        for m in mountinfo()
+        if target == m.mountpoint or target.startswith(m.mountpoint.rstrip("/") + "/")
+    ]
+    return max(found, key=lambda m: len(m.mountpoint), default=None)
+
+
 def device_number(dev: str) -> str:
     st = os.stat(dev)
     return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
