@@ -108,8 +108,14 @@ class Lab:
         return {m["path"]: m["what"] for m in state.mounts if m["path"] in live}
 
     def is_up(self) -> bool:
+        """Every subvolume of the manifest and every recorded mount is in place, from our disk."""
         state = self.state()
-        return bool(state and state.mounts and len(self.mounted()) == len(state.mounts))
+        if state is None or not self.manifest_path.exists():
+            return False
+        storage = self.manifest().storage
+        tree = {str(self.mnt.resolve()) + s.mountpoint.rstrip("/") for s in storage.subvolumes}
+        recorded = {m["path"] for m in state.mounts}
+        return tree <= recorded and len(self.mounted()) == len(recorded)
 
     def up(self, size: int, manifest_source: str | None) -> None:
         mounts.require_root("panther lab up")
@@ -157,9 +163,7 @@ class Lab:
         if not self.new_image.exists():
             return
         for dev in blockdev.loop_for_image(self.new_image):
-            with blockdev.verified_loop(dev, self.new_image) as fd:
-                if fd is not None:
-                    blockdev.detach_verified(fd)
+            blockdev.detach_if_backed_by(dev, self.new_image)
         self.new_image.unlink()
 
     def status(self) -> dict[str, Any]:

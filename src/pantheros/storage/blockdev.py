@@ -275,13 +275,27 @@ def attach_loop(image: str | Path) -> str:
     return dev
 
 
-def detach_loop(dev: str) -> None:
-    process.run(["losetup", "--detach", dev], check=True)
+def detach_if_backed_by(dev: str, image: str | Path) -> bool:
+    """Detach loop device dev if, and only if, image backs it; another file's device is kept.
 
-
-def detach_verified(fd: int) -> None:
-    """Detach the loop device open at fd (verified by verified_loop): no other can be hit."""
-    fcntl.ioctl(fd, _LOOP_CLR_FD, 0)
+    The kernel finishes a detach after the last descriptor closes, in the background; this
+    waits for it, so the next look at the device sees it free.
+    """
+    with verified_loop(dev, image) as fd:
+        if fd is None:
+            return False
+        fcntl.ioctl(fd, _LOOP_CLR_FD, 0)
+    backing = Path("/sys/block") / Path(dev).name / "loop" / "backing_file"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if backing.read_text().rstrip("\n") != os.path.realpath(image):
+                return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            raise PantherError(f"{dev} is still attached to {image} 10 s after detaching it")
+        time.sleep(0.02)
 
 
 def resolve_target(target: str) -> tuple[str, bool]:

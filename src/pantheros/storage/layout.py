@@ -214,13 +214,10 @@ def attached(target: str) -> Iterator[tuple[str, bool]]:
         yield path, False
         return
     dev = blockdev.attach_loop(path)
-    with blockdev.verified_loop(dev, path) as fd:
-        if fd is None:
-            raise PantherError(f"{dev} is not backed by {path} right after attaching it")
-        try:
-            yield dev, True
-        finally:
-            blockdev.detach_verified(fd)
+    try:
+        yield dev, True
+    finally:
+        blockdev.detach_if_backed_by(dev, path)
 
 
 def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
@@ -547,10 +544,8 @@ def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = Fal
     if state.luks and os.path.exists(f"/dev/mapper/{state.luks}"):
         process.run(["cryptsetup", "close", state.luks], check=True)
     if state.loop:
-        with blockdev.verified_loop(state.loop, state.target) as fd:
-            if fd is not None:
-                if not quiet:
-                    ui.progress(f"losetup --detach {state.loop}")
-                blockdev.detach_verified(fd)
+        if not quiet:
+            ui.progress(f"losetup --detach {state.loop}")
+        blockdev.detach_if_backed_by(state.loop, state.target)
     state.forget()
     return state
