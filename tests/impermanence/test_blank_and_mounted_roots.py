@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import panther
+from helpers import Pfs, panther
 from pantheros import btrfs
+from pantheros.impermanence import blank
 
 pytestmark = pytest.mark.root
 
@@ -48,10 +50,10 @@ def test_a_blank_snapshotted_every_boot_is_still_trusted(lab: Path) -> None:
 
 def test_a_changed_blank_is_reported_loudly(lab: Path, workdir: Path) -> None:
     with top_level(lab, workdir) as top:
-        blank = top / "root-blank"
-        btrfs.set_readonly(blank, False)
-        (blank / "planted").write_text("in every new root")
-        btrfs.set_readonly(blank, True)
+        snapshot = top / "root-blank"
+        btrfs.set_readonly(snapshot, False)
+        (snapshot / "planted").write_text("in every new root")
+        btrfs.set_readonly(snapshot, True)
     (lab / "mnt" / "planted").write_text("in every new root")  # as the next root would carry it
 
     proc = panther("status", "--lab", str(lab), "--json")
@@ -126,3 +128,28 @@ def test_gc_keeps_an_old_root_that_is_mounted(lab: Path, workdir: Path, how: str
     finally:
         subprocess.run(["umount", str(view)], check=True)
     assert gc(lab)["deleted"] == [f"old_roots/{oldest}"]
+
+
+def test_the_trust_rule_on_a_blank_made_transactions_after_its_source_changed(pfs: Pfs) -> None:
+    """A snapshot inherits its source's ctransid, older than its own creation: still unchanged."""
+    blank_path = pfs.top / "root-blank"
+    btrfs.delete_subvolume(blank_path)
+    pfs.dirty("etc/motd", "hello")
+    btrfs.sync(pfs.top)
+    btrfs.sync(pfs.top)
+    btrfs.snapshot(pfs.root, blank_path, readonly=True)
+    btrfs.sync(pfs.top)
+    info = btrfs.subvolume_info(blank_path)
+    assert info.ctransid < info.otransid
+    assert blank.problem(pfs.top, pfs.manifest) is None
+    btrfs.snapshot(blank_path, pfs.top / "next-root")  # what every boot does
+    btrfs.sync(pfs.top)
+    assert btrfs.subvolume_info(blank_path).generation != info.generation
+    assert blank.problem(pfs.top, pfs.manifest) is None
+    btrfs.set_readonly(blank_path, False)
+    os.chmod(blank_path / "etc", 0o777)
+    btrfs.set_readonly(blank_path, True)
+    btrfs.sync(pfs.top)
+    problem = blank.problem(pfs.top, pfs.manifest)
+    assert problem is not None
+    assert "changed after it was made" in problem

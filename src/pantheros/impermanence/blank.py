@@ -1,11 +1,12 @@
 """Invariant 9: the blank is trusted only while it is read-only and unchanged since it was made.
 
 A subvolume's ctransid is the transaction of the last change to anything in its tree (data,
-names, owner, mode, xattrs); it equals the creation transid (otransid) until something is
-written. The generation is no such marker: every snapshot taken of the blank (one per boot)
-moves it. Clearing and setting the read-only flag move neither. So "read-only and ctransid ==
-otransid" means: nothing was written into the blank since it was made. The boot step applies
-the same rule in shell.
+names, owner, mode, xattrs). A snapshot inherits its source's ctransid, which is at most the
+snapshot's creation transid (otransid); any write after creation moves ctransid past otransid.
+The generation is no such marker: every snapshot taken of the blank (one per boot) moves it.
+Clearing and setting the read-only flag move neither. So "read-only and ctransid <= otransid"
+means: nothing was written into the blank since it was made. The boot step applies the same
+rule in shell.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def problem(top: Path, manifest: Manifest) -> str | None:
     info = btrfs.subvolume_info(path)
     if not info.readonly:
         return f"the blank snapshot {name} is writable (it must stay read-only)"
-    if info.ctransid != info.otransid:
+    if info.ctransid > info.otransid:
         return (
             f"the blank snapshot {name} changed after it was made "
             f"(last changed at transid {info.ctransid}, made at transid {info.otransid})"

@@ -255,11 +255,15 @@ def loop_is_backed_by(dev: str, image: str | Path) -> bool:
 
 def loop_for_image(image: str | Path) -> list[str]:
     """Loop devices currently backed by image (the same file: path, device and inode)."""
+    target = os.path.realpath(image)
     found = []
     for entry in sorted(Path("/sys/block").glob("loop*")):
-        if (entry / "loop" / "backing_file").exists() and loop_is_backed_by(
-            f"/dev/{entry.name}", image
-        ):
+        try:
+            path = (entry / "loop" / "backing_file").read_text().rstrip("\n")
+        except FileNotFoundError:
+            continue
+        # Only a device naming this path is opened: other people's devices are not touched.
+        if path == target and loop_is_backed_by(f"/dev/{entry.name}", image):
             found.append(f"/dev/{entry.name}")
     return found
 
