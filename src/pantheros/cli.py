@@ -56,6 +56,12 @@ def _lab_arg(p: Any) -> None:
     p.add_argument("--lab", metavar="DIR", help="act on the lab machine in DIR, not this host")
 
 
+def _no_wait_arg(p: Any) -> None:
+    p.add_argument(
+        "--no-wait", action="store_true", help="fail at once if another command holds the machine"
+    )
+
+
 def _subparsers(p: argparse.ArgumentParser, dest: str) -> Any:
     sub = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=Parser)
     sub.required = True
@@ -152,6 +158,7 @@ def _impermanence(sub: Any) -> None:
     p.add_argument("--to", metavar="DEST", help="where to put it (default: PATH)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     _lab_arg(p)
+    _no_wait_arg(p)
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_restore"))
 
     p = sub.add_parser("status", help="root freshness, old roots, last rollback")
@@ -201,12 +208,14 @@ def _state(sub: Any) -> None:
     )
     q.add_argument("--host-file", metavar="FILE", help="the host's persistence JSON to record in")
     _lab_arg(q)
+    _no_wait_arg(q)
     q.set_defaults(**_handler(STATE, "cmd_persist_add"))
     q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
     q.add_argument("path", metavar="PATH")
     q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
     q.add_argument("--host-file", metavar="FILE")
     _lab_arg(q)
+    _no_wait_arg(q)
     q.set_defaults(**_handler(STATE, "cmd_persist_remove"))
     q = psub.add_parser("list", help="declared entries and their state")
     q.add_argument("--json", action="store_true")

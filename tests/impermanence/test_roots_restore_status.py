@@ -115,7 +115,7 @@ def test_restore_refuses_a_symlink_that_escapes(lab: Path) -> None:
         "restore", "/srv/out/passwd", "--from", name, "--lab", str(lab), "--to", "/passwd"
     )
     assert proc.returncode == 5
-    assert "escapes the old root" in one_line_error(proc)
+    assert "points outside" in one_line_error(proc)
     assert not (mnt / "passwd").exists()
     # An absolute symlink is read inside the old root, as that machine saw it.
     proc = panther("restore", "/srv/inside/file", "--from", name, "--lab", str(lab), "--to", "/f")

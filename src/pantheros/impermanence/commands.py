@@ -172,11 +172,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from pantheros.impermanence import restore
 
     machine = Machine.select(args.lab)
-    dest = machine.host_path(args.to or args.path)
-    with machine.top_level(readonly=True) as top:
+    if not args.path.startswith("/"):
+        raise UsageError(f"give an absolute path as the old root saw it, not {args.path!r}")
+    with machine.lock(wait=not args.no_wait), machine.top_level(readonly=True) as top:
+        resolved, dest = restore.destination(machine, top, args.to or args.path)
         root = OldRoots(top, machine.manifest.storage).get(args.source)
         restore.restore(root.path, args.path, dest, force=args.force)
-    ui.info(f"restored {args.path} from {root.name} to {args.to or args.path}")
+    ui.info(f"restored {args.path} from {root.name} to {resolved}")
     return ExitCode.OK
 
 
