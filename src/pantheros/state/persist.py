@@ -419,10 +419,6 @@ def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> 
     with machine.top_level() as top:
         machine.require_mounted(top, machine.manifest.storage.root)
         machine.require_mounted(top, persist)
-        if where.given != where.path:
-            ui.info(
-                f"{where.given} resolves to {where.path} inside {machine.name}: persisting that"
-            )
         boot = str(btrfs.subvolume_info(machine.root).uuid)
         journal = _load_journal(where)
         if journal is not None and _stale(where, journal):
@@ -448,6 +444,8 @@ def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> 
             empty_directory(top / root, where.path.lstrip("/"))
         _step(where, journal, "emptied")
         _clear_journal(where, journal)
+    if where.given != where.path:
+        ui.info(f"{where.given} resolves to {where.path} inside {machine.name}: persisted that")
     return entry
 
 
