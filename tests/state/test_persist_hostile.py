@@ -6,6 +6,7 @@ import json
 import os
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -283,3 +284,19 @@ def test_a_symlinked_entry_never_stops_a_reboot(lab: Path, workdir: Path) -> Non
     assert (mnt / "var" / "lib" / "app" / "db").read_text() == "db"
     assert mounts_under(host) == []
     assert not os.path.ismount(mnt / "etc" / "evil")
+
+
+def test_two_adds_of_one_path_at_once(lab: Path) -> None:
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    (app / "db").write_bytes(os.urandom(4_000_000))
+    before = (app / "db").read_bytes()
+    with ThreadPoolExecutor(2) as pool:
+        procs = list(pool.map(lambda _: panther("persist", "add", "/var/lib/app", "--lab",
+                                                str(lab)), range(2)))  # fmt: skip
+    assert sorted(p.returncode for p in procs) == [0, 5], [p.stderr for p in procs]
+    loser = next(p for p in procs if p.returncode == 5)
+    assert loser.stderr.splitlines()[-1].endswith("/var/lib/app is already persistent")
+    assert (app / "db").read_bytes() == before
+    assert journals(lab) == []
+    assert recorded(lab) == ["/var/lib/app"]
