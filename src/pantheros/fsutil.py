@@ -121,6 +121,15 @@ def resolve_inside(base: Path, path: str) -> str:
     return "/" + "/".join(current)
 
 
+def mount_point_of(path: StrPath) -> str:
+    """The mount point of the mount that holds path (its parent's, when path is a symlink)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    real = os.path.join(os.path.realpath(parent), name)
+    points = [m.mountpoint for m in blockdev.mountinfo()]
+    inside = [m for m in points if real == m or real.startswith(m.rstrip("/") + "/")]
+    return max(inside, key=len)
+
+
 def foreign_inside(path: StrPath) -> str | None:
     """Something under path (not path itself) that is a mount point or another filesystem.
 

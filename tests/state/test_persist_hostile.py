@@ -129,6 +129,13 @@ def test_a_path_holding_a_mount_or_a_subvolume_is_refused(lab: Path) -> None:
     for path in ("/srv", "/opt"):
         proc = panther("persist", "add", path, "--lab", str(lab))
         assert "a mount point or another subvolume" in one_line_error(proc)
+    # And a path below such a mount or inside such a subvolume is not on the root either.
+    (mnt / "home" / "shared" / "x").mkdir()
+    (mnt / "srv" / "machines" / "y").mkdir()
+    proc = panther("persist", "add", "/opt/tool/x", "--lab", str(lab))
+    assert "is on the mount at" in one_line_error(proc)
+    proc = panther("persist", "add", "/srv/machines/y", "--lab", str(lab))
+    assert "on another subvolume or filesystem than the root" in one_line_error(proc)
     assert not (mnt / "persist" / "srv").exists()
     assert not (mnt / "persist" / "opt").exists()
     assert mounts_under(lab) == sorted([*before, str((mnt / "opt" / "tool").resolve())])

@@ -29,6 +29,7 @@ from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.fsutil import (
     empty_directory,
     foreign_inside,
+    mount_point_of,
     open_beneath,
     remove_path,
     resolve_inside,
@@ -349,7 +350,7 @@ def _copy_verified(where: Where, journal: dict[str, Any], *, steps: bool) -> Pat
 
 
 def is_bind_mounted(where: Where) -> bool:
-    if blockdev.mount_at(where.live) is None:
+    if blockdev.mount_at(where.live) is None or not os.path.lexists(where.copy):
         return False
     a, b = os.stat(where.live), os.stat(where.copy)
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
@@ -393,15 +394,19 @@ def _entry_for(path: str, source: Path) -> PersistenceEntry:
     )
 
 
-def _refuse_unsafe_live(where: Where) -> None:
-    """What can never be moved: a symlink, a mount point, a tree holding another mount."""
+def _refuse_unsafe_live(machine: Machine, where: Where) -> None:
+    """What can never be moved: a symlink, a mount point, a tree holding another mount, and
+    anything that is not on the root subvolume's own mount (the original is emptied there)."""
     if where.live.is_symlink():
         raise Refused(
             f"{where.path} is a symlink (to {os.readlink(where.live)}): persist what it points "
             "to, not the link"
         )
-    if blockdev.mount_at(where.live) is not None:
-        raise Refused(f"{where.path} is a mount point: it is not on the root subvolume")
+    holder = mount_point_of(where.live)
+    if holder != os.path.realpath(machine.root):
+        raise Refused(f"{where.path} is on the mount at {holder}, not on the root subvolume")
+    if os.lstat(where.live).st_dev != os.stat(machine.root).st_dev:
+        raise Refused(f"{where.path} is on another subvolume or filesystem than the root")
     foreign = foreign_inside(where.live)
     if foreign is not None:
         raise Refused(
@@ -428,9 +433,9 @@ def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> 
         if journal is None:
             journal = _start(machine, where, boot, merge=merge)
         if not _reached(journal, "placed"):
-            _place(where, journal)
+            _place(machine, where, journal)
         else:
-            _catch_up(where, journal, boot, merge=merge)
+            _catch_up(machine, where, journal, boot, merge=merge)
         entry = _entry_for(where.path, where.copy)
         if host_file is not None and not _reached(journal, "recorded"):
             _record(host_file, entry)
@@ -464,7 +469,7 @@ def _start(machine: Machine, where: Where, boot: str, *, merge: bool) -> dict[st
         raise Refused(f"{where.path} is already persistent")
     if not os.path.lexists(where.live):
         raise UsageError(f"{where.path} does not exist")
-    _refuse_unsafe_live(where)
+    _refuse_unsafe_live(machine, where)
     exists = os.path.lexists(where.copy)
     if exists and not merge:
         raise Refused(
@@ -479,11 +484,11 @@ def _start(machine: Machine, where: Where, boot: str, *, merge: bool) -> dict[st
     return journal
 
 
-def _place(where: Where, journal: dict[str, Any]) -> None:
+def _place(machine: Machine, where: Where, journal: dict[str, Any]) -> None:
     """Copy, verify and rename into place (or, for --merge, add what the copy lacks)."""
     if not os.path.lexists(where.live):
         raise UsageError(f"{where.path} does not exist")
-    _refuse_unsafe_live(where)
+    _refuse_unsafe_live(machine, where)
     if journal["merge"]:
         if where.live.is_dir():
             _merge_missing(where.live, where.copy)
@@ -497,7 +502,9 @@ def _place(where: Where, journal: dict[str, Any]) -> None:
     _step(where, journal, "placed")
 
 
-def _catch_up(where: Where, journal: dict[str, Any], boot: str, *, merge: bool) -> None:
+def _catch_up(
+    machine: Machine, where: Where, journal: dict[str, Any], boot: str, *, merge: bool
+) -> None:
     """A resumed add: make sure no change made since the killed run is thrown away.
 
     Until the copy is mounted, the live original is the truth: whatever changed is copied
@@ -509,7 +516,7 @@ def _catch_up(where: Where, journal: dict[str, Any], boot: str, *, merge: bool) 
         return
     if not os.path.lexists(where.live) or (where.live.is_dir() and not any(where.live.iterdir())):
         return
-    _refuse_unsafe_live(where)
+    _refuse_unsafe_live(machine, where)
     copy_is_truth = journal["merge"] or journal.get("boot") != boot or _reached(journal, "mounted")
     try:
         verify(where.live, where.copy)
@@ -577,7 +584,7 @@ def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) 
             raise UsageError(f"{where.path} is not persistent")
         mounted = is_bind_mounted(where)
         if not mounted and os.path.lexists(where.live):
-            _refuse_unsafe_live(where)
+            _refuse_unsafe_live(machine, where)
         for tree in (where.live, where.copy):
             foreign = foreign_inside(tree) if os.path.lexists(tree) else None
             if foreign is not None:
