@@ -11,6 +11,8 @@ import pytest
 
 from helpers import one_line_error, panther
 from pantheros import btrfs
+from pantheros.errors import CommandFailed
+from pantheros.impermanence import restore
 
 pytestmark = pytest.mark.root
 
@@ -241,3 +243,24 @@ def test_restore_force_never_deletes_across_a_mount(lab: Path, workdir: Path) ->
                    "--lab", str(lab))  # fmt: skip
     assert "is not the persist subvolume" in one_line_error(proc)
     assert list((mnt / "persist").iterdir()) == []
+
+
+def test_a_failed_restore_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_root = tmp_path / "old"
+    (old_root / "etc").mkdir(parents=True)
+    (old_root / "etc" / "hosts").write_text("old")
+    dest = tmp_path / "live" / "hosts"
+    dest.parent.mkdir()
+    dest.write_text("current")
+
+    def half_copy(argv: list[str], **_: object) -> None:
+        Path(argv[-1]).write_text("half")  # cp died part-way through
+        raise CommandFailed(argv, 1, "cp: error writing: No space left on device")
+
+    monkeypatch.setattr(restore.process, "run", half_copy)
+    with pytest.raises(CommandFailed):
+        restore.restore(old_root, "/etc/hosts", dest, force=True)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["hosts"]
+    assert dest.read_text() == "current"
