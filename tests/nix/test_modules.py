@@ -703,3 +703,47 @@ def test_vm_tests_boot_pantheros_from_the_second_disk_and_reboot(name: str) -> N
     for needed in ["useBootLoader = true", "mountHostNixStore = true", "panther disk format"]:
         assert needed in lib
     assert "bootctl set-default nixos-generation-1-specialisation-pantheros.conf" in lib
+
+
+@needs_lib
+def test_units_are_written_as_nixos_writes_them(tmp_path: Path) -> None:
+    """nix/eval/systemd.nix follows systemd-lib.nix: sorted keys, lists repeat, JSON env."""
+    host = """
+      { ... }: {
+        boot.initrd.systemd.services.pantheros-demo = {
+          description = "Demo";
+          wantedBy = [ "initrd.target" "sysinit.target" ];
+          requiredBy = [ "sysroot.mount" ];
+          after = [ "a.service" "b.service" ];
+          environment = { GREETING = "hi there"; UNSET = null; };
+          unitConfig.DefaultDependencies = false;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStartPre = [ "/bin/one" "/bin/two" ];
+            RemainAfterExit = true;
+          };
+        };
+      }
+    """
+    units = evaluated(tmp_path, host)["initrdUnits"]
+    assert units["units"]["pantheros-demo.service"] == (
+        "[Unit]\n"
+        "After=a.service b.service\n"
+        "DefaultDependencies=false\n"
+        "Description=Demo\n"
+        "\n"
+        "[Service]\n"
+        'Environment="GREETING=hi there"\n'
+        "ExecStartPre=/bin/one\n"
+        "ExecStartPre=/bin/two\n"
+        "RemainAfterExit=true\n"
+        "Type=oneshot\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=initrd.target sysinit.target\n"
+    )
+    assert units["wants"] == {
+        "initrd.target": ["pantheros-demo.service"],
+        "sysinit.target": ["pantheros-demo.service"],
+    }
+    assert units["requires"] == {"sysroot.mount": ["pantheros-demo.service"]}
