@@ -12,6 +12,7 @@ from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.impermanence import bootstep, rollback
 from pantheros.impermanence.bootstep import Outcome
+from pantheros.machine import Machine
 from pantheros.manifest.models import FailPolicy
 from pantheros.storage import blockdev, mounts
 
@@ -41,8 +42,6 @@ def _rollback_top(args: argparse.Namespace, manifest: manifests.Manifest) -> Ite
         yield top
         return
     if args.lab:
-        from pantheros.machine import Machine
-
         lab_machine = Machine.select(args.lab)
         if lab_machine.lab and lab_machine.lab.is_up() and not args.dry_run:
             raise Refused(
@@ -96,39 +95,37 @@ def boot_outcome(report: Path, cmdline: str) -> Outcome:
             result="skipped",
             notes=[f"{NO_ROLLBACK_PARAMETER} is on the kernel command line: no rollback"],
         )
-    return Outcome(
-        result="dirty", error=f"the boot step left no report at {report}: it did not run"
-    )
+    return Outcome(result="dirty", error=f"no report at {report}: the boot step did not run")
 
 
-def finish_boot(report: Path, manifest_path: str | None) -> int:
-    """Stage 2: record what the initrd did, prune by retention, and be loud if it failed."""
-    from pantheros.machine import Machine
+def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
+    """Stage 2: record what the boot step did, prune by retention, and be loud if it failed.
 
-    machine = Machine.select(None, manifest_path)
-    outcome = boot_outcome(report, Path("/proc/cmdline").read_text(encoding="utf-8"))
-    warning = mounts.state_dir() / LOGIN_WARNING
+    The record goes to the persist subvolume (what `panther status` and the audit read); when
+    the root was not rolled back, one line goes to the machine's login warning file, which the
+    login message prints as it is."""
+    outcome = boot_outcome(report, cmdline)
+    warning = machine.run_dir / LOGIN_WARNING
     with machine.lock(), machine.top_level() as top:
         if outcome.result in ("fresh", "already-fresh"):
             plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
             outcome.pruned += deleted
             outcome.notes += plan.notes
         _record(top, machine.manifest, outcome)
-    print_outcome(outcome)
     if outcome.result in ("fresh", "already-fresh"):
         warning.unlink(missing_ok=True)
-        return ExitCode.OK
-    line = (
-        "PantherOS: the root was NOT rolled back at this boot"
-        + (f" ({outcome.error})" if outcome.error else "")
-        + "; run 'panther status'."
-    )
+        return outcome, ExitCode.OK
     if outcome.result == "skipped":
         line = "PantherOS: the rollback was skipped at this boot (pantheros.norollback)."
+    else:
+        line = (
+            f"PantherOS: the root was NOT rolled back at this boot ({outcome.error}); "
+            "run 'panther status'."
+        )
     warning.parent.mkdir(parents=True, exist_ok=True)
     warning.write_text(line + "\n", encoding="utf-8")
     ui.warn(line)
-    return ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY
+    return outcome, ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY
 
 
 def print_outcome(outcome: Outcome) -> None:
@@ -153,10 +150,14 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     if args.finish:
         if args.top or args.lab or args.device or args.dry_run or args.gc:
             raise UsageError("--finish reads this boot's report; it takes only --report and -m")
-        return finish_boot(Path(args.report), args.manifest)
+        cmdline = Path("/proc/cmdline").read_text(encoding="utf-8")
+        outcome, code = finish(Machine.select(None, args.manifest), Path(args.report), cmdline)
+        if args.json:
+            ui.emit_json(outcome.__dict__)
+        else:
+            print_outcome(outcome)
+        return code
     if args.lab:
-        from pantheros.machine import Machine
-
         manifest = Machine.select(args.lab).manifest
     else:
         manifest = manifests.load(args.manifest or manifests.HOST_MANIFEST)

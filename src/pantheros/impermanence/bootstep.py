@@ -170,10 +170,11 @@ def run(
     *,
     top: Path | None = None,
     device: str | None = None,
+    report: Path | None = None,
     dry_run: bool = False,
 ) -> tuple[Outcome, int]:
     """Run the boot step; its messages go to our stderr, its report comes back parsed."""
-    args = argv(manifest, top=top, device=device, dry_run=dry_run)
+    args = argv(manifest, top=top, device=device, report=report, dry_run=dry_run)
     proc = process.run(args, check=False, pass_stderr=True)
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
