@@ -268,6 +268,8 @@ in
       description = "PantherOS: record this boot's rollback and prune old roots";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
+      # Logins wait for it, so the first one already sees the warning of a dirty boot.
+      before = [ "systemd-user-sessions.service" ];
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${panther}/bin/panther rollback --finish --report ${report}";

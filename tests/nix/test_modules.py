@@ -225,6 +225,7 @@ def test_stage_two_records_and_warns(tmp_path: Path) -> None:
     out = evaluated(tmp_path, BASE % "")
     finish = out["services"]["pantheros-rollback-finish"]
     assert finish["after"] == ["local-fs.target"]
+    assert finish["before"] == ["systemd-user-sessions.service"]
     assert finish["wantedBy"] == ["multi-user.target"]
     assert finish["serviceConfig"]["Type"] == "oneshot"
     assert finish["serviceConfig"]["ExecStart"] == (
