@@ -99,6 +99,12 @@ def _lab_arg(p: Any) -> None:
     p.add_argument("--lab", metavar="DIR", help="act on the lab machine in DIR, not this host")
 
 
+def _no_wait_arg(p: Any) -> None:
+    p.add_argument(
+        "--no-wait", action="store_true", help="fail at once (busy) if another command holds it"
+    )
+
+
 def _subparsers(p: argparse.ArgumentParser, dest: str) -> Any:
     sub = p.add_subparsers(dest=dest, metavar="ACTION", parser_class=Parser)
     sub.required = True
@@ -139,10 +145,12 @@ def _lab(sub: Any) -> None:
     p.add_argument("dir", nargs="?", metavar="DIR", help="lab directory")
     p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_up"))
     p = lsub.add_parser("status", help="what the lab has mounted where")
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--json", action="store_true")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_status"))
     p = lsub.add_parser(
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
@@ -151,7 +159,8 @@ def _lab(sub: Any) -> None:
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_lab_reboot"))
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR")
-    p.add_argument("--purge", action="store_true", help="also delete the image and manifest")
+    p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_down"))
 
 
