@@ -14,10 +14,15 @@ let
   panther = config.pantheros.package;
   bootstep = config.pantheros.bootstep;
 
+  # What the manifest accepts: absolute and normalised (no empty, `.` or `..` component).
+  absolutePath = types.addCheck (types.strMatching "(/[^/[:cntrl:]]+)+")
+    (path: !lib.any (part: part == "." || part == "..") (lib.splitString "/" path)) // {
+      description = "normalised absolute path";
+    };
   entryOptions = kind: {
     options = {
       ${kind} = mkOption {
-        type = types.strMatching "/.*";
+        type = absolutePath;
         description = "Absolute path, as the running system sees it.";
       };
       user = mkOption { type = types.str; default = "root"; description = "Owner."; };
@@ -138,12 +143,12 @@ in
         description = "Old roots always kept, whatever their age.";
       };
       maxAgeDays = mkOption {
-        type = types.nullOr types.ints.positive;
+        type = types.nullOr (types.ints.between 1 36500);
         default = 30;
         description = "Old roots older than this (btrfs creation time) are pruned.";
       };
       maxCount = mkOption {
-        type = types.nullOr types.ints.positive;
+        type = types.nullOr (types.ints.between 1 100000);
         default = null;
         description = "At most this many old roots are kept.";
       };

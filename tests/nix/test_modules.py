@@ -445,6 +445,9 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
         # Wrong types.
         ('pantheros.impermanence.retention.keepMin = "three";', "is not of type"),
         ('pantheros.security.level = "paranoid";', "is not of type"),
+        ('pantheros.impermanence.directories = [ "/var/lib/../etc" ];', "is not of type"),
+        ('pantheros.impermanence.files = [ "/etc//x" ];', "is not of type"),
+        ("pantheros.impermanence.retention.maxCount = 100001;", "is not of type"),
         (
             'boot.kernel.sysctl."kernel.kptr_restrict" = [ 7 ];',
             "is not of type `sysctl option value'",
