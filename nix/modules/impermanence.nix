@@ -64,6 +64,9 @@ let
   owner = path: lib.foldl'
     (best: mp: if (mp == "/" || path == mp || lib.hasPrefix "${mp}/" path)
       && lib.stringLength mp > lib.stringLength best then mp else best) "/" mountPoints;
+  holding = lib.filter
+    (p: lib.any (mp: lib.hasPrefix "${p}/" mp) (mountPoints ++ lib.optional storage.esp.enable storage.esp.mountPoint))
+    (map (d: d.directory) directories);
   misplaced = lib.filter (p: owner p != "/")
     (map (d: d.directory) directories ++ map (f: f.file) files);
 
@@ -195,6 +198,10 @@ in
       {
         assertion = (config.fileSystems.${cfg.persistentStoragePath}.neededForBoot or false);
         message = "pantheros.impermanence: ${cfg.persistentStoragePath} must be mounted in the initrd (fileSystems.\"${cfg.persistentStoragePath}\".neededForBoot = true), or persisted files are missing at boot.";
+      }
+      {
+        assertion = holding == [ ];
+        message = "pantheros.impermanence: these persisted directories hold a mount point (persist what is beside it): ${lib.concatStringsSep ", " holding}";
       }
       {
         assertion = misplaced == [ ];

@@ -417,6 +417,11 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
             'pantheros.storage.subvolumes.home.role = "root";',
             'exactly one subvolume with role \\"root\\"',
         ),
+        ('pantheros.storage.subvolumes.home.name = "nix";', "used twice: nix"),
+        ('pantheros.storage.oldRoots = "root/old";', "must not overlap"),
+        ('pantheros.storage.blankSnapshot = "old_roots/blank";', "must not overlap"),
+        ('pantheros.storage.esp.mountPoint = "/home";', "is also a subvolume's mount point"),
+        ('pantheros.impermanence.directories = [ "/var" ];', "hold a mount point"),
     ],
 )
 @pytest.mark.scenario("nixos-modules: What would break boot fails evaluation")
