@@ -1,4 +1,5 @@
-"""`panther audit`: exit 0 when nothing fails at or above --fail-on, 1 when something does."""
+"""`panther audit`: exit 0 when nothing fails at or above --fail-on, 1 when something does, and
+7 (inconclusive) when nothing does but fewer than half of the applicable checks were evaluated."""
 
 from __future__ import annotations
 
@@ -8,22 +9,23 @@ from pathlib import Path
 
 from pantheros import manifest as manifests
 from pantheros import ui
-from pantheros.audit import report
+from pantheros.audit import impermanence, report
 from pantheros.audit.checks import load_table, run_checks
 from pantheros.audit.system import System
 from pantheros.errors import ExitCode, UsageError
+from pantheros.machine import Machine
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     table = load_table()
     if args.level is not None and args.level not in table["levels"]:
         raise UsageError(f"unknown level {args.level!r} (one of {', '.join(table['levels'])})")
-    manifest = None
+    machine = None
     if args.lab:
-        from pantheros.machine import Machine
-
         machine = Machine.select(args.lab)
-        manifest, base, live = machine.manifest, machine.root, False
+        base, live = machine.root, False
+        if not machine.lab or not machine.lab.is_up():
+            raise UsageError(f"the lab at {args.lab} is down (panther lab up {args.lab})")
     else:
         base = Path(args.root) if args.root else Path("/")
         if not base.is_dir():
@@ -33,19 +35,27 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if source is None and args.root:
             source = base / "etc/pantheros/manifest.json"
         if args.manifest or (source is not None and Path(source).exists()):
-            manifest = manifests.load(source)  # type: ignore[arg-type]
+            loaded = manifests.load(source)  # type: ignore[arg-type]
+            machine = Machine(manifest=loaded, root=base)
+    manifest = machine.manifest if machine else None
     level = args.level or (manifest.security.level if manifest else "baseline")
     waivers = manifest.security.waivers if manifest else {}
     system = System(base=base, live=live)
-    findings = list(run_checks(system, level, waivers, table))
+    try:
+        findings = list(run_checks(system, level, waivers, table))
+        findings += impermanence.run_checks(machine, system, waivers)
+    finally:
+        system.tree.close()
     context = {
         "target": "this machine" if live else str(base),
         "level": level,
         "manifest": manifest.source if manifest else None,
         "live": live,
     }
-    if args.sarif:
-        out = json.dumps(report.as_sarif(findings, context), indent=2)
+    if args.fix_snippet:
+        out = report.fix_snippet(findings).rstrip("\n")
+    elif args.sarif:
+        out = json.dumps(report.as_sarif(findings, context, str(base.resolve())), indent=2)
     elif args.json:
         out = json.dumps(report.as_json(findings, context), indent=2)
     else:
@@ -56,4 +66,9 @@ def cmd_audit(args: argparse.Namespace) -> int:
         ui.result(out)
     for note in system.notes:
         ui.warn(note)
-    return ExitCode.FAILURE if report.failing(findings, args.fail_on) else ExitCode.OK
+    if report.failing(findings, args.fail_on):
+        return ExitCode.FAILURE
+    if not report.coverage(findings).enough:
+        ui.warn("too little evidence to judge: fewer than half of the applicable checks ran")
+        return ExitCode.INCONCLUSIVE
+    return ExitCode.OK
