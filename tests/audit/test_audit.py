@@ -270,3 +270,103 @@ def test_waivers_come_from_the_manifest(tmp_path: Path) -> None:
     report = json.loads(panther("audit", "--json", "--manifest", str(manifest)).stdout)
     waived = next(f for f in report["findings"] if f["id"] == failing[0])
     assert (waived["status"], waived["reason"]) == ("waived", "accepted risk for the test")
+
+
+def test_an_almost_empty_tree_is_inconclusive_not_clean(tmp_path: Path) -> None:
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")
+    proc = panther("audit", "--root", str(tmp_path), "--json")
+    assert proc.returncode == 7, proc.stderr
+    report = json.loads(proc.stdout)
+    cov = report["coverage"]
+    assert not cov["enough"]
+    assert 2 * cov["evaluated"] < cov["applicable"]
+    assert "too little evidence" in proc.stderr
+    text = panther("audit", "--root", str(tmp_path))
+    assert text.returncode == 7
+    assert f"coverage {cov['evaluated']}/{cov['applicable']}" in text.stdout
+    assert "too little evidence to judge" in text.stdout
+    # A failure is a verdict whatever the coverage: exit 1, not 7.
+    (tmp_path / "etc/shadow").write_text("root::1::::::\n")
+    assert panther("audit", "--root", str(tmp_path)).returncode == 1
+
+
+def test_coverage_counts_only_what_applies() -> None:
+    from pantheros.audit.checks import Finding
+    from pantheros.audit.report import coverage, score
+
+    def made(status: Status, applicable: bool = True, severity: str = "high") -> Finding:
+        return Finding("x", "a", "t", severity, status, applicable=applicable)
+
+    findings = [
+        made(Status.PASS),
+        made(Status.FAIL, severity="low"),
+        made(Status.SKIPPED),
+        made(Status.SKIPPED, applicable=False),
+        made(Status.SKIPPED, applicable=False),
+    ]
+    cov = coverage(findings)
+    assert (cov.evaluated, cov.applicable, cov.unevaluated, cov.not_applicable) == (2, 3, 1, 2)
+    assert cov.enough
+    assert score(findings) == 75  # 3 of 4 weight: skipped checks do not count
+    assert not coverage([made(Status.PASS), *[made(Status.SKIPPED)] * 3]).enough
+    assert score([made(Status.SKIPPED)]) == 0
+
+
+def test_lockdown_is_judged_by_what_the_kernel_enforces(tmp_path: Path) -> None:
+    asked = {"proc/cmdline": "quiet lockdown=confidentiality"}
+    no_lsm = fake(tmp_path / "a", {**asked, "sys/kernel/security/lsm": "capability,yama"})
+    f = finding(no_lsm, "cmdline.lockdown", "strict")
+    assert f.by_effect
+    assert f.status is Status.FAIL
+    assert "lockdown LSM is not active" in f.reason
+    enforced = fake(
+        tmp_path / "b",
+        {**asked, "sys/kernel/security/lockdown": "none integrity [confidentiality]\n"},
+    )
+    assert finding(enforced, "cmdline.lockdown", "strict").status is Status.PASS
+    weaker = fake(
+        tmp_path / "c",
+        {**asked, "sys/kernel/security/lockdown": "none [integrity] confidentiality"},
+    )
+    f = finding(weaker, "cmdline.lockdown", "strict")
+    assert (f.status, f.actual) == (Status.FAIL, "integrity in force (requested)")
+    offline = fake(tmp_path / "d", {"kernel-params": "lockdown=confidentiality"}, live=False)
+    f = finding(offline, "cmdline.lockdown", "strict")
+    assert f.status is Status.PASS
+    assert "not its effect" in f.reason
+
+
+def test_perf_paranoid_3_is_judged_by_what_an_unprivileged_process_may_do(
+    tmp_path: Path,
+) -> None:
+    system = fake(tmp_path, {"proc/sys/kernel/perf_event_paranoid": "3"})
+    system.__dict__["unprivileged_perf_allowed"] = True  # a mainline kernel
+    f = finding(system, "sysctl.kernel.perf_event_paranoid", "hardened")
+    assert f.by_effect
+    assert (f.status, f.actual) == (Status.FAIL, "3 (in force: 2)")
+    assert "behaves as 2" in f.reason
+    patched = fake(tmp_path / "p", {"proc/sys/kernel/perf_event_paranoid": "3"})
+    patched.__dict__["unprivileged_perf_allowed"] = False  # Debian's patch
+    assert finding(patched, "sysctl.kernel.perf_event_paranoid", "hardened").status is Status.PASS
+
+
+def test_the_perf_probe_agrees_with_the_running_kernel() -> None:
+    from pantheros.audit.system import perf_open_allowed
+
+    level = Path("/proc/sys/kernel/perf_event_paranoid")
+    if not level.exists():
+        pytest.skip("this kernel has no perf events")
+    allowed = perf_open_allowed()
+    if allowed is None:
+        pytest.skip("no perf_event_open number for this architecture")
+    if int(level.read_text()) <= 2:
+        # Level 2 and below let anyone count their own user-space events.
+        assert allowed, "perf_event_open refused although perf_event_paranoid <= 2"
+
+
+def test_impermanence_checks_do_not_apply_without_a_manifest(tmp_path: Path) -> None:
+    report = json.loads(panther("audit", "--root", str(tmp_path), "--json").stdout)
+    checks = [f for f in report["findings"] if f["area"] == "impermanence"]
+    assert len(checks) == 8
+    assert all(f["status"] == "skipped" and not f["applicable"] for f in checks)
