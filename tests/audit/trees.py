@@ -52,7 +52,9 @@ def failing_tree(root: Path) -> Path:
             "UUID=1234 /boot vfat umask=0077 0 2\n"
         ),
         "etc/default/grub": 'GRUB_DEFAULT=0\nGRUB_CMDLINE_LINUX="quiet init_on_alloc=0"\n',
-        "etc/passwd": "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbob:x:1000:100::/:/bin/sh\n",
+        "etc/passwd": (
+            "root:x:0:0::/root:/bin/sh\ntoor:x:0:0::/:/bin/sh\nbob:x:1000:100::/:/bin/sh\n"
+        ),
         "etc/shadow": "root:!:1::::::\ntoor:!:1::::::\nbob::1::::::\n",
         "etc/NIXOS": "",
         "usr/bin/tool": "#!/bin/sh\n",
