@@ -306,7 +306,7 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
                 line += " (by effect)"
             lines.append(line)
             if f.status is Status.FAIL:
-                lines.append(f"       {detail}" + (f"; {f.reason}" if f.reason else ""))
+                lines.append("       " + "; ".join(part for part in (detail, f.reason) if part))
                 if f.location:
                     lines.append(f"       evidence: {_where(f)}")
                 if f.drift:

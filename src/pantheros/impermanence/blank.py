@@ -1,9 +1,12 @@
 """Invariant 9: the blank is trusted only while it is read-only and unchanged since it was made.
 
-A snapshot's generation equals its creation transid (otransid) until something in its tree
-changes; clearing the read-only flag alone does not change it, writing a file does, and setting
-the flag again does not undo that. So "read-only and generation == otransid" means: nothing was
-written into the blank since it was made. The boot step applies the same rule in shell.
+A subvolume's ctransid is the transaction of the last change to its contents. A snapshot inherits
+its source's ctransid, so a blank nobody wrote to has ctransid <= otransid (its creation); writing
+a file moves ctransid past otransid, and setting the read-only flag again does not undo that.
+Toggling the flag alone does not move it. The root item's generation is no witness: every
+snapshot taken *of* the blank (each rollback) bumps the blank's generation without a change in
+it. So "read-only and ctransid <= otransid" means: nothing was written into the blank since it
+was made. The boot step applies the same rule in shell.
 """
 
 from __future__ import annotations
@@ -26,9 +29,9 @@ def problem(top: Path, manifest: Manifest) -> str | None:
     info = btrfs.subvolume_info(path)
     if not info.readonly:
         return f"the blank snapshot {name} is writable (it must stay read-only)"
-    if info.generation != info.otransid:
+    if info.ctransid > info.otransid:
         return (
             f"the blank snapshot {name} changed after it was made "
-            f"(generation {info.generation}, made at transid {info.otransid})"
+            f"(last changed at transid {info.ctransid}, made at transid {info.otransid})"
         )
     return None
