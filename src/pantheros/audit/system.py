@@ -306,10 +306,12 @@ class System:
         Nothing on them can be a setuid binary or a file others may write.
         """
         base = str(self.base.resolve()).rstrip("/")
+        tops = tuple(f"{base}/{top}" for top in SCAN_DIRS)
         pruned = [f"{base}/{NIX_STORE}"]
-        # The host's table: an offline tree (the lab) is mounted on this host too.
+        # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
+        # inside the walk matter, and find tests every entry against each one.
         for mount in blockdev.mountinfo():
-            if not mount.mountpoint.startswith(base + "/"):
+            if not any(mount.mountpoint.startswith(top + "/") for top in tops):
                 continue
             if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):
                 pruned.append(mount.mountpoint)
