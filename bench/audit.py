@@ -53,6 +53,7 @@ def main() -> None:
             walls.append(timed(audit))
             cpus.append(children_cpu() - before)
         panther_s, panther_cpu = statistics.median(walls), statistics.median(cpus)
+        walk_s, rest_s = breakdown()
         lynis_s = timed(
             lambda: subprocess.run(
                 [
@@ -70,7 +71,6 @@ def main() -> None:
                 check=False,
             )
         )
-    walk_s, rest_s = breakdown()
     load = Path("/proc/loadavg").read_text().split()[0]
     print(f"load average while measuring: {load} on {os.cpu_count()} CPUs")
     print(f"{'tool':40} {'seconds':>9}")
