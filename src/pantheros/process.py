@@ -53,8 +53,12 @@ def run(
     input: str | bytes | None = None,
     capture: bool = True,
     env: Mapping[str, str] | None = None,
+    errors: str = "strict",
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv and return the completed process; raise CommandFailed when check is set."""
+    """Run argv and return the completed process; raise CommandFailed when check is set.
+
+    `errors` is how undecodable output is decoded ("surrogateescape" keeps file names exact).
+    """
     args = list(argv)
     require(args[0])
     log.debug("run: %s", " ".join(args))
@@ -68,6 +72,7 @@ def run(
             stderr=subprocess.PIPE if capture else None,
             env=full_env,
             text=True,
+            errors=errors,
         )
     except OSError as exc:
         raise CommandFailed(args, -1, str(exc)) from exc

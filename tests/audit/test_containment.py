@@ -130,3 +130,46 @@ def test_configuration_is_read_through_links_inside_the_tree(tmp_path: Path) -> 
     f = finding(audit(root)[1], "ssh.PermitRootLogin")
     assert (f["status"], f["actual"]) == ("fail", "yes")
     assert f["evidence"] == {"path": "/etc/ssh/sshd_config", "line": 2}
+
+
+def test_a_file_name_that_is_not_utf8_is_reported_not_a_crash(tmp_path: Path) -> None:
+    root = tree(tmp_path)
+    (root / "etc/NIXOS").write_text("")
+    (root / "usr/bin").mkdir(parents=True)
+    odd = os.fsencode(root / "usr/bin") + b"/tool-\xff"
+    with open(odd, "w") as out:
+        out.write("")
+    os.chmod(odd, 0o4755)
+    f = finding(audit(root)[1], "files.suid")
+    assert f["status"] == "fail"
+    assert "/usr/bin/tool-" in f["reason"]
+    text = subprocess.run(
+        [sys.executable, "-m", "pantheros", "audit", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
+    assert text.returncode == 1, text.stderr
+    assert "tool-\ufffd" in text.stdout
+
+
+def test_the_trees_own_manifest_is_read_inside_the_tree(tmp_path: Path) -> None:
+    host = tmp_path / "host-manifest.json"
+    host.write_text("{")  # read from the host, it would be a bad-input error
+    root = tree(tmp_path)
+    (root / "etc/pantheros").mkdir()
+    (root / "etc/pantheros/manifest.json").symlink_to(host)
+    assert audit(root)[1]["manifest"] is None
+    inside = root / str(host).lstrip("/")
+    inside.parent.mkdir(parents=True)
+    inside.write_text("{")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pantheros", "audit", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert "manifest.json: $: not JSON" in proc.stderr

@@ -12,8 +12,22 @@ from pantheros import ui
 from pantheros.audit import impermanence, report
 from pantheros.audit.checks import load_table, run_checks
 from pantheros.audit.system import System
-from pantheros.errors import ExitCode, UsageError
+from pantheros.errors import ExitCode, ManifestError, UsageError
 from pantheros.machine import Machine
+
+
+def tree_manifest(system: System) -> manifests.Manifest | None:
+    """The machine's own manifest, read inside its tree like every other file."""
+    rel = str(manifests.HOST_MANIFEST).lstrip("/")
+    text = system.tree.read(rel)
+    if text is None:
+        return None
+    source = str(system.base / rel)
+    try:
+        doc = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    return manifests.load_document(doc, source)
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -29,17 +43,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         if not base.is_dir():
             raise UsageError(f"--root {base} is not a directory")
         live = args.root is None or base.resolve() == Path("/")
-        source = args.manifest or (None if args.root else manifests.HOST_MANIFEST)
-        if source is None and args.root:
-            source = base / "etc/pantheros/manifest.json"
-        if args.manifest or (source is not None and Path(source).exists()):
-            loaded = manifests.load(source)  # type: ignore[arg-type]
-            machine = Machine(manifest=loaded, root=base)
-    manifest = machine.manifest if machine else None
-    level = args.level or (manifest.security.level if manifest else "baseline")
-    waivers = manifest.security.waivers if manifest else {}
     system = System(base=base, live=live)
     try:
+        if not args.lab:
+            loaded = manifests.load(args.manifest) if args.manifest else tree_manifest(system)
+            machine = Machine(manifest=loaded, root=base) if loaded else None
+        manifest = machine.manifest if machine else None
+        level = args.level or (manifest.security.level if manifest else "baseline")
+        waivers = manifest.security.waivers if manifest else {}
         findings = list(run_checks(system, level, waivers, table))
         findings += impermanence.run_checks(machine, system, waivers)
     finally:
@@ -58,12 +69,14 @@ def cmd_audit(args: argparse.Namespace) -> int:
         out = json.dumps(report.as_json(findings, context), indent=2)
     else:
         out = "\n".join(report.text(findings, context, args.all))
+    # File names from a tree need not be UTF-8: show what cannot be printed as replacements.
+    out = out.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if args.output:
         Path(args.output).write_text(out + "\n")
     else:
         ui.result(out)
     for note in system.notes:
-        ui.warn(note)
+        ui.warn(note.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
     if report.failing(findings, args.fail_on):
         return ExitCode.FAILURE
     if not report.coverage(findings).enough:

@@ -363,10 +363,14 @@ def run_checks(
             record, problem = _read_record(top, machine)
             facts = Facts(machine, system, top, record, problem)
             for f, (_, _, _, check) in zip(findings, CHECKS, strict=True):
-                check(facts, f)
+                try:
+                    check(facts, f)
+                except (PantherError, OSError) as exc:
+                    # A layout the manifest does not describe (a subvolume gone, say).
+                    f.status, f.nixos, f.nixos_note, f.plain_fix = Status.SKIPPED, [], "", ""
+                    f.skip(f"could not be checked: {exc}")
     except PantherError as exc:
         for f in findings:
-            if f.status is Status.SKIPPED and not f.reason:
-                f.skip(str(exc))
+            f.skip(str(exc))
     for f in findings:
         yield waive(f, waivers)

@@ -380,7 +380,11 @@ class System:
             "-printf",
             "%m %y %p\\0",
         ]
-        proc = process.run(argv, check=False)
+        proc = process.run(argv, check=False, errors="surrogateescape")
+        if proc.returncode != 0:
+            self.notes.append(
+                "the file walk could not read everything: " + proc.stderr.strip()[:200]
+            )
         suid: list[str] = []
         caps: list[str] = []
         writable: list[str] = []
