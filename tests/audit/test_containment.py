@@ -173,3 +173,40 @@ def test_the_trees_own_manifest_is_read_inside_the_tree(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert "manifest.json: $: not JSON" in proc.stderr
+
+
+@pytest.mark.root
+def test_a_system_built_into_the_store_is_read_through_its_store_links(tmp_path: Path) -> None:
+    """`--root ./result`: a NixOS toplevel whose links lead into the same store.
+
+    A private mount namespace puts a scratch store at /nix/store for this one command.
+    """
+    store = tmp_path / "store"
+    etc = store / "aaa-etc/etc"
+    (etc / "ssh").mkdir(parents=True)
+    (etc / "ssh/sshd_config").write_text("PermitRootLogin yes\n")
+    (etc / "shadow").symlink_to("/etc/shadow")  # the host's: must not be read
+    system = store / "bbb-nixos-system"
+    system.mkdir()
+    (system / "etc").symlink_to("/nix/store/aaa-etc/etc")
+    (system / "kernel-params").write_text("loglevel=4 slab_nomerge\n")
+    script = (
+        f"mount --bind {store} /nix/store && exec {sys.executable} -m pantheros audit "
+        "--root /nix/store/bbb-nixos-system --level hardened --json"
+    )
+    proc = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        check=False,
+    )
+    assert proc.returncode == 1, proc.stderr
+    report = json.loads(proc.stdout)
+    ssh = finding(report, "ssh.PermitRootLogin")
+    assert (ssh["status"], ssh["actual"]) == ("fail", "yes")
+    assert finding(report, "cmdline.slab_nomerge")["status"] == "pass"
+    shadow = finding(report, "users.empty_password")
+    assert shadow["status"] == "skipped"
+    assert "leaves the tree" in shadow["reason"]

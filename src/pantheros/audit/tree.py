@@ -21,6 +21,7 @@ from pathlib import Path
 from pantheros.errors import PantherError
 
 MAX_BYTES = 4 << 20  # larger than any configuration file the checks read
+STORE = "/nix/store/"
 
 _SYS_OPENAT2 = 437  # the same number on every Linux architecture (added in 5.6)
 _RESOLVE_NO_MAGICLINKS = 0x02
@@ -54,16 +55,23 @@ class Tree:
     problems: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self._root = os.open(self.base, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        real = Path(os.path.realpath(self.base))
+        self._prefix = ""
+        if real.parts[1:3] == ("nix", "store") and len(real.parts) > 3:
+            # A system built into this host's store (`--root ./result`): its links lead to its
+            # closure in the same store, so it resolves from the host's / and must stay there.
+            self._prefix = str(real).lstrip("/") + "/"
+            real = Path("/")
+        self._root = os.open(real, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         # The running system needs no containment, and some container sandboxes refuse openat2.
-        self._plain = os.path.samestat(os.fstat(self._root), os.stat("/"))
+        self._plain = not self._prefix and os.path.samestat(os.fstat(self._root), os.stat("/"))
 
     def close(self) -> None:
         os.close(self._root)
 
     def _open(self, rel: str, flags: int) -> int:
         """An fd for rel (as the machine sees it) resolved inside the tree; raises OSError."""
-        rel = rel.lstrip("/") or "."
+        rel = (self._prefix + rel.lstrip("/")).rstrip("/") or "."
         # openat2 rejects any flag beside O_PATH but these three.
         flags |= os.O_CLOEXEC if flags & os.O_PATH else os.O_CLOEXEC | os.O_NOCTTY
         if self._plain:
@@ -80,13 +88,15 @@ class Tree:
                     f"{self.base} safely needs"
                 )
             raise OSError(err, os.strerror(err), rel)
+        if self._prefix and not os.readlink(f"/proc/self/fd/{fd}").startswith(STORE):
+            os.close(fd)
+            raise OSError(errno.EXDEV, "leaves the Nix store", rel)
         return fd
 
-    def stat(self, rel: str, *, follow: bool = True) -> os.stat_result | None:
-        """stat (or lstat) of rel inside the tree, or None when it does not resolve."""
-        flags = os.O_PATH | (0 if follow else os.O_NOFOLLOW)
+    def stat(self, rel: str) -> os.stat_result | None:
+        """stat of rel inside the tree, or None when it does not resolve."""
         try:
-            fd = self._open(rel, flags)
+            fd = self._open(rel, os.O_PATH)
         except OSError:
             return None
         try:
@@ -161,20 +171,6 @@ class Tree:
     def files(self, directory: str, suffix: str) -> list[str]:
         """Paths (as the machine sees them) of the entries in directory ending with suffix."""
         return [f"{directory}/{n}" for n in self.listdir(directory) if n.endswith(suffix)]
-
-    def link(self, rel: str) -> str | None:
-        """The target of the symlink rel (its parents resolved inside the tree), or None."""
-        parent, _, name = rel.strip("/").rpartition("/")
-        try:
-            fd = self._open(parent, os.O_PATH | os.O_DIRECTORY)
-        except OSError:
-            return None
-        try:
-            return os.readlink(name, dir_fd=fd)
-        except OSError:
-            return None
-        finally:
-            os.close(fd)
 
 
 def _missing(exc: OSError) -> str:
