@@ -370,3 +370,48 @@ def test_impermanence_checks_do_not_apply_without_a_manifest(tmp_path: Path) -> 
     checks = [f for f in report["findings"] if f["area"] == "impermanence"]
     assert len(checks) == 8
     assert all(f["status"] == "skipped" and not f["applicable"] for f in checks)
+
+
+def test_vsyscall_and_page_shuffling_are_judged_by_effect(tmp_path: Path) -> None:
+    asked = {"proc/cmdline": "vsyscall=none page_alloc.shuffle=1"}
+    mapped = fake(
+        tmp_path / "a",
+        {
+            **asked,
+            "proc/self/maps": "ffffffffff600000-ffffffffff601000 --xp 0 00:00 0 [vsyscall]\n",
+            "sys/module/page_alloc/parameters/shuffle": "N\n",
+        },
+    )
+    f = finding(mapped, "cmdline.vsyscall", "hardened")
+    assert (f.status, f.actual) == (Status.FAIL, "vsyscall page mapped (requested)")
+    assert f.location == "/proc/self/maps"
+    f = finding(mapped, "cmdline.page_alloc.shuffle", "hardened")
+    assert (f.status, f.actual) == (Status.FAIL, "shuffling off (requested)")
+    honoured = fake(
+        tmp_path / "b",
+        {
+            "proc/cmdline": "quiet",
+            "proc/self/maps": "",
+            "sys/module/page_alloc/parameters/shuffle": "Y",
+        },
+    )
+    # Not asked for on the command line, but in force (a kernel built that way): it passes.
+    assert finding(honoured, "cmdline.vsyscall", "hardened").status is Status.PASS
+    assert finding(honoured, "cmdline.page_alloc.shuffle", "hardened").status is Status.PASS
+
+
+def test_the_running_kernel_vsyscall_page_is_what_the_audit_reports() -> None:
+    report = json.loads(panther("audit", "--json", "--level", "hardened").stdout)
+    f = next(f for f in report["findings"] if f["id"] == "cmdline.vsyscall")
+    mapped = "[vsyscall]" in Path("/proc/self/maps").read_text()
+    assert f["by_effect"]
+    assert f["status"] == ("fail" if mapped else "pass")
+
+
+def test_every_check_marked_by_effect_has_an_effect_probe() -> None:
+    from pantheros.audit.checks import CMDLINE_EFFECTS, SYSCTL_EFFECTS
+
+    for check in load_table()["checks"]:
+        if check.get("verify") == "effect":
+            probes = CMDLINE_EFFECTS if check["area"] == "cmdline" else SYSCTL_EFFECTS
+            assert check.get("param", check.get("key")) in probes, check["id"]

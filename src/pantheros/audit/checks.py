@@ -179,8 +179,18 @@ def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Fin
     present = param in f.evidence(found).split()
     f.actual = "present" if present else "absent"
     f.status = Status.PASS if present else Status.FAIL
-    if spec.get("verify") == "effect" and param.startswith("lockdown="):
-        _lockdown_in_force(param.split("=", 1)[1], present, system, f)
+    if spec.get("verify") == "effect":
+        if not system.live:
+            f.reason = "offline tree: the request is checked, not its effect"
+            return
+        state, actual, why = CMDLINE_EFFECTS[param](system, param)
+        f.location, f.line = EFFECT_EVIDENCE[param], None
+        if state is None:
+            f.skip(f"cannot see what is in force: {why}")
+            return
+        f.status = Status.PASS if state else Status.FAIL
+        f.actual = f"{actual} ({'requested' if present else 'not requested'})"
+        f.reason = why
         return
     if present or not system.is_nixos:
         return
@@ -193,29 +203,53 @@ def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Fin
         f.reason = "the booted NixOS system sets it, but the kernel was started without it"
 
 
-def _lockdown_in_force(wanted: str, requested: bool, system: System, f: Finding) -> None:
+# What is in force for a kernel parameter the kernel may ignore: (in force?, what, why).
+Effect = tuple[bool | None, str, str]
+
+
+def _lockdown_in_force(system: System, param: str) -> Effect:
     """The kernel ignores lockdown= unless the lockdown LSM is built in and active."""
-    asked = "requested" if requested else "not requested"
-    if not system.live:
-        f.reason = "offline tree: the request is checked, not its effect"
-        return
+    wanted = param.split("=", 1)[1]
     mode = system.lockdown
-    f.location, f.line = "/sys/kernel/security/lockdown", None
     if mode in LOCKDOWN_ORDER:
-        f.actual = f"{mode} in force ({asked})"
         good = LOCKDOWN_ORDER.index(mode) >= LOCKDOWN_ORDER.index(wanted)
-        f.status = Status.PASS if good else Status.FAIL
-        return
+        return good, f"{mode} in force", ""
     lsm = system.lsm
     config = system.kernel_config or {}
     if lsm is not None and "lockdown" not in lsm:
-        f.status, f.actual = Status.FAIL, f"no lockdown ({asked})"
-        f.reason = "the lockdown LSM is not active (LSMs: " + ",".join(lsm) + ")"
-    elif config and config.get("CONFIG_SECURITY_LOCKDOWN_LSM") != "y":
-        f.status, f.actual = Status.FAIL, f"no lockdown ({asked})"
-        f.reason = "the kernel is built without the lockdown LSM, so lockdown= is ignored"
-    else:
-        f.skip("cannot see what is in force: /sys/kernel/security/lockdown is not readable")
+        return False, "no lockdown", "the lockdown LSM is not active (LSMs: " + ",".join(lsm) + ")"
+    if config and config.get("CONFIG_SECURITY_LOCKDOWN_LSM") != "y":
+        return False, "no lockdown", "the kernel is built without the lockdown LSM"
+    return None, "", "/sys/kernel/security/lockdown is not readable"
+
+
+def _vsyscall_in_force(system: System, param: str) -> Effect:
+    maps = system.read("proc/self/maps")
+    if maps is None:
+        return None, "", "/proc/self/maps is not readable"
+    if "[vsyscall]" in maps:
+        return False, "vsyscall page mapped", "every process still gets the vsyscall page"
+    return True, "no vsyscall page", ""
+
+
+def _shuffle_in_force(system: System, param: str) -> Effect:
+    text = system.read("sys/module/page_alloc/parameters/shuffle")
+    if text is None:
+        return None, "", "/sys/module/page_alloc/parameters/shuffle is not readable"
+    on = text.strip() == "Y"
+    return on, "shuffling on" if on else "shuffling off", ""
+
+
+CMDLINE_EFFECTS: dict[str, Callable[[System, str], Effect]] = {
+    "lockdown=confidentiality": _lockdown_in_force,
+    "vsyscall=none": _vsyscall_in_force,
+    "page_alloc.shuffle=1": _shuffle_in_force,
+}
+EFFECT_EVIDENCE = {
+    "lockdown=confidentiality": "/sys/kernel/security/lockdown",
+    "vsyscall=none": "/proc/self/maps",
+    "page_alloc.shuffle=1": "/sys/module/page_alloc/parameters/shuffle",
+}
 
 
 def _module(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:

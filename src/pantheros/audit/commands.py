@@ -38,6 +38,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.lab:
         machine = Machine.select(args.lab)
         base, live = machine.root, False
+        if not base.is_dir():
+            raise UsageError(f"the lab has no tree at {base} (panther lab up {args.lab})")
     else:
         base = Path(args.root) if args.root else Path("/")
         if not base.is_dir():

@@ -150,7 +150,7 @@ def sshd(key: str, value: str) -> str:
 def grub_param(param: str) -> str:
     """Append the parameter to GRUB_CMDLINE_LINUX unless it is there (the kernel takes the last
     value of a repeated key, so appending also overrides an earlier conflicting one)."""
-    pattern = re.escape(param).replace("\\=", "=")
+    pattern = re.sub(r"([.\[\]()*+?{}|^$\\])", r"\\\1", param)  # literal in grep -E
     return (
         f'f={q("/etc/default/grub")}; mkdir -p "${{f%/*}}" && touch "$f"; '
         f'grep -q \'^GRUB_CMDLINE_LINUX=\' "$f" || echo \'GRUB_CMDLINE_LINUX=""\' >> "$f"; '

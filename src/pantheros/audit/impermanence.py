@@ -26,7 +26,8 @@ from pantheros.impermanence import blank, retention
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE, boot_id
 from pantheros.machine import Machine
-from pantheros.manifest.models import Design, Role
+from pantheros.manifest import Manifest
+from pantheros.manifest.models import Design, Role, Subvolume
 from pantheros.state import persist
 from pantheros.storage import blockdev
 
@@ -45,7 +46,7 @@ class Facts:
     record_problem: str
 
     @property
-    def manifest(self) -> Any:
+    def manifest(self) -> Manifest:
         return self.machine.manifest
 
     @property
@@ -56,9 +57,14 @@ class Facts:
         """The topmost mount at the machine's mountpoint, as this host sees it."""
         return blockdev.mount_at(self.machine.host_path(mountpoint))
 
+    @property
+    def persist(self) -> Subvolume:
+        sub = self.manifest.persist
+        assert sub is not None, "validated manifests have a persist subvolume"
+        return sub
+
     def record_path(self) -> str:
-        persist_sub = self.manifest.persist
-        return f"{persist_sub.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
+        return f"{self.persist.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
 
 
 def _root_fresh(facts: Facts, f: Finding) -> None:
@@ -251,7 +257,7 @@ def _identity(facts: Facts, f: Finding) -> None:
 
 
 def _persist_top(facts: Facts, f: Finding) -> None:
-    sub = facts.manifest.persist
+    sub = facts.persist
     base = facts.top / sub.name
     mountpoint = sub.mountpoint.rstrip("/")
     writable = []
