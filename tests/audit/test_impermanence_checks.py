@@ -91,3 +91,33 @@ def test_writable_old_roots_and_a_world_writable_persist_entry_fail(lab: Path) -
     assert_fails_with_a_fix(found["impermanence.persist_top"], "/persist/drop")
     assert "chmod o-w '/persist/drop'" in found["impermanence.persist_top"]["fix"]["other"]
     assert_fails_with_a_fix(found["impermanence.old_roots"], f"writable: {victim.name}")
+
+
+def test_persistent_paths_and_identity_follow_the_bind_mounts(lab: Path) -> None:
+    found = audit(lab)
+    assert (
+        "/etc/machine-id: no copy in persistent storage"
+        in (found["impermanence.identity"]["reason"])
+    )
+    root = lab / "mnt"
+    for name in (
+        "etc/machine-id",
+        "etc/ssh/ssh_host_ed25519_key",
+        "etc/ssh/ssh_host_ed25519_key.pub",
+    ):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("x\n")
+    for name in ("var/lib/nixos", "var/lib/systemd/timers"):
+        (root / name).mkdir(parents=True, exist_ok=True)
+    for entry in json.loads((lab / "manifest.json").read_text())["persistence"]:
+        proc = panther("persist", "add", entry["path"], "--lab", str(lab), "--merge")
+        assert proc.returncode == 0, proc.stderr
+    found = audit(lab)
+    assert found["impermanence.persistence"]["status"] == "pass"
+    assert found["impermanence.identity"]["status"] == "pass"
+    subprocess.run(["umount", str(root / "etc/machine-id")], check=True)
+    found = audit(lab)
+    assert_fails_with_a_fix(
+        found["impermanence.identity"], "/etc/machine-id: not bind-mounted from persistent storage"
+    )
+    assert_fails_with_a_fix(found["impermanence.persistence"], "/etc/machine-id")

@@ -289,7 +289,9 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
         areas[f.area].append(f)
     for area, members in areas.items():
         passed = sum(1 for f in members if f.status is Status.PASS)
-        lines.append(ui.paint(f"\n{area} ({passed}/{len(members)} pass)", "bold"))
+        absent = sum(1 for f in members if not f.applicable)
+        tally = f"{passed}/{len(members)} pass" + (f", {absent} not applicable" if absent else "")
+        lines.append(ui.paint(f"\n{area} ({tally})", "bold"))
         for f in members:
             if f.status is Status.PASS and not verbose:
                 continue
