@@ -121,3 +121,53 @@ def test_persistent_paths_and_identity_follow_the_bind_mounts(lab: Path) -> None
         found["impermanence.identity"], "/etc/machine-id: not bind-mounted from persistent storage"
     )
     assert_fails_with_a_fix(found["impermanence.persistence"], "/etc/machine-id")
+
+
+def test_on_the_host_the_record_must_be_from_this_boot(lab: Path) -> None:
+    """The host rules (this boot's record, the btrfs root mounted at the real /), run against
+    the lab's filesystem as if it were the host's."""
+    from pantheros.audit import impermanence
+    from pantheros.audit.checks import Finding, Status
+    from pantheros.audit.system import System
+
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    lab_machine = Machine.select(str(lab))
+    as_host = Machine(manifest=lab_machine.manifest, root=lab / "mnt")
+    system = System(base=lab / "mnt", live=False)
+
+    def check(name: str, top: Path) -> Finding:
+        record, problem = impermanence.read_record(top, lab_machine)
+        facts = impermanence.Facts(as_host, system, top, record, problem)
+        f = Finding(name, "impermanence", "", "high", Status.SKIPPED)
+        {cid: fn for cid, _, _, fn in impermanence.CHECKS}[name](facts, f)
+        return f
+
+    with lab_machine.top_level() as top:
+        assert check("impermanence.rollback", top).status is Status.PASS  # written this boot
+        record = top / "persist" / RECORD_DIR / RECORD_FILE
+        data = json.loads(record.read_text())
+        record.write_text(json.dumps({**data, "boot_id": "an-earlier-boot"}))
+        f = check("impermanence.rollback", top)
+        assert (f.status, f.reason) == (Status.FAIL, "the record is from an earlier boot")
+        f = check("impermanence.root_fresh", top)
+        assert (f.status, f.reason) == (
+            Status.FAIL,
+            "no rollback ran this boot (the record is older)",
+        )
+    system.tree.close()
+
+
+def test_the_lab_report_is_valid_sarif(lab: Path, tmp_path: Path) -> None:
+    import jsonschema
+    from test_sarif import sarif_schema
+
+    out = tmp_path / "lab.sarif"
+    proc = panther("audit", "--lab", str(lab), "--sarif", "-o", str(out))
+    assert proc.returncode in (1, 7), proc.stderr
+    data = json.loads(out.read_text())
+    jsonschema.validate(data, sarif_schema())
+    run = data["runs"][0]
+    assert run["originalUriBaseIds"]["ROOT"]["uri"] == f"file://{(lab / 'mnt').resolve()}/"
+    record = next(r for r in run["results"] if r["ruleId"] == "impermanence.rollback")
+    uri = record["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+    assert uri == "persist/.pantheros/rollback.json"

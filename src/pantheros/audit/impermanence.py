@@ -324,7 +324,7 @@ def _findings() -> list[Finding]:
     ]
 
 
-def _read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str]:
+def read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str]:
     persist_sub = machine.manifest.persist
     assert persist_sub is not None
     tree = Tree(top)
@@ -366,7 +366,7 @@ def run_checks(
     assert machine is not None
     try:
         with machine.top_level(readonly=True) as top:
-            record, problem = _read_record(top, machine)
+            record, problem = read_record(top, machine)
             facts = Facts(machine, system, top, record, problem)
             for f, (_, _, _, check) in zip(findings, CHECKS, strict=True):
                 try:
