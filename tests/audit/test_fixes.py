@@ -120,3 +120,36 @@ def test_merging_definitions() -> None:
     assert dict(merged)["boot.extraModprobeConfig"].text.count("\n") == 1
     assert conflicts == ["y: wanted both 1 and 2"]
     assert fixes.nix_value('say "${hi}"\n') == '"say \\"\\${hi}\\"\\n"'
+
+
+def test_names_from_the_tree_are_data_in_the_fixes_never_shell(tmp_path: Path) -> None:
+    root = tmp_path / "tree"
+    (root / "etc").mkdir(parents=True)
+    evil = "$(touch PWNED)'`touch PWNED`&/x"
+    (root / "etc/passwd").write_text(f"root:x:0:0::/root:/bin/sh\n{evil}:x:0:0::/:/bin/sh\n")
+    (root / "etc/shadow").write_text(f"root:!:1::::::\n{evil}::1::::::\n")
+    drop = root / "var" / "it's $(touch PWNED)\x1b[2J"  # and a terminal escape
+    drop.mkdir(parents=True)
+    drop.chmod(0o777)
+    failed = [f for f in report(root)["findings"] if f["status"] == "fail"]
+    assert {f["id"] for f in failed} >= {
+        "users.uid0",
+        "users.empty_password",
+        "files.world_writable",
+    }
+    for f in failed:
+        if f["area"] in ("users", "files"):
+            proc = subprocess.run(
+                ["sh", "-c", f["fix"]["other"].replace("'/", f"'{root}/")],
+                cwd=tmp_path,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr
+    assert not (tmp_path / "PWNED").exists()
+    after = {f["id"]: f["status"] for f in report(root)["findings"]}
+    assert after["users.uid0"] == after["users.empty_password"] == "pass"
+    assert after["files.world_writable"] == "pass"
+    text = panther("audit", "--root", str(root), "--level", LEVEL).stdout
+    assert "\x1b" not in text

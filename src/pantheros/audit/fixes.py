@@ -188,14 +188,24 @@ def chmod(mode: str, paths: Sequence[str]) -> str:
     return f"chmod {mode} " + " ".join(q(p) for p in paths)
 
 
+def _sed(expression: str) -> str:
+    """A sed -e argument in single quotes: names read from a tree are data, never shell."""
+    return "-e '" + expression.replace("'", "'\\''") + "'"
+
+
+def _replacement(text: str) -> str:
+    return re.sub(r"([\\&/])", r"\\\1", text)
+
+
 def shadow_lock(users: Sequence[str]) -> str:
     """Put '*' where the empty password is: no password will ever match it."""
-    edits = " ".join(f'-e "s/^{_bre(u)}::/{u}:*:/"' for u in users)
+    edits = " ".join(_sed(f"s/^{_bre(u)}::/{_replacement(u)}:*:/") for u in users)
     return f"sed -i {edits} {q('/etc/shadow')}"
 
 
 def passwd_uid(moves: Sequence[tuple[str, int]]) -> str:
     edits = " ".join(
-        f'-e "s/^{_bre(user)}:\\([^:]*\\):0:/{user}:\\1:{uid}:/"' for user, uid in moves
+        _sed(f"s/^{_bre(user)}:\\([^:]*\\):0:/{_replacement(user)}:\\1:{uid}:/")
+        for user, uid in moves
     )
     return f"sed -i {edits} {q('/etc/passwd')}"

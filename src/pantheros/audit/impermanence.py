@@ -152,8 +152,9 @@ def _old_roots(facts: Facts, f: Finding) -> None:
     if writable:
         problems.append("writable: " + ", ".join(writable))
         location = facts.manifest.storage.old_roots
+        # $top: the btrfs top level, mounted with -o subvolid=5.
         f.plain_fix = "; ".join(
-            f"btrfs property set -ts <btrfs top level>/{location}/{n} ro true" for n in writable
+            f'btrfs property set -ts "$top"{fixes.q(f"/{location}/{n}")} ro true' for n in writable
         )
     if over:
         problems.append("beyond the retention policy: " + ", ".join(over))
@@ -244,7 +245,9 @@ def _identity(facts: Facts, f: Finding) -> None:
     if facts.system.sshd_lines is not None or any("/ssh_host_" in p for p in declared):
         keys = [p for p in declared if p.startswith("/etc/ssh/ssh_host_")]
         wanted += sorted(keys) or ["/etc/ssh/ssh_host_ed25519_key"]
-    f.plain_fix = "; ".join(f"panther persist add {p}" for p in wanted if p not in declared)
+    f.plain_fix = "; ".join(
+        f"panther persist add {fixes.q(p)}" for p in wanted if p not in declared
+    )
     missing = [p for p in wanted if p not in declared]
     f.nixos = [("pantheros.impermanence.files", missing)] if missing else []
     problems = [f"{p}: not declared persistent" for p in missing]
@@ -253,7 +256,7 @@ def _identity(facts: Facts, f: Finding) -> None:
     f.status = Status.FAIL if problems else Status.PASS
     f.reason = "; ".join(problems)
     if problems and not f.plain_fix:
-        f.plain_fix = "panther persist add " + " ".join(wanted)
+        f.plain_fix = "panther persist add " + " ".join(fixes.q(p) for p in wanted)
 
 
 def _persist_top(facts: Facts, f: Finding) -> None:
