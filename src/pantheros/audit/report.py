@@ -209,7 +209,8 @@ def as_sarif(findings: list[Finding], context: dict[str, Any], base: str) -> dic
             Status.PASS: "pass",
             Status.FAIL: "fail",
             Status.WAIVED: "fail",
-            Status.SKIPPED: "notApplicable",
+            # SARIF's "open": the tool could not tell whether the problem is present.
+            Status.SKIPPED: "open" if f.applicable else "notApplicable",
         }[f.status]
         result: dict[str, Any] = {
             "ruleId": f.id,
