@@ -210,3 +210,19 @@ def test_a_system_built_into_the_store_is_read_through_its_store_links(tmp_path:
     shadow = finding(report, "users.empty_password")
     assert shadow["status"] == "skipped"
     assert "leaves the tree" in shadow["reason"]
+
+
+@pytest.mark.root
+def test_the_walk_skips_the_store_and_what_only_root_can_enter(tmp_path: Path) -> None:
+    root = tmp_path / "tree [*]"  # -path takes a glob: the prune must match literally
+    for rel in ("nix/store/abc-x/bin/s", "root/s", "home/alice/s", "var/open/s"):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("")
+        path.chmod(0o4755)
+    (root / "root").chmod(0o700)  # root's, 0700: only root reaches what is inside
+    os.chown(root / "home/alice", 1000, 1000)
+    (root / "home/alice").chmod(0o700)  # alice's: she can run what is inside
+    suid, _, _ = System(base=root, live=False).special_files
+    # Nix never stores a setuid bit, so the store is not walked.
+    assert suid == ["/home/alice/s", "/var/open/s"]

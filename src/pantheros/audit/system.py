@@ -337,7 +337,8 @@ class System:
             return [], [], []
         prune: list[str] = []
         for path in self.walk_pruned():
-            prune += ["-path", path, "-o"]
+            # -path takes a glob: a literal path must not match what its brackets would.
+            prune += ["-path", re.sub(r"([\\*?\[])", r"\\\1", path), "-o"]
         argv = [
             "find",
             *tops,
