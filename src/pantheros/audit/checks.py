@@ -563,6 +563,36 @@ BUILTINS: list[Builtin] = [
 ]
 
 
+# The impermanence checks. pantheros.audit.impermanence runs them; they are listed here so a
+# machine without a manifest reports them without loading the btrfs and persistence machinery.
+IMPERMANENCE = (
+    ("impermanence.root_fresh", "The root was made from the blank at this boot", "high"),
+    ("impermanence.blank", "The blank is read-only and unchanged since it was made", "high"),
+    ("impermanence.old_roots", "Old roots are read-only and within the retention policy", "medium"),
+    ("impermanence.rollback", "The last rollback made a fresh root", "high"),
+    ("impermanence.mounts", "Persistent storage and logs mounted, needed for boot", "high"),
+    (
+        "impermanence.persistence",
+        "Every declared persistent path is bind-mounted from persistent storage",
+        "medium",
+    ),
+    ("impermanence.identity", "machine-id and SSH host keys are persistent", "medium"),
+    ("impermanence.persist_top", "Nothing writable by others atop persistent storage", "medium"),
+)
+
+
+def impermanence_findings(not_applicable: str = "") -> list[Finding]:
+    """The impermanence checks, not yet run (or, given a reason, not applicable)."""
+    findings = []
+    for cid, title, severity in IMPERMANENCE:
+        f = Finding(cid, "impermanence", title, severity, Status.SKIPPED)
+        f.anchors = {"pantheros": "impermanence"}
+        if not_applicable:
+            f.skip(not_applicable, applicable=False)
+        findings.append(f)
+    return findings
+
+
 def run_checks(
     system: System, level: str, waivers: dict[str, str], table: dict[str, Any] | None = None
 ) -> Iterator[Finding]:

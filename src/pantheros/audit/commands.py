@@ -1,28 +1,38 @@
 """`panther audit`: exit 0 when nothing fails at or above --fail-on, 1 when something does, and
-7 (inconclusive) when nothing does but fewer than half of the applicable checks were evaluated."""
+7 (inconclusive) when nothing does but fewer than half of the applicable checks were evaluated.
+
+The machine, manifest and impermanence modules load btrfs and persistence machinery that a
+machine without a manifest never uses, so they are imported only where a manifest is at hand.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pantheros import manifest as manifests
 from pantheros import ui
-from pantheros.audit import impermanence, report
-from pantheros.audit.checks import load_table, run_checks
+from pantheros.audit import report
+from pantheros.audit.checks import impermanence_findings, load_table, run_checks
 from pantheros.audit.system import System
 from pantheros.errors import ExitCode, ManifestError, UsageError
-from pantheros.machine import Machine
+
+if TYPE_CHECKING:
+    from pantheros.machine import Machine
+    from pantheros.manifest import Manifest
+
+MANIFEST_IN_TREE = "etc/pantheros/manifest.json"
 
 
-def tree_manifest(system: System) -> manifests.Manifest | None:
+def tree_manifest(system: System) -> Manifest | None:
     """The machine's own manifest, read inside its tree like every other file."""
-    rel = str(manifests.HOST_MANIFEST).lstrip("/")
-    text = system.tree.read(rel)
+    text = system.tree.read(MANIFEST_IN_TREE)
     if text is None:
         return None
-    source = str(system.base / rel)
+    from pantheros import manifest as manifests
+
+    source = str(system.base / MANIFEST_IN_TREE)
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -30,14 +40,32 @@ def tree_manifest(system: System) -> manifests.Manifest | None:
     return manifests.load_document(doc, source)
 
 
+def _machine(args: argparse.Namespace, system: System) -> Machine | None:
+    """The machine under --root (or /) when a manifest describes it."""
+    loaded: Manifest | None
+    if args.manifest:
+        from pantheros import manifest as manifests
+
+        loaded = manifests.load(args.manifest)
+    else:
+        loaded = tree_manifest(system)
+    if loaded is None:
+        return None
+    from pantheros.machine import Machine
+
+    return Machine(manifest=loaded, root=system.base)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     table = load_table()
     if args.level is not None and args.level not in table["levels"]:
         raise UsageError(f"unknown level {args.level!r} (one of {', '.join(table['levels'])})")
-    machine = None
+    lab = None
     if args.lab:
-        machine = Machine.select(args.lab)
-        base, live = machine.root, False
+        from pantheros.machine import Machine
+
+        lab = Machine.select(args.lab)
+        base, live = lab.root, False
         if not base.is_dir():
             raise UsageError(f"the lab has no tree at {base} (panther lab up {args.lab})")
     else:
@@ -47,14 +75,17 @@ def cmd_audit(args: argparse.Namespace) -> int:
         live = args.root is None or base.resolve() == Path("/")
     system = System(base=base, live=live)
     try:
-        if not args.lab:
-            loaded = manifests.load(args.manifest) if args.manifest else tree_manifest(system)
-            machine = Machine(manifest=loaded, root=base) if loaded else None
+        machine = lab or _machine(args, system)
         manifest = machine.manifest if machine else None
         level = args.level or (manifest.security.level if manifest else "baseline")
         waivers = manifest.security.waivers if manifest else {}
         findings = list(run_checks(system, level, waivers, table))
-        findings += impermanence.run_checks(machine, system, waivers)
+        if machine is None:
+            findings += impermanence_findings("not a PantherOS machine (no manifest)")
+        else:
+            from pantheros.audit import impermanence
+
+            findings += impermanence.run_checks(machine, system, waivers)
     finally:
         system.tree.close()
     context = {

@@ -18,7 +18,7 @@ from typing import Any
 
 from pantheros import btrfs
 from pantheros.audit import fixes
-from pantheros.audit.checks import Finding, Status, waive
+from pantheros.audit.checks import Finding, Status, impermanence_findings, waive
 from pantheros.audit.system import System
 from pantheros.audit.tree import Tree
 from pantheros.errors import PantherError
@@ -276,55 +276,16 @@ def _persist_top(facts: Facts, f: Finding) -> None:
         f.nixos_note = "create these with systemd.tmpfiles.rules and a mode others cannot write"
 
 
-Check = tuple[str, str, str, Callable[[Facts, Finding], None]]
-CHECKS: list[Check] = [
-    (
-        "impermanence.root_fresh",
-        "The root was made from the blank at this boot",
-        "high",
-        _root_fresh,
-    ),
-    (
-        "impermanence.blank",
-        "The blank is read-only and unchanged since it was made",
-        "high",
-        _blank,
-    ),
-    (
-        "impermanence.old_roots",
-        "Old roots are read-only and within the retention policy",
-        "medium",
-        _old_roots,
-    ),
-    ("impermanence.rollback", "The last rollback made a fresh root", "high", _rollback),
-    (
-        "impermanence.mounts",
-        "Persistent storage and logs mounted, needed for boot",
-        "high",
-        _mounts,
-    ),
-    (
-        "impermanence.persistence",
-        "Every declared persistent path is bind-mounted from persistent storage",
-        "medium",
-        _persistence,
-    ),
-    ("impermanence.identity", "machine-id and SSH host keys are persistent", "medium", _identity),
-    (
-        "impermanence.persist_top",
-        "Nothing writable by others at the top of persistent storage",
-        "medium",
-        _persist_top,
-    ),
-]
-ANCHORS = {"pantheros": "impermanence"}
-
-
-def _findings() -> list[Finding]:
-    return [
-        Finding(cid, "impermanence", title, severity, Status.SKIPPED, anchors=ANCHORS)
-        for cid, title, severity, _ in CHECKS
-    ]
+PROBES: dict[str, Callable[[Facts, Finding], None]] = {
+    "impermanence.root_fresh": _root_fresh,
+    "impermanence.blank": _blank,
+    "impermanence.old_roots": _old_roots,
+    "impermanence.rollback": _rollback,
+    "impermanence.mounts": _mounts,
+    "impermanence.persistence": _persistence,
+    "impermanence.identity": _identity,
+    "impermanence.persist_top": _persist_top,
+}
 
 
 def read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str]:
@@ -348,14 +309,10 @@ def read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str
     return data, ""
 
 
-def run_checks(
-    machine: Machine | None, system: System, waivers: dict[str, str]
-) -> Iterator[Finding]:
-    findings = _findings()
+def run_checks(machine: Machine, system: System, waivers: dict[str, str]) -> Iterator[Finding]:
+    findings = impermanence_findings()
     reason, applicable = "", True
-    if machine is None:
-        reason, applicable = "not a PantherOS machine (no manifest)", False
-    elif not machine.manifest.impermanence.enable:
+    if not machine.manifest.impermanence.enable:
         reason, applicable = "impermanence is off in the manifest", False
     elif machine.lab is None and not system.live:
         reason = "an offline tree has no btrfs filesystem to ask (use --lab, or the host)"
@@ -366,14 +323,13 @@ def run_checks(
             f.skip(reason, applicable=applicable)
             yield f
         return
-    assert machine is not None
     try:
         with machine.top_level(readonly=True) as top:
             record, problem = read_record(top, machine)
             facts = Facts(machine, system, top, record, problem)
-            for f, (_, _, _, check) in zip(findings, CHECKS, strict=True):
+            for f in findings:
                 try:
-                    check(facts, f)
+                    PROBES[f.id](facts, f)
                 except (PantherError, OSError) as exc:
                     # A layout the manifest does not describe (a subvolume gone, say).
                     f.status, f.nixos, f.nixos_note, f.plain_fix = Status.SKIPPED, [], "", ""

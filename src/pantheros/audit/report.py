@@ -286,7 +286,13 @@ def _where(f: Finding) -> str:
 def _clean(text: str) -> str:
     """Names read from a tree may hold newlines or escape sequences: never send them raw to a
     terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> list[str]:
