@@ -197,6 +197,7 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     assert "result=fresh" in report
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "fresh"
+    assert record["root_id"] == btrfs.subvolume_info(lab / "mnt").id, "the new root, not the old"
     assert not (lab / "run" / "login-warning").exists()
 
     manifest = manifests.load(lab / "manifest.json")
