@@ -109,7 +109,8 @@ class Overlay:
 
 
 def build(output: Path, overlay: Overlay | None, kernel_version: str) -> None:
-    """Build a zstd-compressed initramfs at output; without overlay, the btrfs baseline."""
+    """Build a zstd-compressed initramfs at output. Without overlay: the baseline, a systemd
+    initrd that mounts a btrfs root; with it, that plus the boot step and the tools it needs."""
     with tempfile.TemporaryDirectory(prefix="initrd-") as work:
         argv = [
             "dracut",
@@ -124,15 +125,13 @@ def build(output: Path, overlay: Overlay | None, kernel_version: str) -> None:
             DRACUT_MODULES,
             "--add-drivers",
             DRIVERS,
-            "--install",
-            STEP_TOOLS,
             "--tmpdir",
             work,
         ]
         if overlay is not None:
             tree = Path(work) / "overlay"
             overlay.write(tree)
-            argv += ["--include", str(tree), "/"]
+            argv += ["--include", str(tree), "/", "--install", STEP_TOOLS]
         partial = output.with_name(output.name + ".partial")
         proc = subprocess.run(
             [*argv, str(partial)], capture_output=True, text=True, timeout=BUILD_TIMEOUT
