@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
@@ -93,18 +94,20 @@ class Overlay:
         bin_dir = directory / self.bootstep_path().lstrip("/") / "bin"
         bin_dir.mkdir(parents=True)
         source = bootstep.artifact_dir()
-        for name in ("pantheros-rollback", "pantheros-btrfs"):
+        for name in (bootstep.SCRIPT, bootstep.HELPER):
             shutil.copyfile(source / name, bin_dir / name)
             # The store's mode: executable, read-only.
             (bin_dir / name).chmod(0o555)
 
     def key_material(self) -> bytes:
-        """Every input of the overlay: the unit JSON and the step's files."""
-        source = bootstep.artifact_dir()
+        """Every input of the overlay: the unit JSON, the step's source and what was built."""
+        built = bootstep.artifact_dir()
+        source = resources.files("pantheros") / "data" / "boot" / bootstep.HELPER_SOURCE
         digest = hashlib.sha256(self.policy.encode())
         digest.update(self.units_json.read_bytes())
-        for name in ("pantheros-rollback", "pantheros-btrfs"):
-            digest.update((source / name).read_bytes())
+        digest.update(source.read_bytes())
+        for name in (bootstep.SCRIPT, bootstep.HELPER):
+            digest.update((built / name).read_bytes())
         return digest.hexdigest().encode()
 
 
