@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import random
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther
+from helpers import REPO, one_line_error, panther
+from pantheros.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -75,3 +80,271 @@ def test_lab_up_rejects_a_bad_manifest_and_a_bad_size(workdir: Path) -> None:
     assert not (workdir / "lab" / "disk.img").exists()
     proc = panther("lab", "up", str(workdir / "lab2"), "--size", "lots")
     assert "not a size" in one_line_error(proc)
+
+
+# Hostile lab states (issue 12): a recorded loop device now backing another image, two
+# commands at once, commands killed half-way. Each ends whole, or in a one-line refusal.
+
+
+def lab_mounts(lab: Path) -> list[tuple[str, str]]:
+    """(mount point, source) of every mount inside the lab directory, in mount order."""
+    prefix = str(lab.resolve()) + "/"
+    found = []
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            point = line.split(" ")[4]
+            if point.startswith(prefix):
+                found.append((point, line.split(" - ", 1)[1].split(" ")[1]))
+    return found
+
+
+def backing_file(dev: str) -> str | None:
+    path = Path("/sys/block") / Path(dev).name / "loop" / "backing_file"
+    return path.read_text().strip() if path.exists() else None
+
+
+def assert_whole(lab: Path) -> str:
+    """The lab is up exactly once: one loop on its image, each mount once, all from it."""
+    loops = loops_of(lab / "disk.img").splitlines()
+    assert len(loops) == 1, loops
+    dev = loops[0].split(":")[0]
+    found = lab_mounts(lab)
+    points = [point for point, _ in found]
+    mnt = str(lab / "mnt")
+    expected = {mnt, f"{mnt}/nix", f"{mnt}/persist", f"{mnt}/var/log", f"{mnt}/home"}
+    assert set(points) >= expected
+    assert len(points) == len(set(points)), f"a mount is stacked twice: {points}"
+    assert all(source.startswith(dev + "p") for _, source in found), found
+    status = json.loads(panther("lab", "status", str(lab), "--json").stdout)
+    assert status["up"] is True
+    assert status["device"] == dev
+    return dev
+
+
+def assert_down(lab: Path) -> None:
+    assert loops_of(lab / "disk.img") == ""
+    assert lab_mounts(lab) == []
+
+
+def test_two_lab_up_then_two_lab_down_at_once(workdir: Path) -> None:
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    assert panther("lab", "down", str(lab)).returncode == 0
+    argv = [sys.executable, "-m", "pantheros", "lab"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for action in ("up", "down"):
+        procs = [
+            subprocess.Popen([*argv, action, str(lab)], env=env, stderr=subprocess.PIPE, text=True)
+            for _ in range(2)
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+        if action == "up":
+            assert_whole(lab)
+            assert any("already up" in e for e in errors), errors
+        else:
+            assert_down(lab)
+            assert any("not up" in e for e in errors), errors
+
+
+def test_no_wait_says_busy_and_changes_nothing(workdir: Path) -> None:
+    lab = workdir / "lab"
+    lab.mkdir()
+    with Lab(lab).lock():
+        for action in ("up", "status", "down"):
+            proc = panther("lab", action, str(lab), "--no-wait")
+            assert proc.returncode == 5
+            assert "is busy" in one_line_error(proc)
+    assert sorted(p.name for p in lab.iterdir()) == [".lock"]
+
+
+def _decoy(workdir: Path) -> Path:
+    """Another PantherOS image of ours, with a file the lab must never show."""
+    decoy = workdir / "decoy.img"
+    with open(decoy, "wb") as f:
+        f.truncate(512 * 1024**2)
+    fmt = panther("disk", "format", "--manifest", "lab", str(decoy))
+    assert fmt.returncode == 0, fmt.stderr
+    return decoy
+
+
+def _take_loop_number(dev: str, image: Path) -> None:
+    """Attach image at exactly dev, as a device freed behind the lab's back may be reused."""
+    deadline = time.monotonic() + 10
+    while backing_file(dev) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)  # the kernel finishes a detach in the background
+    taken = subprocess.run(
+        ["losetup", "--partscan", dev, str(image)], capture_output=True, text=True, check=False
+    )
+    if taken.returncode != 0:
+        pytest.skip(f"another process took {dev} first: {taken.stderr.strip()}")
+
+
+@pytest.mark.parametrize("first", ["up", "down", "status"])
+def test_a_reused_loop_device_is_never_touched(workdir: Path, first: str) -> None:
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    (lab / "mnt" / "persist" / "mine").write_text("lab data")
+    dev = assert_whole(lab)
+    decoy = _decoy(workdir)
+    # Behind the lab's back: its tree is unmounted, its loop freed and taken by the decoy.
+    subprocess.run(["umount", "--recursive", str(lab / "mnt")], check=True)
+    subprocess.run(["losetup", "--detach", dev], check=True)
+    _take_loop_number(dev, decoy)
+    try:
+        proc = panther("lab", first, str(lab))
+        assert proc.returncode == 0, proc.stderr
+        if first == "status":
+            assert json.loads(panther("lab", "status", str(lab), "--json").stdout)["device"] is None
+        assert backing_file(dev) == str(decoy), f"lab {first} touched {dev}"
+        up = panther("lab", "up", str(lab))
+        assert up.returncode == 0, up.stderr
+        new = assert_whole(lab)
+        assert new != dev
+        assert (lab / "mnt" / "persist" / "mine").read_text() == "lab data"
+        assert panther("lab", "reboot", str(lab)).returncode == 0
+        assert_whole(lab)
+        down = panther("lab", "down", str(lab))
+        assert down.returncode == 0, down.stderr
+        assert_down(lab)
+        assert backing_file(dev) == str(decoy), "lab down detached the decoy"
+        assert not any(source.startswith(dev) for _, source in lab_mounts(workdir))
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=False)
+
+
+def _record() -> Path:
+    [record] = (workdir_state() / "mounts").glob("*.json")
+    return record
+
+
+def workdir_state() -> Path:
+    return Path(os.environ["PANTHER_STATE_DIR"])
+
+
+@pytest.mark.parametrize("lost", ["some mounts", "the whole record"])
+def test_a_run_killed_before_its_record_is_finished(workdir: Path, lost: str) -> None:
+    """What a SIGKILL between a mount (or the attach) and saving the record leaves."""
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    record = _record()
+    if lost == "the whole record":
+        record.unlink()
+    else:
+        data = json.loads(record.read_text())
+        data["mounts"] = data["mounts"][:2]
+        record.write_text(json.dumps(data))
+    up = panther("lab", "up", str(lab))
+    assert up.returncode == 0, up.stderr
+    assert_whole(lab)
+    assert len(json.loads(_record().read_text())["mounts"]) == 5
+    if lost == "the whole record":
+        _record().unlink()
+    down = panther("lab", "down", str(lab))
+    assert down.returncode == 0, down.stderr
+    assert_down(lab)
+
+
+def test_lab_commands_killed_at_random_finish_on_the_next_run(workdir: Path) -> None:
+    lab = workdir / "lab"
+    argv = [sys.executable, "-m", "pantheros", "lab"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    rng = random.Random(12)
+    for round_ in range(8):
+        action = ["up", str(lab), "--size", "1G"] if round_ % 2 == 0 else ["down", str(lab)]
+        proc = subprocess.Popen(
+            [*argv, *action], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(0.2, 1.5))
+        proc.kill()
+        proc.wait()
+        again = panther("lab", *action)
+        assert again.returncode == 0, (round_, again.stderr)
+        if action[0] == "up":
+            assert_whole(lab)
+        else:
+            assert_down(lab)
+    assert not list(lab.glob("disk.img.new"))
+
+
+def test_a_killed_top_level_mount_leaks_nothing(lab: Path) -> None:
+    dev = assert_whole(lab)
+    code = (
+        "import os, signal, sys\n"
+        "from pantheros.storage import mounts\n"
+        "with mounts.top_level_mount(sys.argv[1]):\n"
+        "    print('inside', flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, f"{dev}p2"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdout is not None
+    assert proc.stdin is not None
+    assert proc.stdout.readline() == "inside\n"
+    # The read-write top level exists for that process alone.
+    with open("/proc/self/mountinfo") as f:
+        assert not any("subvolid=5" in line and f"{dev}p2" in line for line in f)
+    proc.stdin.write("go\n")
+    proc.stdin.close()
+    assert proc.wait() == -9
+    assert panther("lab", "down", str(lab)).returncode == 0
+    # Detached at once: no mount anywhere (any namespace) still holds the device.
+    assert backing_file(dev) is None
+    assert list((workdir_state() / "top").iterdir()) != []  # the killed run's empty directory
+    assert panther("status", "--lab", str(lab), "--json").returncode == 0
+    assert list((workdir_state() / "top").iterdir()) == []  # removed by the next run
+
+
+def test_purge_removes_everything_the_lab_made(workdir: Path) -> None:
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    (lab / "mnt" / "var" / "lib" / "app").mkdir(parents=True)
+    added = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    assert added.returncode == 0, added.stderr
+    assert (lab / "persistence.json").exists()
+    down = panther("lab", "down", str(lab), "--purge")
+    assert down.returncode == 0, down.stderr
+    assert not lab.exists()
+    assert list((workdir_state() / "mounts").iterdir()) == []
+    # A file of the user's in the lab directory stays, and with it the directory.
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    assert not (lab / "persistence.json").exists()
+    (lab / "notes.txt").write_text("mine")
+    assert panther("lab", "down", str(lab), "--purge").returncode == 0
+    assert sorted(p.name for p in lab.iterdir()) == ["notes.txt"]
+
+
+def test_status_of_a_down_lab(lab: Path) -> None:
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    assert panther("lab", "down", str(lab)).returncode == 0
+    proc = panther("status", "--lab", str(lab), "--json")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["root"]["state"] == "down"
+    assert report["old_roots"]["count"] == 1
+    assert report["blank"]["trusted"] is True
+    text = panther("status", "--lab", str(lab))
+    assert "down: nothing is mounted" in text.stdout
+    lab_text = panther("lab", "status", str(lab))
+    assert "(down)" in lab_text.stdout
+    assert_down(lab)
+
+
+def test_lab_down_refuses_a_foreign_mount_in_the_tree(lab: Path) -> None:
+    tmp = lab / "mnt" / "tmp"
+    tmp.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "none", str(tmp)], check=True)
+    proc = panther("lab", "down", str(lab))
+    assert "not by panther" in one_line_error(proc)
+    assert json.loads(panther("lab", "status", str(lab), "--json").stdout)["up"] is True
+    assert (str(tmp), "none") in lab_mounts(lab)
+    subprocess.run(["umount", str(tmp)], check=True)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)

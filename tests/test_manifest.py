@@ -120,6 +120,46 @@ BAD = [
     (["persistence", 0, "mode"], "rwx", "$.persistence[0].mode", "does not match"),
     (["security", "level"], "paranoid", "$.security.level", "one of"),
     (["security", "waivers"], {"x": {}}, "$.security.waivers.x", "missing required property"),
+    # gc deletes inside the old-roots location: the blank must never lie there, nor hold it.
+    (["storage", "blank_snapshot"], "old_roots/blank", "$.storage.blank_snapshot", "old-roots"),
+    (["storage", "old_roots"], "root-blank/old", "$.storage.blank_snapshot", "old-roots"),
+    (["storage", "old_roots"], "nix/old", "$.storage.old_roots", "overlaps subvolume 'nix'"),
+    (["storage", "subvolumes", 2, "name"], "old_roots/p", "$.storage.old_roots", "overlaps"),
+    # Paths are absolute and normalised: `format` must not write outside the top level.
+    (
+        ["storage", "subvolumes", 1, "mountpoint"],
+        "/../../escaped",
+        "$.storage.subvolumes[1].mountpoint",
+        "must not match",
+    ),
+    (
+        ["storage", "subvolumes", 1, "mountpoint"],
+        "/nix/./store",
+        "$.storage.subvolumes[1].mountpoint",
+        "must not match",
+    ),
+    (["storage", "subvolumes", 1, "mountpoint"], "/nix/", "$.storage.subvolumes[1].mountpoint", ""),
+    (["storage", "subvolumes", 1, "mountpoint"], "//nix", "$.storage.subvolumes[1].mountpoint", ""),
+    (["storage", "esp", "mountpoint"], "/boot/..", "$.storage.esp.mountpoint", "must not match"),
+    (["persistence", 0, "path"], "/var/../persist/x", "$.persistence[0].path", "must not match"),
+    (["persistence", 0, "path"], "/var/lib\tx", "$.persistence[0].path", "does not match"),
+    (["persistence", 0, "path"], "/var", "$.persistence[0].path", "holds the mount point"),
+    # Numbers have bounds: a retention of 10**309 days overflowed in gc after the rollback.
+    (
+        ["impermanence", "retention", "max_age_days"],
+        10**309,
+        "$.impermanence.retention.max_age_days",
+        "at most 36500, got an integer of 1027 bits",
+    ),
+    (
+        ["impermanence", "retention", "max_count"],
+        10**6,
+        "$.impermanence.retention.max_count",
+        "at most",
+    ),
+    (["storage", "min_size_mib"], 2**80, "$.storage.min_size_mib", "at most"),
+    (["version"], 10**400, "$.version", "unsupported manifest version an integer of"),
+    (["persistence", 0, "path"], "/var/\udc80", "$.persistence[0].path", "lone surrogate"),
 ]
 
 
@@ -170,3 +210,73 @@ def test_cli_rejects_bad_manifest_in_one_line(tmp_path: Path, content: str, word
     proc = panther("disk", "plan", "--manifest", str(bad), str(target))
     assert proc.returncode == 2
     assert words in one_line_error(proc)
+
+
+# JSON Schema patterns are ECMA-262: `$` is the end of the string. Python's `re` (and with it the
+# reference `jsonschema`) also lets `$` match before a final newline, so these are checked
+# against our validator alone.
+NEWLINE = [
+    (["host"], "lab\n", "$.host"),
+    (["storage", "subvolumes", 1, "name"], "nix\n", "$.storage.subvolumes[1].name"),
+    (["storage", "blank_snapshot"], "root-blank\n", "$.storage.blank_snapshot"),
+    (["storage", "btrfs", "label"], "pantheros\n", "$.storage.btrfs.label"),
+    (["persistence", 0, "user"], "root\n", "$.persistence[0].user"),
+    (["persistence", 0, "mode"], "0755\n", "$.persistence[0].mode"),
+]
+
+
+@pytest.mark.parametrize(("where", "value", "path"), NEWLINE)
+def test_patterns_match_whole_strings(where: list[Any], value: Any, path: str) -> None:
+    doc = lab_doc()
+    _set(doc, where, value)
+    with pytest.raises(ManifestError) as info:
+        manifests.load_document(doc, "bad.json")
+    assert info.value.path == path
+    assert "does not match" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    ("pattern", "text", "matches"),
+    [
+        ("^a$", "a", True),
+        ("^a$", "a\n", False),
+        ("^[$]x$", "$x", True),
+        ("^\\$$", "$", True),
+        ("^\\$$", "$\n", False),
+    ],
+)
+def test_dollar_means_the_end_of_the_string(pattern: str, text: str, matches: bool) -> None:
+    found = manifests.Validator({"pattern": pattern}).first_error(text) is None
+    assert found is matches
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ('{"version": ' + "9" * 5000 + "}", "not JSON: Exceeds the limit"),
+        ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+        ('{"version": NaN}', "NaN is not a JSON number"),
+        ('{"version": 1, "host": Infinity}', "Infinity is not a JSON number"),
+        ('{"version": 1' + ', "x": 1' * 10 + "}", "missing required property"),
+    ],
+)
+def test_hostile_documents_give_one_line(tmp_path: Path, content: str, words: str) -> None:
+    bad = tmp_path / "m.json"
+    bad.write_text(content)
+    proc = panther("disk", "plan", "--manifest", str(bad), str(bad))
+    assert proc.returncode == 2
+    line = one_line_error(proc)
+    assert words in line
+    assert len(line) < 300, line
+
+
+def test_deep_values_are_shown_short() -> None:
+    doc = lab_doc()
+    deep: Any = "x"
+    for _ in range(500):
+        deep = [deep]
+    doc["version"] = deep
+    with pytest.raises(ManifestError) as info:
+        manifests.load_document(doc, "bad.json")
+    assert info.value.path == "$.version"
+    assert len(str(info.value)) < 200

@@ -16,18 +16,61 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pantheros import __version__, ui
+from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
 
-HOST_MANIFEST = "/etc/pantheros/manifest.json"
+HOST_MANIFEST = str(manifests.HOST_MANIFEST)
 DISK = "pantheros.storage.commands"
 IMPERMANENCE = "pantheros.impermanence.commands"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit with ExitCode.USAGE."""
+    """argparse whose usage errors are one line (with a hint) and exit with ExitCode.USAGE."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("panther").strip()
+        hint = _suggestion(message) or _option_suggestion(self, message)
+        if "the following arguments are required: COMMAND" in message or (
+            "required: ACTION" in message
+        ):
+            # A bare `panther` or a bare group: what there is to choose from, then the line.
+            self.print_usage(sys.stderr)
+            hint = f" (see `{self.prog} --help`)"
+        raise UsageError(f"{where + ': ' if where else ''}{message}{hint}")
+
+
+def _option_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """`did you mean` for a mistyped option, from every option the command line knows."""
+    import difflib
+
+    if not message.startswith("unrecognized arguments: "):
+        return ""
+    known: set[str] = set()
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            known.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    for word in message.removeprefix("unrecognized arguments: ").split():
+        close = difflib.get_close_matches(word, sorted(known), n=1)
+        if word.startswith("--") and close:
+            return f"; did you mean {close[0]!r}?"
+    return ""
+
+
+def _suggestion(message: str) -> str:
+    """`did you mean` for a mistyped command or action."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _handler(module: str, function: str) -> dict[str, str]:
@@ -54,6 +97,12 @@ def _secret_args(p: argparse.ArgumentParser) -> None:
 
 def _lab_arg(p: Any) -> None:
     p.add_argument("--lab", metavar="DIR", help="act on the lab machine in DIR, not this host")
+
+
+def _no_wait_arg(p: Any) -> None:
+    p.add_argument(
+        "--no-wait", action="store_true", help="fail at once (busy) if another command holds it"
+    )
 
 
 def _subparsers(p: argparse.ArgumentParser, dest: str) -> Any:
@@ -96,10 +145,12 @@ def _lab(sub: Any) -> None:
     p.add_argument("dir", nargs="?", metavar="DIR", help="lab directory")
     p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_up"))
     p = lsub.add_parser("status", help="what the lab has mounted where")
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--json", action="store_true")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_status"))
     p = lsub.add_parser(
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
@@ -108,7 +159,8 @@ def _lab(sub: Any) -> None:
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_lab_reboot"))
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR")
-    p.add_argument("--purge", action="store_true", help="also delete the image and manifest")
+    p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(DISK, "cmd_lab_down"))
 
 

@@ -42,6 +42,14 @@ def parse_size(text: str) -> int:
 
 @dataclass(frozen=True)
 class Lab:
+    """A lab directory. Every command here is idempotent and finishes what a killed one left.
+
+    What the lab made: disk.img (laid out as disk.img.new, renamed when complete),
+    manifest.json, persistence.json (`panther persist` records), mnt/, the lock file, and the
+    mount record under the state directory. The recorded loop device is used only while the
+    kernel says this lab's image (the same path, device and inode) backs it.
+    """
+
     directory: Path
 
     @property
@@ -49,8 +57,20 @@ class Lab:
         return self.directory / "disk.img"
 
     @property
+    def new_image(self) -> Path:
+        return self.directory / "disk.img.new"
+
+    @property
     def manifest_path(self) -> Path:
         return self.directory / "manifest.json"
+
+    @property
+    def persistence_path(self) -> Path:
+        return self.directory / "persistence.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / ".lock"
 
     @property
     def mnt(self) -> Path:
@@ -58,92 +78,153 @@ class Lab:
 
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """The lab's writer lock, `DIR/.lock` (see pantheros.locking)."""
-        return locking.exclusive(
-            self.directory / ".lock", what=f"the lab at {self.directory}", wait=wait
-        )
+        return locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait)
 
     def manifest(self) -> manifests.Manifest:
         return manifests.load(self.manifest_path)
 
     def state(self) -> layout.MountState | None:
-        return layout.MountState.load(self.mnt.resolve())
+        """The mount record, if its loop device is still backed by this lab's image."""
+        state = layout.MountState.load(self.mnt.resolve())
+        if state is None or state.loop is None:
+            return state
+        return state if blockdev.loop_is_backed_by(state.loop, self.image) else None
+
+    def loop(self) -> str | None:
+        """The loop device this lab's image is attached to, verified; None when detached."""
+        state = self.state()
+        if state is not None and state.loop is not None:
+            return state.loop
+        found = blockdev.loop_for_image(self.image) if self.image.exists() else []
+        return found[0] if found else None
+
+    def mounted(self) -> dict[str, str]:
+        """Mount point -> what, for the recorded mounts really in place from this lab's disk."""
+        state = self.state()
+        devices = state.devices() if state else None
+        if not state or not devices:
+            return {}
+        live = {m.mountpoint for m in blockdev.mounts_from(devices)}
+        return {m["path"]: m["what"] for m in state.mounts if m["path"] in live}
 
     def is_up(self) -> bool:
+        """Every subvolume of the manifest and every recorded mount is in place, from our disk."""
         state = self.state()
-        return bool(
-            state
-            and state.mounts
-            and all(blockdev.mount_at(m["path"]) is not None for m in state.mounts)
-        )
+        if state is None or not self.manifest_path.exists():
+            return False
+        storage = self.manifest().storage
+        tree = {str(self.mnt.resolve()) + s.mountpoint.rstrip("/") for s in storage.subvolumes}
+        recorded = {m["path"] for m in state.mounts}
+        return tree <= recorded and len(self.mounted()) == len(recorded)
 
     def up(self, size: int, manifest_source: str | None) -> None:
         mounts.require_root("panther lab up")
         self.directory.mkdir(parents=True, exist_ok=True)
-        if not self.manifest_path.exists():
-            source = manifest_source or str(manifests.bundled_path("lab"))
-            manifests.load(source)  # reject a bad manifest before copying it
-            shutil.copyfile(source, self.manifest_path)
-        elif manifest_source:
-            raise UsageError(
-                f"the lab at {self.directory} already has a manifest; "
-                "`panther lab down --purge` first to use another"
+        with self.lock():
+            if not self.manifest_path.exists():
+                source = manifest_source or str(manifests.bundled_path("lab"))
+                manifests.load(source)  # reject a bad manifest before copying it
+                _copy_atomically(Path(source), self.manifest_path)
+            elif manifest_source:
+                raise UsageError(
+                    f"the lab at {self.directory} already has a manifest; "
+                    "`panther lab down --purge` first to use another"
+                )
+            manifest = self.manifest()
+            if self.is_up():
+                ui.info(f"the lab at {self.directory} is already up")
+                return
+            if not self.image.exists():
+                self._make_image(manifest, size)
+            layout.mount_tree(
+                manifest,
+                str(self.manifest_path),
+                str(self.image),
+                str(self.mnt),
+                None,
+                adopt_loop=True,
             )
-        manifest = self.manifest()
-        if self.is_up():
-            ui.info(f"the lab at {self.directory} is already up")
-            return
-        created = False
-        if not self.image.exists():
-            with open(self.image, "wb") as f:
-                f.truncate(size)
-            created = True
+
+    def _make_image(self, manifest: manifests.Manifest, size: int) -> None:
+        """Lay out a new image under a temporary name: disk.img exists only when complete."""
+        self._drop_new_image()
+        with open(self.new_image, "xb") as f:
+            f.truncate(size)
         try:
-            if created:
-                ui.progress(f"laying out {self.image} ({size // 1024**2} MiB, sparse)")
-                layout.format_disk(manifest, str(self.image), yes_wipe=False, secret=None)
+            ui.progress(f"laying out {self.image} ({size // 1024**2} MiB, sparse)")
+            layout.format_disk(manifest, str(self.new_image), yes_wipe=False, secret=None)
+            os.rename(self.new_image, self.image)
         except BaseException:
-            self.image.unlink(missing_ok=True)
+            self._drop_new_image()
             raise
-        layout.mount_tree(manifest, str(self.manifest_path), str(self.image), str(self.mnt), None)
+
+    def _drop_new_image(self) -> None:
+        """Remove a half-made image, detaching the loop devices a killed layout left on it."""
+        if not self.new_image.exists():
+            return
+        for dev in blockdev.loop_for_image(self.new_image):
+            blockdev.detach_if_backed_by(dev, self.new_image)
+        self.new_image.unlink()
 
     def status(self) -> dict[str, Any]:
-        state = self.state()
         manifest = self.manifest() if self.manifest_path.exists() else None
-        mounts: dict[str, str] = {}
-        esp: str | None = None
-        if state:
-            for entry in state.mounts:
-                if blockdev.mount_at(entry["path"]) is None:
-                    continue
-                if entry["what"] == "esp":
-                    esp = entry["path"]
-                else:
-                    mounts[entry["path"]] = entry["what"]
+        mounted = self.mounted()
         return {
             "dir": str(self.directory),
             "up": self.is_up(),
             "image": str(self.image) if self.image.exists() else None,
             "image_bytes": self.image.stat().st_size if self.image.exists() else None,
-            "device": state.loop if state else None,
+            "device": self.loop(),
             "manifest": str(self.manifest_path) if self.manifest_path.exists() else None,
             "host": manifest.host if manifest else None,
             "root": str(self.mnt),
-            "mounts": mounts,
-            "esp": esp,
+            "mounts": {path: what for path, what in mounted.items() if what != "esp"},
+            "esp": next((path for path, what in mounted.items() if what == "esp"), None),
         }
 
     def down(self, purge: bool) -> None:
         mounts.require_root("panther lab down")
-        if self.state() is not None:
-            layout.unmount_tree(str(self.mnt))
-        elif not purge:
+        if not self.directory.is_dir():
+            ui.info(f"there is no lab at {self.directory}")
+            return
+        with self.lock():
+            self._take_down()
+            if purge:
+                self._purge()
+
+    def _take_down(self) -> None:
+        """Unmount and detach; loop devices of this image that no record names go too."""
+        root = self.mnt.resolve()
+        record = layout.MountState.load(root)
+        if record is not None:
+            layout.unmount_tree(str(root))  # verifies the loop device, or forgets the record
+        leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
+        for dev in leftovers:
+            # A run killed after attaching, before recording: adopt the device, then undo it.
+            layout.MountState(
+                directory=str(root), target=str(self.image), manifest="", loop=dev
+            ).save()
+            layout.unmount_tree(str(root))
+        if record is None and not leftovers:
             ui.info(f"the lab at {self.directory} is not up")
-        if purge:
-            for path in (self.image, self.manifest_path):
-                path.unlink(missing_ok=True)
-            if self.mnt.exists() and not any(self.mnt.iterdir()):
-                self.mnt.rmdir()
-            ui.info(f"removed the lab image and manifest in {self.directory}")
+
+    def _purge(self) -> None:
+        made = [self.image, self.new_image, self.manifest_path, self.persistence_path]
+        for path in made:
+            path.unlink(missing_ok=True)
+        # Directories go only when empty: the lab never deletes what it did not make.
+        if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
+            self.mnt.rmdir()
+        self.lock_path.unlink(missing_ok=True)
+        if not any(self.directory.iterdir()):
+            self.directory.rmdir()
+        ui.info(f"removed the lab's image, manifest and records in {self.directory}")
+
+
+def _copy_atomically(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
 
 
 NEXT_STEPS = """\

@@ -39,22 +39,47 @@ def exclusive(path: Path, *, what: str, wait: bool = True) -> Iterator[None]:
         finally:
             _held[path] -= 1
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+    fd = _acquire(path, what=what, wait=wait)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise
-            if not wait:
-                raise Busy(f"{what} is busy: another panther command is changing it") from None
-            ui.warn(f"waiting for another panther command to finish with {what} ...")
-            fcntl.flock(fd, fcntl.LOCK_EX)
         _held[path] = 1
         try:
             yield
         finally:
             del _held[path]
     finally:
+        os.close(fd)
+
+
+def _acquire(path: Path, *, what: str, wait: bool) -> int:
+    """A descriptor holding the lock on the file that is at path now.
+
+    `lab down --purge` deletes the lock file while holding it; a command that waited on the
+    deleted file must not go on, so each attempt checks that path still names its file.
+    """
+    warned = False
+    while True:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+                    raise
+                if not wait:
+                    raise Busy(f"{what} is busy: another panther command is changing it") from None
+                if not warned:
+                    ui.warn(f"waiting for another panther command to finish with {what} ...")
+                    warned = True
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            held = os.fstat(fd)
+            try:
+                now = os.stat(path, follow_symlinks=False)
+            except FileNotFoundError:
+                now = None
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                return fd
+        except BaseException:
+            os.close(fd)
+            raise
         os.close(fd)

@@ -66,9 +66,9 @@ class Machine:
     def device(self) -> Iterator[str]:
         """The block device holding the btrfs filesystem (a down lab is attached meanwhile)."""
         if self.lab is not None:
-            state = self.lab.state()
-            if state is not None and state.loop is not None:
-                yield layout.btrfs_device(self.manifest, state.loop)
+            loop = self.lab.loop()  # verified: backed by this lab's image
+            if loop is not None:
+                yield layout.btrfs_device(self.manifest, loop)
                 return
             if not self.lab.image.exists():
                 raise UsageError(f"the lab at {self.lab.directory} has no image (panther lab up)")

@@ -186,13 +186,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     from pantheros.impermanence import status
 
     report = status.collect(Machine.select(args.lab))
+    # A blank that changed is a failure to see, not a detail: it seeds every new root.
+    code = ExitCode.OK if report["blank"]["trusted"] else ExitCode.FAILURE
+    if code != ExitCode.OK:
+        ui.warn(f"the blank cannot be trusted: {report['blank']['problem']}")
     if args.json:
         ui.emit_json(report)
-        return ExitCode.OK
+        return code
     root = report["root"]
-    paint = {"fresh": "green", "dirty": "red"}.get(root["state"], "yellow")
+    paint = {"fresh": "green", "dirty": "red", "untrusted": "red"}.get(root["state"], "yellow")
     ui.result(f"{report['machine']} ({report['host']})")
     ui.result(f"root       {ui.paint(root['state'], paint)}: {root['why']}")
+    if not report["blank"]["trusted"]:
+        ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {report['blank']['problem']}")
     olds = report["old_roots"]
     ui.result(
         f"old roots  {olds['count']} ({olds['pinned']} pinned); newest {olds['newest'] or '-'}, "
@@ -204,4 +210,4 @@ def cmd_status(args: argparse.Namespace) -> int:
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["time"]))
         ui.result(f"last run   {last['result']} at {when} (policy {last['policy']})")
-    return ExitCode.OK
+    return code

@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from pantheros import btrfs
 from pantheros.errors import PantherError, UsageError
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
+from pantheros.storage import blockdev
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +30,10 @@ PIN_FILE = ".pantheros-pins.json"
 
 class NotAnOldRoot(PantherError):
     """A deletion target failed verification; nothing was deleted."""
+
+
+class Mounted(NotAnOldRoot):
+    """The old root, or something inside it, is mounted; nothing was deleted."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +166,27 @@ class OldRoots:
         btrfs.sync(self.top)
         return True
 
+    def mounted_at(self, root: OldRoot, nested: Collection[int] = ()) -> str | None:
+        """Where root (or a subvolume or directory in it) is mounted, as this process sees it.
+
+        Every btrfs mount of this filesystem (mountinfo's device field is the filesystem's,
+        the same for all its subvolumes) is compared by subvolume id and by path inside it.
+        """
+        home = blockdev.mount_containing(self.top)
+        if home is None:
+            raise PantherError(f"{self.top} is not on a mounted file system")
+        rel = "/" + str(root.path.relative_to(self.top))
+        ids = {root.info.id, *nested}
+        for entry in blockdev.mountinfo():
+            if entry.device != home.device or entry.fstype != "btrfs":
+                continue
+            subvolid = entry.option("subvolid")
+            if (subvolid is not None and subvolid.isdigit() and int(subvolid) in ids) or (
+                entry.root == rel or entry.root.startswith(rel + "/")
+            ):
+                return entry.mountpoint
+        return None
+
     def delete(self, root: OldRoot) -> list[str]:
         """Delete one verified old root and every subvolume nested in it, deepest first."""
         keys = self._parent_keys()
@@ -186,6 +213,9 @@ class OldRoots:
                 walk(child.id, depth + 1)
 
         walk(info.id, 1)
+        where = self.mounted_at(root, {ref.id for _, ref in ordered})
+        if where is not None:
+            raise Mounted(f"{root.name} is mounted at {where}; not deleted")
         # A read-only subvolume cannot lose a nested one: make writable exactly the subvolumes
         # that hold others (each flag change costs a commit, so not the rest).
         holders = {ref.parent_id for _, ref in ordered}

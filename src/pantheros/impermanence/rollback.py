@@ -20,7 +20,7 @@ from pathlib import Path
 from pantheros import btrfs
 from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
-from pantheros.impermanence.oldroots import OldRoots
+from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
 from pantheros.manifest import Manifest
 
 RECORD_DIR = ".pantheros"
@@ -87,10 +87,27 @@ def gc(
             free_percent=free,
             total_bytes=total,
         )
+        plan = _keep_mounted(plan, old, by_name)
         deleted: list[str] = []
         if not dry_run:
             for candidate in plan.deletions:
-                deleted += old.delete(by_name[candidate.name])
+                try:
+                    deleted += old.delete(by_name[candidate.name])
+                except Mounted as exc:  # mounted since the plan was made
+                    plan.notes.append(str(exc))
             if deleted:
                 btrfs.sync(top)
     return plan, deleted
+
+
+def _keep_mounted(
+    plan: retention.Plan, old: OldRoots, by_name: dict[str, OldRoot]
+) -> retention.Plan:
+    """Keep every root the policy would delete but that is mounted (`roots mount`, a bind)."""
+    decisions = []
+    for decision in plan.decisions:
+        where = None if decision.keep else old.mounted_at(by_name[decision.root.name])
+        if where is not None:
+            decision = retention.Decision(decision.root, True, f"mounted at {where}")
+        decisions.append(decision)
+    return retention.Plan(decisions, plan.notes)

@@ -1,4 +1,8 @@
-"""`panther status`: is the root fresh this boot, which old roots exist, how did the rollback go."""
+"""`panther status`: is the root fresh this boot, can the blank be trusted, which old roots
+exist, how did the rollback go.
+
+Everything is read through the btrfs top level, so a lab that is down is answered too.
+"""
 
 from __future__ import annotations
 
@@ -10,47 +14,63 @@ from typing import Any
 from pantheros import btrfs
 from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE, boot_id
+from pantheros.impermanence.rollback import boot_id, record_path
 from pantheros.machine import Machine
 
 
-def last_record(machine: Machine) -> dict[str, Any] | None:
-    persist = machine.manifest.persist
-    assert persist is not None
-    path = machine.host_path(persist.mountpoint) / RECORD_DIR / RECORD_FILE
+def _record(path: Path) -> dict[str, Any] | None:
     if not path.exists():
         return None
     data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
-def collect(machine: Machine) -> dict[str, Any]:
-    record = last_record(machine)
-    root_info = btrfs.subvolume_info(machine.root)
-    this_boot = record is not None and record.get("boot_id") == boot_id()
+def _root_state(
+    machine: Machine, record: dict[str, Any] | None, distrust: str | None
+) -> tuple[str, str]:
+    if machine.lab is not None and not machine.lab.is_up():
+        return (
+            "down",
+            f"the lab is down: nothing is mounted (panther lab up {machine.lab.directory})",
+        )
+    if distrust is not None:
+        # A root made from a changed blank carries whatever was planted in it.
+        return "untrusted", f"made from a blank that cannot be trusted: {distrust}"
     if record is None:
-        state = "unknown"
-        why = "no rollback has been recorded on this machine"
-    elif record["result"] == "dirty":
-        state = "dirty"
-        why = f"the last rollback failed: {record.get('error')}; the previous root was booted"
-    elif this_boot or machine.lab is not None:
-        state = "fresh"
-        why = f"rolled back {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(record['time']))}"
-    else:
-        state = "dirty"
-        why = "no rollback ran this boot"
+        return "unknown", "no rollback has been recorded on this machine"
+    if record["result"] == "dirty":
+        return (
+            "dirty",
+            f"the last rollback failed: {record.get('error')}; the previous root was booted",
+        )
+    if record.get("boot_id") == boot_id() or machine.lab is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["time"]))
+        return "fresh", f"rolled back {when}"
+    return "dirty", "no rollback ran this boot"
+
+
+def collect(machine: Machine) -> dict[str, Any]:
+    manifest = machine.manifest
     with machine.top_level(readonly=True) as top:
-        roots, strays = OldRoots(Path(top), machine.manifest.storage).scan()
+        record = _record(record_path(top, manifest))
+        distrust = blank.problem(top, manifest)
+        roots, strays = OldRoots(top, manifest.storage).scan()
+        root_info = btrfs.subvolume_info(top / manifest.storage.root.name)
+    state, why = _root_state(machine, record, distrust)
     return {
         "machine": machine.name,
-        "host": machine.manifest.host,
+        "host": manifest.host,
         "root": {
             "state": state,
             "why": why,
             "subvolume_id": root_info.id,
             "created": root_info.created.isoformat(),
             "modified_since_creation": not blank.unchanged(root_info),
+        },
+        "blank": {
+            "name": manifest.storage.blank_snapshot,
+            "trusted": distrust is None,
+            "problem": distrust,
         },
         "old_roots": {
             "count": len(roots),

@@ -14,7 +14,7 @@ from typing import Any
 
 from pantheros.errors import ManifestError
 from pantheros.manifest.models import Manifest, Role, build, mount_depth
-from pantheros.manifest.schema import Validator
+from pantheros.manifest.schema import Validator, child_path, show
 
 __all__ = [
     "HOST_MANIFEST",
@@ -62,10 +62,18 @@ def load(path: str | Path) -> Manifest:
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(source, "$", f"cannot read: {exc}") from None
     try:
-        doc = json.loads(text)
+        doc = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
+    except RecursionError:
+        raise ManifestError(source, "$", "not a manifest: nested too deeply") from None
+    except ValueError as exc:  # an integer past Python's digit limit, NaN, Infinity
+        raise ManifestError(source, "$", f"not JSON: {exc}") from None
     return load_document(doc, source)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
@@ -73,14 +81,36 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
         raise ManifestError(
             source,
             "$.version",
-            f"unsupported manifest version {doc['version']!r} (this panther reads version "
+            f"unsupported manifest version {show(doc['version'])} (this panther reads version "
             f"{SUPPORTED_VERSION})",
         )
     violation = Validator(schema()).first_error(doc)
     if violation is not None:
         raise ManifestError(source, violation.path, violation.reason)
+    _check_text(doc, "$", source)
     _check_semantics(doc, source)
     return build(doc, source)
+
+
+def _check_text(value: Any, path: str, source: str) -> None:
+    """Every string must be real Unicode: a lone surrogate cannot become a path or a line.
+
+    Runs after the schema, which bounds the document's depth.
+    """
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ManifestError(
+                source, path, "contains a lone surrogate (not Unicode text)"
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key, path, source)
+            _check_text(item, child_path(path, key), source)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_text(item, child_path(path, index), source)
 
 
 def _check_semantics(doc: dict[str, Any], source: str) -> None:
@@ -111,10 +141,15 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
     for key in ("blank_snapshot", "old_roots"):
         value = storage[key]
         for name in names:
-            if value == name or value.startswith(name + "/") or name.startswith(value + "/"):
+            if _overlap(value, name):
                 fail(f"$.storage.{key}", f"{value!r} overlaps subvolume {name!r}")
-    if storage["blank_snapshot"] == storage["old_roots"]:
-        fail("$.storage.old_roots", "must differ from blank_snapshot")
+    if _overlap(storage["blank_snapshot"], storage["old_roots"]):
+        # gc deletes what lies in the old-roots location; a blank inside it would be deleted.
+        fail(
+            "$.storage.blank_snapshot",
+            f"{storage['blank_snapshot']!r} overlaps the old-roots location "
+            f"{storage['old_roots']!r}",
+        )
     esp = storage.get("esp")
     if esp is not None and esp["mountpoint"] in mountpoints:
         fail("$.storage.esp.mountpoint", f"{esp['mountpoint']!r} is also a subvolume mount point")
@@ -127,9 +162,18 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
         seen.add(path)
         if path == "/":
             fail(where, "cannot persist '/'")
+        points = [s["mountpoint"] for s in subvolumes] + ([esp["mountpoint"]] if esp else [])
         owner = _owning_mount(path, [s["mountpoint"] for s in subvolumes])
         if owner != "/":
             fail(where, f"{path!r} lies on the {owner!r} subvolume, which is not rolled back")
+        inner = [m for m in points if m.startswith(path + "/")]
+        if inner:
+            fail(where, f"{path!r} holds the mount point {inner[0]!r}: persist what is beside it")
+
+
+def _overlap(a: str, b: str) -> bool:
+    """Whether one of two names relative to the top level is, or lies inside, the other."""
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
 
 
 def _owning_mount(path: str, mountpoints: list[str]) -> str:

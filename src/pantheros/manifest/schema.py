@@ -8,7 +8,9 @@ test suite checks that it agrees with the reference `jsonschema` implementation.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -40,12 +42,54 @@ def _is_type(value: Any, name: str) -> bool:
     return isinstance(value, _TYPES[name])
 
 
-def _child(path: str, key: str | int) -> str:
+def child_path(path: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{path}[{key}]"
     if re.fullmatch(r"[A-Za-z_$][A-Za-z0-9_$]*", key):
         return f"{path}.{key}"
-    return f"{path}[{key!r}]"
+    return f"{path}[{show(key)}]"
+
+
+@cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    """pattern with JSON Schema's (ECMA-262) meaning of `$`: the very end of the string.
+
+    Python's `$` also matches before a final newline, so "host\\n" would pass `^...$`; each
+    unescaped `$` outside a character class becomes `\\Z`.
+    """
+    out: list[str] = []
+    escaped = in_class = False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == "[":
+            in_class = True
+        elif char == "]":
+            in_class = False
+        elif char == "$" and not in_class:
+            out.append(r"\Z")
+            continue
+        out.append(char)
+    return re.compile("".join(out))
+
+
+class _Short(reprlib.Repr):
+    """Values in messages: one short line, whatever the document holds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.maxlevel = 2
+        self.maxstring = 60
+        self.maxother = 60
+
+    def repr_int(self, x: int, level: int) -> str:
+        # str() of a huge integer is slow, and refused past 4300 digits.
+        return repr(x) if x.bit_length() <= 64 else f"an integer of {x.bit_length()} bits"
+
+
+show = _Short().repr
 
 
 def _describe(value: Any) -> str:
@@ -95,16 +139,16 @@ class Validator:
 
     def _kw_const(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if value != rule or type(value) is not type(rule):
-            yield SchemaViolation(path, f"must be {rule!r}, got {value!r}")
+            yield SchemaViolation(path, f"must be {rule!r}, got {show(value)}")
 
     def _kw_enum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if value not in rule:
             choices = ", ".join(repr(c) for c in rule)
-            yield SchemaViolation(path, f"must be one of {choices}, got {value!r}")
+            yield SchemaViolation(path, f"must be one of {choices}, got {show(value)}")
 
     def _kw_pattern(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, str) and not re.search(rule, value):
-            yield SchemaViolation(path, f"{value!r} does not match {rule}")
+        if isinstance(value, str) and not _compiled(rule).search(value):
+            yield SchemaViolation(path, f"{show(value)} does not match {rule}")
 
     def _kw_minLength(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if isinstance(value, str) and len(value) < rule:
@@ -112,11 +156,11 @@ class Validator:
 
     def _kw_minimum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if _is_type(value, "number") and value < rule:
-            yield SchemaViolation(path, f"must be at least {rule}, got {value}")
+            yield SchemaViolation(path, f"must be at least {rule}, got {show(value)}")
 
     def _kw_maximum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if _is_type(value, "number") and value > rule:
-            yield SchemaViolation(path, f"must be at most {rule}, got {value}")
+            yield SchemaViolation(path, f"must be at most {rule}, got {show(value)}")
 
     def _kw_minItems(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if isinstance(value, list) and len(value) < rule:
@@ -124,7 +168,8 @@ class Validator:
 
     def _kw_not(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if next(self.errors(value, rule, path), None) is None:
-            yield SchemaViolation(path, f"{value!r} is not allowed here")
+            what = f"must not match {rule['pattern']}" if "pattern" in rule else "is not allowed"
+            yield SchemaViolation(path, f"{show(value)} {what}")
 
     def _kw_required(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if isinstance(value, dict):
@@ -138,7 +183,7 @@ class Validator:
         if isinstance(value, dict):
             for key, sub in rule.items():
                 if key in value:
-                    yield from self.errors(value[key], sub, _child(path, key))
+                    yield from self.errors(value[key], sub, child_path(path, key))
 
     def _kw_additionalProperties(
         self, value: Any, rule: Any, schema: dict[str, Any], path: str
@@ -150,11 +195,11 @@ class Validator:
             if key in known:
                 continue
             if rule is False:
-                yield SchemaViolation(_child(path, key), "unknown property")
+                yield SchemaViolation(child_path(path, key), "unknown property")
             elif isinstance(rule, dict):
-                yield from self.errors(value[key], rule, _child(path, key))
+                yield from self.errors(value[key], rule, child_path(path, key))
 
     def _kw_items(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if isinstance(value, list):
             for index, item in enumerate(value):
-                yield from self.errors(item, rule, _child(path, index))
+                yield from self.errors(item, rule, child_path(path, index))

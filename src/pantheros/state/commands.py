@@ -10,6 +10,7 @@ from typing import Any
 
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
+from pantheros.impermanence import blank
 from pantheros.machine import Machine
 from pantheros.manifest.models import Design
 from pantheros.state import diff, persist
@@ -79,6 +80,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
     )
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
     with machine.top_level() as top:
+        # The diff is against the blank: one that changed hides what was planted in it.
+        distrust = None if empty_design else blank.problem(top, machine.manifest)
         result = diff.run(
             top,
             st.root.name,
@@ -88,20 +91,26 @@ def cmd_diff(args: argparse.Namespace) -> int:
             keep=keep,
         )
     counts = Counter(c.kind.value for c in result.changes)
+    code = ExitCode.OK
+    if distrust is not None:
+        ui.warn(f"this answer cannot be trusted: {distrust}")
+        code = ExitCode.FAILURE
     if args.json:
         ui.emit_json(
             {
+                "trusted": distrust is None,
+                "untrusted_because": distrust,
                 "method": result.method,
                 "summary": dict(counts),
                 "hidden": result.hidden,
                 "changes": [_as_json(c) for c in result.changes],
             }
         )
-        return ExitCode.OK
+        return code
     if args.list:
         for change in result.changes:
             ui.result(_line(change))
-        return ExitCode.OK
+        return code
     groups: dict[str, list[diff.Change]] = defaultdict(list)
     for change in result.changes:
         top_dir = "/" + change.display.lstrip("/").split("/", 1)[0]
@@ -119,7 +128,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         f"{total} change(s) the next boot would erase: {summary} "
         f"(method {result.method}; {result.hidden} left out as persistent, managed or ignored)"
     )
-    return ExitCode.OK
+    return code
 
 
 def _host_file(machine: Machine, args: argparse.Namespace) -> Path | None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import json
+import errno
+import fcntl
 import os
 import re
 import shutil
 import stat
+import struct
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +75,17 @@ def mount_at(path: str | Path) -> MountEntry | None:
     target = os.path.realpath(path)
     found = [m for m in mountinfo() if m.mountpoint == target]
     return found[-1] if found else None
+
+
+def mount_containing(path: str | Path) -> MountEntry | None:
+    """The topmost mount whose tree holds path."""
+    target = os.path.realpath(path)
+    found = [
+        m
+        for m in mountinfo()
+        if target == m.mountpoint or target.startswith(m.mountpoint.rstrip("/") + "/")
+    ]
+    return max(found, key=lambda m: len(m.mountpoint), default=None)
 
 
 def device_number(dev: str) -> str:
@@ -161,14 +176,96 @@ def rescan_partitions(dev: str, expected: int) -> list[str]:
         time.sleep(0.05)
 
 
+# LOOP_GET_STATUS64 fills a struct loop_info64: lo_device and lo_inode are its first two u64.
+_LOOP_CLR_FD = 0x4C01
+_LOOP_GET_STATUS64 = 0x4C05
+_LOOP_INFO64_SIZE = 232
+
+
+@dataclass(frozen=True)
+class Backing:
+    """The file behind a loop device, as the kernel holds it."""
+
+    path: str  # /sys/block/loopN/loop/backing_file (" (deleted)" when unlinked)
+    device: tuple[int, int]  # major, minor of the file's filesystem
+    inode: int
+
+
+def _loop_backing(fd: int, name: str) -> Backing | None:
+    try:
+        raw = fcntl.ioctl(fd, _LOOP_GET_STATUS64, bytes(_LOOP_INFO64_SIZE))
+    except OSError as exc:
+        if exc.errno == errno.ENXIO:  # a free loop device
+            return None
+        raise
+    encoded, inode = struct.unpack_from("=QQ", raw)
+    # The kernel's huge_encode_dev: minor's low byte, major, then minor's high bits.
+    major = (encoded & 0xFFF00) >> 8
+    minor = (encoded & 0xFF) | ((encoded >> 12) & 0xFFF00)
+    try:
+        path = (Path("/sys/block") / name / "loop" / "backing_file").read_text().rstrip("\n")
+    except FileNotFoundError:
+        return None
+    return Backing(path, (major, minor), inode)
+
+
+def _backs(backing: Backing | None, image: str | Path) -> bool:
+    """Whether backing is image: same path and the very same file (device and inode)."""
+    if backing is None:
+        return False
+    try:
+        st = os.stat(image)
+    except FileNotFoundError:
+        return False
+    return (
+        backing.path == os.path.realpath(image)
+        and backing.device == (os.major(st.st_dev), os.minor(st.st_dev))
+        and backing.inode == st.st_ino
+    )
+
+
+@contextmanager
+def verified_loop(dev: str, image: str | Path) -> Iterator[int | None]:
+    """An open descriptor of loop device dev if, and only if, image backs it; else None.
+
+    While the descriptor is open the kernel cannot bind the device to another file (a detach
+    only marks it for clearing at the last close), so what was verified stays true.
+    """
+    name = Path(dev).name
+    if not re.fullmatch(r"loop[0-9]+", name) or not dev.startswith("/dev/"):
+        yield None
+        return
+    try:
+        fd = os.open(dev, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENXIO, errno.ENODEV):
+            raise
+        yield None
+        return
+    try:
+        yield fd if _backs(_loop_backing(fd, name), image) else None
+    finally:
+        os.close(fd)
+
+
+def loop_is_backed_by(dev: str, image: str | Path) -> bool:
+    with verified_loop(dev, image) as fd:
+        return fd is not None
+
+
 def loop_for_image(image: str | Path) -> list[str]:
-    """Loop devices currently backed by image."""
+    """Loop devices currently backed by image (the same file: path, device and inode)."""
     target = os.path.realpath(image)
-    proc = process.run(["losetup", "--json", "--list"], check=True)
-    if not proc.stdout.strip():
-        return []
-    devices = json.loads(proc.stdout).get("loopdevices", [])
-    return [d["name"] for d in devices if os.path.realpath(d.get("back-file") or "") == target]
+    found = []
+    for entry in sorted(Path("/sys/block").glob("loop*")):
+        try:
+            path = (entry / "loop" / "backing_file").read_text().rstrip("\n")
+        except FileNotFoundError:
+            continue
+        # Only a device naming this path is opened: other people's devices are not touched.
+        if path == target and loop_is_backed_by(f"/dev/{entry.name}", image):
+            found.append(f"/dev/{entry.name}")
+    return found
 
 
 def attach_loop(image: str | Path) -> str:
@@ -182,8 +279,27 @@ def attach_loop(image: str | Path) -> str:
     return dev
 
 
-def detach_loop(dev: str) -> None:
-    process.run(["losetup", "--detach", dev], check=True)
+def detach_if_backed_by(dev: str, image: str | Path) -> bool:
+    """Detach loop device dev if, and only if, image backs it; another file's device is kept.
+
+    The kernel finishes a detach after the last descriptor closes, in the background; this
+    waits for it, so the next look at the device sees it free.
+    """
+    with verified_loop(dev, image) as fd:
+        if fd is None:
+            return False
+        fcntl.ioctl(fd, _LOOP_CLR_FD, 0)
+    backing = Path("/sys/block") / Path(dev).name / "loop" / "backing_file"
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            if backing.read_text().rstrip("\n") != os.path.realpath(image):
+                return True
+        except FileNotFoundError:
+            return True
+        if time.monotonic() > deadline:
+            raise PantherError(f"{dev} is still attached to {image} 10 s after detaching it")
+        time.sleep(0.02)
 
 
 def resolve_target(target: str) -> tuple[str, bool]:
@@ -222,3 +338,21 @@ def mount(source: str, target: str | Path, options: list[str], fstype: str | Non
 
 def unmount(target: str | Path) -> None:
     process.run(["umount", str(target)], check=True)
+
+
+def stack(dev: str) -> set[str]:
+    """dev, its partitions and what is stacked on them (dm-crypt), as real device paths."""
+    found: set[str] = set()
+    for d in [dev, *partitions(dev)]:
+        found.add(os.path.realpath(d))
+        found.update(os.path.realpath(f"/dev/{h}") for h in holders(d))
+    return found
+
+
+def mounts_from(devices: set[str]) -> list[MountEntry]:
+    """Mounts (in mount order) whose source is one of devices."""
+    return [
+        m
+        for m in mountinfo()
+        if m.source.startswith("/dev/") and os.path.realpath(m.source) in devices
+    ]

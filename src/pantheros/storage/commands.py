@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -81,10 +82,20 @@ def _lab(args: argparse.Namespace) -> Lab:
     return Lab(Path(args.dir).resolve() if args.dir else default_dir())
 
 
+def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
+    """The lab's lock, honouring --no-wait; no lock file is made where there is no lab."""
+    if not lab.directory.is_dir():
+        return contextlib.nullcontext()
+    return lab.lock(wait=not args.no_wait)
+
+
 def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    lab.up(parse_size(args.size), args.manifest)
-    _persistence_mounts(lab)
+    size = parse_size(args.size)
+    lab.directory.mkdir(parents=True, exist_ok=True)
+    with lab.lock(wait=not args.no_wait):
+        lab.up(size, args.manifest)
+        _persistence_mounts(lab)
     ui.result(NEXT_STEPS.format(root=lab.mnt, dir=lab.directory))
     return ExitCode.OK
 
@@ -99,7 +110,8 @@ def _persistence_mounts(lab: Lab) -> None:
 
 def cmd_lab_status(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    status = lab.status()
+    with _locked(lab, args):
+        status = lab.status()
     if args.json:
         ui.emit_json(status)
         return ExitCode.OK
@@ -119,5 +131,6 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 
 def cmd_lab_down(args: argparse.Namespace) -> int:
     lab = _lab(args)
-    lab.down(args.purge)
+    with _locked(lab, args):
+        lab.down(args.purge)
     return ExitCode.OK

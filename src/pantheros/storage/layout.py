@@ -7,9 +7,11 @@ undoes exactly that and nothing else.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -215,7 +217,7 @@ def attached(target: str) -> Iterator[tuple[str, bool]]:
     try:
         yield dev, True
     finally:
-        blockdev.detach_loop(dev)
+        blockdev.detach_if_backed_by(dev, path)
 
 
 def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
@@ -306,7 +308,11 @@ def _state_file(directory: Path) -> Path:
 
 @dataclass
 class MountState:
-    """What `panther disk mount` did at a directory, so `unmount` undoes exactly that."""
+    """What `panther disk mount` did at a directory, so `unmount` undoes exactly that.
+
+    The record is a hint, never trusted alone: the loop device it names is used only while the
+    kernel says the image backs it, and a mount counts as ours only if its source is our device.
+    """
 
     directory: str
     target: str
@@ -318,20 +324,35 @@ class MountState:
     @classmethod
     def load(cls, directory: Path) -> MountState | None:
         path = _state_file(directory)
-        if not path.exists():
+        try:
+            data: Any = json.loads(path.read_text())
+            return cls(**data)
+        except FileNotFoundError:
             return None
-        data: dict[str, Any] = json.loads(path.read_text())
-        return cls(**data)
+        except (ValueError, TypeError):
+            # Records are replaced atomically, so this one was written by something else.
+            ui.warn(f"the mount record {path} is not panther's; forgetting it")
+            path.unlink()
+            return None
 
     def save(self) -> None:
         path = _state_file(Path(self.directory))
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.__dict__, indent=2))
+        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(self.__dict__, f, indent=2)
         os.replace(tmp, path)
 
     def forget(self) -> None:
         _state_file(Path(self.directory)).unlink(missing_ok=True)
+
+    def devices(self) -> set[str] | None:
+        """Our devices (disk, partitions, LUKS mapping), or None if the loop is not ours now."""
+        if self.loop is None:
+            return blockdev.stack(self.target) if blockdev.is_block_device(self.target) else set()
+        if not blockdev.loop_is_backed_by(self.loop, self.target):
+            return None
+        return blockdev.stack(self.loop)
 
 
 def btrfs_device(manifest: Manifest, disk: str) -> str:
@@ -348,32 +369,99 @@ def main_partition(manifest: Manifest, disk: str) -> str:
     return parts[expected - 1]
 
 
+def _under(path: str, root: Path) -> bool:
+    return path == str(root) or path.startswith(str(root) + "/")
+
+
+def _refuse_foreign(root: Path, devices: set[str]) -> None:
+    """Refuse when something panther did not mount from our device is mounted in the tree."""
+    for entry in blockdev.mountinfo():
+        if not _under(entry.mountpoint, root):
+            continue
+        source = os.path.realpath(entry.source) if entry.source.startswith("/dev/") else None
+        if source not in devices:
+            raise Refused(
+                f"{entry.source} is mounted at {entry.mountpoint}, not by panther from this "
+                "disk: unmount it first"
+            )
+
+
+def _verified_state(root: Path) -> MountState | None:
+    """The record for root, forgotten when its loop device now belongs to another file."""
+    state = MountState.load(root)
+    if state is not None and state.devices() is None:
+        ui.warn(
+            f"{state.loop} is no longer backed by {state.target}: "
+            "forgetting panther's record of it (the device is left alone)"
+        )
+        state.forget()
+        return None
+    return state
+
+
 def mount_tree(
-    manifest: Manifest, manifest_path: str, target: str, directory: str, secret: Secret | None
+    manifest: Manifest,
+    manifest_path: str,
+    target: str,
+    directory: str,
+    secret: Secret | None,
+    *,
+    adopt_loop: bool = False,
 ) -> MountState:
-    """Mount every subvolume (and the ESP) under directory, as the host would mount them."""
+    """Mount every subvolume (and the ESP) under directory, as the host would mount them.
+
+    Run again after an interruption it finishes the job: mounts of our device already in place
+    are kept and recorded. adopt_loop takes over a loop device the image is already attached
+    to (the lab's image is its own, so such a device is left from an interrupted run).
+    """
     require_root("panther disk mount")
     root = Path(directory).resolve()
-    state = MountState.load(root)
+    path, is_image = blockdev.resolve_target(target)
+    state = _verified_state(root)
+    if state is not None and state.target != path:
+        raise Refused(f"{root} holds panther's mounts of {state.target}: unmount it first")
     if state is None:
-        path, is_image = blockdev.resolve_target(target)
         state = MountState(
             directory=str(root), target=path, manifest=str(Path(manifest_path).resolve())
         )
         if is_image:
             existing = blockdev.loop_for_image(path)
-            if existing:
+            if existing and not adopt_loop:
                 raise Refused(f"image {target} is already attached to {', '.join(existing)}")
-            state.loop = blockdev.attach_loop(path)
-            state.save()
+            state.loop = existing[0] if existing else None
+    devices = state.devices() or set()
+    _refuse_foreign(root, devices)
+    if is_image and state.loop is None:
+        state.loop = blockdev.attach_loop(path)
+    state.save()
     disk = state.loop or state.target
     try:
-        _mount_all(manifest, disk, root, state, secret)
+        with blockdev.verified_loop(disk, path) if is_image else contextlib.nullcontext(0) as fd:
+            if fd is None:
+                raise PantherError(f"{disk} is no longer backed by {path}; run the command again")
+            _mount_all(manifest, disk, root, state, secret)
     except BaseException:
         # Leave nothing half-done behind: undo what this call and earlier ones recorded.
-        unmount_tree(str(root), quiet=True)
+        if MountState.load(root) is not None:
+            unmount_tree(str(root), quiet=True)
         raise
     return state
+
+
+def _mountpoint(root: Path, path: str) -> None:
+    """Make the directory path under root, refusing a symlink anywhere below root.
+
+    A mount follows symlinks in its target; one planted inside the machine would otherwise
+    put the mount outside it.
+    """
+    current = root
+    for part in Path(path).relative_to(root).parts:
+        current = current / part
+        if current.is_symlink() or (current.exists() and not current.is_dir()):
+            raise Refused(f"{current} is not a directory (a symlink?): not mounting over it")
+        if not current.exists():
+            # Even a mkdir that finds the directory dirties a btrfs subvolume: only when missing.
+            current.mkdir()
 
 
 def _mount_all(
@@ -391,7 +479,8 @@ def _mount_all(
             state.luks = st.luks.name
             state.save()
         device = f"/dev/mapper/{st.luks.name}"
-    mounted = {m["path"] for m in state.mounts}
+    devices = blockdev.stack(disk)
+    root.mkdir(parents=True, exist_ok=True)
     targets: list[tuple[str, str, list[str], str, str]] = []
     for sub in st.ordered_subvolumes():
         path = str(root) + ("" if sub.mountpoint == "/" else sub.mountpoint)
@@ -405,32 +494,49 @@ def _mount_all(
         )
     targets.sort(key=lambda t: t[0].count("/"))
     for path, source, options, fstype, what in targets:
-        if path in mounted and blockdev.mount_at(path) is not None:
-            continue
-        if not os.path.isdir(path):
-            # Even a mkdir that finds the directory dirties a btrfs subvolume: only when missing.
-            Path(path).mkdir(parents=True)
-        ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {path}")
-        blockdev.mount(source, path, options, fstype=fstype)
-        state.mounts.append({"path": path, "what": what})
-        state.save()
+        _mountpoint(root, path)
+        current = blockdev.mount_at(path)
+        if current is None or os.path.realpath(current.source) not in devices:
+            ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {path}")
+            blockdev.mount(source, path, options, fstype=fstype)
+        if not any(m["path"] == path for m in state.mounts):
+            state.mounts.append({"path": path, "what": what})
+            state.save()
 
 
 def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = False) -> MountState:
-    """Undo exactly what mount_tree recorded for directory, innermost first.
+    """Undo what mount_tree did under directory, innermost first; touch nothing else.
 
-    keep_device leaves the loop device (and LUKS mapping) attached, as for a simulated reboot.
+    Every mount under directory whose source is our device goes, recorded or not (a run killed
+    between a mount and its record leaves one unrecorded). Anything else mounted there, or our
+    device mounted elsewhere, is refused before a thing changes. keep_device leaves the loop
+    device (and LUKS mapping) attached, as for a simulated reboot.
     """
     require_root("panther disk unmount")
     root = Path(directory).resolve()
     state = MountState.load(root)
     if state is None:
         raise UsageError(f"nothing was mounted by panther at {root}")
-    for entry in reversed(state.mounts):
-        if blockdev.mount_at(entry["path"]) is not None:
+    devices = state.devices()
+    if devices is None:
+        ui.warn(
+            f"{state.loop} is no longer backed by {state.target}: it and its mounts are "
+            "not panther's; forgetting the record"
+        )
+        state.forget()
+        return state
+    _refuse_foreign(root, devices)
+    ours = blockdev.mounts_from(devices)
+    elsewhere = [m.mountpoint for m in ours if not _under(m.mountpoint, root)]
+    if elsewhere and not keep_device:
+        raise Refused(
+            f"{state.target} is also mounted at {', '.join(elsewhere)}: unmount that first"
+        )
+    for entry in reversed(ours):
+        if _under(entry.mountpoint, root):
             if not quiet:
-                ui.progress(f"umount {entry['path']}")
-            blockdev.unmount(entry["path"])
+                ui.progress(f"umount {entry.mountpoint}")
+            blockdev.unmount(entry.mountpoint)
     state.mounts = []
     state.save()
     if keep_device:
@@ -440,6 +546,6 @@ def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = Fal
     if state.loop:
         if not quiet:
             ui.progress(f"losetup --detach {state.loop}")
-        blockdev.detach_loop(state.loop)
+        blockdev.detach_if_backed_by(state.loop, state.target)
     state.forget()
     return state

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pantheros import process
 from pantheros.errors import NotRoot
 from pantheros.storage import blockdev
+
+CLONE_NEWNS = 0x00020000
 
 
 def state_dir() -> Path:
@@ -22,22 +27,74 @@ def require_root(action: str) -> None:
         raise NotRoot(f"{action} needs root (run it with sudo)")
 
 
+def _namespace_call(name: str, *args: int) -> None:
+    # os.unshare and os.setns arrive with Python 3.12; libc has them on every Linux.
+    function = getattr(os, name, None)
+    if function is not None:
+        function(*args)
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if getattr(libc, name)(*args) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"{name}: {os.strerror(err)}")
+
+
+@contextmanager
+def private_namespace() -> Iterator[None]:
+    """Run the body in a mount namespace of this process's own, then return to the original.
+
+    A mount made in the body is seen by this process and its children only, and the kernel
+    removes it with the namespace when the process ends: a SIGKILL cannot leak it.
+    """
+    original = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _namespace_call("unshare", CLONE_NEWNS)
+        try:
+            # Without this a mount below a shared mount would propagate back to the host.
+            process.run(["mount", "--make-rprivate", "/"], check=True)
+            yield
+        finally:
+            _namespace_call("setns", original, CLONE_NEWNS)
+            os.fchdir(cwd)  # joining a mount namespace moves the working directory to /
+    finally:
+        os.close(cwd)
+        os.close(original)
+
+
 @contextmanager
 def top_level_mount(device: str, *, readonly: bool = False) -> Iterator[Path]:
     """Mount device's btrfs top level (subvolid=5) at a private directory for the duration.
 
-    The directory is removed with rmdir only: if unmounting failed it is left, never emptied.
+    The mount lives in a private mount namespace (see private_namespace): no other process
+    sees it, and a killed panther leaves no mount behind. The directory is removed with rmdir
+    only, so it is never emptied; one left by a killed run is removed by the next.
     noatime: looking at a fresh root must not change it.
     """
     base = state_dir() / "top"
     base.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix="top-", dir=base))
+    _remove_dead_directories(base)
+    directory = Path(tempfile.mkdtemp(prefix=f"top-{os.getpid()}-", dir=base))
     options = ["subvolid=5", "noatime"] + (["ro"] if readonly else [])
     try:
-        blockdev.mount(device, directory, options, fstype="btrfs")
-        try:
-            yield directory
-        finally:
-            blockdev.unmount(directory)
+        with private_namespace():
+            blockdev.mount(device, directory, options, fstype="btrfs")
+            try:
+                yield directory
+            finally:
+                blockdev.unmount(directory)
     finally:
         directory.rmdir()
+
+
+def _remove_dead_directories(base: Path) -> None:
+    """rmdir the empty mount directories of panther processes that no longer run."""
+    for entry in base.iterdir():
+        parts = entry.name.split("-")
+        if len(parts) != 3 or parts[0] != "top" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                entry.rmdir()
