@@ -30,6 +30,8 @@ from pantheros.machine import Machine as PantherMachine
 
 LAB = manifests.load(manifests.bundled_path("lab"))
 LABEL = LAB.storage.btrfs_label
+assert LAB.persist is not None, "the lab manifest has a persist subvolume"
+PERSIST = LAB.persist.name
 IMAGE_MIB = 512
 BUSYBOX = Path("/bin/busybox")
 STAGE2_DONE = "pantheros-test: stage 2 done"
@@ -40,7 +42,7 @@ INIT = f"""#!/bin/busybox sh
 exec >/dev/console 2>&1
 b=/bin/busybox
 dev=$($b findfs LABEL={LABEL})
-if ! $b mount -t btrfs -o subvol=persist "$dev" /persist; then
+if ! $b mount -t btrfs -o subvol={PERSIST} "$dev" /persist; then
   echo "pantheros-test: cannot mount persist"
   $b poweroff -f
 fi
@@ -165,7 +167,9 @@ def boot(
         "-drive",
         f"file={image},format=raw,if=virtio,cache=unsafe",
     ]
-    qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    errors = log.with_suffix(".qemu-stderr")
+    with open(errors, "wb") as stderr:
+        qemu = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + timeout
     try:
         while qemu.poll() is None:
@@ -182,12 +186,11 @@ def boot(
         if qemu.poll() is None:
             qemu.kill()
             qemu.wait()
-        assert qemu.stderr is not None
-        qemu.stderr.close()
-    assert qemu.stderr is not None
     serial = log.read_text(errors="replace")
     if qemu.returncode != 0:
-        raise AssertionError(f"qemu exited with {qemu.returncode}\n{serial}")
+        raise AssertionError(
+            f"qemu exited with {qemu.returncode}: {errors.read_text(errors='replace')}\n{serial}"
+        )
     return Boot(cmdline, serial, qemu.returncode)
 
 
@@ -210,7 +213,7 @@ def inspect(directory: Path) -> DiskState:
     """Read the image's state with panther's own functions, top level mounted read-only."""
     with machine(directory).top_level(readonly=True) as top:
         storage = LAB.storage
-        persist = top / "persist"
+        persist = top / PERSIST
         log = persist / "boots.log"
         reports_dir = persist / "reports"
         reports = (
@@ -263,7 +266,7 @@ class Machine:
         n = len(self.boots)
         report = self.logs / f"rollback.report-{n}"
         with machine(self.directory).top_level(readonly=True) as top:
-            carried = top / "persist" / "reports" / f"boot-{n}"
+            carried = top / PERSIST / "reports" / f"boot-{n}"
             if carried.exists():
                 report.write_bytes(carried.read_bytes())
         this = machine(self.directory)
