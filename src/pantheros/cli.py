@@ -101,7 +101,7 @@ def _lab_arg(p: Any) -> None:
 
 def _no_wait_arg(p: Any) -> None:
     p.add_argument(
-        "--no-wait", action="store_true", help="fail at once (busy) if another command holds it"
+        "--no-wait", action="store_true", help="fail at once if another command holds the machine"
     )
 
 
@@ -156,6 +156,7 @@ def _lab(sub: Any) -> None:
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
     )
     p.add_argument("dir", nargs="?", metavar="DIR")
+    _no_wait_arg(p)
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_lab_reboot"))
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR")
@@ -215,6 +216,7 @@ def _impermanence(sub: Any) -> None:
     p.add_argument("--to", metavar="DEST", help="where to put it (default: PATH)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     _lab_arg(p)
+    _no_wait_arg(p)
     p.set_defaults(**_handler(IMPERMANENCE, "cmd_restore"))
 
     p = sub.add_parser("status", help="root freshness, old roots, last rollback")
@@ -264,12 +266,14 @@ def _state(sub: Any) -> None:
     )
     q.add_argument("--host-file", metavar="FILE", help="the host's persistence JSON to record in")
     _lab_arg(q)
+    _no_wait_arg(q)
     q.set_defaults(**_handler(STATE, "cmd_persist_add"))
     q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
     q.add_argument("path", metavar="PATH")
     q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
     q.add_argument("--host-file", metavar="FILE")
     _lab_arg(q)
+    _no_wait_arg(q)
     q.set_defaults(**_handler(STATE, "cmd_persist_remove"))
     q = psub.add_parser("list", help="declared entries and their state")
     q.add_argument("--json", action="store_true")

@@ -1,11 +1,23 @@
-"""Small file helpers shared by diff and persist."""
+"""Small file helpers shared by diff, persist and restore.
+
+Paths inside a machine are resolved chroot-style (`resolve_inside`), and deletion goes through
+directory file descriptors opened with openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS): the kernel
+refuses to step into another mount or through a symlink, and a change of st_dev (a btrfs
+subvolume, another filesystem) stops it too. Nothing is deleted across a mount.
+"""
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import fcntl
 import os
-import shutil
+import stat
 import struct
+from pathlib import Path
+
+from pantheros.errors import PantherError, Refused
+from pantheros.storage import blockdev
 
 FS_IOC_FIEMAP = 0xC020660B
 _FIEMAP = struct.Struct("=QQIIII")
@@ -16,6 +28,7 @@ _LAST = 0x1
 _OPAQUE = 0x2 | 0x4 | 0x100 | 0x200 | 0x400 | 0x800
 
 Path_ = str | bytes | os.PathLike[str]
+StrPath = str | os.PathLike[str]
 
 
 def extents(path: Path_, batch: int = 256) -> list[tuple[int, int, int]] | None:
@@ -73,9 +86,187 @@ def xattrs(path: Path_) -> dict[str, bytes]:
         return {}
 
 
-def remove_path(path: Path_) -> None:
-    """Remove a file, a symlink (not its target) or a whole directory tree; absent is fine."""
-    if os.path.isdir(path) and not os.path.islink(path):
-        shutil.rmtree(path)
-    elif os.path.lexists(path):
-        os.unlink(path)
+MAX_SYMLINKS = 40
+
+
+def resolve_inside(base: Path, path: str) -> str:
+    """The absolute path `path` names inside the tree at `base`, resolved as if base were `/`.
+
+    Symlinks among the parents are followed inside base (an absolute target starts again at
+    base); one that climbs above base is refused, never clamped. The last component is not
+    followed, so the result names a symlink itself when path ends in one.
+    """
+    parts = list(Path(os.path.normpath("/" + path)).parts[1:])
+    current: list[str] = []
+    hops = 0
+    while parts:
+        name = parts.pop(0)
+        if name == "..":
+            # normpath removed the caller's own "..": this one came from a symlink.
+            if not current:
+                raise Refused(f"a symlink in {path!r} points outside {base}")
+            current.pop()
+            continue
+        candidate = base.joinpath(*current, name)
+        if parts and candidate.is_symlink():
+            hops += 1
+            if hops > MAX_SYMLINKS:
+                raise Refused(f"{path!r}: too many levels of symlinks")
+            target = os.readlink(candidate)
+            if target.startswith("/"):
+                current = []
+            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
+            continue
+        current.append(name)
+    return "/" + "/".join(current)
+
+
+def mount_point_of(path: StrPath) -> str:
+    """The mount point of the mount that holds path (its parent's, when path is a symlink)."""
+    parent, name = os.path.split(os.path.abspath(path))
+    real = os.path.join(os.path.realpath(parent), name)
+    points = [m.mountpoint for m in blockdev.mountinfo()]
+    inside = [m for m in points if real == m or real.startswith(m.rstrip("/") + "/")]
+    return max(inside, key=len)
+
+
+def foreign_inside(path: StrPath) -> str | None:
+    """Something under path (not path itself) that is a mount point or another filesystem.
+
+    Mount points come from the kernel's mount table (bind mounts of the same filesystem too);
+    a btrfs subvolume or anything else with another st_dev is found by walking the tree.
+    """
+    real = os.path.realpath(path)
+    prefix = real.rstrip("/") + "/"
+    for entry in blockdev.mountinfo():
+        if entry.mountpoint.startswith(prefix):
+            return entry.mountpoint
+    if not os.path.isdir(path) or os.path.islink(path):
+        return None
+    device = os.lstat(path).st_dev
+    for dirpath, dirnames, _ in os.walk(path):
+        for name in dirnames:
+            full = os.path.join(dirpath, name)
+            if os.lstat(full).st_dev != device:
+                return os.path.join(real, os.path.relpath(full, path))
+    return None
+
+
+# openat2(2): Python has no wrapper. 437 on every architecture NixOS runs on (not alpha).
+_SYS_OPENAT2 = 437
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+_STRICT = RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _OpenHow(ctypes.Structure):
+    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
+
+
+def openat2(dirfd: int, path: Path_, flags: int, resolve: int) -> int:
+    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
+    fd = _libc.syscall(
+        ctypes.c_long(_SYS_OPENAT2),
+        ctypes.c_int(dirfd),
+        ctypes.c_char_p(os.fsencode(path)),
+        ctypes.byref(how),
+        ctypes.c_size_t(ctypes.sizeof(how)),
+    )
+    if fd < 0:
+        err = ctypes.get_errno()
+        if err == errno.ENOSYS:
+            raise PantherError("this kernel lacks openat2 (Linux 5.6 or newer is needed)")
+        raise OSError(err, os.strerror(err), os.fsdecode(path))
+    return int(fd)
+
+
+def _open_child(parent: int, name: str, shown: str) -> int:
+    """A directory entry of parent, opened only if it is a directory on the same mount."""
+    try:
+        return openat2(parent, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, _STRICT)
+    except OSError as exc:
+        if exc.errno == errno.EXDEV:
+            raise Refused(f"{shown} is a mount point: nothing is deleted across a mount") from None
+        raise PantherError(f"cannot open {shown}: {exc.strerror}") from None
+
+
+def _clear(fd: int, device: int, shown: str) -> None:
+    """Delete everything in the directory open at fd, never leaving device."""
+    if os.fstat(fd).st_dev != device:
+        raise Refused(f"{shown} is another subvolume or filesystem: it is not deleted")
+    for entry in sorted(os.scandir(fd), key=lambda e: e.name):
+        child = f"{shown}/{entry.name}"
+        try:
+            if entry.is_dir(follow_symlinks=False):
+                sub = _open_child(fd, entry.name, child)
+                try:
+                    _clear(sub, device, child)
+                finally:
+                    os.close(sub)
+                os.rmdir(entry.name, dir_fd=fd)
+            else:
+                os.unlink(entry.name, dir_fd=fd)
+        except OSError as exc:
+            raise PantherError(f"cannot delete {child}: {exc.strerror}") from None
+
+
+def open_beneath(base: StrPath, rel: str) -> int:
+    """The directory rel under base, reached without a symlink, a mount or `..` on the way."""
+    top = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        return openat2(top, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, _STRICT)
+    except OSError as exc:
+        if exc.errno in (errno.ELOOP, errno.EXDEV):
+            why = "a symlink" if exc.errno == errno.ELOOP else "a mount"
+            raise Refused(f"{rel} under {os.fsdecode(base)} passes through {why}") from None
+        raise
+    finally:
+        os.close(top)
+
+
+def empty_directory(base: StrPath, rel: str) -> None:
+    """Delete what is in the directory rel under base, keeping it; absent is fine.
+
+    Stops with an error at a mount point, another subvolume or a symlinked parent.
+    """
+    try:
+        fd = open_beneath(base, rel)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        _clear(fd, os.fstat(fd).st_dev, os.path.join(os.fsdecode(base), rel))
+    finally:
+        os.close(fd)
+
+
+def remove_path(path: StrPath) -> None:
+    """Remove a file, a symlink (not its target) or a whole directory tree; absent is fine.
+
+    A tree holding a mount point or another subvolume is refused where it is met; what was
+    already deleted stays deleted, so callers check with `foreign_inside` first.
+    """
+    shown = os.fsdecode(path)
+    parent_path, name = os.path.split(os.path.abspath(path))
+    parent = os.open(parent_path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+        except FileNotFoundError:
+            return
+        try:
+            if not stat.S_ISDIR(st.st_mode):
+                os.unlink(name, dir_fd=parent)
+                return
+            fd = _open_child(parent, name, shown)
+            try:
+                _clear(fd, st.st_dev, shown)
+            finally:
+                os.close(fd)
+            os.rmdir(name, dir_fd=parent)
+        except OSError as exc:
+            raise PantherError(f"cannot delete {shown}: {exc.strerror}") from None
+    finally:
+        os.close(parent)

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import locking
+from pantheros import btrfs, locking
 from pantheros import manifest as manifests
-from pantheros.errors import PantherError, UsageError
+from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.lab import Lab
+from pantheros.manifest.models import Subvolume, mount_depth
 from pantheros.storage import blockdev, layout, mounts
 
 
@@ -86,3 +87,37 @@ class Machine:
         mounts.require_root("this command")
         with self.device() as device, mounts.top_level_mount(device, readonly=readonly) as top:
             yield top
+
+    def owner(self, path: str) -> Subvolume | None:
+        """The subvolume whose mount holds path (None: the ESP, or no subvolume at all)."""
+        st = self.manifest.storage
+        mounts_: list[tuple[str, Subvolume | None]] = [(s.mountpoint, s) for s in st.subvolumes]
+        mounts_ += [(st.esp.mountpoint, None)] if st.esp else []
+        inside = [(m, s) for m, s in mounts_ if m == "/" or path == m or path.startswith(m + "/")]
+        return max(inside, key=lambda ms: mount_depth(ms[0]))[1] if inside else None
+
+    def is_mounted(self, top: Path, subvolume: Subvolume) -> bool:
+        """Whether subvolume is what is mounted at its mount point in this machine.
+
+        Checked by subvolume UUID and the subvolume's own top directory (inode 256), not by
+        path: a plain directory where the mount should be is not it.
+        """
+        where = self.host_path(subvolume.mountpoint)
+        return (
+            blockdev.mount_at(where) is not None
+            and btrfs.is_subvolume(where)
+            and btrfs.subvolume_info(where).uuid == btrfs.subvolume_info(top / subvolume.name).uuid
+        )
+
+    def require_mounted(self, top: Path, subvolume: Subvolume) -> None:
+        """Refuse unless subvolume is mounted where the manifest says.
+
+        Without this, a command would write into the directory underneath (for /persist, the
+        root's ephemeral /persist, gone at the next boot).
+        """
+        if not self.is_mounted(top, subvolume):
+            down = " (is the lab up?)" if self.lab is not None else ""
+            raise Refused(
+                f"{subvolume.mountpoint} in {self.name} is not the {subvolume.name} subvolume: "
+                f"it is not mounted there{down}; nothing was changed"
+            )

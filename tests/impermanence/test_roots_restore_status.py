@@ -11,6 +11,8 @@ import pytest
 
 from helpers import one_line_error, panther
 from pantheros import btrfs
+from pantheros.errors import CommandFailed
+from pantheros.impermanence import restore
 
 pytestmark = pytest.mark.root
 
@@ -115,7 +117,7 @@ def test_restore_refuses_a_symlink_that_escapes(lab: Path) -> None:
         "restore", "/srv/out/passwd", "--from", name, "--lab", str(lab), "--to", "/passwd"
     )
     assert proc.returncode == 5
-    assert "escapes the old root" in one_line_error(proc)
+    assert "points outside" in one_line_error(proc)
     assert not (mnt / "passwd").exists()
     # An absolute symlink is read inside the old root, as that machine saw it.
     proc = panther("restore", "/srv/inside/file", "--from", name, "--lab", str(lab), "--to", "/f")
@@ -182,3 +184,83 @@ def test_rollback_refuses_an_up_lab_but_dry_runs(lab: Path) -> None:
     dry = panther("rollback", "--lab", str(lab), "--dry-run")
     assert dry.returncode == 0, dry.stderr
     assert "dry run" in dry.stdout
+
+
+def test_restore_to_stays_inside_the_machine(lab: Path, workdir: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "etc").mkdir()
+    (mnt / "etc" / "hosts").write_text("old root's")
+    reboot(lab)
+    name = str(roots(lab)[0]["name"])
+    host = workdir / "host-dir"
+    host.mkdir()
+    (host / "hosts").write_text("the host's")
+    (mnt / "out").symlink_to(host)  # a host path, which does not exist inside the lab
+    (mnt / "up").symlink_to("../../../../../../../../..")
+    for to, why in (("/out/hosts", "does not exist"), ("/up/hosts", "points outside"),
+                    ("/", "the machine's /"), ("/persist", "is a mount point")):  # fmt: skip
+        for force in ([], ["--force"]):
+            proc = panther("restore", "/etc/hosts", "--from", name, "--to", to, *force,
+                           "--lab", str(lab))  # fmt: skip
+            assert why in one_line_error(proc)
+    assert (host / "hosts").read_text() == "the host's"
+    assert sorted(p.name for p in host.iterdir()) == ["hosts"]
+    assert not [p for p in mnt.iterdir() if ".panther-" in p.name]
+    # The old fixed staging name, planted as a link to the host, is not followed.
+    (mnt / "etc").mkdir()
+    (mnt / "etc" / ".hosts.panther-restore").symlink_to(host / "hosts")
+    proc = panther("restore", "/etc/hosts", "--from", name, "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert (mnt / "etc" / "hosts").read_text() == "old root's"
+    assert (host / "hosts").read_text() == "the host's"
+    assert sorted(p.name for p in (mnt / "etc").iterdir()) == [".hosts.panther-restore", "hosts"]
+
+
+def test_restore_force_never_deletes_across_a_mount(lab: Path, workdir: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "srv" / "data").mkdir(parents=True)
+    (mnt / "srv" / "data" / "file").write_text("old root's")
+    reboot(lab)
+    name = str(roots(lab)[0]["name"])
+    (mnt / "srv" / "data" / "inner").mkdir(parents=True)
+    (mnt / "home" / "shared").mkdir()
+    (mnt / "home" / "shared" / "keep").write_text("on home")
+    subprocess.run(
+        ["mount", "--bind", str(mnt / "home" / "shared"), str(mnt / "srv" / "data" / "inner")],
+        check=True,
+    )
+    proc = panther("restore", "/srv/data", "--from", name, "--force", "--lab", str(lab))
+    assert "a mount point or another subvolume" in one_line_error(proc)
+    assert (mnt / "home" / "shared" / "keep").read_text() == "on home"
+    subprocess.run(["umount", str(mnt / "srv" / "data" / "inner")], check=True)
+    proc = panther("restore", "/srv/data", "--from", name, "--force", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in (mnt / "srv" / "data").iterdir()) == ["file"]
+    assert sorted(p.name for p in (mnt / "srv").iterdir()) == ["data"]
+    # With /persist not mounted, a restore there would land in the root's directory underneath.
+    subprocess.run(["umount", str(mnt / "persist")], check=True)
+    proc = panther("restore", "/srv/data", "--from", name, "--to", "/persist/data",
+                   "--lab", str(lab))  # fmt: skip
+    assert "is not the persist subvolume" in one_line_error(proc)
+    assert list((mnt / "persist").iterdir()) == []
+
+
+def test_a_failed_restore_leaves_no_staging(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old_root = tmp_path / "old"
+    (old_root / "etc").mkdir(parents=True)
+    (old_root / "etc" / "hosts").write_text("old")
+    dest = tmp_path / "live" / "hosts"
+    dest.parent.mkdir()
+    dest.write_text("current")
+
+    def half_copy(argv: list[str], **_: object) -> None:
+        Path(argv[-1]).write_text("half")  # cp died part-way through
+        raise CommandFailed(argv, 1, "cp: error writing: No space left on device")
+
+    monkeypatch.setattr(restore.process, "run", half_copy)
+    with pytest.raises(CommandFailed):
+        restore.restore(old_root, "/etc/hosts", dest, force=True)
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["hosts"]
+    assert dest.read_text() == "current"

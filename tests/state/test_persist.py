@@ -135,7 +135,7 @@ def test_remove_stray_and_bad_input(lab: Path) -> None:
     proc = panther("persist", "remove", "/var/lib/nixos", "--lab", str(lab))
     assert "declared in the NixOS configuration" in one_line_error(proc)
 
-    assert "not on the root subvolume" in one_line_error(
+    assert "on the persist subvolume: it already survives" in one_line_error(
         panther("persist", "add", "/persist/x", "--lab", str(lab))
     )
     assert "does not exist" in one_line_error(

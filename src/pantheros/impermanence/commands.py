@@ -26,7 +26,7 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
     lab = Lab(Path(args.dir).resolve() if args.dir else default_dir())
     machine = Machine.select(str(lab.directory))
     report = machine.run_dir / bootstep.BOOT_REPORT.name
-    with machine.lock():
+    with machine.lock(wait=not args.no_wait):
         if lab.state() is None:
             raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
         ui.progress("shutting down: unmounting the lab tree")
@@ -174,11 +174,13 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from pantheros.impermanence import restore
 
     machine = Machine.select(args.lab)
-    dest = machine.host_path(args.to or args.path)
-    with machine.top_level(readonly=True) as top:
+    if not args.path.startswith("/"):
+        raise UsageError(f"give an absolute path as the old root saw it, not {args.path!r}")
+    with machine.lock(wait=not args.no_wait), machine.top_level(readonly=True) as top:
+        resolved, dest = restore.destination(machine, top, args.to or args.path)
         root = OldRoots(top, machine.manifest.storage).get(args.source)
         restore.restore(root.path, args.path, dest, force=args.force)
-    ui.info(f"restored {args.path} from {root.name} to {args.to or args.path}")
+    ui.info(f"restored {args.path} from {root.name} to {resolved}")
     return ExitCode.OK
 
 

@@ -1,75 +1,71 @@
 """`panther restore`: bring a file or tree back from an old root.
 
-The source path is resolved inside the old root as if it were `/`: a symlink on the way is
-followed within the old root, and one that would climb out of it is refused. The copy keeps
-owner, mode, timestamps, xattrs and ACLs (`cp -a`, which also keeps hardlinks and copies
-symlinks as symlinks), goes to a temporary name beside the destination and is renamed into
-place, so a failed copy never leaves half a file at the destination.
+The source path is resolved inside the old root as if it were `/`, and the destination inside
+the machine the same way: a symlink on the way is followed within that tree, and one that would
+climb out of it is refused. The copy keeps owner, mode, timestamps, xattrs and ACLs (`cp -a`,
+which also keeps hardlinks and copies symlinks as symlinks), goes to a private directory made
+with mkdtemp beside the destination and is renamed into place (a directory is swapped with
+RENAME_EXCHANGE), so a failed copy never leaves half a file at the destination, and the
+staging directory is removed whatever happens.
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
-from pantheros import process
+from pantheros import btrfs, process
 from pantheros.errors import Refused, UsageError
-from pantheros.fsutil import remove_path
+from pantheros.fsutil import foreign_inside, remove_path, resolve_inside
+from pantheros.machine import Machine
+from pantheros.storage import blockdev
 
-MAX_SYMLINKS = 40
 
+def destination(machine: Machine, top: Path, path: str) -> tuple[str, Path]:
+    """Where `--to` points inside the machine (resolved chroot-style), checked before any change.
 
-def resolve_inside(base: Path, path: str) -> Path:
-    """Resolve path (absolute, as the old root saw it) under base, chroot-style.
-
-    Intermediate symlinks are followed inside base; the last component is not followed, so
-    restoring a symlink restores the link itself.
+    Refused: `/`, a mount point, a tree holding a mount or another subvolume, and a place whose
+    subvolume is not the one mounted there (writing into the directory underneath is lost).
     """
-    parts = list(Path(os.path.normpath("/" + path)).parts[1:])
-    current: list[str] = []
-    hops = 0
-    while parts:
-        name = parts.pop(0)
-        if name == "..":
-            # normpath removed the user's own "..": this one came from a symlink.
-            if not current:
-                raise Refused(f"a symlink in {path} escapes the old root")
-            current.pop()
-            continue
-        candidate = base.joinpath(*current, name)
-        if parts and candidate.is_symlink():
-            hops += 1
-            if hops > MAX_SYMLINKS:
-                raise Refused(f"{path}: too many levels of symlinks")
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = []
-            parts = [p for p in target.split("/") if p not in ("", ".")] + parts
-            continue
-        current.append(name)
-    return base.joinpath(*current)
+    if not path.startswith("/"):
+        raise UsageError(f"give an absolute path as the machine sees it, not {path!r}")
+    resolved = resolve_inside(machine.root, path)
+    if resolved == "/":
+        raise Refused("the destination is the machine's /: restore into a path below it")
+    dest = machine.host_path(resolved)
+    if blockdev.mount_at(dest) is not None:
+        raise Refused(f"{resolved} is a mount point: restore into a path below it")
+    foreign = foreign_inside(dest) if os.path.lexists(dest) else None
+    if foreign is not None:
+        raise Refused(f"{resolved} contains {foreign}, a mount point or another subvolume")
+    owner = machine.owner(resolved)
+    if owner is not None:
+        machine.require_mounted(top, owner)
+    return resolved, dest
 
 
 def restore(source_root: Path, path: str, dest: Path, *, force: bool) -> Path:
     """Copy path from the old root mounted at source_root to dest; returns dest."""
-    source = resolve_inside(source_root, path)
+    source = source_root / resolve_inside(source_root, path).lstrip("/")
     if not os.path.lexists(source):
         raise UsageError(f"{path} does not exist in that old root")
     if os.path.lexists(dest) and not force:
         raise Refused(f"{dest} exists; give --force to replace it, or --to another place")
     if not dest.parent.is_dir():
         raise UsageError(f"{dest.parent} does not exist")
-    staging = dest.with_name(f".{dest.name}.panther-restore")
-    remove_path(staging)
-    process.run(
-        ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(staging)],
-        check=True,
-    )
-    if os.path.lexists(dest) and os.path.isdir(dest) and not os.path.islink(dest):
-        displaced = dest.with_name(f".{dest.name}.panther-replaced")
-        os.rename(dest, displaced)
-        os.rename(staging, dest)
-        remove_path(displaced)
-    else:
-        os.replace(staging, dest)
+    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.panther-", dir=dest.parent))
+    try:
+        staged = staging / dest.name
+        process.run(
+            ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(staged)],
+            check=True,
+        )
+        if os.path.lexists(dest):
+            # Swapped in one step; what it replaces ends up in staging and goes with it.
+            btrfs.renameat2(staged, dest, btrfs.RENAME_EXCHANGE)
+        else:
+            btrfs.renameat2(staged, dest, btrfs.RENAME_NOREPLACE)
+    finally:
+        remove_path(staging)
     return dest

@@ -139,7 +139,8 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
     host_file = _host_file(machine, args)
     for path in args.paths:
-        entry = persist.add(machine, path, host_file, merge=args.merge)
+        with machine.lock(wait=not args.no_wait):
+            entry = persist.add(machine, path, host_file, merge=args.merge)
         ui.info(
             f"{entry.path} is persistent ({entry.kind}, {entry.user}:{entry.group} {entry.mode})"
         )
@@ -153,7 +154,8 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
 
 def cmd_persist_remove(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
-    persist.remove(machine, args.path, _host_file(machine, args), purge=args.purge)
+    with machine.lock(wait=not args.no_wait):
+        persist.remove(machine, args.path, _host_file(machine, args), purge=args.purge)
     return ExitCode.OK
 
 

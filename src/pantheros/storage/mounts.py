@@ -39,27 +39,59 @@ def _namespace_call(name: str, *args: int) -> None:
         raise OSError(err, f"{name}: {os.strerror(err)}")
 
 
+# The mount namespaces this process came from, innermost last (see private_namespace).
+_outer_namespaces: list[int] = []
+
+
+def _join(namespace: int, cwd: int) -> None:
+    _namespace_call("setns", namespace, CLONE_NEWNS)
+    os.fchdir(cwd)  # joining a mount namespace moves the working directory to /
+
+
 @contextmanager
 def private_namespace() -> Iterator[None]:
     """Run the body in a mount namespace of this process's own, then return to the original.
 
     A mount made in the body is seen by this process and its children only, and the kernel
-    removes it with the namespace when the process ends: a SIGKILL cannot leak it.
+    removes it with the namespace when the process ends: a SIGKILL cannot leak it. A mount
+    the machine must keep (a persist bind mount) is made inside `host_namespace()`.
     """
     original = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         _namespace_call("unshare", CLONE_NEWNS)
+        _outer_namespaces.append(original)
         try:
             # Without this a mount below a shared mount would propagate back to the host.
             process.run(["mount", "--make-rprivate", "/"], check=True)
             yield
         finally:
-            _namespace_call("setns", original, CLONE_NEWNS)
-            os.fchdir(cwd)  # joining a mount namespace moves the working directory to /
+            _outer_namespaces.pop()
+            _join(original, cwd)
     finally:
         os.close(cwd)
         os.close(original)
+
+
+@contextmanager
+def host_namespace() -> Iterator[None]:
+    """Run the body in the namespace panther started in, also from inside private_namespace:
+    for mounts and unmounts the machine must see (the top level's private mount is not
+    visible there)."""
+    if not _outer_namespaces:
+        yield
+        return
+    private = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    cwd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        _join(_outer_namespaces[0], cwd)
+        try:
+            yield
+        finally:
+            _join(private, cwd)
+    finally:
+        os.close(cwd)
+        os.close(private)
 
 
 @contextmanager
