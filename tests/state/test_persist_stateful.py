@@ -58,6 +58,8 @@ class PersistModel(RuleBasedStateMachine):
         self.lab = self.base / f"lab{PersistModel.made}"
         proc = panther("lab", "up", str(self.lab), "--size", "1G")
         assert proc.returncode == 0, proc.stderr
+        for path in PATHS:  # data to move from the first step on
+            self.write(path, NAMES[0], "initial")
 
     def teardown(self) -> None:
         if hasattr(self, "lab"):
