@@ -79,7 +79,7 @@ def cmd_disk_unmount(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(Path(args.dir).resolve() if args.dir else default_dir())
+    return Lab((Path(args.dir) if args.dir else default_dir()).resolve())
 
 
 def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
