@@ -419,3 +419,25 @@ def test_lab_up_and_down_at_once_leave_it_whole_either_way(workdir: Path) -> Non
             assert_down(lab)
     assert panther("lab", "down", str(lab)).returncode == 0
     assert_down(lab)
+
+
+def test_a_down_lab_is_attached_for_a_look_only_under_its_lock(lab: Path) -> None:
+    """`lab up` adopts a device on the image: a reader's temporary one must not be among them."""
+    assert panther("lab", "down", str(lab)).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with Lab(lab).lock():
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "pantheros", "status", "--lab", str(lab), "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert reader.poll() is None
+        assert loops_of(lab / "disk.img") == ""
+    out, err = reader.communicate()
+    assert reader.returncode == 0, err
+    assert "waiting for another panther command" in err
+    assert json.loads(out)["root"]["state"] == "down"
+    assert_down(lab)
