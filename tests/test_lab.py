@@ -77,7 +77,7 @@ def test_lab_up_rejects_a_bad_manifest_and_a_bad_size(workdir: Path) -> None:
     bad.write_text('{"version": 1}')
     proc = panther("lab", "up", str(workdir / "lab"), "--manifest", str(bad))
     assert "missing required property" in one_line_error(proc)
-    assert not (workdir / "lab" / "disk.img").exists()
+    assert not (workdir / "lab").exists()
     proc = panther("lab", "up", str(workdir / "lab2"), "--size", "lots")
     assert "not a size" in one_line_error(proc)
 
