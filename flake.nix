@@ -6,37 +6,51 @@
     impermanence.url = "github:nix-community/impermanence";
   };
 
-  outputs = { self, nixpkgs, impermanence, ... }:
+  outputs =
+    {
+      self,
+      nixpkgs,
+      impermanence,
+      ...
+    }:
     let
       inherit (nixpkgs) lib;
-      systems = [ "x86_64-linux" "aarch64-linux" ];
+      systems = [
+        "x86_64-linux"
+        "aarch64-linux"
+      ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # Path-valued modules are wrapped in `import` for older `nix flake check`.
-      modules = {
-        storage = import ./nix/modules/storage.nix;
-        impermanence = {
-          imports = [ impermanence.nixosModules.impermanence (import ./nix/modules/impermanence.nix) ];
-        };
-        security = import ./nix/modules/security.nix;
-        roles = import ./nix/modules/roles.nix;
-        manifest = import ./nix/modules/manifest.nix;
+      # Paths, not imported values: NixOS loads a module once however often it is imported.
+      # impermanence also brings nix-community/impermanence, which implements the bind mounts.
+      withUpstreamImpermanence = modules: {
+        imports = modules ++ [ impermanence.nixosModules.impermanence ];
       };
 
-      mkHost = name: lib.nixosSystem {
-        system = "x86_64-linux";
-        modules = [ self.nixosModules.default (import ./hosts/${name}) ];
-      };
+      mkHost =
+        name:
+        lib.nixosSystem {
+          modules = [
+            self.nixosModules.default
+            ./hosts/${name}
+          ];
+        };
     in
     {
-      nixosModules = modules // {
-        default = { imports = lib.attrValues modules; };
+      nixosModules = {
+        storage = ./nix/modules/storage.nix;
+        impermanence = withUpstreamImpermanence [ ./nix/modules/impermanence.nix ];
+        security = ./nix/modules/security.nix;
+        roles = withUpstreamImpermanence [ ./nix/modules/roles.nix ];
+        manifest = ./nix/modules/manifest.nix;
+        default = withUpstreamImpermanence [ ./nix/modules/default.nix ];
       };
 
       nixosConfigurations = lib.genAttrs [ "workstation" "server" "vm" ] mkHost;
 
       packages = forAllSystems (pkgs: rec {
-        panther = pkgs.callPackage ./nix/package.nix { };
+        pantheros-bootstep = pkgs.callPackage ./nix/bootstep.nix { };
+        panther = pkgs.callPackage ./nix/package.nix { inherit pantheros-bootstep; };
         default = panther;
       });
 
@@ -48,18 +62,22 @@
         default = self.templates.host;
       };
 
-      checks = forAllSystems (pkgs:
+      checks = forAllSystems (
+        pkgs:
         let
+          system = pkgs.stdenv.hostPlatform.system;
           vmTest = file: import file { inherit pkgs self; };
         in
-        lib.optionalAttrs (pkgs.stdenv.hostPlatform.system == "x86_64-linux") {
+        lib.optionalAttrs (system == "x86_64-linux") {
           rollback = vmTest ./nix/tests/rollback.nix;
           retention = vmTest ./nix/tests/retention.nix;
           diff = vmTest ./nix/tests/diff.nix;
           audit = vmTest ./nix/tests/audit.nix;
-        } // {
-          panther = self.packages.${pkgs.stdenv.hostPlatform.system}.panther;
-        });
+        }
+        // {
+          inherit (self.packages.${system}) panther pantheros-bootstep;
+        }
+      );
 
       formatter = forAllSystems (pkgs: pkgs.nixfmt-rfc-style);
     };

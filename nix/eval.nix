@@ -1,128 +1,186 @@
-# Evaluates the PantherOS modules with nixpkgs' lib.evalModules, without nixpkgs itself: the
-# NixOS options the modules and the example hosts set are declared loosely, pkgs and utils are
-# stubs; a typo under pantheros.* fails as it does in NixOS.
-# nix-community/impermanence's real module is used when its checkout is given.
-# Output: what the tests assert on (as JSON with --json), and with -A optionDocs the
-# declarations that scripts/gen-options renders into docs/options.md.
-{ nixpkgsLib, impermanence ? null, host ? { } }:
+# Evaluates the PantherOS modules with nixpkgs' lib.evalModules and NixOS's semantics, without
+# nixpkgs itself: nix/eval/nixos.nix declares every NixOS option the modules, the example hosts
+# and the template touch, with NixOS's types and merges, and the NixOS definitions that can
+# collide with ours; an undeclared option fails as it does in NixOS. Packages are stand-ins
+# (nix/eval/pkgs.nix). nix-community/impermanence's real module is used when its checkout is
+# given, a declaration of the options PantherOS sets otherwise.
+# Output: what the tests assert on (as JSON with --json); with -A optionDocs the declarations that
+# scripts/gen-options renders into docs/options.md; with -A initrdUnits what
+# scripts/render-initrd-units writes to nix/generated/initrd-units.json.
+{
+  nixpkgsLib,
+  impermanence ? null,
+  host ? { },
+  # false: the same evaluation without PantherOS's modules, to show that importing them changes
+  # nothing until the host opts in.
+  withPantheros ? true,
+  # Which of the flake's nixosModules the host imports.
+  module ? "default",
+}:
 let
   # Paths given as strings (--argstr), so nothing is copied into the store.
   lib = import (/. + nixpkgsLib + "/lib");
-
-  # Stands in for NixOS option types: attribute sets merge, lists concatenate, the rest must agree.
-  loose = lib.mkOptionType {
-    name = "loose";
-    merge = loc: defs:
-      let values = map (d: d.value) defs;
-      in
-      if lib.all lib.isList values then lib.concatLists values
-      else if lib.all (v: lib.isAttrs v && !(v ? outPath)) values then (lib.types.lazyAttrsOf loose).merge loc defs
-      else lib.types.anything.merge loc defs;
+  pkgs = import ./eval/pkgs.nix { inherit lib; };
+  systemd = import ./eval/systemd.nix { inherit lib pkgs; };
+  # The modules as users import them: the flake's nixosModules.default, with the real
+  # impermanence module when its checkout is given, a declaration of its options otherwise.
+  flake = (import ../flake.nix).outputs {
+    self = flake;
+    nixpkgs = {
+      inherit lib;
+      legacyPackages = { };
+    };
+    impermanence.nixosModules.impermanence =
+      if impermanence != null then /. + impermanence + "/nixos.nix" else ./eval/persistence.nix;
   };
-  nixosOption = lib.mkOption { type = loose; default = { }; };
-
-  fakePackage = name: { type = "derivation"; inherit name; outPath = "/nix/store/00000000000000000000000000000000-${name}"; };
-  stubs = {
-    config._module.args = {
-      pkgs = {
-        # impermanence builds its helper library with callPackage; everything else is a package.
-        callPackage = f: _:
-          if builtins.isPath f && baseNameOf f == "lib.nix" then import f { inherit lib; }
-          else fakePackage "pantheros";
-        writeText = name: _: "/nix/store/00000000000000000000000000000000-${name}";
-        # impermanence's module refers to these only inside values that are never forced here.
-        writeShellScript = name: _: fakePackage name;
-        runCommand = name: _: _: fakePackage name;
-        util-linux = fakePackage "util-linux";
-        bash = fakePackage "bash";
-        coreutils = fakePackage "coreutils";
-        gnugrep = fakePackage "gnugrep";
-        gnused = fakePackage "gnused";
-        gawk = fakePackage "gawk";
-        findutils = fakePackage "findutils";
-        lib = lib;
-        path = "/nonexistent";
-        stdenv = { hostPlatform = { system = "x86_64-linux"; }; };
-      };
-      utils = {
-        pathsNeededForBoot = [ "/" "/nix" "/nix/store" "/var" "/var/log" "/var/lib" "/var/lib/nixos" "/etc" "/usr" ];
-        escapeSystemdPath = s:
-          lib.replaceStrings [ "/" "-" " " ] [ "-" "\\x2d" "\\x20" ] (lib.removePrefix "/" s);
-      };
-    };
-    # Declared (not free-form) so that reading one of them does not force every definition.
-    options.fileSystems = nixosOption;
-    options.boot = nixosOption;
-    options.systemd = nixosOption;
-    options.services = nixosOption;
-    options.networking = nixosOption;
-    options.security = nixosOption;
-    options.swapDevices = lib.mkOption { type = loose; default = [ ]; };
-    options.documentation = nixosOption;
-    options.hardware = nixosOption;
-    options.nixpkgs = nixosOption;
-    options.system = nixosOption;
-    options.virtualisation = nixosOption;
-    options.environment.etc = nixosOption;
-    options.environment.systemPackages = lib.mkOption { type = loose; default = [ ]; };
-    options.environment.loginShellInit = lib.mkOption { type = lib.types.lines; default = ""; };
-    options.assertions = lib.mkOption { type = lib.types.listOf lib.types.unspecified; default = [ ]; };
-    options.warnings = lib.mkOption { type = lib.types.listOf lib.types.str; default = [ ]; };
-    # impermanence reads users and groups; a minimal declaration (uid/gid optional) is enough.
-    options.users.users = lib.mkOption {
-      type = lib.types.attrsOf (lib.types.submodule {
-        freeformType = lib.types.attrsOf lib.types.anything;
-        options.uid = lib.mkOption { type = lib.types.nullOr lib.types.int; default = null; };
-        options.home = lib.mkOption { type = lib.types.str; default = "/var/empty"; };
-        options.group = lib.mkOption { type = lib.types.str; default = ""; };
-      });
-      default = { };
-    };
-    options.users.mutableUsers = lib.mkOption { type = lib.types.bool; default = true; };
-    options.users.groups = lib.mkOption {
-      type = lib.types.attrsOf (lib.types.submodule {
-        freeformType = lib.types.attrsOf lib.types.anything;
-        options.gid = lib.mkOption { type = lib.types.nullOr lib.types.int; default = null; };
-      });
-      default = { };
-    };
+  # nixos/lib/utils.nix: what the modules and impermanence use.
+  utils = rec {
+    inherit (systemd) escapeSystemdPath;
+    pathsNeededForBoot = [
+      "/"
+      "/nix"
+      "/nix/store"
+      "/var"
+      "/var/log"
+      "/var/lib"
+      "/var/lib/nixos"
+      "/etc"
+      "/usr"
+    ];
+    fsNeededForBoot = fs: fs.neededForBoot || lib.elem fs.mountPoint pathsNeededForBoot;
   };
 
   eval = lib.evalModules {
-    # `modulesPath + "/profiles/..."` in a host resolves to empty stand-ins.
+    # `modulesPath + "/profiles/..."` in a host resolves to the stand-ins in nix/eval-stubs.
     specialArgs.modulesPath = ./eval-stubs;
     modules = [
-      stubs
-      ./modules/storage.nix
-      ./modules/impermanence.nix
-      ./modules/security.nix
-      ./modules/roles.nix
-      ./modules/manifest.nix
+      ./eval/nixos.nix
+      { _module.args = { inherit pkgs utils; }; }
       host
-    ] ++ (if impermanence != null then [ (/. + impermanence + "/nixos.nix") ]
-      else [{ options.environment.persistence = nixosOption; }]);
+    ]
+    ++ lib.optional withPantheros flake.nixosModules.${module};
   };
-  config = eval.config;
-in
-{
-  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
-  fileSystems = config.fileSystems or { };
-  rollbackUnit = config.boot.initrd.systemd.services.pantheros-rollback or null;
-  sysctl = config.boot.kernel.sysctl or { };
-  kernelParams = config.boot.kernelParams or [ ];
-  blacklistedKernelModules = config.boot.blacklistedKernelModules or [ ];
-  sshSettings = config.services.openssh.settings or { };
-  luks = config.boot.initrd.luks.devices or { };
-  # Only what the tests read: the whole value holds throwing stubs for removed options.
-  persistence = lib.mapAttrs (_: p: {
-    directories = map (d: { inherit (d) directory user group mode; }) p.directories;
-    files = map (f: f.file) p.files;
-    inherit (p) hideMounts;
-  }) (config.environment.persistence or { });
-  manifest = config.pantheros.manifest;
+  inherit (eval) config;
 
-  optionDocs = map
-    (o: { inherit (o) name description type; default = o.default.text or null; example = o.example.text or null; })
-    (lib.filter (o: lib.hasPrefix "pantheros." o.name && !o.internal)
-      (lib.optionAttrSetToDocList eval.options));
-}
+  unit = u: {
+    inherit (u)
+      name
+      description
+      wantedBy
+      requiredBy
+      requires
+      after
+      before
+      unitConfig
+      serviceConfig
+      environment
+      ;
+  };
+  # What NixOS's systemd-lib.nix `generateUnits` makes of the initrd services: a unit file each,
+  # and the `.wants`/`.requires` links of wantedBy/requiredBy.
+  links =
+    field: services:
+    lib.zipAttrs (
+      lib.concatLists (
+        lib.mapAttrsToList (_: s: map (target: { ${target} = s.name; }) s.${field}) services
+      )
+    );
+  initrdServices = lib.filterAttrs (
+    name: _: lib.hasPrefix "pantheros-" name
+  ) config.boot.initrd.systemd.services;
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+
+  # What NixOS makes of the configuration: compared with and without PantherOS's modules.
+  nixosFacts = {
+    inherit failedAssertions;
+    inherit (config) warnings;
+    fileSystems = lib.mapAttrs (_: fs: {
+      inherit (fs)
+        device
+        fsType
+        options
+        neededForBoot
+        ;
+    }) config.fileSystems;
+    specialFileSystems = lib.mapAttrs (_: fs: { inherit (fs) fsType options; }) config.boot.specialFileSystems;
+    sysctl = lib.filterAttrs (_: v: v != null) config.boot.kernel.sysctl;
+    inherit (config.boot)
+      kernelParams
+      blacklistedKernelModules
+      extraModprobeConfig
+      tmp
+      supportedFilesystems
+      ;
+    loader = {
+      systemdBootLimit = config.boot.loader.systemd-boot.configurationLimit;
+      grubLimit = config.boot.loader.grub.configurationLimit;
+    };
+    sshSettings = config.services.openssh.settings;
+    luks = lib.mapAttrs (_: d: { inherit (d) device allowDiscards; }) config.boot.initrd.luks.devices;
+    initrd = {
+      services = lib.mapAttrs (_: unit) config.boot.initrd.systemd.services;
+      storePaths = map (p: toString p.source) config.boot.initrd.systemd.storePaths;
+      extraBin = lib.mapAttrs (_: toString) config.boot.initrd.systemd.extraBin;
+      initrdBin = map toString config.boot.initrd.systemd.initrdBin;
+      inherit (config.boot.initrd) supportedFilesystems;
+    };
+    services = lib.mapAttrs (_: unit) config.systemd.services;
+    timers = lib.mapAttrs (_: t: { inherit (t) wantedBy timerConfig; }) config.systemd.timers;
+    mounts = map (m: { inherit (m) name mountConfig; }) config.systemd.mounts;
+    tmpfilesRules = config.systemd.tmpfiles.rules;
+    inherit (config.environment) loginShellInit;
+    etc = lib.attrNames config.environment.etc;
+    systemPackages = map (p: p.name) config.environment.systemPackages;
+    users = lib.mapAttrs (_: u: {
+      inherit (u) group extraGroups isNormalUser;
+      keys = u.openssh.authorizedKeys.keys;
+    }) config.users.users;
+    groups = lib.attrNames config.users.groups;
+  };
+
+  pantherosFacts = {
+    # What scripts/nixos-facts prints for a real NixOS evaluation of the same host.
+    facts = import ./facts.nix { inherit lib config; };
+
+    # Only what the tests read: the whole value holds throwing stubs for removed options.
+    persistence = lib.mapAttrs (_: p: {
+      directories = map (d: { inherit (d) directory user group mode; }) p.directories;
+      files = map (f: {
+        inherit (f) file;
+        parentDirectory = { inherit (f.parentDirectory) user group mode; };
+      }) p.files;
+      inherit (p) hideMounts;
+    }) (config.environment.persistence or { });
+    manifest = config.pantheros.manifest;
+
+    # The initrd units as NixOS writes them (nixos/lib/systemd-lib.nix `serviceToUnit`), and
+    # the links its `generateUnits` makes from wantedBy and requiredBy.
+    initrdUnits = {
+      bootstep = toString config.pantheros.bootstep;
+      units = lib.mapAttrs' (
+        _: s: lib.nameValuePair s.name (systemd.serviceText config.systemd.globalEnvironment s)
+      ) initrdServices;
+      wants = links "wantedBy" initrdServices;
+      requires = links "requiredBy" initrdServices;
+    };
+
+    optionDocs =
+      map
+        (o: {
+          inherit (o) name description type;
+          default = o.default.text or null;
+          example = o.example.text or null;
+        })
+        (
+          lib.filter (o: lib.hasPrefix "pantheros." o.name && !o.internal) (
+            lib.optionAttrSetToDocList eval.options
+          )
+        );
+  };
+in
+# As in NixOS, a failed assertion stops the evaluation before anything is built from the
+# configuration.
+if failedAssertions != [ ] then
+  { inherit failedAssertions; }
+else
+  nixosFacts // lib.optionalAttrs withPantheros pantherosFacts

@@ -1,13 +1,16 @@
-# The panther toolkit, built from pyproject.toml, with the system tools it runs on its PATH.
-{ lib
-, python3Packages
-, btrfs-progs
-, cryptsetup
-, gptfdisk
-, util-linux
-, dosfstools
-, coreutils
-, acl
+# The panther toolkit, built from pyproject.toml, with the system tools it runs on its PATH and
+# the boot step it runs (`panther rollback`, `panther lab reboot`) from nix/bootstep.nix.
+{
+  lib,
+  python3Packages,
+  btrfs-progs,
+  cryptsetup,
+  gptfdisk,
+  util-linux,
+  dosfstools,
+  coreutils,
+  acl,
+  pantheros-bootstep,
 }:
 python3Packages.buildPythonApplication {
   pname = "pantheros";
@@ -15,13 +18,32 @@ python3Packages.buildPythonApplication {
   pyproject = true;
   src = lib.fileset.toSource {
     root = ../.;
-    fileset = lib.fileset.unions [ ../pyproject.toml ../README.md ../src ];
+    fileset = lib.fileset.unions [
+      ../pyproject.toml
+      ../README.md
+      ../src
+    ];
   };
   build-system = [ python3Packages.setuptools ];
-  # Runtime is the standard library only (the rollback runs in the initrd).
+  # Runtime is the standard library only.
   dependencies = [ ];
   makeWrapperArgs = [
-    "--prefix" "PATH" ":" (lib.makeBinPath [ btrfs-progs cryptsetup gptfdisk util-linux dosfstools coreutils acl ])
+    "--prefix"
+    "PATH"
+    ":"
+    (lib.makeBinPath [
+      btrfs-progs
+      cryptsetup
+      gptfdisk
+      util-linux
+      dosfstools
+      coreutils
+      acl
+    ])
+    # pantheros.impermanence.bootstep.artifact_dir(): the built step, not a compile at run time.
+    "--set"
+    "PANTHER_BOOTSTEP_DIR"
+    "${pantheros-bootstep}/bin"
   ];
   pythonImportsCheck = [ "pantheros" ];
   meta = {

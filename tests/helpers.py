@@ -15,7 +15,8 @@ from typing import Any
 
 from pantheros import btrfs
 from pantheros import manifest as manifests
-from pantheros.impermanence.rollback import NEW_SUFFIX, RECORD_DIR
+from pantheros.impermanence.bootstep import NEW_SUFFIX
+from pantheros.impermanence.rollback import RECORD_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

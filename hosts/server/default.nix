@@ -19,9 +19,13 @@
 
   boot.loader.systemd-boot.enable = true;
   services.openssh.enable = true;
-  users.users.root.openssh.authorizedKeys.keys = [
-    # "ssh-ed25519 AAAA... admin@example"
-  ];
+  # Root may not log in over SSH at this level: this wheel user is the way in (an assertion
+  # refuses a host that has none). Put your own key here before installing.
+  users.users.admin = {
+    isNormalUser = true;
+    extraGroups = [ "wheel" ];
+    openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPantherOSExampleKeyReplaceMe admin@example" ];
+  };
 
   system.stateVersion = "25.05";
 }

@@ -12,7 +12,10 @@
     enable = true;
     persistenceFile = ./persistence.json;
   };
-  pantheros.security.level = "hardened";
+  pantheros.security = {
+    enable = true;
+    level = "hardened";
+  };
 
   boot.loader.systemd-boot.enable = true;
   users.users.root.initialPassword = "panther";

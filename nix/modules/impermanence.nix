@@ -1,12 +1,18 @@
 # pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by
 # `panther rollback`; what is declared persistent is bind-mounted from the persistent subvolume by
 # nix-community/impermanence (`environment.persistence`), which this module configures.
+# pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by the
+# boot step (nix/bootstep.nix: a bash script and a small C helper, no Python); stage 2 records the
+# outcome and prunes old roots with `panther`. What is declared persistent is bind-mounted from the
+# persistent subvolume by nix-community/impermanence (`environment.persistence`), which this
+# module configures; the flake's nixosModules.impermanence brings that module along.
 { config, lib, pkgs, utils, ... }:
 let
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
   cfg = config.pantheros.impermanence;
   storage = config.pantheros.storage;
   panther = config.pantheros.package;
+  bootstep = config.pantheros.bootstep;
 
   entryOptions = kind: {
     options = {
@@ -45,9 +51,10 @@ let
   directories = cfg.directories ++ fromFile.directories;
   files = cfg.files ++ fromFile.files;
 
-  byRole = role: lib.findFirst (s: s.role == role) null (lib.attrValues (lib.filterAttrs (_: sv: sv.enable) storage.subvolumes));
-  persistSubvolume = byRole "persist";
-  mountPoints = map (s: s.mountPoint) (lib.attrValues (lib.filterAttrs (_: sv: sv.enable) storage.subvolumes));
+  subvolumes = lib.attrValues storage.enabledSubvolumes;
+  persistSubvolume = lib.findFirst (s: s.role == "persist") null subvolumes;
+  rootSubvolume = lib.findFirst (s: s.role == "root") null subvolumes;
+  mountPoints = map (s: s.mountPoint) subvolumes;
   # The deepest subvolume mount point that contains path.
   owner = path: lib.foldl'
     (best: mp: if (mp == "/" || path == mp || lib.hasPrefix "${mp}/" path)
@@ -55,14 +62,25 @@ let
   misplaced = lib.filter (p: owner p != "/")
     (map (d: d.directory) directories ++ map (f: f.file) files);
 
-  btrfsDevice =
-    if storage.luks.enable then "/dev/mapper/${storage.luks.name}"
-    else "/dev/disk/by-label/${storage.label}";
-  deviceUnit = "${utils.escapeSystemdPath btrfsDevice}.device";
+  # A persisted file's parent directory is made by impermanence with the owner and mode given
+  # here: those of the directory's own entry when it is declared, root's 0755 otherwise.
+  declaredDirectory = path: lib.findFirst (d: d.directory == path) null directories;
+  parentOf = file:
+    let
+      parent = dirOf file;
+      declared = declaredDirectory parent;
+    in
+    if declared == null then { user = "root"; group = "root"; mode = "0755"; }
+    else { inherit (declared) user group mode; };
+
+  deviceUnit = "${utils.escapeSystemdPath storage.btrfsDevice}.device";
   cryptUnit = "systemd-cryptsetup@${utils.escapeSystemdPath storage.luks.name}.service";
   failClosed = cfg.failPolicy == "fail-closed";
+  report = "/run/pantheros/rollback.report";
 in
 {
+  imports = [ ./storage.nix ./manifest.nix ];
+
   options.pantheros.impermanence = {
     enable = mkEnableOption "rolling the root back to a blank state at every boot";
 
@@ -136,13 +154,6 @@ in
       };
     };
 
-    resolved = mkOption {
-      type = types.attrsOf types.anything;
-      internal = true;
-      readOnly = true;
-      description = "Every persisted directory and file: the options and the persistence file together.";
-    };
-
     gc.dates = mkOption {
       type = types.str;
       default = "daily";
@@ -150,12 +161,26 @@ in
     };
   };
 
-  config = mkIf cfg.enable {
-    pantheros.impermanence.resolved = { inherit directories files; };
+  config = lib.mkMerge [ {
+    pantheros.manifest.impermanence = {
+      inherit (cfg) enable design;
+      fail_policy = cfg.failPolicy;
+      retention = {
+        keep_min = cfg.retention.keepMin;
+        max_age_days = cfg.retention.maxAgeDays;
+        max_count = cfg.retention.maxCount;
+        min_free_percent = cfg.retention.minFreePercent;
+      };
+    };
+  } (mkIf cfg.enable {
+    pantheros.installManifest = true;
+    pantheros.manifest.persistence =
+      map (d: { path = d.directory; kind = "directory"; inherit (d) user group mode; }) directories
+      ++ map (f: { path = f.file; kind = "file"; inherit (f) user group mode; }) files;
 
     assertions = [
       {
-        assertion = config.boot.initrd.systemd.enable or false;
+        assertion = config.boot.initrd.systemd.enable;
         message = "pantheros.impermanence runs the rollback in the systemd initrd: set boot.initrd.systemd.enable = true.";
       }
       {
@@ -178,8 +203,8 @@ in
       "/var/lib/systemd/coredump"
       "/var/lib/systemd/timers"
     ];
-    pantheros.impermanence.files = [ "/etc/machine-id" ]
-      ++ lib.optionals (config.services.openssh.enable or false) [
+    pantheros.impermanence.files = [ { file = "/etc/machine-id"; mode = "0444"; } ]
+      ++ lib.optionals config.services.openssh.enable [
         { file = "/etc/ssh/ssh_host_ed25519_key"; mode = "0600"; }
         "/etc/ssh/ssh_host_ed25519_key.pub"
       ];
@@ -187,30 +212,67 @@ in
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = mkDefault true;
       directories = map (d: { inherit (d) directory user group mode; }) directories;
-      files = map (f: { inherit (f) file; parentDirectory = { inherit (f) user group; mode = "0755"; }; }) files;
+      files = map (f: { inherit (f) file; parentDirectory = parentOf f.file; }) files;
     };
+    # impermanence has no owner or mode for a file: tmpfiles sets them on the persistent copy
+    # (which the bind mount shows), at every boot, once the file exists.
+    systemd.tmpfiles.rules = map
+      (f: "z ${cfg.persistentStoragePath}${f.file} ${f.mode} ${f.user} ${f.group} - -")
+      files;
 
+    # The boot step: a bash script and its C helper (nix/bootstep.nix), nothing else, so the
+    # initrd carries no Python. It needs bash and coreutils (in every systemd initrd),
+    # mount/umount (there too), flock and btrfs (added below).
     boot.initrd.systemd.services.pantheros-rollback = {
       description = "PantherOS: archive the root and start from a fresh one";
-      unitConfig.DefaultDependencies = false;
       wantedBy = [ "initrd.target" ];
+      # fail-closed: sysroot.mount requires this unit, so a failure stops the boot. boot-dirty:
+      # the unit fails visibly (exit 6), the boot goes on with the previous root, and stage 2
+      # (pantheros-rollback-finish) records it and warns at login.
       requiredBy = lib.optional failClosed "sysroot.mount";
       requires = [ deviceUnit ];
       after = [ deviceUnit "systemd-hibernate-resume.service" ]
         ++ lib.optional storage.luks.enable cryptUnit;
       before = [ "sysroot.mount" ];
-      # fail-closed: sysroot.mount requires this unit, so a failure stops the boot. boot-dirty:
-      # the unit fails visibly (exit 6), the boot goes on with the previous root, and the record
-      # in persistent storage makes `panther status` and the login message say so.
+      unitConfig = {
+        DefaultDependencies = false;
+        # Recovery: booting with `pantheros.norollback` keeps the previous root.
+        ConditionKernelCommandLine = "!pantheros.norollback";
+      };
       serviceConfig = {
         Type = "oneshot";
-        ExecStart = "${panther}/bin/panther rollback --manifest /etc/pantheros/manifest.json --device ${btrfsDevice}";
+        # The step takes well under a second; this bounds a hung device or filesystem.
+        TimeoutStartSec = mkDefault "2min";
+        ExecStart = lib.concatStringsSep " " [
+          "${bootstep}/bin/pantheros-rollback"
+          "--device ${storage.btrfsDevice}"
+          "--root ${rootSubvolume.name}"
+          "--blank ${storage.blankSnapshot}"
+          "--old-roots ${storage.oldRoots}"
+          "--design ${cfg.design}"
+          "--keep-min ${toString cfg.retention.keepMin}"
+          "--fail-policy ${cfg.failPolicy}"
+          "--report ${report}"
+        ];
       };
     };
-    boot.initrd.systemd.storePaths = [ panther ];
-    boot.initrd.systemd.contents."/etc/pantheros/manifest.json".source = config.pantheros.manifestFile;
+    boot.initrd.systemd.storePaths = [ bootstep ];
+    boot.initrd.systemd.extraBin = {
+      flock = "${pkgs.util-linux}/bin/flock";
+      btrfs = "${pkgs.btrfs-progs}/bin/btrfs";
+    };
     boot.initrd.supportedFilesystems = [ "btrfs" ];
 
+    # Stage 2: the record, retention and the login warning, off the boot path.
+    systemd.services.pantheros-rollback-finish = {
+      description = "PantherOS: record this boot's rollback and prune old roots";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "local-fs.target" ];
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = "${panther}/bin/panther rollback --finish --report ${report}";
+      };
+    };
     systemd.services.pantheros-roots-gc = {
       description = "PantherOS: prune old roots by the retention policy";
       after = [ "local-fs.target" ];
@@ -224,12 +286,11 @@ in
       timerConfig = { OnCalendar = cfg.gc.dates; OnBootSec = "10min"; Persistent = true; };
     };
 
-    # The login message reports a boot that kept the previous root.
+    # Stage 2 writes one line there when this boot kept the previous root.
     environment.loginShellInit = ''
-      if [ -r ${cfg.persistentStoragePath}/.pantheros/rollback.json ] \
-        && grep -q '"result": "dirty"' ${cfg.persistentStoragePath}/.pantheros/rollback.json; then
-        echo "PantherOS: the root was NOT rolled back at this boot; run 'panther status'." >&2
+      if [ -s /run/pantheros/login-warning ]; then
+        cat /run/pantheros/login-warning >&2
       fi
     '';
-  };
+  }) ];
 }

@@ -1,86 +1,63 @@
 # pantheros.manifest: what the NixOS configuration declares, exported as the JSON manifest that
-# `panther` reads (/etc/pantheros/manifest.json, and in the initrd for the rollback). Its schema is
+# `panther` reads (/etc/pantheros/manifest.json). Its schema is
 # src/pantheros/data/manifest.schema.json; Python rejects a manifest that does not match it.
+# storage.nix, impermanence.nix and security.nix each import this module and write their own
+# section, so each of them works alone; a section whose module is not imported says "off".
+# The packages the other modules run are declared here too, for the same reason.
 { config, lib, pkgs, ... }:
 let
-  inherit (lib) mkOption types;
-  st = config.pantheros.storage;
-  im = config.pantheros.impermanence;
-  sec = config.pantheros.security;
-
-  persistenceEntries =
-    map (d: { path = d.directory; kind = "directory"; inherit (d) user group mode; }) im.resolved.directories
-    ++ map (f: { path = f.file; kind = "file"; inherit (f) user group mode; }) im.resolved.files;
-
-  manifest = {
-    version = 1;
-    host = config.networking.hostName;
-    storage = {
-      inherit (st) device;
-      esp =
-        if st.esp.enable then {
-          size_mib = st.esp.sizeMiB;
-          inherit (st.esp) label;
-          mountpoint = st.esp.mountPoint;
-          mount_options = [ "umask=0077" ];
-        } else null;
-      partition_label = st.partitionLabel;
-      luks =
-        if st.luks.enable then
-          { inherit (st.luks) name; allow_discards = st.luks.allowDiscards; }
-          // lib.optionalAttrs (st.luks.label != null) { inherit (st.luks) label; }
-        else null;
-      btrfs = { inherit (st) label; mount_options = st.mountOptions; };
-      subvolumes = map (sv: {
-        inherit (sv) name role;
-        mountpoint = sv.mountPoint;
-        mount_options = sv.mountOptions;
-        needed_for_boot = sv.neededForBoot;
-      }) (lib.attrValues (lib.filterAttrs (_: sv: sv.enable) st.subvolumes));
-      blank_snapshot = st.blankSnapshot;
-      old_roots = st.oldRoots;
-    };
-    impermanence = {
-      inherit (im) enable design;
-      fail_policy = im.failPolicy;
-      retention = {
-        keep_min = im.retention.keepMin;
-        max_age_days = im.retention.maxAgeDays;
-        max_count = im.retention.maxCount;
-        min_free_percent = im.retention.minFreePercent;
-      };
-    };
-    persistence = if im.enable then persistenceEntries else [ ];
-    security = {
-      inherit (sec) level;
-      waivers = lib.mapAttrs (_: w: { inherit (w) reason; }) sec.waivers;
-    };
-  };
+  inherit (lib) mkOption mkOptionDefault types;
 in
 {
   options.pantheros = {
+    bootstep = mkOption {
+      type = types.package;
+      default = pkgs.callPackage ../bootstep.nix { };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/bootstep.nix { }";
+      description = "The boot step (a bash script and its C helper) that the initrd runs.";
+    };
     package = mkOption {
       type = types.package;
-      default = pkgs.callPackage ../package.nix { };
-      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { }";
-      description = "The panther toolkit used by the rollback, the timers and the shell.";
+      default = pkgs.callPackage ../package.nix { pantheros-bootstep = config.pantheros.bootstep; };
+      defaultText = lib.literalExpression "pkgs.callPackage ./nix/package.nix { pantheros-bootstep = config.pantheros.bootstep; }";
+      description = "The panther toolkit used by stage 2 (the record, the timers) and the shell.";
     };
     manifest = mkOption {
-      type = types.attrsOf types.anything;
-      readOnly = true;
-      description = "The manifest, as a Nix value (see manifestFile).";
+      type = types.submodule { freeformType = types.attrsOf types.anything; };
+      description = "The manifest, as a Nix value (see manifestFile); each module writes its section.";
     };
     manifestFile = mkOption {
       type = types.path;
       readOnly = true;
       description = "The manifest as a JSON file, installed at /etc/pantheros/manifest.json.";
     };
+    installManifest = mkOption {
+      type = types.bool;
+      default = false;
+      internal = true;
+      description = "Whether a PantherOS feature is on, so the manifest and `panther` are installed.";
+    };
   };
 
-  config = {
-    pantheros.manifest = manifest;
-    pantheros.manifestFile = pkgs.writeText "pantheros-manifest.json" (builtins.toJSON manifest);
-    environment.etc."pantheros/manifest.json".source = config.pantheros.manifestFile;
-    environment.systemPackages = [ config.pantheros.package ];
-  };
+  config = lib.mkMerge [
+    {
+      pantheros.manifest = {
+        version = 1;
+        host = config.networking.hostName;
+        impermanence = mkOptionDefault {
+          enable = false;
+          design = "blank-snapshot";
+          fail_policy = "boot-dirty";
+          retention.keep_min = 1;
+        };
+        persistence = mkOptionDefault [ ];
+        security = mkOptionDefault { level = "baseline"; waivers = { }; };
+      };
+      pantheros.manifestFile = pkgs.writeText "pantheros-manifest.json" (builtins.toJSON config.pantheros.manifest);
+    }
+    (lib.mkIf config.pantheros.installManifest {
+      environment.etc."pantheros/manifest.json".source = config.pantheros.manifestFile;
+      environment.systemPackages = [ config.pantheros.package ];
+    })
+  ];
 }

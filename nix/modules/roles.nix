@@ -6,6 +6,8 @@ let
   role = config.pantheros.role;
 in
 {
+  imports = [ ./storage.nix ./impermanence.nix ./security.nix ];
+
   options.pantheros.role = mkOption {
     type = types.nullOr (types.enum [ "workstation" "server" ]);
     default = null;
@@ -14,18 +16,21 @@ in
 
   config = lib.mkMerge [
     (mkIf (role == "workstation") {
+      pantheros.security.enable = mkDefault true;
       pantheros.security.level = mkDefault "hardened";
       pantheros.impermanence.failPolicy = mkDefault "boot-dirty";
       pantheros.impermanence.retention = { keepMin = mkDefault 5; maxAgeDays = mkDefault 30; };
       pantheros.storage.luks.enable = mkDefault true;
-      pantheros.impermanence.directories = [
-        "/var/lib/bluetooth"
-        { directory = "/etc/NetworkManager/system-connections"; mode = "0700"; }
-      ];
+      # Only the state of services the host runs.
+      pantheros.impermanence.directories =
+        lib.optional config.hardware.bluetooth.enable "/var/lib/bluetooth"
+        ++ lib.optional config.networking.networkmanager.enable
+          { directory = "/etc/NetworkManager/system-connections"; mode = "0700"; };
       networking.networkmanager.enable = mkDefault true;
       services.openssh.enable = mkDefault false;
     })
     (mkIf (role == "server") {
+      pantheros.security.enable = mkDefault true;
       pantheros.security.level = mkDefault "strict";
       pantheros.impermanence.failPolicy = mkDefault "fail-closed";
       pantheros.impermanence.retention = {

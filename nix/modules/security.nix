@@ -1,8 +1,9 @@
 # pantheros.security: hardening in levels. Every value comes from the hardening table
 # (src/pantheros/data/hardening.json), the same table `panther audit` checks the live system
-# against: one table, two readers. Everything is set with mkDefault, so a host can override it;
-# a waiver drops a check on purpose, with a reason that the audit reports.
-{ config, lib, ... }:
+# against: one table, two readers. Nothing changes until `enable`; every value is set at a priority
+# a host's own definition overrides; a waiver drops a check on purpose, with a reason that the
+# audit reports.
+{ config, lib, pkgs, ... }:
 let
   inherit (lib) mkDefault mkIf mkOption types;
   cfg = config.pantheros.security;
@@ -15,16 +16,41 @@ let
   has = id: lib.any (c: c.id == id) active;
   esp = config.pantheros.storage.esp // { enable = config.pantheros.storage.enable && config.pantheros.storage.esp.enable; };
   mountOptions = path: lib.concatMap value (lib.filter (c: c.path == path) (area "mount"));
+
+  # Above NixOS's and its profiles' mkDefault (1000), below a host's plain definition (100), as
+  # nixpkgs' profiles/hardened.nix does: NixOS's own sysctl defaults would otherwise collide
+  # with ours, and a host can still override any value.
+  hardening = lib.mkOverride 900;
+
+  # NixOS's /tmp (boot.tmp.useTmpfs) is nosuid,nodev; its options are read-only, so a level
+  # that wants more (noexec) mounts /tmp itself with NixOS's options plus those.
+  tmpOptions = mountOptions "/tmp";
+  tmpExtra = lib.subtractLists config.boot.tmp.tmpfsFinalOptions tmpOptions;
+
+  # hidepid on /proc breaks with cgroups v2 (NixOS removed security.hideProcessInformation for
+  # that reason): the table's check is waived with this reason, and the login services get
+  # systemd's per-service ProtectProc instead (docs/decisions.md D29).
+  hidepidInTable = lib.any (c: c.id == "mount.proc" && c.levels ? ${cfg.level}) table.checks;
+  # Users other than root who can log in at all.
+  canLogIn = lib.attrNames (lib.filterAttrs (name: u: name != "root" && (
+    u.openssh.authorizedKeys.keys != [ ] || u.openssh.authorizedKeys.keyFiles != [ ]
+    || lib.any (p: p != null) [ u.hashedPassword u.hashedPasswordFile u.password u.initialPassword u.initialHashedPassword ]
+  )) config.users.users);
+  loginServices = [ "getty@" "serial-getty@" ] ++ lib.optional config.services.openssh.enable "sshd";
 in
 {
+  imports = [ ./storage.nix ./manifest.nix ];
+
   options.pantheros.security = {
+    enable = lib.mkEnableOption "the PantherOS hardening at `level`";
     level = mkOption {
       type = types.enum table.levels;
       default = "baseline";
       description = ''
-        Hardening level. `baseline` is on for every host and breaks nothing; `hardened` adds kernel
+        Hardening level (with `enable`). `baseline` breaks nothing; `hardened` adds kernel
         parameters, module blacklists, strict SSH, auditd and sudo for wheel only; `strict` adds
-        AppArmor, lockdown, hidepid and noexec /tmp (which can break some workloads).
+        AppArmor, lockdown, per-service ProtectProc for logins and noexec /tmp (which can break
+        some workloads).
       '';
     };
     waivers = mkOption {
@@ -40,45 +66,64 @@ in
     };
   };
 
-  config = lib.mkMerge [
+  config = lib.mkMerge [ {
+    pantheros.manifest.security = {
+      inherit (cfg) level;
+      waivers = lib.mapAttrs (_: w: { inherit (w) reason; }) cfg.waivers;
+    };
+  } (mkIf cfg.enable (lib.mkMerge [
     {
-      assertions = map (id: {
+      pantheros.installManifest = true;
+      assertions = [{
+        assertion = !(config.services.openssh.enable && config.services.openssh.settings.PermitRootLogin == "no") || canLogIn != [ ];
+        message = "pantheros.security: SSH is on and root may not log in over it, but no other user has an SSH key or a password: the owner would be locked out. Give a wheel user openssh.authorizedKeys.keys (see hosts/server).";
+      }] ++ map (id: {
         assertion = lib.elem id knownIds;
         message = "pantheros.security.waivers: unknown check id \"${id}\" (see src/pantheros/data/hardening.json)";
       }) (lib.attrNames cfg.waivers);
 
-      boot.kernel.sysctl = lib.listToAttrs (map (c: lib.nameValuePair c.key (mkDefault (value c))) (area "sysctl"));
+      boot.kernel.sysctl = lib.listToAttrs (map (c: lib.nameValuePair c.key (hardening (value c))) (area "sysctl"));
       boot.kernelParams = map (c: c.param) (area "cmdline");
       boot.blacklistedKernelModules = map (c: c.module) (area "module");
-      # A blacklist stops autoloading only; `install X /bin/false` stops explicit loads too.
-      boot.extraModprobeConfig = lib.concatMapStrings (c: "install ${c.module} /bin/false\n") (area "module");
+      # A blacklist stops autoloading only; `install X false` stops explicit loads too. NixOS has
+      # no /bin/false, hence the store path.
+      boot.extraModprobeConfig = lib.concatMapStrings (c: "install ${c.module} ${pkgs.coreutils}/bin/false\n") (area "module");
 
-      services.openssh.settings = lib.listToAttrs (map (c: lib.nameValuePair c.key (mkDefault (value c))) (area "ssh"));
-      networking.firewall.enable = mkIf (has "firewall.enabled") (mkDefault true);
-      security.auditd.enable = mkIf (has "audit.auditd") (mkDefault true);
-      security.apparmor.enable = mkIf (has "mac.apparmor") (mkDefault true);
-      security.sudo.execWheelOnly = mkIf (has "sudo.wheel_only") (mkDefault true);
+      services.openssh.settings = lib.listToAttrs (map (c: lib.nameValuePair c.key (hardening (value c))) (area "ssh"));
+      networking.firewall.enable = mkIf (has "firewall.enabled") (hardening true);
+      security.auditd.enable = mkIf (has "audit.auditd") (hardening true);
+      security.apparmor.enable = mkIf (has "mac.apparmor") (hardening true);
+      security.sudo.execWheelOnly = mkIf (has "sudo.wheel_only") (hardening true);
     }
 
-    (mkIf (mountOptions "/tmp" != [ ]) {
+    (mkIf (tmpOptions != [ ] && tmpExtra == [ ]) {
+      boot.tmp.useTmpfs = hardening true;
+    })
+    (mkIf (tmpExtra != [ ]) {
+      assertions = [{
+        assertion = !config.boot.tmp.useTmpfs;
+        message = "pantheros.security level \"${cfg.level}\" mounts /tmp itself (with ${lib.concatStringsSep "," tmpExtra}); unset boot.tmp.useTmpfs, or waive mount.tmp.";
+      }];
       fileSystems."/tmp" = {
-        device = mkDefault "tmpfs";
-        fsType = mkDefault "tmpfs";
-        options = [ "mode=1777" "size=50%" ] ++ mountOptions "/tmp";
+        device = "tmpfs";
+        fsType = "tmpfs";
+        options = config.boot.tmp.tmpfsFinalOptions ++ tmpExtra;
       };
+      # Nix builds run programs from their build directory: keep it off a noexec /tmp.
+      systemd.services.nix-daemon.environment.TMPDIR = mkDefault "/var/tmp";
     })
     (mkIf (mountOptions "/dev/shm" != [ ]) {
       boot.specialFileSystems."/dev/shm".options = mountOptions "/dev/shm";
     })
-    (mkIf (mountOptions "/proc" != [ ]) {
-      boot.specialFileSystems."/proc".options = mountOptions "/proc" ++ [ "gid=proc" ];
-      users.groups.proc = { };
-      systemd.services.systemd-logind.serviceConfig.SupplementaryGroups = [ "proc" ];
+    (mkIf hidepidInTable {
+      pantheros.security.waivers."mount.proc".reason = mkDefault
+        "hidepid on /proc breaks with cgroups v2 on NixOS; ProtectProc=invisible on the login services instead";
+      systemd.services = lib.genAttrs loginServices (_: { serviceConfig.ProtectProc = hardening "invisible"; });
     })
     # Only the ESP that pantheros.storage mounts at /boot (reading config.fileSystems here to
     # find out would make the definition depend on itself).
     (mkIf (mountOptions "/boot" != [ ] && esp.enable && esp.mountPoint == "/boot") {
       fileSystems."/boot".options = mountOptions "/boot";
     })
-  ];
+  ])) ];
 }

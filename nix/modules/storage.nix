@@ -13,7 +13,7 @@ let
         description = "Whether this subvolume is part of the layout (false drops a default one).";
       };
       name = mkOption {
-        type = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
+        type = topLevelName;
         default = name;
         description = "Subvolume path relative to the btrfs top level.";
       };
@@ -47,14 +47,15 @@ let
     log = { mountPoint = "/var/log"; role = "log"; neededForBoot = true; };
     home = { mountPoint = "/home"; role = "home"; };
   };
-  enabled = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
-
-  # The btrfs device as the running system and the initrd address it.
-  device =
-    if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}"
-    else "/dev/disk/by-label/${cfg.label}";
+  enabled = cfg.enabledSubvolumes;
+  device = cfg.btrfsDevice;
+  # Subvolume and directory names at the btrfs top level (the boot step takes them as
+  # arguments, so they are plain names).
+  topLevelName = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
 in
 {
+  imports = [ ./manifest.nix ];
+
   options.pantheros.storage = {
     enable = mkEnableOption "the PantherOS btrfs layout (fileSystems for every subvolume)";
 
@@ -137,13 +138,13 @@ in
     };
 
     blankSnapshot = mkOption {
-      type = types.str;
+      type = topLevelName;
       default = "root-blank";
       description = "Read-only snapshot of the empty root that every boot starts from.";
     };
 
     oldRoots = mkOption {
-      type = types.str;
+      type = topLevelName;
       default = "old_roots";
       description = "Directory at the btrfs top level where previous roots are kept.";
     };
@@ -155,11 +156,82 @@ in
         description = "Size of a swap file in its own subvolume `swap` (0: no swap).";
       };
     };
+
+    # Derived once, read by the other PantherOS modules.
+    enabledSubvolumes = mkOption {
+      type = types.attrsOf types.anything;
+      internal = true;
+      readOnly = true;
+      description = "The subvolumes with enable = true.";
+    };
+    btrfsDevice = mkOption {
+      type = types.str;
+      internal = true;
+      readOnly = true;
+      description = "The btrfs device as the running system and the initrd address it.";
+    };
+    fileSystems = mkOption {
+      type = types.attrsOf types.anything;
+      internal = true;
+      readOnly = true;
+      description = ''
+        The layout as `fileSystems` entries (a VM test hands them to
+        virtualisation.fileSystems, which overrides fileSystems).
+      '';
+    };
   };
 
-  config = mkIf cfg.enable (lib.mkMerge [
+  config = lib.mkMerge [
     {
+      # Defined even when the layout is off: the manifest (which `panther audit` reads on a host
+      # that uses only pantheros.security) always describes a complete layout.
       pantheros.storage.subvolumes = lib.mapAttrs (_: lib.mapAttrs (_: mkDefault)) defaultSubvolumes;
+      pantheros.storage.enabledSubvolumes = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
+      pantheros.storage.btrfsDevice =
+        if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}" else "/dev/disk/by-label/${cfg.label}";
+
+      pantheros.storage.fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
+        inherit device;
+        fsType = "btrfs";
+        options = cfg.mountOptions ++ sv.mountOptions ++ [ "subvol=${sv.name}" ];
+        inherit (sv) neededForBoot;
+      }) enabled
+      // lib.optionalAttrs cfg.esp.enable {
+        ${cfg.esp.mountPoint} = {
+          device = "/dev/disk/by-label/${cfg.esp.label}";
+          fsType = "vfat";
+          options = [ "umask=0077" ];
+        };
+      };
+
+      pantheros.manifest.storage = {
+        inherit (cfg) device;
+        esp =
+          if cfg.esp.enable then {
+            size_mib = cfg.esp.sizeMiB;
+            inherit (cfg.esp) label;
+            mountpoint = cfg.esp.mountPoint;
+            mount_options = [ "umask=0077" ];
+          } else null;
+        partition_label = cfg.partitionLabel;
+        luks =
+          if cfg.luks.enable then
+            { inherit (cfg.luks) name; allow_discards = cfg.luks.allowDiscards; }
+            // lib.optionalAttrs (cfg.luks.label != null) { inherit (cfg.luks) label; }
+          else null;
+        btrfs = { inherit (cfg) label; mount_options = cfg.mountOptions; };
+        subvolumes = map (sv: {
+          inherit (sv) name role;
+          mountpoint = sv.mountPoint;
+          mount_options = sv.mountOptions;
+          needed_for_boot = sv.neededForBoot;
+        }) (lib.attrValues enabled);
+        blank_snapshot = cfg.blankSnapshot;
+        old_roots = cfg.oldRoots;
+      };
+    }
+    (mkIf cfg.enable {
+      pantheros.installManifest = true;
 
       assertions = [
         {
@@ -173,36 +245,27 @@ in
       ];
 
       boot.supportedFilesystems = [ "btrfs" ];
+      # Every boot entry keeps a kernel and an initrd on the ESP (512 MiB by default): without a
+      # limit they fill it and the next switch fails.
+      boot.loader.systemd-boot.configurationLimit = mkDefault 10;
+      boot.loader.grub.configurationLimit = mkDefault 10;
 
-      fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
-        inherit device;
-        fsType = "btrfs";
-        options = cfg.mountOptions ++ sv.mountOptions ++ [ "subvol=${sv.name}" ];
-        inherit (sv) neededForBoot;
-      }) enabled;
-    }
-
-    (mkIf cfg.esp.enable {
-      fileSystems.${cfg.esp.mountPoint} = {
-        device = "/dev/disk/by-label/${cfg.esp.label}";
-        fsType = "vfat";
-        options = [ "umask=0077" ];
-      };
+      inherit (cfg) fileSystems;
     })
 
-    (mkIf cfg.luks.enable {
+    (mkIf (cfg.enable && cfg.luks.enable) {
       boot.initrd.luks.devices.${cfg.luks.name} = {
         device = "/dev/disk/by-partlabel/${cfg.partitionLabel}";
         inherit (cfg.luks) allowDiscards;
       };
     })
 
-    (mkIf (cfg.swap.sizeMiB > 0) {
+    (mkIf (cfg.enable && cfg.swap.sizeMiB > 0) {
       pantheros.storage.subvolumes.swap = {
         mountPoint = "/swap";
         mountOptions = [ "noatime" ];
       };
       swapDevices = [{ device = "/swap/swapfile"; size = cfg.swap.sizeMiB; }];
     })
-  ]);
+  ];
 }

@@ -16,18 +16,61 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pantheros import __version__, ui
+from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
 
-HOST_MANIFEST = "/etc/pantheros/manifest.json"
+HOST_MANIFEST = str(manifests.HOST_MANIFEST)
 DISK = "pantheros.storage.commands"
 IMPERMANENCE = "pantheros.impermanence.commands"
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse whose usage errors are one line and exit with ExitCode.USAGE."""
+    """argparse whose usage errors are one line (with a hint) and exit with ExitCode.USAGE."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        raise UsageError(f"{self.prog}: {message}")
+        where = self.prog.removeprefix("panther").strip()
+        hint = _suggestion(message) or _option_suggestion(self, message)
+        if "the following arguments are required: COMMAND" in message or (
+            "required: ACTION" in message
+        ):
+            # A bare `panther` or a bare group: what there is to choose from, then the line.
+            self.print_usage(sys.stderr)
+            hint = f" (see `{self.prog} --help`)"
+        raise UsageError(f"{where + ': ' if where else ''}{message}{hint}")
+
+
+def _option_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
+    """`did you mean` for a mistyped option, from every option the command line knows."""
+    import difflib
+
+    if not message.startswith("unrecognized arguments: "):
+        return ""
+    known: set[str] = set()
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        for action in current._actions:
+            known.update(action.option_strings)
+            if isinstance(action, argparse._SubParsersAction):
+                stack.extend(action.choices.values())
+    for word in message.removeprefix("unrecognized arguments: ").split():
+        close = difflib.get_close_matches(word, sorted(known), n=1)
+        if word.startswith("--") and close:
+            return f"; did you mean {close[0]!r}?"
+    return ""
+
+
+def _suggestion(message: str) -> str:
+    """`did you mean` for a mistyped command or action."""
+    import difflib
+    import re
+
+    found = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if not found:
+        return ""
+    choices = re.findall(r"'([^']*)'", found.group(2))
+    close = difflib.get_close_matches(found.group(1), choices, n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _handler(module: str, function: str) -> dict[str, str]:
@@ -130,7 +173,18 @@ def _impermanence(sub: Any) -> None:
     _lab_arg(where)
     p.add_argument("--dry-run", action="store_true", help="say what would happen; change nothing")
     p.add_argument("--gc", action="store_true", help="apply retention afterwards")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--finish",
+        action="store_true",
+        help="stage 2: record what the initrd's boot step did, prune old roots, warn if it failed",
+    )
+    p.add_argument(
+        "--report",
+        metavar="FILE",
+        default="/run/pantheros/rollback.report",
+        help="with --finish: the boot step's report (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     p.set_defaults(**_handler("pantheros.impermanence.boot", "cmd_rollback"))
 
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")

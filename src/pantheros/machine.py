@@ -44,6 +44,11 @@ class Machine:
     def name(self) -> str:
         return f"the lab at {self.lab.directory}" if self.lab else "this machine"
 
+    @property
+    def run_dir(self) -> Path:
+        """The machine's /run/pantheros: runtime files such as the login warning."""
+        return self.lab.directory / "run" if self.lab is not None else mounts.state_dir()
+
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """This machine's writer lock (see pantheros.locking)."""
         if self.lab is not None:

@@ -52,9 +52,13 @@ def run(
     check: bool,
     input: str | bytes | None = None,
     capture: bool = True,
+    pass_stderr: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run argv and return the completed process; raise CommandFailed when check is set."""
+    """Run argv and return the completed process; raise CommandFailed when check is set.
+
+    `capture` collects stdout and stderr; `pass_stderr` leaves stderr on ours (a tool whose
+    messages are for the user, whose stdout is for us)."""
     args = list(argv)
     require(args[0])
     log.debug("run: %s", " ".join(args))
@@ -65,7 +69,7 @@ def run(
             check=False,
             input=input,
             stdout=subprocess.PIPE if capture else None,
-            stderr=subprocess.PIPE if capture else None,
+            stderr=subprocess.PIPE if capture and not pass_stderr else None,
             env=full_env,
             text=True,
         )

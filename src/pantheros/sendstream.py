@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 from typing import IO
 
+from pantheros.errors import PantherError
+
 MAGIC = b"btrfs-stream\0"
 _HEADER = struct.Struct("<IHI")
 _TLV = struct.Struct("<HH")
@@ -69,8 +71,8 @@ class Attr(IntEnum):
     DATA = 19
 
 
-class StreamError(Exception):
-    pass
+class StreamError(PantherError):
+    """The send stream is not what btrfs writes: one line for the user, not a traceback."""
 
 
 @dataclass

@@ -11,7 +11,8 @@ _COLORS = {"red": "31", "green": "32", "yellow": "33", "bold": "1", "dim": "2"}
 
 
 def use_color(stream: Any = sys.stderr) -> bool:
-    if "NO_COLOR" in os.environ:
+    # no-color.org: NO_COLOR disables colour when it is set to a non-empty value.
+    if os.environ.get("NO_COLOR"):
         return False
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty())

@@ -1,14 +1,18 @@
-"""The NixOS side: every file parses; the modules evaluate with nixpkgs' lib and do what they say.
+"""The NixOS side: every file parses; the modules evaluate as in NixOS and do their job.
 
 Evaluation needs a nixpkgs lib checkout: PANTHEROS_NIXPKGS_LIB names the directory that holds
-`lib/` (for example an extracted nix-community/nixpkgs.lib). PANTHEROS_IMPERMANENCE may name a
-nix-community/impermanence checkout, whose real module is then evaluated too.
+`lib/` (for example an extracted nix-community/nixpkgs.lib). nix/eval.nix declares the NixOS
+options with NixOS's types and merges (nix/eval/nixos.nix), so what NixOS rejects fails here too.
+PANTHEROS_IMPERMANENCE may name a nix-community/impermanence checkout, whose real module is then
+evaluated instead of a declaration of its options.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import re
 import shutil
 import subprocess
 import textwrap
@@ -25,13 +29,18 @@ NIX_FILES = sorted(
 )
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 IMPERMANENCE = os.environ.get("PANTHEROS_IMPERMANENCE")
+TABLE = json.loads((REPO / "src/pantheros/data/hardening.json").read_text())
+LEVELS: list[str] = TABLE["levels"]
+HOSTS = ["workstation", "server", "vm"]
+GENERATED = REPO / "nix" / "generated" / "initrd-units.json"
 
 needs_nix = pytest.mark.skipif(
     shutil.which("nix-instantiate") is None, reason="needs nix-instantiate (Debian nix-bin)"
 )
 needs_lib = pytest.mark.skipif(
     not NIXPKGS_LIB or not Path(NIXPKGS_LIB, "lib").is_dir() or not shutil.which("nix-instantiate"),
-    reason="module evaluation needs nix-instantiate and PANTHEROS_NIXPKGS_LIB (a nixpkgs lib)",
+    reason="module evaluation needs nix-instantiate and PANTHEROS_NIXPKGS_LIB (a nixpkgs lib "
+    "checkout); CI has none, so only the parse and format tests run there",
 )
 
 
@@ -44,26 +53,48 @@ def test_every_nix_file_parses(path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def test_the_flake_exports_what_users_import() -> None:
-    flake = (REPO / "flake.nix").read_text()
-    for name in ["storage", "impermanence", "security", "roles", "default"]:
-        assert f"{name} =" in flake or f"{name} ;" in flake
-    for output in [
-        "nixosModules",
-        "nixosConfigurations",
-        "packages",
-        "templates",
-        "checks",
-        "formatter",
-    ]:
-        assert f"{output} =" in flake
+@needs_nix
+def test_the_flake_exports_module_paths() -> None:
+    """Paths let NixOS load a module once however often it is imported; no nixpkgs needed."""
+    expr = f"""
+      let
+        flake = (import {REPO}/flake.nix).outputs {{
+          self = flake;
+          nixpkgs = {{ }};
+          impermanence.nixosModules.impermanence = /upstream/nixos.nix;
+        }};
+        kind = m: if builtins.isPath m then "path" else map toString m.imports;
+      in builtins.mapAttrs (_: kind) flake.nixosModules
+    """
+    proc = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    exported = json.loads(proc.stdout)
+    modules = REPO / "nix" / "modules"
+    assert exported["storage"] == exported["security"] == exported["manifest"] == "path"
+    for name, file in [("impermanence", "impermanence"), ("default", "default")]:
+        assert exported[name] == [str(modules / f"{file}.nix"), "/upstream/nixos.nix"]
     for check in ["rollback", "retention", "diff", "audit"]:
-        assert (REPO / "nix" / "tests" / f"{check}.nix").exists()
-        assert f"./nix/tests/{check}.nix" in flake
+        assert f"./nix/tests/{check}.nix" in (REPO / "flake.nix").read_text()
+
+
+@pytest.mark.skipif(
+    shutil.which("nixfmt") is None,
+    reason="needs nixfmt (RFC style), which has no Debian package; `nix fmt` provides it",
+)
+def test_every_nix_file_is_nixfmt_formatted() -> None:
+    proc = subprocess.run(
+        ["nixfmt", "--check", *map(str, NIX_FILES)], capture_output=True, text=True, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
 
 
 def evaluate(
-    tmp_path: Path, host: str, attr: str | None = None
+    tmp_path: Path, host: str, attr: str | None = None, *args: str
 ) -> subprocess.CompletedProcess[str]:
     module = tmp_path / "host.nix"
     module.write_text(textwrap.dedent(host))
@@ -79,6 +110,7 @@ def evaluate(
         "--arg",
         "host",
         str(module),
+        *args,
     ]
     if IMPERMANENCE:
         argv += ["--argstr", "impermanence", IMPERMANENCE]
@@ -87,15 +119,21 @@ def evaluate(
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 
-def evaluated(tmp_path: Path, host: str) -> dict[str, Any]:
-    proc = evaluate(tmp_path, host)
+def evaluated(tmp_path: Path, host: str, *args: str) -> dict[str, Any]:
+    proc = evaluate(tmp_path, host, None, *args)
     assert proc.returncode == 0, proc.stderr
     result: dict[str, Any] = json.loads(proc.stdout)
     return result
 
 
+def rejected(tmp_path: Path, host: str) -> str:
+    proc = evaluate(tmp_path, host)
+    assert proc.returncode != 0, proc.stdout
+    return proc.stderr
+
+
 BASE = """
-{ ... }: {
+{ lib, ... }: {
   networking.hostName = "demo";
   boot.initrd.systemd.enable = true;
   pantheros.storage.enable = true;
@@ -103,6 +141,21 @@ BASE = """
   %s
 }
 """
+SECURE = BASE % 'pantheros.security.enable = true; pantheros.security.level = "%s"; %s'
+BOOTSTEP = "/nix/store/00000000000000000000000000000000-pantheros-bootstep"
+DEVICE_UNIT = "dev-disk-by\\x2dlabel-pantheros.device"
+
+
+def host_module(name: str, extra: str = "") -> str:
+    return f"{{ lib, ... }}: {{ imports = [ {REPO}/hosts/{name}/default.nix ]; {extra} }}"
+
+
+def table_values(area: str, level: str) -> dict[str, Any]:
+    return {
+        c["key"]: c["levels"][level]["set"]
+        for c in TABLE["checks"]
+        if c["area"] == area and level in c["levels"]
+    }
 
 
 @needs_lib
@@ -110,12 +163,15 @@ def test_default_host_evaluates_to_the_layout(tmp_path: Path) -> None:
     out = evaluated(tmp_path, BASE % "")
     assert out["failedAssertions"] == []
     fs = out["fileSystems"]
-    assert fs["/"]["options"] == ["compress=zstd", "noatime", "subvol=root"]
+    # NixOS's fileSystems module adds x-initrd.mount to what stage 1 mounts.
+    assert fs["/"]["options"] == ["x-initrd.mount", "compress=zstd", "noatime", "subvol=root"]
     assert fs["/"]["device"] == "/dev/disk/by-label/pantheros"
     assert fs["/persist"]["neededForBoot"] is True
-    assert fs["/var/log"]["neededForBoot"] is True
-    assert fs["/home"]["neededForBoot"] is False
+    assert "x-initrd.mount" in fs["/var/log"]["options"]
+    assert fs["/home"]["options"] == ["compress=zstd", "noatime", "subvol=home"]
     assert fs["/boot"]["fsType"] == "vfat"
+    assert out["supportedFilesystems"] == {"btrfs": True, "vfat": True}
+    assert out["loader"] == {"systemdBootLimit": 10, "grubLimit": 10}
 
 
 @needs_lib
@@ -127,70 +183,164 @@ def test_rollback_unit_ordering_and_fail_policy(
     tmp_path: Path, policy: str, required: list[str]
 ) -> None:
     out = evaluated(tmp_path, BASE % f'pantheros.impermanence.failPolicy = "{policy}";')
-    unit = out["rollbackUnit"]
-    device = "dev-disk-by\\x2dlabel-pantheros.device"
-    assert unit["after"] == [device, "systemd-hibernate-resume.service"]
+    unit = out["initrd"]["services"]["pantheros-rollback"]
+    assert unit["after"] == [DEVICE_UNIT, "systemd-hibernate-resume.service"]
     assert unit["before"] == ["sysroot.mount"]
-    assert unit["requires"] == [device]
+    assert unit["requires"] == [DEVICE_UNIT]
     assert unit["wantedBy"] == ["initrd.target"]
     assert unit["requiredBy"] == required
     assert unit["unitConfig"]["DefaultDependencies"] is False
-    assert (
-        "panther rollback --manifest /etc/pantheros/manifest.json"
-        in unit["serviceConfig"]["ExecStart"]
+    assert unit["serviceConfig"]["ExecStart"].split() == [
+        f"{BOOTSTEP}/bin/pantheros-rollback",
+        *("--device", "/dev/disk/by-label/pantheros", "--root", "root"),
+        *("--blank", "root-blank", "--old-roots", "old_roots", "--design", "blank-snapshot"),
+        *("--keep-min", "3", "--fail-policy", policy),
+        *("--report", "/run/pantheros/rollback.report"),
+    ]
+
+
+@needs_lib
+@pytest.mark.scenario("nixos-modules: The initrd runs only the boot step")
+def test_the_initrd_runs_only_the_boot_step(tmp_path: Path) -> None:
+    out = evaluated(tmp_path, BASE % "")
+    initrd = out["initrd"]
+    unit = initrd["services"]["pantheros-rollback"]
+    assert initrd["storePaths"] == [BOOTSTEP]
+    assert not any("pantheros/" in p or "python" in p for p in initrd["storePaths"])
+    assert "python" not in unit["serviceConfig"]["ExecStart"]
+    assert "/bin/panther " not in unit["serviceConfig"]["ExecStart"]
+    assert unit["serviceConfig"]["TimeoutStartSec"] == "2min"
+    assert unit["serviceConfig"]["Type"] == "oneshot"
+    assert unit["unitConfig"]["ConditionKernelCommandLine"] == "!pantheros.norollback"
+    # The script's tools beyond bash and coreutils: flock and btrfs.
+    assert initrd["extraBin"] == {
+        "flock": "/nix/store/00000000000000000000000000000000-util-linux/bin/flock",
+        "btrfs": "/nix/store/00000000000000000000000000000000-btrfs-progs/bin/btrfs",
+    }
+    assert initrd["supportedFilesystems"] == {"btrfs": True}
+
+
+@needs_lib
+def test_stage_two_records_and_warns(tmp_path: Path) -> None:
+    out = evaluated(tmp_path, BASE % "")
+    finish = out["services"]["pantheros-rollback-finish"]
+    assert finish["after"] == ["local-fs.target"]
+    assert finish["wantedBy"] == ["multi-user.target"]
+    assert finish["serviceConfig"]["Type"] == "oneshot"
+    assert finish["serviceConfig"]["ExecStart"] == (
+        "/nix/store/00000000000000000000000000000000-pantheros/bin/panther rollback --finish "
+        "--report /run/pantheros/rollback.report"
     )
+    assert out["timers"]["pantheros-roots-gc"]["wantedBy"] == ["timers.target"]
+    login = out["loginShellInit"]
+    assert "/run/pantheros/login-warning" in login
+    assert "grep" not in login
+    assert "rollback.json" not in login
 
 
 @needs_lib
 def test_luks_orders_the_rollback_after_cryptsetup(tmp_path: Path) -> None:
     out = evaluated(tmp_path, BASE % "pantheros.storage.luks.enable = true;")
-    unit = out["rollbackUnit"]
+    unit = out["initrd"]["services"]["pantheros-rollback"]
     assert "systemd-cryptsetup@cryptroot.service" in unit["after"]
     assert unit["requires"] == ["dev-mapper-cryptroot.device"]
+    assert "--device /dev/mapper/cryptroot" in unit["serviceConfig"]["ExecStart"]
     assert out["fileSystems"]["/"]["device"] == "/dev/mapper/cryptroot"
     assert out["luks"]["cryptroot"]["device"] == "/dev/disk/by-partlabel/pantheros"
     assert manifests.load_document(out["manifest"]).storage.luks is not None
 
 
 @needs_lib
-@pytest.mark.parametrize(
-    ("level", "key", "value"),
-    [
-        ("baseline", "kernel.kptr_restrict", 1),
-        ("hardened", "kernel.kptr_restrict", 2),
-        ("strict", "kernel.yama.ptrace_scope", 3),
-        ("hardened", "kernel.yama.ptrace_scope", 1),
-    ],
-)
+@pytest.mark.parametrize("level", LEVELS)
 @pytest.mark.scenario("security-audit: Level sets sysctls from the table")
-def test_security_level_sets_sysctls_from_the_table(
-    tmp_path: Path, level: str, key: str, value: int
-) -> None:
-    out = evaluated(tmp_path, BASE % f'pantheros.security.level = "{level}";')
-    assert out["sysctl"][key] == value
-    table = json.loads((REPO / "src/pantheros/data/hardening.json").read_text())
-    check = next(c for c in table["checks"] if c.get("key") == key)
-    assert check["levels"][level]["set"] == value
+def test_security_level_sets_sysctls_from_the_table(tmp_path: Path, level: str) -> None:
+    out = evaluated(tmp_path, SECURE % (level, ""))
+    wanted = table_values("sysctl", level)
+    assert {k: out["sysctl"][k] for k in wanted} == wanted
+    # NixOS's own defaults stay where the table says nothing.
+    assert out["sysctl"]["vm.max_map_count"] == 1048576
+
+
+@needs_lib
+def test_a_host_overrides_a_hardening_value_with_a_plain_definition(tmp_path: Path) -> None:
+    out = evaluated(
+        tmp_path,
+        SECURE % ("strict", 'boot.kernel.sysctl."kernel.yama.ptrace_scope" = 1;'),
+    )
+    assert out["sysctl"]["kernel.yama.ptrace_scope"] == 1
+    # mkDefault (NixOS's and any profile's) stays below the hardening.
+    out = evaluated(
+        tmp_path,
+        SECURE % ("strict", 'boot.kernel.sysctl."kernel.yama.ptrace_scope" = lib.mkDefault 0;'),
+    )
+    assert out["sysctl"]["kernel.yama.ptrace_scope"] == 3
 
 
 @needs_lib
 def test_hardened_adds_kernel_params_modules_and_ssh(tmp_path: Path) -> None:
-    out = evaluated(tmp_path, BASE % 'pantheros.security.level = "hardened";')
+    out = evaluated(tmp_path, SECURE % ("hardened", ""))
     assert "slab_nomerge" in out["kernelParams"]
     assert "cramfs" in out["blacklistedKernelModules"]
+    false = "/nix/store/00000000000000000000000000000000-coreutils/bin/false"
+    assert f"install cramfs {false}\n" in out["extraModprobeConfig"]
+    assert "/bin/false\n" not in out["extraModprobeConfig"].replace(false, "")
     assert out["sshSettings"]["PermitRootLogin"] == "no"
     assert out["sshSettings"]["PasswordAuthentication"] is False
+    assert out["sshSettings"]["LogLevel"] == "VERBOSE"
+
+
+@needs_lib
+@pytest.mark.parametrize("level", LEVELS)
+def test_tmp_is_nixos_tmpfs_and_noexec_moves_the_build_directory(
+    tmp_path: Path, level: str
+) -> None:
+    out = evaluated(tmp_path, SECURE % (level, ""))
+    wanted = next(c for c in TABLE["checks"] if c["id"] == "mount.tmp")["levels"][level]["set"]
+    if "noexec" in wanted:
+        assert out["tmp"]["useTmpfs"] is False
+        options = out["fileSystems"]["/tmp"]["options"]
+        assert options == [*out["tmp"]["tmpfsFinalOptions"], "noexec"]
+        assert out["services"]["nix-daemon"]["environment"]["TMPDIR"] == "/var/tmp"
+    else:
+        assert out["tmp"]["useTmpfs"] is True
+        assert "/tmp" not in out["fileSystems"]
+        [mount] = [m for m in out["mounts"] if m["name"] == "tmp.mount"]
+        assert set(wanted) <= set(mount["mountConfig"]["Options"].split(","))
+        assert "nix-daemon" not in out["services"]
+
+
+@needs_lib
+def test_noexec_tmp_refuses_a_second_tmp_mount(tmp_path: Path) -> None:
+    out = evaluated(tmp_path, SECURE % ("strict", "boot.tmp.useTmpfs = true;"))
+    assert any("mounts /tmp itself" in m for m in out["failedAssertions"])
+
+
+@needs_lib
+def test_strict_uses_protectproc_not_hidepid(tmp_path: Path) -> None:
+    ssh = (
+        'services.openssh.enable = true; users.users.op = { isNormalUser = true; password = "x"; };'
+    )
+    out = evaluated(tmp_path, SECURE % ("strict", ssh))
+    assert not any(o.startswith("hidepid") for o in out["specialFileSystems"]["/proc"]["options"])
+    for service in ["getty@", "serial-getty@", "sshd"]:
+        assert out["services"][service]["serviceConfig"]["ProtectProc"] == "invisible"
+    waiver = out["manifest"]["security"]["waivers"]["mount.proc"]["reason"]
+    assert "cgroups v2" in waiver
+    # The audit reads the same manifest: the check is reported as waived, with this reason.
+    assert manifests.load_document(out["manifest"]).security.waivers["mount.proc"] == waiver
 
 
 @needs_lib
 def test_a_waiver_drops_its_check_and_an_unknown_one_is_refused(tmp_path: Path) -> None:
     waived = 'pantheros.security.waivers."sysctl.kernel.kptr_restrict".reason = "kernel dev box";'
-    out = evaluated(tmp_path, BASE % waived)
-    assert "kernel.kptr_restrict" not in out["sysctl"]
+    out = evaluated(tmp_path, SECURE % ("baseline", waived))
+    assert out["sysctl"]["kernel.kptr_restrict"] == 1  # NixOS's own default, not the table's
     assert out["manifest"]["security"]["waivers"] == {
         "sysctl.kernel.kptr_restrict": {"reason": "kernel dev box"}
     }
-    out = evaluated(tmp_path, BASE % 'pantheros.security.waivers."sysctl.bogus".reason = "x";')
+    out = evaluated(
+        tmp_path, SECURE % ("baseline", 'pantheros.security.waivers."sysctl.bogus".reason = "x";')
+    )
     assert any('unknown check id "sysctl.bogus"' in m for m in out["failedAssertions"])
 
 
@@ -214,10 +364,11 @@ def test_manifest_validates_against_the_schema(tmp_path: Path) -> None:
     assert (entry.kind, entry.user, entry.mode) == ("directory", "app", "0700")
     assert {e.path for e in manifest.persistence} >= {"/var/lib/nixos", "/etc/machine-id"}
     assert manifest.storage.root.name == "root"
+    assert out["etc"] == ["pantheros/manifest.json"]
 
 
 @needs_lib
-def test_persistence_file_entries_are_declared(tmp_path: Path) -> None:
+def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path: Path) -> None:
     data = tmp_path / "persistence.json"
     data.write_text(
         json.dumps(
@@ -228,14 +379,27 @@ def test_persistence_file_entries_are_declared(tmp_path: Path) -> None:
             }
         )
     )
-    out = evaluated(tmp_path, BASE % f"pantheros.impermanence.persistenceFile = {data};")
+    host = f"""
+      pantheros.impermanence.persistenceFile = {data};
+      pantheros.impermanence.directories = [
+        {{ directory = "/var/lib/app"; user = "app"; group = "app"; mode = "0750"; }}
+      ];
+      pantheros.impermanence.files = [
+        {{ file = "/var/lib/app/key"; user = "app"; mode = "0400"; }}
+      ];
+    """
+    out = evaluated(tmp_path, BASE % host)
     paths = {e["path"]: e for e in out["manifest"]["persistence"]}
     assert paths["/var/lib/from-file"]["mode"] == "0755"
     assert paths["/etc/from-file.conf"]["mode"] == "0600"
-    if IMPERMANENCE:
-        dirs = [d["directory"] for d in out["persistence"]["/persist"]["directories"]]
-        assert "/var/lib/from-file" in dirs
-        assert "/etc/from-file.conf" in out["persistence"]["/persist"]["files"]
+    # impermanence has no per-file mode: tmpfiles sets it on the persistent copy.
+    assert "z /persist/etc/from-file.conf 0600 root root - -" in out["tmpfilesRules"]
+    assert "z /persist/var/lib/app/key 0400 app root - -" in out["tmpfilesRules"]
+    persisted = out["persistence"]["/persist"]
+    assert "/var/lib/from-file" in [d["directory"] for d in persisted["directories"]]
+    files = {f["file"]: f["parentDirectory"] for f in persisted["files"]}
+    assert files["/var/lib/app/key"] == {"user": "app", "group": "app", "mode": "0750"}
+    assert files["/etc/from-file.conf"] == {"user": "root", "group": "root", "mode": "0755"}
 
 
 @needs_lib
@@ -267,22 +431,66 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
 @pytest.mark.parametrize(
     ("setting", "error"),
     [
-        ("pantheros.impermanence.enabel = true;", "does not exist"),
+        # Typos, in PantherOS's options and in NixOS's.
+        (
+            "pantheros.impermanence.enabel = true;",
+            "The option `pantheros.impermanence.enabel' does not exist.",
+        ),
+        (
+            "boot.initrd.systemd.storePathz = [ ];",
+            "The option `boot.initrd.systemd.storePathz' does not exist.",
+        ),
+        ("services.opensssh.enable = true;", "The option `services.opensssh' does not exist."),
+        # Wrong types.
         ('pantheros.impermanence.retention.keepMin = "three";', "is not of type"),
         ('pantheros.security.level = "paranoid";', "is not of type"),
-        ('pantheros.impermanence.failPolicy = "ignore";', "is not of type"),
+        (
+            'boot.kernel.sysctl."kernel.kptr_restrict" = [ 7 ];',
+            "is not of type `sysctl option value'",
+        ),
+        ('services.openssh.settings.PermitRootLogin = "maybe";', "is not of type `one of"),
+        ('fileSystems."/data".options = "noatime";', "is not of type `non-empty (list of"),
+        (
+            'boot.initrd.systemd.services.x.serviceConfig.Type = "sometimes";',
+            "boot.initrd.systemd.services.x.serviceConfig' is not of type",
+        ),
     ],
 )
-def test_typos_and_wrong_types_are_rejected(tmp_path: Path, setting: str, error: str) -> None:
-    proc = evaluate(tmp_path, BASE % setting, attr="manifest")
-    assert proc.returncode != 0
-    assert error in proc.stderr
+@pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
+def test_typos_and_wrong_types_fail_as_in_nixos(tmp_path: Path, setting: str, error: str) -> None:
+    assert error in rejected(tmp_path, BASE % setting)
+
+
+@needs_lib
+@pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
+def test_a_priority_clash_fails_as_in_nixos(tmp_path: Path) -> None:
+    """Two mkDefault definitions of a sysctl NixOS itself sets (sysctl.nix) collide."""
+    stderr = rejected(
+        tmp_path, BASE % 'boot.kernel.sysctl."kernel.kptr_restrict" = lib.mkDefault 2;'
+    )
+    assert (
+        'The option `boot.kernel.sysctl."kernel.kptr_restrict"\' is defined multiple times '
+        "while it's expected to be unique." in stderr
+    )
+    # The hardening's own priority (900) collides only with an equal one.
+    stderr = rejected(
+        tmp_path,
+        SECURE % ("baseline", 'boot.kernel.sysctl."fs.suid_dumpable" = lib.mkOverride 900 1;'),
+    )
+    assert "is defined multiple times while it's expected to be unique" in stderr
+
+
+@needs_lib
+def test_derived_values_are_read_only(tmp_path: Path) -> None:
+    stderr = rejected(tmp_path, BASE % 'pantheros.storage.btrfsDevice = "/dev/sda2";')
+    assert "The option `pantheros.storage.btrfsDevice' is read-only" in stderr
 
 
 @needs_lib
 @pytest.mark.parametrize("role", ["workstation", "server"])
 def test_roles(tmp_path: Path, role: str) -> None:
-    out = evaluated(tmp_path, BASE % f'pantheros.role = "{role}";')
+    extra = 'users.users.op = { isNormalUser = true; hashedPasswordFile = "/persist/op"; };'
+    out = evaluated(tmp_path, BASE % f'pantheros.role = "{role}"; {extra}')
     manifest = manifests.load_document(out["manifest"])
     expected = {"workstation": ("hardened", "boot-dirty"), "server": ("strict", "fail-closed")}[
         role
@@ -291,22 +499,207 @@ def test_roles(tmp_path: Path, role: str) -> None:
 
 
 @needs_lib
-@pytest.mark.parametrize("host", ["workstation", "server", "vm"])
-def test_example_hosts_evaluate(tmp_path: Path, host: str) -> None:
-    out = evaluated(tmp_path, f"{{ ... }}: {{ imports = [ {REPO}/hosts/{host}/default.nix ]; }}")
-    assert out["failedAssertions"] == []
-    manifest = manifests.load_document(out["manifest"], host)
-    assert manifest.host == host
+def test_role_persistence_follows_the_services_the_host_runs(tmp_path: Path) -> None:
+    out = evaluated(tmp_path, BASE % 'pantheros.role = "workstation";')
+    paths = {e["path"] for e in out["manifest"]["persistence"]}
+    assert "/etc/NetworkManager/system-connections" in paths
+    assert "/var/lib/bluetooth" not in paths
+    out = evaluated(
+        tmp_path, BASE % 'pantheros.role = "workstation"; hardware.bluetooth.enable = true;'
+    )
+    assert "/var/lib/bluetooth" in {e["path"] for e in out["manifest"]["persistence"]}
 
 
 @needs_lib
-def test_options_doc_is_current() -> None:
+@pytest.mark.parametrize(
+    "users",
+    [
+        "",
+        'users.users.root.openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA root@x" ];',
+        'users.users.nobody2 = { isSystemUser = true; group = "nogroup"; };',
+    ],
+)
+def test_ssh_without_a_way_in_is_refused(tmp_path: Path, users: str) -> None:
+    out = evaluated(tmp_path, SECURE % ("hardened", f"services.openssh.enable = true; {users}"))
+    assert any("the owner would be locked out" in m for m in out["failedAssertions"])
+
+
+@needs_lib
+@pytest.mark.parametrize("host", HOSTS)
+@pytest.mark.parametrize("level", LEVELS)
+def test_example_hosts_evaluate_at_every_level(tmp_path: Path, host: str, level: str) -> None:
+    out = evaluated(
+        tmp_path, host_module(host, f'pantheros.security.level = lib.mkForce "{level}";')
+    )
+    assert out["failedAssertions"] == []
+    manifest = manifests.load_document(out["manifest"], host)
+    assert (manifest.host, manifest.security.level) == (host, level)
+    sysctls = table_values("sysctl", level)
+    assert {k: out["sysctl"][k] for k in sysctls} == sysctls
+    ssh = table_values("ssh", level)
+    assert {k: out["sshSettings"][k] for k in ssh} == ssh
+    unit = out["initrd"]["services"]["pantheros-rollback"]
+    policy = manifest.impermanence.fail_policy.value
+    assert f"--fail-policy {policy}" in unit["serviceConfig"]["ExecStart"]
+    assert unit["requiredBy"] == (["sysroot.mount"] if policy == "fail-closed" else [])
+    assert out["initrd"]["storePaths"] == [BOOTSTEP]
+    assert out["fileSystems"]["/persist"]["neededForBoot"] is True
+
+
+@needs_lib
+def test_example_server_has_a_way_in_and_persists_only_what_it_runs(tmp_path: Path) -> None:
+    out = evaluated(tmp_path, host_module("server"))
+    admin = out["users"]["admin"]
+    assert "wheel" in admin["extraGroups"]
+    assert admin["keys"]
+    assert out["sshSettings"]["PermitRootLogin"] == "no"
+    paths = {e["path"] for e in out["manifest"]["persistence"]}
+    assert not {p for p in paths if p.startswith(("/var/lib/acme", "/var/lib/postgresql"))}
+    assert "/etc/ssh/ssh_host_ed25519_key" in paths
+
+
+@needs_lib
+def test_the_template_evaluates(tmp_path: Path) -> None:
+    module = f"{{ ... }}: {{ imports = [ {REPO}/templates/host/default.nix ]; }}"
+    out = evaluated(tmp_path, module)
+    assert out["failedAssertions"] == []
+    assert manifests.load_document(out["manifest"], "template").host == "my-host"
+
+
+@needs_lib
+@pytest.mark.parametrize(
+    "host",
+    [
+        '{ ... }: { networking.hostName = "plain"; }',
+        "{ ... }: { users.users.bob.isNormalUser = true; services.openssh.enable = true; }",
+    ],
+)
+def test_importing_the_modules_changes_nothing_until_the_host_opts_in(
+    tmp_path: Path, host: str
+) -> None:
+    with_modules = evaluated(tmp_path, host)
+    without = evaluated(tmp_path, host, "--arg", "withPantheros", "false")
+    assert {k: with_modules[k] for k in without} == without
+
+
+@needs_lib
+@pytest.mark.parametrize(
+    ("module", "host", "fact"),
+    [
+        ("security", 'pantheros.security.enable = true; networking.hostName = "s";', "sysctl"),
+        ("storage", 'pantheros.storage.enable = true; networking.hostName = "s";', "fileSystems"),
+        (
+            "impermanence",
+            "boot.initrd.systemd.enable = true; pantheros.storage.enable = true; "
+            'pantheros.impermanence.enable = true; networking.hostName = "s";',
+            "initrd",
+        ),
+    ],
+)
+def test_each_feature_module_works_alone(tmp_path: Path, module: str, host: str, fact: str) -> None:
+    out = evaluated(tmp_path, f"{{ ... }}: {{ {host} }}", "--argstr", "module", module)
+    assert out["failedAssertions"] == []
+    assert out["etc"] == ["pantheros/manifest.json"]
+    manifests.load_document(out["manifest"], module)
+    assert out[fact]
+
+
+@needs_lib
+def test_lab_host_storage_is_the_lab_manifest(tmp_path: Path) -> None:
+    """The boot tests format a disk from the lab manifest and boot the unit rendered here."""
+    out = evaluated(tmp_path, f"{{ ... }}: {{ imports = [ {REPO}/nix/tests/lab-host.nix ]; }}")
+    nix = manifests.load_document(out["manifest"], "lab-host.nix")
+    lab = manifests.load(REPO / "src/pantheros/data/manifests/lab.json")
+
+    def by_name(storage: Any) -> Any:
+        return dataclasses.replace(
+            storage, subvolumes=tuple(sorted(storage.subvolumes, key=lambda s: s.name))
+        )
+
+    assert by_name(nix.storage) == by_name(lab.storage)
+    assert nix.impermanence == lab.impermanence
+
+
+def rerun(script: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PANTHEROS_NIXPKGS_LIB": str(NIXPKGS_LIB)}
-    proc = subprocess.run(
-        [str(REPO / "scripts" / "gen-options"), "--check"],
+    return subprocess.run(
+        [str(REPO / "scripts" / script), "--check"],
         env=env,
         capture_output=True,
         text=True,
         check=False,
     )
+
+
+@needs_lib
+def test_options_doc_is_current() -> None:
+    proc = rerun("gen-options")
     assert proc.returncode == 0, proc.stderr
+
+
+@needs_lib
+def test_generated_initrd_units_are_current() -> None:
+    proc = rerun("render-initrd-units")
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_generated_initrd_units_have_the_contract_shape() -> None:
+    """What the QEMU boot tests read, checked everywhere (the file is kept in the repository)."""
+    document = json.loads(GENERATED.read_text())
+    assert set(document) == {"bootstep", "boot-dirty", "fail-closed"}
+    assert document["bootstep"].startswith("/nix/store/")
+    for policy in ["boot-dirty", "fail-closed"]:
+        rendered = document[policy]
+        assert set(rendered) == {"units", "wants", "requires"}
+        text = rendered["units"]["pantheros-rollback.service"]
+        assert text.startswith("[Unit]\n")
+        assert "\n[Service]\n" in text
+        assert "ConditionKernelCommandLine=!pantheros.norollback\n" in text
+        assert "Before=sysroot.mount\n" in text
+        exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
+        assert exec_start.startswith(f"ExecStart={document['bootstep']}/bin/pantheros-rollback ")
+        assert f"--fail-policy {policy} " in exec_start
+        assert rendered["wants"] == {"initrd.target": ["pantheros-rollback.service"]}
+    assert document["boot-dirty"]["requires"] == {}
+    assert document["fail-closed"]["requires"] == {"sysroot.mount": ["pantheros-rollback.service"]}
+
+
+VM_TESTS = ["rollback", "retention", "diff", "audit"]
+
+
+@needs_lib
+def test_the_vm_tests_pantheros_settings_evaluate(tmp_path: Path) -> None:
+    """The settings nix/tests/lib.nix boots (the VM tests themselves need nixpkgs to evaluate)."""
+    host = f"""
+      {{ ... }}: {{
+        imports = [ (import {REPO}/nix/tests/lib.nix {{ pkgs = null; self = null; }}).pantheros ];
+        boot.initrd.systemd.enable = true;
+        pantheros.storage.enable = true;
+        pantheros.impermanence.enable = true;
+      }}
+    """
+    out = evaluated(tmp_path, host)
+    assert out["failedAssertions"] == []
+    manifest = manifests.load_document(out["manifest"], "nix/tests/lib.nix")
+    assert manifest.storage.esp is None
+    assert {e.path for e in manifest.persistence} >= {"/var/lib/kept", "/etc/kept.conf"}
+    assert "/boot" not in out["fileSystems"]
+    assert "z /persist/etc/kept.conf 0600 root root - -" in out["tmpfilesRules"]
+
+
+@pytest.mark.parametrize("name", VM_TESTS)
+def test_vm_tests_boot_pantheros_from_the_second_disk_and_reboot(name: str) -> None:
+    """nixpkgs' install-to-a-second-disk pattern: the shared first boot, then reboots."""
+    text = (REPO / "nix" / "tests" / f"{name}.nix").read_text()
+    assert "pkgs.testers.runNixOSTest" in text
+    assert "common.node" in text
+    assert "${common.firstBoot}" in text
+    reboots = text.count("machine.reboot()")
+    loops = [int(n) for n in re.findall(r"for boot in range\((\d+)\)", text)]
+    assert reboots >= 1
+    assert loops
+    assert max(loops) >= 2
+    lib = (REPO / "nix" / "tests" / "lib.nix").read_text()
+    for needed in ["useBootLoader = true", "mountHostNixStore = true", "panther disk format"]:
+        assert needed in lib
+    assert "bootctl set-default nixos-generation-1-specialisation-pantheros.conf" in lib

@@ -1,12 +1,10 @@
 """Invariant 9: the blank is trusted only while it is read-only and unchanged since it was made.
 
-A subvolume's ctransid is the transaction of the last change to anything in its tree (data,
-names, owner, mode, xattrs). A snapshot inherits its source's ctransid, which is at most the
-snapshot's creation transid (otransid); any write after creation moves ctransid past otransid.
-The generation is no such marker: every snapshot taken of the blank (one per boot) moves it.
-Clearing and setting the read-only flag move neither. So "read-only and ctransid <= otransid"
-means: nothing was written into the blank since it was made. The boot step applies the same
-rule in shell.
+A subvolume's ctransid is the transaction of the last change to anything in it (data, names,
+modes, xattrs), and a snapshot starts with its source's, so `ctransid <= otransid` means nothing
+changed since it was made. Clearing the read-only flag alone changes nothing; writing a file
+does, and setting the flag again does not undo that. The generation cannot serve: taking a
+snapshot of the blank (every boot does) raises it. The boot step applies the same rule in shell.
 """
 
 from __future__ import annotations
@@ -16,6 +14,11 @@ from pathlib import Path
 from pantheros import btrfs
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import Design
+
+
+def unchanged(info: btrfs.SubvolumeInfo) -> bool:
+    """Nothing in the subvolume changed since it was made (the rule above)."""
+    return info.ctransid <= info.otransid
 
 
 def problem(top: Path, manifest: Manifest) -> str | None:
@@ -29,9 +32,9 @@ def problem(top: Path, manifest: Manifest) -> str | None:
     info = btrfs.subvolume_info(path)
     if not info.readonly:
         return f"the blank snapshot {name} is writable (it must stay read-only)"
-    if info.ctransid > info.otransid:
+    if not unchanged(info):
         return (
             f"the blank snapshot {name} changed after it was made "
-            f"(last changed at transid {info.ctransid}, made at transid {info.otransid})"
+            f"(changed at transid {info.ctransid}, made at {info.otransid})"
         )
     return None

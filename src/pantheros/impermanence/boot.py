@@ -1,4 +1,4 @@
-"""`panther rollback`: the boot step, kept to the few modules the initrd needs."""
+"""`panther rollback`: run the boot step, record its result, and the stage-2 `--finish`."""
 
 from __future__ import annotations
 
@@ -10,9 +10,14 @@ from pathlib import Path
 from pantheros import btrfs, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, Refused, UsageError
-from pantheros.impermanence import rollback
+from pantheros.impermanence import bootstep, rollback
+from pantheros.impermanence.bootstep import Outcome
+from pantheros.machine import Machine
 from pantheros.manifest.models import FailPolicy
 from pantheros.storage import blockdev, mounts
+
+NO_ROLLBACK_PARAMETER = "pantheros.norollback"
+LOGIN_WARNING = "login-warning"
 
 
 def default_device(manifest: manifests.Manifest) -> str:
@@ -20,6 +25,12 @@ def default_device(manifest: manifests.Manifest) -> str:
     if luks:
         return f"/dev/mapper/{luks.name}"
     return f"/dev/disk/by-label/{manifest.storage.btrfs_label}"
+
+
+def _policy_code(manifest: manifests.Manifest) -> ExitCode:
+    if manifest.impermanence.fail_policy is FailPolicy.FAIL_CLOSED:
+        return ExitCode.FAILURE
+    return ExitCode.BOOT_DIRTY
 
 
 @contextmanager
@@ -31,14 +42,12 @@ def _rollback_top(args: argparse.Namespace, manifest: manifests.Manifest) -> Ite
         yield top
         return
     if args.lab:
-        from pantheros.machine import Machine
-
         lab_machine = Machine.select(args.lab)
         if lab_machine.lab and lab_machine.lab.is_up() and not args.dry_run:
             raise Refused(
                 "the lab is up: `panther lab reboot` unmounts it, rolls back and mounts it again"
             )
-        with lab_machine.top_level(readonly=args.dry_run) as top:
+        with lab_machine.lock(), lab_machine.top_level(readonly=args.dry_run) as top:
             yield top
         return
     mounts.require_root("panther rollback")
@@ -51,35 +60,75 @@ def _rollback_top(args: argparse.Namespace, manifest: manifests.Manifest) -> Ite
 
 def run_rollback(
     top: Path, manifest: manifests.Manifest, *, dry_run: bool, gc: bool
-) -> tuple[rollback.Outcome, int]:
-    """Roll back and apply the fail policy; the exit code is the policy's verdict."""
+) -> tuple[Outcome, int]:
+    """Run the boot step on top, record the result; the exit code is the policy's verdict."""
     try:
-        outcome = rollback.Rollback(top, manifest, dry_run=dry_run).run()
-        code = ExitCode.OK
+        outcome, code = bootstep.run(manifest, top=top, dry_run=dry_run)
     except PantherError as exc:
-        outcome = rollback.Outcome(result="dirty", error=str(exc))
-        policy = manifest.impermanence.fail_policy
-        code = ExitCode.FAILURE if policy is FailPolicy.FAIL_CLOSED else ExitCode.BOOT_DIRTY
+        outcome, code = Outcome(result="dirty", error=str(exc)), _policy_code(manifest)
         ui.warn(f"rollback failed: {exc}")
-        ui.warn(
-            "fail-closed: the boot stops here"
-            if policy is FailPolicy.FAIL_CLOSED
-            else "boot-dirty: booting the previous root; `panther status` will say so"
-        )
     if gc and not dry_run and outcome.result != "dirty":
         plan, deleted = rollback.gc(top, manifest, dry_run=False)
         outcome.pruned += deleted
         outcome.notes += plan.notes
     if not dry_run:
-        try:
-            rollback.write_record(rollback.record_path(top, manifest), manifest, outcome)
-        except OSError as exc:
-            # Loud, but the root itself is what it is: the exit code stays the rollback's own.
-            ui.warn(f"could not record the rollback result: {exc}")
+        _record(top, manifest, outcome)
     return outcome, code
 
 
-def print_outcome(outcome: rollback.Outcome) -> None:
+def _record(top: Path, manifest: manifests.Manifest, outcome: Outcome) -> None:
+    try:
+        rollback.write_record(rollback.record_path(top, manifest), manifest, outcome)
+    except OSError as exc:
+        # Loud, but the root itself is what it is: the exit code stays the rollback's own.
+        ui.warn(f"could not record the rollback result: {exc}")
+
+
+def boot_outcome(report: Path, cmdline: str) -> Outcome:
+    """What happened in this boot's initrd, from the step's report (or its absence)."""
+    try:
+        return bootstep.parse_report(report.read_text(encoding="utf-8", errors="replace"))
+    except FileNotFoundError:
+        pass
+    if NO_ROLLBACK_PARAMETER in cmdline.split():
+        return Outcome(
+            result="skipped",
+            notes=[f"{NO_ROLLBACK_PARAMETER} is on the kernel command line: no rollback"],
+        )
+    return Outcome(result="dirty", error=f"no report at {report}: the boot step did not run")
+
+
+def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
+    """Stage 2: record what the boot step did, prune by retention, and be loud if it failed.
+
+    The record goes to the persist subvolume (what `panther status` and the audit read); when
+    the root was not rolled back, one line goes to the machine's login warning file, which the
+    login message prints as it is."""
+    outcome = boot_outcome(report, cmdline)
+    warning = machine.run_dir / LOGIN_WARNING
+    with machine.lock(), machine.top_level() as top:
+        if outcome.result in ("fresh", "already-fresh"):
+            plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
+            outcome.pruned += deleted
+            outcome.notes += plan.notes
+        _record(top, machine.manifest, outcome)
+    if outcome.result in ("fresh", "already-fresh"):
+        warning.unlink(missing_ok=True)
+        return outcome, ExitCode.OK
+    if outcome.result == "skipped":
+        line = "PantherOS: the rollback was skipped at this boot (pantheros.norollback)."
+    else:
+        line = (
+            f"PantherOS: the root was NOT rolled back at this boot ({outcome.error}); "
+            "run 'panther status'."
+        )
+    warning.parent.mkdir(parents=True, exist_ok=True)
+    warning.write_text(line + "\n", encoding="utf-8")
+    ui.warn(line)
+    return outcome, ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY
+
+
+def print_outcome(outcome: Outcome) -> None:
     for action in outcome.actions:
         ui.result(f"  {action}")
     for note in outcome.notes:
@@ -92,14 +141,23 @@ def print_outcome(outcome: rollback.Outcome) -> None:
         "already-fresh": "the root is already fresh: nothing to do",
         "would-roll-back": "dry run: nothing was changed",
         "dirty": f"the root was NOT rolled back: {outcome.error}",
+        "skipped": "the rollback was skipped at this boot",
     }
     ui.result(words[outcome.result])
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
+    if args.finish:
+        if args.top or args.lab or args.device or args.dry_run or args.gc:
+            raise UsageError("--finish reads this boot's report; it takes only --report and -m")
+        cmdline = Path("/proc/cmdline").read_text(encoding="utf-8")
+        outcome, code = finish(Machine.select(None, args.manifest), Path(args.report), cmdline)
+        if args.json:
+            ui.emit_json(outcome.__dict__)
+        else:
+            print_outcome(outcome)
+        return code
     if args.lab:
-        from pantheros.machine import Machine
-
         manifest = Machine.select(args.lab).manifest
     else:
         manifest = manifests.load(args.manifest or manifests.HOST_MANIFEST)

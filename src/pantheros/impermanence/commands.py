@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode, Refused, UsageError
+from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.impermanence import rollback
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.machine import Machine
@@ -17,33 +17,35 @@ from pantheros.storage import blockdev, layout
 
 
 def cmd_lab_reboot(args: argparse.Namespace) -> int:
-    from pantheros.impermanence.boot import print_outcome, run_rollback
+    """A reboot as PantherOS boots: the initrd's step, then the tree mounted, then stage 2."""
+    from pantheros.impermanence import bootstep
+    from pantheros.impermanence.boot import finish, print_outcome
     from pantheros.lab import Lab, default_dir
+    from pantheros.state import persist
 
     lab = Lab(Path(args.dir).resolve() if args.dir else default_dir())
     machine = Machine.select(str(lab.directory))
-    state = lab.state()
-    if state is None:
-        raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
-    ui.progress("shutting down: unmounting the lab tree")
-    layout.unmount_tree(str(lab.mnt), keep_device=True)
-    ui.progress("initrd: panther rollback (as the boot runs it)")
-    with machine.top_level() as top:
-        outcome, code = run_rollback(top, machine.manifest, dry_run=False, gc=False)
-    print_outcome(outcome)
-    ui.progress("booting: mounting the lab tree")
-    layout.mount_tree(machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None)
-    from pantheros.state import persist
-
-    persist.apply(machine)
-    if code == ExitCode.OK:
-        ui.progress("after boot: panther roots gc")
+    report = machine.run_dir / bootstep.BOOT_REPORT.name
+    with machine.lock():
+        if lab.state() is None:
+            raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
+        ui.progress("shutting down: unmounting the lab tree")
+        layout.unmount_tree(str(lab.mnt), keep_device=True)
+        report.unlink(missing_ok=True)  # /run does not survive a reboot
+        ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
         with machine.top_level() as top:
-            plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
-        for note in plan.notes:
-            ui.result(f"  note: {note}")
-        if deleted:
-            ui.result(f"  pruned: {', '.join(deleted)}")
+            try:
+                bootstep.run(machine.manifest, top=top, report=report)
+            except PantherError as exc:
+                ui.warn(f"the boot step failed: {exc}")
+        ui.progress("booting: mounting the lab tree")
+        layout.mount_tree(
+            machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None
+        )
+        persist.apply(machine)
+        ui.progress("stage 2: panther rollback --finish (record, then prune old roots)")
+        outcome, code = finish(machine, report, cmdline="")
+    print_outcome(outcome)
     return code
 
 

@@ -65,7 +65,7 @@ def collect(machine: Machine) -> dict[str, Any]:
             "why": why,
             "subvolume_id": root_info.id,
             "created": root_info.created.isoformat(),
-            "modified_since_creation": root_info.ctransid > root_info.otransid,
+            "modified_since_creation": not blank.unchanged(root_info),
         },
         "blank": {
             "name": manifest.storage.blank_snapshot,

@@ -1,0 +1,795 @@
+# The NixOS options that PantherOS's modules, the example hosts, the template and
+# nix-community/impermanence set or read, declared with the types and merges NixOS uses, plus the
+# definitions NixOS itself makes that can collide with ours. Each block names the nixpkgs file
+# that declares the option; the declarations are written for PantherOS (D26). Anything not
+# declared here does not exist: setting it fails as it does in NixOS.
+{
+  config,
+  lib,
+  options,
+  pkgs,
+  utils,
+  ...
+}:
+let
+  inherit (lib) mkDefault mkOption types;
+  systemd = import ./systemd.nix { inherit lib pkgs; };
+
+  bool = default: mkOption { type = types.bool; inherit default; };
+  enableOption = bool false;
+  strings = mkOption {
+    type = types.listOf types.str;
+    default = [ ];
+  };
+  lines = mkOption {
+    type = types.lines;
+    default = "";
+  };
+
+  # nixos/modules/tasks/filesystems.nix: `attrNamesToTrue`, `nonEmptyStr`,
+  # `nonEmptyWithoutTrailingSlash`.
+  attrNamesToTrue = types.coercedTo (types.listOf types.str) (
+    names: lib.genAttrs names (_: true)
+  ) (types.attrsOf types.bool);
+  nonEmpty = s: builtins.match "[ \t\n]*" s == null;
+  nonEmptyStr = types.addCheck types.str nonEmpty // {
+    description = "non-empty string";
+  };
+  mountPointType = types.addCheck types.str (s: nonEmpty s && builtins.match ".+/" s == null) // {
+    description = "non-empty string without trailing slash";
+  };
+
+  # nixos/modules/tasks/filesystems.nix `coreFileSystemOpts` (fileSystems and
+  # boot.specialFileSystems).
+  coreFileSystem =
+    { name, config, ... }:
+    {
+      options = {
+        enable = bool true;
+        mountPoint = mkOption {
+          type = mountPointType;
+          default = name;
+        };
+        device = mkOption {
+          type = types.nullOr nonEmptyStr;
+          default = null;
+        };
+        fsType = mkOption {
+          type = nonEmptyStr;
+          default = "auto";
+        };
+        options = mkOption {
+          type = types.nonEmptyListOf nonEmptyStr;
+          default = [ "defaults" ];
+        };
+        depends = mkOption {
+          type = types.listOf mountPointType;
+          default = [ ];
+        };
+      };
+      config.device = lib.mkIf (lib.elem config.fsType [
+        "proc"
+        "sysfs"
+        "tmpfs"
+        "ramfs"
+        "devtmpfs"
+        "devpts"
+      ]) (mkDefault config.fsType);
+    };
+
+  # nixos/modules/tasks/filesystems.nix `fileSystemOpts`, with `neededForBoot` from
+  # nixos/modules/system/boot/stage-1.nix.
+  fileSystem =
+    { config, ... }:
+    {
+      options = {
+        label = mkOption {
+          type = types.nullOr nonEmptyStr;
+          default = null;
+        };
+        autoFormat = bool false;
+        autoResize = bool false;
+        noCheck = bool false;
+        neededForBoot = bool false;
+      };
+      config.device = lib.mkIf (config.label != null) (mkDefault "/dev/disk/by-label/${config.label}");
+      config.options = lib.mkMerge [
+        (lib.mkIf config.autoResize [ "x-systemd.growfs" ])
+        (lib.mkIf config.autoFormat [ "x-systemd.makefs" ])
+        (lib.mkIf (utils.fsNeededForBoot config) [ "x-initrd.mount" ])
+      ];
+    };
+
+  # nixos/modules/config/sysctl.nix: each key is defined once after priorities
+  # (mergeOneOption over filterOverrides), so two definitions at the same priority fail.
+  sysctlValue = lib.mkOptionType {
+    name = "sysctl option value";
+    check =
+      v:
+      let
+        atom = x: lib.isBool x || lib.isString x || lib.isInt x || x == null;
+      in
+      atom v || (v._type or "" == "override" && atom v.content);
+    merge = loc: defs: lib.mergeOneOption loc (lib.filterOverrides defs);
+  };
+  largestBuffer = mkOption {
+    type = types.nullOr types.ints.unsigned // {
+      merge =
+        _: defs:
+        lib.foldl (a: b: if b.value == null then null else lib.max a b.value) 0 (lib.filterOverrides defs);
+    };
+    default = null;
+  };
+
+  # nixos/modules/config/users-groups.nix `passwdEntry`-checked strings, and the user options
+  # (with `openssh.authorizedKeys` from nixos/modules/services/networking/ssh/sshd.nix).
+  passwdStr = types.passwdEntry types.str;
+  nullStr = mkOption {
+    type = types.nullOr passwdStr;
+    default = null;
+  };
+  userOptions =
+    { name, config, ... }:
+    {
+      options = {
+        name = mkOption {
+          type = passwdStr;
+          default = name;
+        };
+        description = mkOption {
+          type = passwdStr;
+          default = "";
+        };
+        uid = mkOption {
+          type = types.nullOr types.int;
+          default = null;
+        };
+        isSystemUser = bool false;
+        isNormalUser = bool false;
+        group = mkOption {
+          type = types.str;
+          default = "";
+        };
+        extraGroups = strings;
+        home = mkOption {
+          type = types.passwdEntry types.path;
+          default = "/var/empty";
+        };
+        createHome = bool false;
+        shell = mkOption {
+          type = types.nullOr (types.either types.shellPackage (types.passwdEntry types.path));
+          default = null;
+        };
+        hashedPassword = nullStr;
+        password = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
+        hashedPasswordFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
+        initialHashedPassword = nullStr;
+        initialPassword = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
+        openssh.authorizedKeys = {
+          keys = strings;
+          keyFiles = mkOption {
+            type = types.listOf types.path;
+            default = [ ];
+          };
+        };
+      };
+      config = lib.mkIf config.isNormalUser {
+        group = mkDefault "users";
+        createHome = mkDefault true;
+        home = mkDefault "/home/${config.name}";
+      };
+    };
+
+  # nixos/modules/system/etc/etc.nix: one file of /etc.
+  etcFile =
+    {
+      name,
+      config,
+      options,
+      ...
+    }:
+    {
+      options = {
+        enable = bool true;
+        target = mkOption {
+          type = types.str;
+          default = name;
+        };
+        text = mkOption {
+          type = types.nullOr types.lines;
+          default = null;
+        };
+        source = mkOption { type = types.path; };
+        mode = mkOption {
+          type = types.str;
+          default = "symlink";
+        };
+        uid = mkOption {
+          type = types.int;
+          default = 0;
+        };
+        gid = mkOption {
+          type = types.int;
+          default = 0;
+        };
+        user = mkOption {
+          type = types.str;
+          default = "+${toString config.uid}";
+        };
+        group = mkOption {
+          type = types.str;
+          default = "+${toString config.gid}";
+        };
+      };
+      config.source = lib.mkIf (config.text != null) (
+        lib.mkDerivedConfig options.text (pkgs.writeText "etc-${baseNameOf name}")
+      );
+    };
+
+  # nixos/lib/systemd-types.nix `initrdContents`.
+  initrdFile =
+    { name, config, ... }:
+    {
+      options = {
+        enable = bool true;
+        target = mkOption {
+          type = types.path;
+          default = name;
+        };
+        text = mkOption {
+          type = types.nullOr types.lines;
+          default = null;
+        };
+        source = mkOption { type = types.path; };
+      };
+      config.source = lib.mkIf (config.text != null) (
+        pkgs.writeText "initrd-${baseNameOf name}" config.text
+      );
+    };
+
+  # nixos/lib/systemd-types.nix `initrdStorePath`: a store path (or package) copied into the
+  # initrd with what its ELF files and symlinks need.
+  initrdStorePath = types.coercedTo (types.oneOf [
+    types.singleLineStr
+    types.package
+  ]) (source: { inherit source; }) (
+    types.submodule {
+      options = {
+        enable = bool true;
+        source = mkOption { type = types.path; };
+        target = mkOption {
+          type = types.nullOr types.path;
+          default = null;
+        };
+      };
+    }
+  );
+
+  # nixos/modules/system/activation/activation-script.nix: an activation snippet.
+  activationScript = types.coercedTo types.str (text: { inherit text; }) (
+    types.submodule {
+      options = {
+        deps = strings;
+        text = mkOption { type = types.lines; };
+        supportsDryActivation = bool false;
+      };
+    }
+  );
+
+  # nixos/modules/system/boot/luksroot.nix: one LUKS device opened in the initrd.
+  luksDevice =
+    { name, ... }:
+    {
+      options = {
+        name = mkOption {
+          type = types.str;
+          default = name;
+        };
+        device = mkOption { type = types.str; };
+        header = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
+        keyFile = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+        };
+        allowDiscards = bool false;
+        bypassWorkqueues = bool false;
+        preLVM = bool true;
+        crypttabExtraOpts = strings;
+      };
+    };
+
+  # nixos/modules/config/swap.nix: one swap device or file.
+  swapDevice = {
+    options = {
+      device = mkOption { type = nonEmptyStr; };
+      label = mkOption {
+        type = types.nullOr nonEmptyStr;
+        default = null;
+      };
+      size = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+      };
+      priority = mkOption {
+        type = types.nullOr types.int;
+        default = null;
+      };
+      discardPolicy = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "once"
+            "pages"
+            "both"
+          ]
+        );
+        default = null;
+      };
+      options = mkOption {
+        type = types.nonEmptyListOf nonEmptyStr;
+        default = [ "defaults" ];
+      };
+    };
+  };
+
+  # nixos/modules/services/networking/ssh/sshd.nix `settings`: a key-value file (the freeform
+  # part, pkgs.formats.keyValue) with the commonly set keys declared and typed.
+  sshAtom = types.nullOr (
+    types.oneOf [
+      types.bool
+      types.int
+      types.float
+      types.str
+    ]
+  );
+  sshSettings = {
+    freeformType = types.attrsOf (types.either sshAtom (types.listOf sshAtom));
+    options = {
+      PermitRootLogin = mkOption {
+        type = types.enum [
+          "yes"
+          "without-password"
+          "prohibit-password"
+          "forced-commands-only"
+          "no"
+        ];
+        default = "prohibit-password";
+      };
+      PasswordAuthentication = bool true;
+      KbdInteractiveAuthentication = bool true;
+      X11Forwarding = bool false;
+      UsePAM = bool true;
+      UseDns = bool false;
+      StrictModes = bool true;
+      PrintMotd = bool false;
+      GatewayPorts = mkOption {
+        type = types.str;
+        default = "no";
+      };
+      LogLevel = mkOption {
+        type = types.nullOr (
+          types.enum [
+            "QUIET"
+            "FATAL"
+            "ERROR"
+            "INFO"
+            "VERBOSE"
+            "DEBUG"
+            "DEBUG1"
+            "DEBUG2"
+            "DEBUG3"
+          ]
+        );
+        default = "INFO";
+      };
+      AuthorizedPrincipalsFile = mkOption {
+        type = types.nullOr types.str;
+        default = "none";
+      };
+    };
+  };
+in
+{
+  options = {
+    # nixos/modules/misc/assertions.nix
+    assertions = mkOption {
+      type = types.listOf types.unspecified;
+      internal = true;
+      default = [ ];
+    };
+    warnings = mkOption {
+      type = types.listOf types.str;
+      internal = true;
+      default = [ ];
+    };
+
+    # nixos/modules/misc/nixpkgs.nix
+    nixpkgs.hostPlatform = mkOption { type = types.either types.str types.attrs; };
+    # nixos/modules/misc/version.nix
+    system.stateVersion = mkOption { type = types.str; };
+    # nixos/modules/system/activation/activation-script.nix
+    system.activationScripts = mkOption {
+      type = types.attrsOf activationScript;
+      default = { };
+    };
+    # nixos/modules/misc/documentation.nix
+    documentation.enable = bool true;
+    # nixos/modules/hardware/cpu/intel-microcode.nix, nixos/modules/hardware/all-firmware.nix
+    hardware.cpu.intel.updateMicrocode = enableOption;
+    hardware.enableRedistributableFirmware = enableOption;
+    # nixos/modules/services/hardware/bluetooth.nix
+    hardware.bluetooth.enable = enableOption;
+
+    # nixos/modules/tasks/network-interfaces.nix
+    networking.hostName = mkOption {
+      type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";
+      default = "nixos";
+    };
+    # nixos/modules/services/networking/firewall.nix
+    networking.firewall.enable = bool true;
+    networking.firewall.allowedTCPPorts = mkOption {
+      type = types.listOf types.port;
+      default = [ ];
+    };
+    # nixos/modules/services/networking/networkmanager.nix
+    networking.networkmanager.enable = enableOption;
+
+    # nixos/modules/services/networking/ssh/sshd.nix
+    services.openssh = {
+      enable = enableOption;
+      openFirewall = bool true;
+      ports = mkOption {
+        type = types.listOf types.port;
+        default = [ 22 ];
+      };
+      settings = mkOption {
+        type = types.submodule sshSettings;
+        default = { };
+      };
+    };
+
+    # nixos/modules/security/auditd.nix, nixos/modules/security/apparmor.nix,
+    # nixos/modules/security/sudo.nix
+    security.auditd.enable = enableOption;
+    security.apparmor.enable = enableOption;
+    security.sudo.execWheelOnly = enableOption;
+
+    # nixos/modules/config/users-groups.nix
+    users.mutableUsers = bool true;
+    users.users = mkOption {
+      type = types.attrsOf (types.submodule userOptions);
+      default = { };
+    };
+    users.groups = mkOption {
+      type = types.attrsOf (
+        types.submodule (
+          { name, ... }:
+          {
+            options = {
+              name = mkOption {
+                type = passwdStr;
+                default = name;
+              };
+              gid = mkOption {
+                type = types.nullOr types.int;
+                default = null;
+              };
+              members = mkOption {
+                type = types.listOf passwdStr;
+                default = [ ];
+              };
+            };
+          }
+        )
+      );
+      default = { };
+    };
+
+    # nixos/modules/config/shells-environment.nix
+    environment.loginShellInit = lines;
+    # nixos/modules/config/system-path.nix
+    environment.systemPackages = mkOption {
+      type = types.listOf types.package;
+      default = [ ];
+    };
+    # nixos/modules/system/etc/etc.nix
+    environment.etc = mkOption {
+      type = types.attrsOf (types.submodule etcFile);
+      default = { };
+    };
+
+    # nixos/modules/tasks/filesystems.nix (+ neededForBoot from stage-1.nix)
+    fileSystems = mkOption {
+      type = types.attrsOf (
+        types.submodule [
+          coreFileSystem
+          fileSystem
+        ]
+      );
+      default = { };
+      apply = lib.filterAttrs (_: fs: fs.enable);
+    };
+    # nixos/modules/config/swap.nix
+    swapDevices = mkOption {
+      type = types.listOf (types.submodule swapDevice);
+      default = [ ];
+    };
+
+    boot = {
+      # nixos/modules/config/sysctl.nix
+      kernel.sysctl = mkOption {
+        type = types.submodule {
+          freeformType = types.attrsOf sysctlValue;
+          options."net.core.rmem_max" = largestBuffer;
+          options."net.core.wmem_max" = largestBuffer;
+        };
+        default = { };
+      };
+      # nixos/modules/system/boot/kernel.nix
+      kernelParams = mkOption {
+        type = types.listOf (
+          types.strMatching ''([^"[:space:]]|"[^"]*")+''
+          // {
+            name = "kernelParam";
+          }
+        );
+        default = [ ];
+      };
+      kernelModules = strings;
+      initrd.availableKernelModules = strings;
+      initrd.kernelModules = strings;
+      # nixos/modules/system/boot/modprobe.nix
+      blacklistedKernelModules = strings;
+      extraModprobeConfig = lines;
+      # nixos/modules/tasks/filesystems.nix
+      supportedFilesystems = mkOption {
+        type = attrNamesToTrue;
+        default = { };
+      };
+      specialFileSystems = mkOption {
+        type = types.attrsOf (types.submodule coreFileSystem);
+        internal = true;
+        default = { };
+        apply = lib.filterAttrs (_: fs: fs.enable);
+      };
+      devShmSize = mkOption {
+        type = types.str;
+        default = "50%";
+      };
+      # nixos/modules/system/boot/tmp.nix
+      tmp = {
+        cleanOnBoot = bool false;
+        useTmpfs = bool false;
+        tmpfsSize = mkOption {
+          type = types.oneOf [
+            types.str
+            types.ints.positive
+          ];
+          default = "50%";
+        };
+        tmpfsHugeMemoryPages = mkOption {
+          type = types.enum [
+            "never"
+            "always"
+            "within_size"
+            "advise"
+          ];
+          default = "never";
+        };
+        tmpfsFinalOptions = mkOption {
+          type = types.listOf types.str;
+          readOnly = true;
+          internal = true;
+        };
+      };
+      # nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
+      loader.systemd-boot = {
+        enable = enableOption;
+        configurationLimit = mkOption {
+          type = types.nullOr types.int;
+          default = null;
+        };
+      };
+      # nixos/modules/system/boot/loader/grub/grub.nix
+      loader.grub = {
+        enable = bool true;
+        configurationLimit = mkOption {
+          type = types.int;
+          default = 100;
+        };
+      };
+      # nixos/modules/system/boot/loader/efi.nix
+      loader.efi.canTouchEfiVariables = enableOption;
+
+      initrd = {
+        # nixos/modules/system/boot/stage-1.nix
+        enable = bool true;
+        supportedFilesystems = mkOption {
+          type = attrNamesToTrue;
+          default = { };
+        };
+        postMountCommands = lines;
+        # nixos/modules/system/boot/luksroot.nix
+        luks.devices = mkOption {
+          type = types.attrsOf (types.submodule luksDevice);
+          default = { };
+        };
+        # nixos/modules/system/boot/systemd/initrd.nix
+        systemd = {
+          enable = enableOption;
+          emergencyAccess = mkOption {
+            type = types.oneOf [
+              types.bool
+              (types.nullOr (types.passwdEntry types.str))
+            ];
+            default = false;
+          };
+          contents = mkOption {
+            type = types.attrsOf (types.submodule initrdFile);
+            default = { };
+          };
+          storePaths = mkOption {
+            type = types.listOf initrdStorePath;
+            default = [ ];
+          };
+          extraBin = mkOption {
+            type = types.attrsOf types.path;
+            default = { };
+          };
+          initrdBin = mkOption {
+            type = types.listOf types.package;
+            default = [ ];
+          };
+          suppressedUnits = strings;
+          additionalUpstreamUnits = strings;
+          services = mkOption {
+            type = systemd.types.initrdServices;
+            default = { };
+          };
+          targets = mkOption {
+            type = systemd.types.initrdTargets;
+            default = { };
+          };
+          mounts = mkOption {
+            type = systemd.types.initrdMounts;
+            default = [ ];
+          };
+        };
+      };
+    };
+
+    # nixos/modules/system/boot/systemd.nix
+    systemd = {
+      globalEnvironment = mkOption {
+        type =
+          with types;
+          attrsOf (
+            nullOr (oneOf [
+              str
+              path
+              package
+            ])
+          );
+        default = { };
+      };
+      services = mkOption {
+        type = systemd.types.services;
+        default = { };
+      };
+      timers = mkOption {
+        type = systemd.types.timers;
+        default = { };
+      };
+      mounts = mkOption {
+        type = systemd.types.mounts;
+        default = [ ];
+      };
+      # nixos/modules/system/boot/systemd/tmpfiles.nix
+      tmpfiles.rules = strings;
+    };
+  };
+
+  config = {
+    # nixos/modules/config/sysctl.nix: NixOS's own defaults, at mkDefault priority. A module
+    # that sets the same key with mkDefault collides with them.
+    boot.kernel.sysctl = {
+      "kernel.kptr_restrict" = mkDefault 1;
+      "kernel.yama.ptrace_scope" = mkDefault 0;
+      "vm.max_map_count" = mkDefault 1048576;
+    };
+
+    # nixos/modules/tasks/filesystems.nix: the special file systems (the ones PantherOS
+    # changes, with NixOS's options).
+    boot.specialFileSystems = {
+      "/proc" = {
+        fsType = "proc";
+        options = [
+          "nosuid"
+          "noexec"
+          "nodev"
+        ];
+      };
+      "/dev/shm" = {
+        fsType = "tmpfs";
+        options = [
+          "nosuid"
+          "nodev"
+          "strictatime"
+          "mode=1777"
+          "size=${config.boot.devShmSize}"
+        ];
+      };
+    };
+    # nixos/modules/tasks/filesystems.nix: every mounted file system type is supported.
+    boot.supportedFilesystems = map (fs: fs.fsType) (lib.attrValues config.fileSystems);
+
+    # nixos/modules/system/boot/tmp.nix
+    boot.tmp.tmpfsFinalOptions = [
+      "mode=1777"
+      "strictatime"
+      "rw"
+      "nosuid"
+      "nodev"
+      "size=${toString config.boot.tmp.tmpfsSize}"
+      "huge=${config.boot.tmp.tmpfsHugeMemoryPages}"
+    ];
+    systemd.mounts = lib.mkIf config.boot.tmp.useTmpfs [
+      {
+        what = "tmpfs";
+        where = "/tmp";
+        type = "tmpfs";
+        mountConfig.Options = lib.concatStringsSep "," config.boot.tmp.tmpfsFinalOptions;
+      }
+    ];
+
+    # nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
+    boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (mkDefault false);
+
+    # nixos/modules/config/users-groups.nix (ids from nixos/modules/misc/ids.nix): the users and
+    # groups NixOS always has, and the rule that every user has a group.
+    users.users.root = {
+      uid = 0;
+      description = "System administrator";
+      home = "/root";
+      group = "root";
+    };
+    users.users.nobody = {
+      uid = 65534;
+      isSystemUser = true;
+      group = "nogroup";
+    };
+    users.groups = {
+      root.gid = 0;
+      wheel.gid = 1;
+      users.gid = 100;
+      nogroup.gid = 65534;
+    };
+    assertions =
+      lib.mapAttrsToList (name: user: {
+        assertion = user.group != "";
+        message = "users.users.${name}.group is unset.";
+      }) config.users.users
+      ++ lib.mapAttrsToList (name: user: {
+        assertion = !(user.isNormalUser && user.isSystemUser);
+        message = "Exactly one of users.users.${name}.isSystemUser and users.users.${name}.isNormalUser must be set.";
+      }) config.users.users
+      # nixos/modules/system/boot/systemd/initrd.nix: scripted-stage-1 hooks are refused.
+      ++ [
+        {
+          assertion = config.boot.initrd.systemd.enable -> config.boot.initrd.postMountCommands == "";
+          message = "systemd stage 1 does not support 'boot.initrd.postMountCommands'. Please convert it to analogous systemd units in 'boot.initrd.systemd'.";
+        }
+      ];
+  };
+}

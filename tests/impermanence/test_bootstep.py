@@ -1,0 +1,224 @@
+"""The boot step's own edges: its arguments, its helper, its report, and stage 2 (`--finish`).
+
+The rollback behaviour itself (crashes, nesting, full disks, fail policies) is in
+test_rollback.py, which drives this same script through `panther rollback`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from helpers import Pfs, panther
+from pantheros import btrfs
+from pantheros import manifest as manifests
+from pantheros.impermanence import bootstep
+from pantheros.impermanence.boot import boot_outcome
+from pantheros.impermanence.bootstep import Outcome, parse_report
+
+SOURCE = Path(bootstep.__file__).parent.parent / "data" / "boot"
+
+
+def script() -> list[str]:
+    return [str(bootstep.artifact_dir() / bootstep.SCRIPT)]
+
+
+def test_the_script_is_clean_under_shellcheck() -> None:
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (scripts/setup installs it)")
+    proc = subprocess.run(
+        ["shellcheck", "--severity=warning", str(SOURCE / bootstep.SCRIPT)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_the_helper_builds_without_warnings(tmp_path: Path) -> None:
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        pytest.skip("no C compiler")
+    strict = [compiler, "-O2", "-Wall", "-Wextra", "-Werror"]
+    proc = subprocess.run(
+        [*strict, "-o", str(tmp_path / "helper"), str(SOURCE / bootstep.HELPER_SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    usage = subprocess.run([str(tmp_path / "helper")], capture_output=True, text=True, check=False)
+    assert usage.returncode == 2
+    assert "usage: pantheros-btrfs" in usage.stderr
+
+
+GOOD = [
+    "--top", "/nonexistent", "--root", "root", "--blank", "root-blank", "--old-roots",
+    "old_roots", "--design", "blank-snapshot", "--keep-min", "3", "--fail-policy", "boot-dirty",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--root": "../etc"}, "--root"),
+        ({"--root": "root/./x"}, "--root"),
+        ({"--blank": "/abs"}, "--blank"),
+        ({"--old-roots": "a/../../b"}, "--old-roots"),
+        ({"--keep-min": "-1"}, "--keep-min"),
+        ({"--keep-min": "3; rm -rf /"}, "--keep-min"),
+        ({"--design": "snapshot"}, "--design"),
+        ({"--fail-policy": "maybe"}, "--fail-policy"),
+    ],
+)
+def test_bad_arguments_change_nothing_and_exit_2(change: dict[str, str], message: str) -> None:
+    args = list(GOOD)
+    for flag, value in change.items():
+        args[args.index(flag) + 1] = value
+    proc = subprocess.run([*script(), *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_device_and_top_are_exclusive_and_one_is_needed() -> None:
+    both = subprocess.run(
+        [*script(), *GOOD, "--device", "/dev/null"], capture_output=True, text=True, check=False
+    )
+    assert both.returncode == 2
+    neither = [a for i, a in enumerate(GOOD) if a != "--top" and GOOD[i - 1] != "--top"]
+    proc = subprocess.run([*script(), *neither], capture_output=True, text=True, check=False)
+    assert proc.returncode == 2
+    assert "one of --device and --top" in proc.stderr
+
+
+def test_the_report_is_parsed_and_a_bad_one_refused() -> None:
+    outcome = parse_report(
+        "action=exchange root and root.pantheros-new\nnote=a note = with equals\n"
+        "archived=000000000012-20261127T120000Z\nroot_id=263\nresult=fresh\nnoise\n"
+    )
+    assert outcome == Outcome(
+        result="fresh",
+        root_id=263,
+        archived=["000000000012-20261127T120000Z"],
+        actions=["exchange root and root.pantheros-new"],
+        notes=["a note = with equals"],
+    )
+    with pytest.raises(bootstep.PantherError, match="no valid result"):
+        parse_report("result=maybe\n")
+
+
+def test_stage_two_knows_a_missing_report_from_a_skipped_step(tmp_path: Path) -> None:
+    missing = tmp_path / "rollback.report"
+    dirty = boot_outcome(missing, "quiet root=LABEL=pantheros")
+    assert dirty.result == "dirty"
+    assert "did not run" in (dirty.error or "")
+    skipped = boot_outcome(missing, "quiet pantheros.norollback root=LABEL=x")
+    assert skipped.result == "skipped"
+    # A parameter that merely contains the name does not count.
+    assert boot_outcome(missing, "pantheros.norollbackx").result == "dirty"
+    missing.write_text("result=already-fresh\nroot_id=256\n")
+    assert boot_outcome(missing, "pantheros.norollback").result == "already-fresh"
+
+
+@pytest.mark.root
+def test_rollback_refuses_a_root_that_is_mounted_elsewhere(pfs: Pfs, workdir: Path) -> None:
+    """Another mount of the live root (an up lab, a chroot) is somebody's live tree."""
+    pfs.dirty("etc/hostname", "live")
+    elsewhere = workdir / "live-root"
+    elsewhere.mkdir()
+    subprocess.run(["mount", "-o", "subvol=root", f"{pfs.device}p2", str(elsewhere)], check=True)
+    try:
+        root_id = btrfs.subvolume_info(pfs.root).id
+        proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top))
+        assert proc.returncode == 6, proc.stderr
+        assert f"is mounted at {elsewhere}" in proc.stderr
+        assert btrfs.subvolume_info(pfs.root).id == root_id
+        assert (elsewhere / "etc/hostname").read_text() == "live"
+        dry = panther(
+            "rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top), "--dry-run"
+        )
+        assert dry.returncode == 0, dry.stderr
+        assert "a real run would refuse" in dry.stdout
+    finally:
+        subprocess.run(["umount", str(elsewhere)], check=True)
+
+
+@pytest.mark.root
+def test_a_changed_blank_is_not_trusted(pfs: Pfs) -> None:
+    """Invariant 9: a planted file in the blank would be in every new root."""
+    blank = pfs.top / "root-blank"
+    btrfs.set_readonly(blank, False)
+    (blank / "planted").write_text("evil")
+    btrfs.set_readonly(blank, True)
+    pfs.dirty("etc/hostname", "still here")
+    proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top))
+    assert proc.returncode == 6, proc.stderr
+    assert "the blank snapshot root-blank changed after it was made" in proc.stderr
+    assert not (pfs.root / "planted").exists()
+    assert (pfs.root / "etc/hostname").read_text() == "still here"
+
+
+@pytest.mark.root
+def test_a_writable_blank_is_not_trusted(pfs: Pfs) -> None:
+    btrfs.set_readonly(pfs.top / "root-blank", False)
+    pfs.configure(fail_policy="fail-closed")
+    proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top))
+    assert proc.returncode == 1, proc.stderr
+    assert "is writable" in proc.stderr
+    assert "fail-closed: the boot stops here" in proc.stderr
+
+
+@pytest.mark.root
+def test_the_blank_stays_trusted_across_many_boots(pfs: Pfs) -> None:
+    """Taking snapshots of the blank raises its generation; that is not a change."""
+    for number in range(3):
+        pfs.dirty("n", str(number))
+        proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.top))
+        assert proc.returncode == 0, proc.stderr
+    info = btrfs.subvolume_info(pfs.top / "root-blank")
+    assert info.generation > info.otransid
+    assert len(pfs.old_root_names()) == 3
+
+
+@pytest.mark.root
+def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
+    """The report the step writes is what stage 2 records; a failure is loud after boot."""
+    (lab / "mnt" / "junk").write_text("x")
+    proc = panther("lab", "reboot", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert not (lab / "mnt" / "junk").exists()
+    report = (lab / "run" / "rollback.report").read_text()
+    assert "result=fresh" in report
+    record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
+    assert record["result"] == "fresh"
+    assert not (lab / "run" / "login-warning").exists()
+
+    manifest = manifests.load(lab / "manifest.json")
+    status = panther("lab", "status", str(lab), "--json")
+    assert status.returncode == 0, status.stderr
+    # Break the boot: the blank goes missing (renamed aside, never deleted).
+    top = lab / "top-for-test"
+    top.mkdir()
+    device = json.loads(status.stdout)["device"]
+    subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
+    try:
+        blank = top / manifest.storage.blank_snapshot
+        btrfs.set_readonly(blank, False)
+        os.rename(blank, top / "blank-aside")
+    finally:
+        subprocess.run(["umount", str(top)], check=True)
+    (lab / "mnt" / "junk").write_text("y")
+    proc = panther("lab", "reboot", str(lab))
+    assert proc.returncode == 6, proc.stderr
+    assert (lab / "mnt" / "junk").read_text() == "y"
+    warning = (lab / "run" / "login-warning").read_text()
+    assert "NOT rolled back" in warning
+    assert "root-blank is missing" in warning
+    record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
+    assert record["result"] == "dirty"
