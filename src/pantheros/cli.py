@@ -202,6 +202,7 @@ def _impermanence(sub: Any) -> None:
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
     q.add_argument("--dry-run", action="store_true")
     q.add_argument("--json", action="store_true")
+    _no_wait_arg(q)
     _lab_arg(q)
     q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_gc"))
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
