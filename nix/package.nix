@@ -18,8 +18,8 @@ python3Packages.buildPythonApplication {
     fileset = lib.fileset.unions [ ../pyproject.toml ../README.md ../src ];
   };
   build-system = [ python3Packages.setuptools ];
-  # Runtime is the standard library only (the rollback runs in the initrd).
-  dependencies = [ ];
+  # Runtime: the standard library, and shtab for `panther completion`.
+  dependencies = [ python3Packages.shtab ];
   makeWrapperArgs = [
     "--prefix" "PATH" ":" (lib.makeBinPath [ btrfs-progs cryptsetup gptfdisk util-linux dosfstools coreutils acl ])
   ];

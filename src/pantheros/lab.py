@@ -14,9 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pantheros import locking
+from pantheros import locking, ui
 from pantheros import manifest as manifests
-from pantheros import ui
 from pantheros.errors import UsageError
 from pantheros.storage import blockdev, layout, mounts
 

@@ -70,6 +70,37 @@ SPECS: dict[str, str] = {
     "nested/area": spec(GOOD_PURPOSE, req("Nested")),
     "crlf": spec(GOOD_PURPOSE, req("Windows")).replace("\n", "\r\n"),
     "metadata-body": spec(GOOD_PURPOSE, req("Meta", body="**ID**: REQ-1\nThe system MUST x.")),
+    # A ```python line inside a block does not close it, so the header below stays hidden.
+    "fence-info-string": spec(
+        GOOD_PURPOSE,
+        req("F", body="The system SHALL x.\n\n```\n```python\n### Requirement: Hidden\n```"),
+    ),
+    "long-fence": spec(
+        GOOD_PURPOSE,
+        req("L", body="The system SHALL x.\n\n````\n```\n### Requirement: Inner\n```\n````"),
+    ),
+    "closed-heading-duplicate": spec(
+        GOOD_PURPOSE, req("Twin"), req("Twin ###", body="The system SHALL again.")
+    ),
+    "no-space-requirement": spec(
+        GOOD_PURPOSE, req("A"), "###Requirement: Tight\nThe system SHALL x.\n"
+    ),
+    "todo-lower-purpose": spec(
+        "todo - write this later; it is long enough to pass the brevity rule anyway.", req("A")
+    ),
+    "todo-spanish-purpose": spec(
+        "Todo el sistema de autenticación funciona para todos los clientes del proyecto.", req("A")
+    ),
+    "tbds-purpose": spec(
+        "TBDs remain for this capability, but this purpose is long enough to stand.", req("A")
+    ),
+    "generated-after-prose": spec(
+        "We started writing this.\nTBD - created by archiving change x. Update Purpose after archive.",
+        req("A"),
+    ),
+    "shouted-todo-purpose": spec(
+        "TODO write the purpose of this capability before anyone reads it.", req("A")
+    ),
 }
 
 
@@ -253,6 +284,64 @@ CHANGES: dict[str, dict[str, str]] = {
                 ),
             )
         )
+    },
+    # Deltas against a main spec that is structurally invalid: validate says archive would
+    # refuse (INFO), and archive refuses.
+    "c-target-duplicates": {
+        "specs/duplicate-names/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-outside": {
+        "specs/requirement-outside/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-delta-header": {
+        "specs/delta-header-in-main/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-closed-duplicate": {
+        "specs/closed-heading-duplicate/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-task-suffix": {
+        "tasks.md": "## 3. Group\n- [x] 3.6 a\n- [x] 3.6a b\n- [x] 3.6b c\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Suffix"))),
+    },
+    "c-task-dup-other-group": {
+        "tasks.md": "## 1. A\n- [x] 1.1 a\n\n## 2. B\n- [x] 1.1 again\n- [x] 2.1 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Regrouped"))),
+    },
+    "c-task-leading-zero": {
+        "tasks.md": "## 01. A\n- [x] 1.1 a\n- [x] 01.2 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Zeros"))),
+    },
+    "c-task-unnumbered-section": {
+        "tasks.md": "## 1. A\n- [x] 1.1 a\n\n## Notes\n- [x] 9.9 stray\n  - [x] 1.1 nested\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Sections"))),
+    },
+    "c-task-no-groups": {
+        "tasks.md": "# Tasks\n- [x] 2.1 a\n- [x] 2.1 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Groupless"))),
+    },
+    "c-task-punctuated-id": {
+        "tasks.md": "## 1. A\n- [x] 2.1: colon\n- [x] 1.1\n- [x] 1.1\n 1. [x] 1.2 ordered\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Punctuated"))),
+    },
+    "c-task-fenced-group": {
+        "tasks.md": "## 1. A\n```\n## 2. Example\n- [x] 2.1 in fence\n```\n- [x] 1.1 a\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Fenced Group"))),
+    },
+    "c-tasks-fenced-checkbox": {
+        "tasks.md": "- [x] 1.1 done\n```\n- [ ] 1.2 example\n```\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Fenced Box"))),
+    },
+    "c-tasks-front-matter": {
+        "tasks.md": "---\ntags:\n  - a\n---\n# Tasks\n- write it\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Front"))),
+    },
+    "c-tasks-comment-and-code": {
+        "tasks.md": "<!--\n- hidden\n-->\n    - code sample\n```\n- fenced\n```\n* real item\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Commented"))),
+    },
+    "c-tasks-link-bullets": {
+        "tasks.md": "- [A](https://example.com)\n- [ ](x)\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Links"))),
     },
     "c-remove-last": {
         "specs/billing/spec.md": delta(

@@ -89,3 +89,16 @@ def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str
         assert arch_a["archivedAs"] == arch_b["archivedAs"]
         assert arch_a.get("totals") == arch_b.get("totals")
         assert arch_a["specsUpdated"] == arch_b["specsUpdated"]
+
+
+@pytest.mark.scenario("spec-management: Same task progress as the OpenSpec CLI")
+def test_list_task_progress_matches(tree: Path) -> None:
+    def progress(proc_stdout: str) -> dict[str, tuple[int, int, str]]:
+        return {
+            c["name"]: (c["completedTasks"], c["totalTasks"], c["status"])
+            for c in json.loads(proc_stdout)["changes"]
+        }
+
+    theirs = progress(openspec(tree, "list", "--json").stdout)
+    ours = progress(panther(tree, "list", "--json").stdout)
+    assert theirs == ours

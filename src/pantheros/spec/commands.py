@@ -1,4 +1,4 @@
-"""`panther spec`: list, show, validate, archive, new, diff and trace over an OpenSpec tree.
+"""`panther spec`: list, show, validate, archive, new and diff over an OpenSpec tree.
 
 Arguments and `--json` shapes follow the OpenSpec CLI 1.13.2, so either tool can be used on the
 same tree. Exit codes: 0 success, 1 invalid items, unknown items or a refused archive.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode
+from pantheros.errors import ExitCode, UsageError
 from pantheros.spec import archive as merge
 from pantheros.spec import parse, validate
 from pantheros.spec.validate import Issue
@@ -526,17 +526,55 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+KEBAB_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+MAX_CHANGE_ID = 200  # archive prefixes a date, and a directory name has 255 bytes
+
+
+def kebab_problem(what: str, name: str) -> str | None:
+    """Why name is not a kebab-case id (OpenSpec's grammar for change ids), or None."""
+    if not name:
+        return f"{what} is empty"
+    if len(name) > MAX_CHANGE_ID:
+        return f"{what} is longer than {MAX_CHANGE_ID} characters"
+    if KEBAB_ID.fullmatch(name):
+        return None
+    return (
+        f"{what} {name!r} is not kebab-case: use lowercase letters, digits and single "
+        "hyphens, not at the start or end (e.g. add-auth)"
+    )
+
+
+def capability_problem(capability: str) -> str | None:
+    """A capability is a path of kebab-case segments (identity/user-auth), never more."""
+    for segment in capability.split("/"):
+        problem = kebab_problem("capability segment", segment)
+        if problem:
+            return f"capability {capability!r}: {problem}"
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """path stays within folder once every symlink on the way is resolved."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     tree = _tree() or Tree(Path.cwd())
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.change):
-        ui.info(f"Change name '{args.change}' must be kebab-case (a-z, 0-9, -).")
-        return ExitCode.USAGE
+    cap = args.capability if args.capability is not None else args.change.split("-", 1)[-1]
+    problem = kebab_problem("change id", args.change) or capability_problem(cap)
+    if problem:
+        raise UsageError(problem)
     folder = tree.changes_dir / args.change
-    if folder.exists():
+    delta = folder / "specs" / Path(*cap.split("/")) / "spec.md"
+    if not all(_inside(p, tree.openspec) for p in (tree.changes_dir, folder, delta.parent)):
+        raise UsageError(f"{tree.changes_dir} leads outside {tree.openspec} through a symlink")
+    tree.changes_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()  # the claim: of two `new` runs with one id, one gets it
+    except FileExistsError:
         ui.info(f"Change '{args.change}' already exists.")
         return ExitCode.FAILURE
-    cap = args.capability or args.change.split("-", 1)[-1]
-    (folder / "specs" / cap).mkdir(parents=True)
+    delta.parent.mkdir(parents=True)
     (folder / ".openspec.yaml").write_text(
         f"schema: spec-driven\ncreated: {time.strftime('%Y-%m-%d')}\n"
     )
@@ -545,7 +583,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         f"## What Changes\n- **{cap}**: <what changes>\n"
     )
     (folder / "tasks.md").write_text("## 1. Implementation\n- [ ] 1.1 <first task>\n")
-    (folder / "specs" / cap / "spec.md").write_text(
+    delta.write_text(
         "## ADDED Requirements\n### Requirement: <Name>\nThe system SHALL <behaviour>.\n\n"
         "#### Scenario: <name>\n- **WHEN** <condition>\n- **THEN** <outcome>\n"
     )
@@ -618,58 +656,3 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for rename in entry["renamed"]:
             ui.result(f"  > {rename['from']} -> {rename['to']}")
     return ExitCode.FAILURE if any("error" in e for e in report) else ExitCode.OK
-
-
-def cmd_trace(args: argparse.Namespace) -> int:
-    """Map every scenario of the main specs to the tests that name it (pytest marker)."""
-    tree = _tree()
-    if tree is None:
-        ui.info("No OpenSpec root found from the current directory.")
-        return ExitCode.FAILURE
-    tests_dir = Path(args.tests) if args.tests else tree.root / "tests"
-    marker = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
-    covered: dict[str, list[str]] = {}
-    for test_file in sorted(tests_dir.rglob("test_*.py")):
-        text = parse.read(test_file)
-        for match in marker.finditer(text):
-            rel = str(test_file.relative_to(tree.root))
-            covered.setdefault(match.group(1), []).append(rel)
-    rows: list[dict[str, Any]] = []
-    for spec_id in tree.specs():
-        try:
-            spec = parse.parse_spec(parse.read(tree.spec_file(spec_id)))
-        except parse.SpecError:
-            continue
-        for section in parse.sections(parse.read(tree.spec_file(spec_id))):
-            for scenario in _scenarios(section):
-                key = f"{spec_id}: {scenario}"
-                rows.append(
-                    {
-                        "spec": spec_id,
-                        "scenario": scenario,
-                        "tests": sorted(set(covered.get(key, []) + covered.get(scenario, []))),
-                    }
-                )
-        del spec
-    uncovered = [r for r in rows if not r["tests"]]
-    if args.json:
-        ui.emit_json(
-            {"scenarios": rows, "covered": len(rows) - len(uncovered), "uncovered": len(uncovered)}
-        )
-    else:
-        for row in rows:
-            mark = "✓" if row["tests"] else "✗"
-            ui.result(f"{mark} {row['spec']}: {row['scenario']}  {', '.join(row['tests'])}")
-        ui.result(f"{len(rows) - len(uncovered)}/{len(rows)} scenarios covered by a test")
-    if args.strict and uncovered:
-        return ExitCode.FAILURE
-    return ExitCode.OK
-
-
-def _scenarios(section: parse.Section) -> list[str]:
-    found = []
-    for child in section.children:
-        if child.level == 4 and child.title.lower().startswith("scenario:"):
-            found.append(child.title.split(":", 1)[1].strip())
-        found += _scenarios(child)
-    return found

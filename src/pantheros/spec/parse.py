@@ -14,6 +14,7 @@ from pathlib import Path
 HEADER = re.compile(r"^(#{1,6})\s+(.+)$")
 REQ_HEADER = re.compile(r"^###\s*Requirement:\s*(.+)\s*$", re.I)
 H2 = re.compile(r"^##\s+(.+)$")
+H2_ANY = re.compile(r"^##\s+")
 SHALL = re.compile(r"\b(SHALL|MUST)\b")
 METADATA = re.compile(r"^\*\*[^*]+\*\*:")
 DELTA_TITLES = {
@@ -33,22 +34,29 @@ def normalise(text: str) -> str:
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
+FENCE_OPEN = re.compile(r"^\s*(`{3,}|~{3,})")
+FENCE_CLOSE = re.compile(r"^\s*(`{3,}|~{3,})\s*$")
+
+
 def fenced(lines: list[str]) -> list[bool]:
-    """Whether each line is inside (or opens or closes) a ``` or ~~~ fence."""
+    """Whether each line is inside (or opens or closes) a fenced block.
+
+    A fence closes only on a bare run of its own character at least as long as the opener,
+    so a "```python" line inside a block is content, as OpenSpec reads it.
+    """
     out = []
     fence: str | None = None
     for line in lines:
-        stripped = line.lstrip()
-        marker = stripped[:3] if stripped[:3] in ("```", "~~~") else None
-        if fence is None and marker:
-            fence = marker
-            out.append(True)
-        elif fence is not None:
-            out.append(True)
-            if marker == fence:
-                fence = None
-        else:
-            out.append(False)
+        if fence is None:
+            opener = FENCE_OPEN.match(line)
+            if opener:
+                fence = opener.group(1)
+            out.append(bool(opener))
+            continue
+        out.append(True)
+        closer = FENCE_CLOSE.match(line)
+        if closer and closer.group(1)[0] == fence[0] and len(closer.group(1)) >= len(fence):
+            fence = None
     return out
 
 
@@ -143,6 +151,80 @@ def parse_spec(text: str) -> Spec:
         scenarios = [raw_text(s.content) for s in child.children if raw_text(s.content)]
         reqs.append(Requirement(name, text, scenarios, child.line))
     return Spec(raw_text(purpose.content), purpose.line, reqs)
+
+
+# Structure of a main spec
+
+STRUCTURE_REQ_HEADER = re.compile(r"^###\s+Requirement:\s*(.+)\s*$", re.I)
+DELTA_HEADER = re.compile(r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Flaw:
+    """A structural flaw of a main spec: it makes requirements invisible or ambiguous."""
+
+    line: int
+    header: str
+    message: str
+
+
+def structure_flaws(text: str) -> list[Flaw]:
+    """Delta headers, requirement headers outside ## Requirements, repeated requirement names.
+
+    Archive refuses to update a spec with any of these, because a merge by name could keep
+    one block of a repeated name and silently drop the other.
+    """
+    lines = normalise(text).split("\n")
+    mask = fenced(lines)
+    visible = ["" if inside else line for line, inside in zip(lines, mask, strict=True)]
+    start = next(
+        (i for i, ln in enumerate(visible) if re.match(r"^##\s+Requirements\s*$", ln, re.I)), None
+    )
+    end = len(visible)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(visible)) if H2_ANY.match(visible[i])), end)
+    flaws: list[Flaw] = []
+    first: dict[str, int] = {}
+    for index, line in enumerate(visible):
+        header = line.strip()
+        if not header:
+            continue
+        if DELTA_HEADER.match(line):
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Main spec has the delta header "{header}"; delta headers belong in a '
+                    "change's specs/<capability>/spec.md and cut the Requirements section short.",
+                )
+            )
+            continue
+        match = STRUCTURE_REQ_HEADER.match(line)
+        if not match:
+            continue
+        if start is None or not start < index < end:
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Requirement header "{header}" lies outside the ## Requirements section, '
+                    "so no command sees it; move it into that section.",
+                )
+            )
+            continue
+        name = clean_name(match.group(1))
+        if name in first:
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Requirement header "{header}" repeats the one on line {first[name]}; '
+                    "give each requirement a name of its own.",
+                )
+            )
+        else:
+            first[name] = index + 1
+    return flaws
 
 
 # The block parser
@@ -377,15 +459,27 @@ TASK = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s*\[(?:\s*([^\]\s]?)\s*\](?![(\[])
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+\S")
 
 
-def task_counts(text: str) -> tuple[int, int]:
-    """(completed, total) checkboxes."""
-    done = total = 0
-    lines = normalise(text).split("\n")
-    for line, inside in zip(lines, fenced(lines), strict=True):
-        if inside:
-            continue
+@dataclass(frozen=True)
+class Task:
+    line: int  # 1-based
+    done: bool
+    description: str
+
+
+def tasks(text: str) -> list[Task]:
+    """Every checkbox line, fenced or not: OpenSpec counts a checkbox in a code block as work,
+    so that no rule about which fence is real can hide an unfinished task from archive."""
+    found = []
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
         match = TASK.match(line)
         if match:
-            total += 1
-            done += (match.group(1) or "") in ("x", "X")
-    return done, total
+            found.append(
+                Task(number, (match.group(1) or "").lower() == "x", match.group(2).strip())
+            )
+    return found
+
+
+def task_counts(text: str) -> tuple[int, int]:
+    """(completed, total) checkboxes."""
+    found = tasks(text)
+    return sum(t.done for t in found), len(found)

@@ -14,7 +14,16 @@ from typing import Any
 from pantheros.spec import parse
 from pantheros.spec.parse import Block, SpecError
 
-PLACEHOLDER = re.compile(r"^(TBD|TODO)\b", re.I)
+# A TBD/TODO opening the Purpose. In capitals it is a marker whatever follows; in any other
+# case only when punctuation or the line end follows, so "Todo el sistema..." stays prose.
+SHOUTED = re.compile(r"^(?:TBD|TODO)(?!\w)")
+PUNCTUATED = re.compile(
+    r"^(?:TBD|TODO)(?!\w)(?=[ \t]*(?:\Z|\n|[:\-\u2013\u2014.,;()\[\]{}]))", re.I
+)
+GENERATED_PREFIX = "TBD - created by archiving change "
+GENERATED_SUFFIX = ". Update Purpose after archive."
+PURPOSE_HEADER = re.compile(r"^ {0,3}##(?!#)[ \t]+Purpose[ \t]*$", re.I)
+TOP_HEADER = re.compile(r"^ {0,3}#{1,2}(?!#)[ \t]+")
 MIN_PURPOSE = 50
 LONG_REQUIREMENT = 500
 
@@ -39,59 +48,7 @@ def is_valid(issues: list[Issue], strict: bool) -> bool:
 
 
 def structure_issues(text: str) -> list[Issue]:
-    """Delta headers, requirements outside the Requirements section, duplicate names (S6-S8)."""
-    issues: list[Issue] = []
-    lines = parse.normalise(text).split("\n")
-    mask = parse.fenced(lines)
-    in_requirements = False
-    seen_requirements = False
-    names: dict[str, int] = {}
-    for number, (line, inside) in enumerate(zip(lines, mask, strict=True), 1):
-        if inside:
-            continue
-        if re.match(r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements\s*$", line, re.I):
-            issues.append(
-                Issue(
-                    "ERROR",
-                    "file",
-                    f'Main spec has the delta header "{line.strip()}"; '
-                    "delta headers belong in a change's specs/.",
-                    number,
-                )
-            )
-        h2 = parse.H2.match(line)
-        if h2 and not line.startswith("###"):
-            now = bool(re.match(r"^##\s+Requirements\s*$", line, re.I))
-            in_requirements = now and not seen_requirements
-            seen_requirements = seen_requirements or now
-            continue
-        req = parse.REQ_HEADER.match(line)
-        if not req:
-            continue
-        if not in_requirements:
-            issues.append(
-                Issue(
-                    "ERROR",
-                    "file",
-                    f'Requirement header "{line.strip()}" lies outside '
-                    "the ## Requirements section and is invisible.",
-                    number,
-                )
-            )
-            continue
-        name = parse.clean_name(req.group(1))
-        if name in names:
-            issues.append(
-                Issue(
-                    "ERROR",
-                    "file",
-                    f'Requirement header "{line.strip()}" repeats the one on line {names[name]}.',
-                    number,
-                )
-            )
-        else:
-            names[name] = number
-    return issues
+    return [Issue("ERROR", "file", f.message, f.line) for f in parse.structure_flaws(text)]
 
 
 def validate_spec_text(text: str) -> list[Issue]:
@@ -113,13 +70,14 @@ def validate_spec_text(text: str) -> list[Issue]:
             )
     issues += structure_issues(text)
     overview = spec.overview.strip()
-    if overview.startswith("TBD - created by archiving change") or PLACEHOLDER.match(overview):
+    placeholder = _placeholder(overview, text)
+    if placeholder is not None:
         issues.append(
             Issue(
                 "WARNING",
                 "overview",
                 "Purpose is still a placeholder; write what this capability is for.",
-                spec.overview_line + 1,
+                placeholder or None,
             )
         )
     elif len(overview) < MIN_PURPOSE:
@@ -156,6 +114,49 @@ def validate_spec_text(text: str) -> list[Issue]:
         if issue:
             issues.append(issue)
     return issues
+
+
+def _generated_at(text: str) -> int | None:
+    """Where archive's placeholder sentence starts: the prefix closest before a suffix."""
+    suffix = text.find(GENERATED_SUFFIX)
+    while suffix != -1:
+        prefix = text.rfind(GENERATED_PREFIX, 0, suffix)
+        if prefix != -1:
+            return prefix
+        suffix = text.find(GENERATED_SUFFIX, suffix + 1)
+    return None
+
+
+def _placeholder(overview: str, text: str) -> int | None:
+    """None if the Purpose reads as written; else the line of the placeholder (0: unknown)."""
+    lines = parse.normalise(overview).split("\n")
+    prose = "\n".join(
+        ln for ln, inside in zip(lines, parse.fenced(lines), strict=True) if not inside
+    ).strip()
+    leading = bool(SHOUTED.match(prose) or PUNCTUATED.match(prose))
+    if not leading and _generated_at(prose) is None:
+        return None
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    mask = parse.fenced(lines)
+    header = next(
+        (i for i, ln in enumerate(lines) if not mask[i] and PURPOSE_HEADER.match(ln)), None
+    )
+    if header is None:
+        return 0
+    body: list[tuple[int, str]] = []
+    for index in range(header + 1, len(lines)):
+        if mask[index]:
+            continue
+        if TOP_HEADER.match(lines[index]):
+            break
+        if leading and lines[index].strip():
+            return index + 1
+        body.append((index + 1, lines[index]))
+    at = None if leading else _generated_at("\n".join(ln for _, ln in body))
+    if at is None:
+        return 0
+    offset = "\n".join(ln for _, ln in body)[:at].count("\n")
+    return body[offset][0]
 
 
 def shall_issue(block: Block, subject: str, path: str, empty_level: str) -> Issue | None:
@@ -318,27 +319,75 @@ def _dry_run(cap: str, change: str, text: str, main: Path) -> list[Issue]:
     return []
 
 
+CODE_COLUMN = 4  # CommonMark: four columns of indent make a line code, not a list item
+RENDERED_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})(.*)")
+
+
 def tasks_issues(change: Path) -> list[Issue]:
+    """A tasks.md with list items but no checkbox counts as no work at all: say where."""
     tasks = change / "tasks.md"
     if not tasks.is_file():
         return []
-    text = parse.normalise(parse.read(tasks))
-    _, total = parse.task_counts(text)
-    if total:
+    text = parse.read(tasks)
+    if parse.tasks(text):
         return []
-    lines = text.split("\n")
-    for number, (line, inside) in enumerate(zip(lines, parse.fenced(lines), strict=True), 1):
-        if not inside and parse.LIST_ITEM.match(line):
-            return [
-                Issue(
-                    "WARNING",
-                    "tasks.md",
-                    "No line of tasks.md is a checkbox, so this change "
-                    'counts as 0 tasks; write tasks as "- [ ] 1.1 ...".',
-                    number,
-                )
-            ]
-    return []
+    line = _first_rendered_list_item(text.split("\n"))
+    if line is None:
+        return []
+    return [
+        Issue(
+            "WARNING",
+            "tasks.md",
+            "No line of tasks.md is a checkbox, so this change "
+            'counts as 0 tasks; write tasks as "- [ ] 1.1 ...".',
+            line,
+        )
+    ]
+
+
+def _first_rendered_list_item(lines: list[str]) -> int | None:
+    """The first list item a reader sees: not in front matter, a comment, a fence or code."""
+    start = 0
+    if lines and re.fullmatch(r"-{3}\s*", lines[0].removeprefix("\ufeff").rstrip()):
+        start = next(
+            (i + 1 for i in range(1, len(lines)) if re.fullmatch(r"-{3}\s*", lines[i].rstrip())),
+            0,
+        )
+    fence: str | None = None
+    in_comment = False
+    for index in range(start, len(lines)):
+        line = lines[index]
+        if in_comment:
+            in_comment = "-->" not in line
+            continue
+        marker = RENDERED_FENCE.match(line)
+        if marker:
+            run = marker.group(1)
+            if fence is None:
+                fence = run
+            elif run[0] == fence[0] and len(run) >= len(fence) and not marker.group(2).strip():
+                fence = None
+            continue
+        if fence is not None:
+            continue
+        if line.lstrip().startswith("<!--"):
+            in_comment = "-->" not in line[line.index("<!--") + 4 :]
+            continue
+        if parse.LIST_ITEM.match(line) and _indent(line) < CODE_COLUMN:
+            return index + 1
+    return None
+
+
+def _indent(line: str) -> int:
+    column = 0
+    for char in line:
+        if char == " ":
+            column += 1
+        elif char == "\t":
+            column += CODE_COLUMN - column % CODE_COLUMN
+        else:
+            break
+    return column
 
 
 def metadata(change: Path) -> tuple[dict[str, str] | None, str | None]:
@@ -382,49 +431,58 @@ def unread_delta_files(change: Path) -> list[Issue]:
     return issues
 
 
+GROUP_HEADING = re.compile(r"^ {0,3}##[ \t]+(\d+)\.(?:[ \t]|\r?$)")
+LEVEL_TWO = re.compile(r"^ {0,3}##(?!#)(?:[ \t]+|[ \t]*\r?$)")
+# 3.6a is an id of its own: the letters belong to the id, they do not make it another 3.6.
+TASK_ID = re.compile(r"^(\d+(?:\.\d+)+(?:[A-Za-z]+)?)(?=\s|$)")
+
+
 def task_numbering(change: Path) -> list[Issue]:
-    """In `## N.` groups, task ids must start with N and be unique (spec-driven schema)."""
+    """In `## N.` groups a task id starts with N and appears once (spec-driven schema).
+
+    A task outside its group is reported as misplaced and, when the id was seen before,
+    as a duplicate too: both are true and each needs its own fix.
+    """
     tasks = change / "tasks.md"
     if not tasks.is_file():
+        return []
+    lines = parse.read(tasks).removeprefix("\ufeff").split("\n")
+    if not any(GROUP_HEADING.match(line) for line in lines):
         return []
     issues: list[Issue] = []
     group: str | None = None
     seen: dict[str, int] = {}
-    lines = parse.normalise(parse.read(tasks)).split("\n")
-    for number, (line, inside) in enumerate(zip(lines, parse.fenced(lines), strict=True), 1):
-        if inside:
-            continue
-        heading = re.match(r"^##\s+(\d+)\.", line)
-        if heading:
-            group = heading.group(1)
-            continue
-        match = parse.TASK.match(line)
-        if not match or group is None:
-            continue
-        task_id = re.match(r"(\d+(?:\.\d+)+)", match.group(2) or "")
-        if not task_id:
+    for number, line in enumerate(lines, 1):
+        if LEVEL_TWO.match(line):
+            heading = GROUP_HEADING.match(line)
+            group = heading.group(1) if heading else None
+        match = parse.TASK.match(line) if group is not None else None
+        task_id = TASK_ID.match(match.group(2).strip()) if match else None
+        if group is None or task_id is None:
             continue
         ident = task_id.group(1)
-        if ident.split(".")[0] != group:
+        leading = ident.split(".")[0]
+        if (leading.lstrip("0") or "0") != (group.lstrip("0") or "0"):
             issues.append(
                 Issue(
                     "WARNING",
                     "tasks.md",
-                    f'Task "{ident}" is under group {group}, '
-                    f"but its number points to group {ident.split('.')[0]}.",
+                    f'Task "{ident}" is under group {group}, but its number points to group '
+                    f"{leading}: move it or renumber it.",
                     number,
                 )
             )
-        elif ident in seen:
+        if ident in seen:
             issues.append(
                 Issue(
                     "WARNING",
                     "tasks.md",
-                    f'Task ID "{ident}" is duplicated; first on line {seen[ident]}.',
+                    f'Task ID "{ident}" is used twice; it first appears on line {seen[ident]}.',
                     number,
                 )
             )
-        seen.setdefault(ident, number)
+        else:
+            seen[ident] = number
     return issues
 
 
