@@ -102,3 +102,27 @@ def test_list_task_progress_matches(tree: Path) -> None:
     theirs = progress(openspec(tree, "list", "--json").stdout)
     ours = progress(panther(tree, "list", "--json").stdout)
     assert theirs == ours
+
+
+@pytest.mark.scenario("spec-management: Same artifact status and dashboard as the OpenSpec CLI")
+def test_status_and_view_match(tree: Path) -> None:
+    def artifacts(stdout: str) -> dict[str, list[tuple[str, str]]]:
+        return {
+            c["changeName"]: [(a["id"], a["status"]) for a in c["artifacts"]]
+            for c in json.loads(stdout)["changes"]
+        }
+
+    assert artifacts(openspec(tree, "status", "--all", "--json").stdout) == artifacts(
+        panther(tree, "status", "--all", "--json").stdout
+    )
+    text = openspec(tree, "view").stdout
+    summary = json.loads(panther(tree, "view", "--json").stdout)["summary"]
+    figures = {
+        "Specifications": f"{summary['specs']} specs, {summary['requirements']} requirements",
+        "Draft Changes": str(summary["draftChanges"]),
+        "Active Changes": f"{summary['activeChanges']} in progress",
+        "Completed Changes": str(summary["completedChanges"]),
+        "Task Progress": f"{summary['completedTasks']}/{summary['totalTasks']}",
+    }
+    for label, figure in figures.items():
+        assert f"{label}: {figure}" in text, (label, figure, text[:600])

@@ -1,7 +1,8 @@
 """`panther spec status` and `panther spec view`: where each change stands.
 
 status follows OpenSpec's built-in spec-driven schema: four artifacts, each done when its file
-exists, ready when everything it requires is done, blocked otherwise. view is the dashboard of
+exists (skipped: specs of a skip_specs change), ready when everything it requires is done,
+blocked otherwise. view is the dashboard of
 all changes (draft: no tasks; active: tasks left; completed: all tasks done) and all specs.
 """
 
@@ -15,7 +16,7 @@ from typing import Any
 
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
-from pantheros.spec import parse
+from pantheros.spec import parse, validate
 from pantheros.spec.commands import NO_ROOT, Tree, _fail_json, _tree
 
 
@@ -62,9 +63,18 @@ def change_status(tree: Tree, name: str) -> dict[str, Any]:
             "the built-in spec-driven schema (openspec status reads custom ones)"
         )
     done = {a.id for a in SPEC_DRIVEN if _written(change, a)}
+    meta, _ = validate.metadata(change)
+    # A change that declares skip_specs must not have spec files, so its specs artifact
+    # counts as complete (tasks is not blocked on it) and shows as skipped.
+    skipped = set()
+    if meta and meta.get("skip_specs", "").lower() == "true" and "specs" not in done:
+        skipped.add("specs")
+        done.add("specs")
     artifacts = []
     for artifact in SPEC_DRIVEN:
-        if artifact.id in done:
+        if artifact.id in skipped:
+            state = "skipped"
+        elif artifact.id in done:
             state = "done"
         elif all(r in done for r in artifact.requires):
             state = "ready"
@@ -99,7 +109,9 @@ def _print_status(status: dict[str, Any]) -> None:
     ui.result(f"Progress: {done}/{len(status['artifacts'])} artifacts complete")
     ui.result()
     for artifact in status["artifacts"]:
-        mark = {"done": "[x]", "ready": "[ ]", "blocked": "[-]"}[artifact["status"]]
+        mark = {"done": "[x]", "skipped": "[~]", "ready": "[ ]", "blocked": "[-]"}[
+            artifact["status"]
+        ]
         waits = (
             f" (blocked by: {', '.join(artifact['missingDeps'])})"
             if artifact["status"] == "blocked"
