@@ -30,6 +30,7 @@ def command_names(parser: argparse.ArgumentParser) -> set[str]:
 
 
 @pytest.mark.parametrize("shell", sorted(SHELL_CHECK))
+@pytest.mark.scenario("spec-management: Completion scripts parse in their shells")
 def test_script_names_every_command_and_parses_in_its_shell(shell: str, tmp_path: object) -> None:
     proc = panther("completion", shell)
     assert proc.returncode == 0, proc.stderr

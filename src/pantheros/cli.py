@@ -295,7 +295,13 @@ def _spec(sub: Any) -> None:
     p.set_defaults(**_handler(SPEC, "cmd_diff"))
     p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
-    p.add_argument("--run", action="store_true", help="run the traced tests (pytest) and report")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--run", action="store_true", help="run the traced tests (pytest) and report")
+    how.add_argument(
+        "--results",
+        metavar="FILE",
+        help="report from a test run that loaded -p pantheros.spec.pytest_trace",
+    )
     p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
     p.add_argument("--json", action="store_true")
     p.set_defaults(**_handler("pantheros.spec.trace", "cmd_trace"))

@@ -37,6 +37,7 @@ needs_lib = pytest.mark.skipif(
 
 @needs_nix
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.scenario("nixos-semantics: Every Nix file parses")
 def test_every_nix_file_parses(path: Path) -> None:
     proc = subprocess.run(
         ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True, check=False
@@ -44,6 +45,7 @@ def test_every_nix_file_parses(path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 def test_the_flake_exports_what_users_import() -> None:
     flake = (REPO / "flake.nix").read_text()
     for name in ["storage", "impermanence", "security", "roles", "default"]:
@@ -273,6 +275,7 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
         ('pantheros.impermanence.failPolicy = "ignore";', "is not of type"),
     ],
 )
+@pytest.mark.scenario("nixos-semantics: Typo or wrong type fails")
 def test_typos_and_wrong_types_are_rejected(tmp_path: Path, setting: str, error: str) -> None:
     proc = evaluate(tmp_path, BASE % setting, attr="manifest")
     assert proc.returncode != 0

@@ -1,5 +1,6 @@
-"""A pytest plugin for `panther spec trace --run`: runs only scenario-marked tests and records,
-per test, the scenarios it names and how it ended.
+"""A pytest plugin for `panther spec trace`: records, per scenario-marked test, the scenarios it
+names and how it ended. `trace --run` also has it run only those tests; loaded into a whole test
+run instead, it records as a side effect and `trace --results` reports without running anything.
 
 Loaded with `-p pantheros.spec.pytest_trace`; it writes its results to the file named by the
 environment variable trace.RESULT_ENV.
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pantheros.spec.trace import RESULT_ENV
+from pantheros.spec.trace import ONLY_TRACED_ENV, RESULT_ENV
 
 _results: dict[str, dict[str, Any]] = {}
 
@@ -32,9 +33,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             traced.append(item)
         else:
             untraced.append(item)
-    if untraced:
+    if untraced and os.environ.get(ONLY_TRACED_ENV):
         config.hook.pytest_deselected(items=untraced)
-    items[:] = traced
+        items[:] = traced
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

@@ -27,6 +27,7 @@ from pantheros.spec.commands import Tree, _tree
 MARKER = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
 PLUGIN = "pantheros.spec.pytest_trace"
 RESULT_ENV = "PANTHER_TRACE_OUT"  # where the plugin writes its results
+ONLY_TRACED_ENV = "PANTHER_TRACE_ONLY"  # set: the plugin deselects every untraced test
 
 
 @dataclass
@@ -93,13 +94,27 @@ def run_traced(root: Path, files: list[str]) -> dict[str, dict[str, Any]]:
             *files,
         ]
         ui.progress(f"pytest on {len(files)} traced test file(s)")
-        env = {**os.environ, RESULT_ENV: str(out)}
+        env = {**os.environ, RESULT_ENV: str(out), ONLY_TRACED_ENV: "1"}
         # pytest's own report goes to stderr: stdout carries only trace's result.
         proc = subprocess.run(argv, cwd=root, env=env, stdout=sys.stderr, check=False)
         if not out.is_file():
             raise UsageError(f"pytest exited with status {proc.returncode} before running a test")
         results: dict[str, dict[str, Any]] = json.loads(out.read_text())
         return results
+
+
+def _read_results(path: Path) -> dict[str, dict[str, Any]]:
+    """Results the plugin recorded during an earlier test run."""
+    try:
+        results = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read trace results {path}: {exc}") from None
+    if not isinstance(results, dict) or not all(
+        isinstance(r, dict) and isinstance(r.get("scenarios"), list) and "outcome" in r
+        for r in results.values()
+    ):
+        raise UsageError(f"{path} is not a results file of pantheros.spec.pytest_trace")
+    return results
 
 
 def _requirements(rows: list[Scenario]) -> list[dict[str, Any]]:
@@ -137,10 +152,13 @@ def cmd_trace(args: argparse.Namespace) -> int:
     covered = marked_files(tests_dir, tree.root)
     for row in rows:
         row.files = sorted({f for key in row.keys for f in covered.get(key, [])})
-    if not args.run:
+    if args.results:
+        results = _read_results(Path(args.results))
+    elif args.run:
+        files = sorted({f for row in rows for f in row.files})
+        results = run_traced(tree.root, files) if files else {}
+    else:
         return _report_static(args, rows)
-    files = sorted({f for row in rows for f in row.files})
-    results = run_traced(tree.root, files) if files else {}
     for node, result in results.items():
         for row in rows:
             if set(result["scenarios"]) & set(row.keys):
