@@ -98,6 +98,21 @@ SPECS: dict[str, str] = {
         "We started writing this.\nTBD - created by archiving change x. Update Purpose after archive.",
         req("A"),
     ),
+    # A section's content runs to the next header of its level or higher, children included.
+    "purpose-in-child": (
+        "# x\n\n## Purpose\n### Background\n" + GOOD_PURPOSE + "\n\n## Requirements\n" + req("A")
+    ),
+    "scenario-with-child": spec(
+        GOOD_PURPOSE,
+        "### Requirement: Deep\nThe system SHALL x.\n\n#### Scenario: outer\n"
+        "##### Details\n- **WHEN** a\n- **THEN** b\n",
+    ),
+    # "#tag" is not a header (no space after the #), so it is text.
+    "hashtag-lines": spec(
+        GOOD_PURPOSE,
+        "### Requirement: Tagged\n#tag first\nThe system SHALL x.\n\n"
+        "#### Scenario: s\n#only-a-tag\n",
+    ),
     "shouted-todo-purpose": spec(
         "TODO write the purpose of this capability before anyone reads it.", req("A")
     ),
@@ -342,6 +357,41 @@ CHANGES: dict[str, dict[str, str]] = {
     "c-tasks-link-bullets": {
         "tasks.md": "- [A](https://example.com)\n- [ ](x)\n",
         "specs/billing/spec.md": delta(("ADDED Requirements", req("Links"))),
+    },
+    # A ### header inside an ADDED block is reported and stays part of that block.
+    "c-h3-inside-block": {
+        "specs/billing/spec.md": delta(
+            ("ADDED Requirements", req("Real") + "\n### Notes\nMore text.\n\n" + req("Second"))
+        )
+    },
+    "c-modified-h3": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Logout") + "\n### Rationale\nBecause.\n")
+        )
+    },
+    # The list forms of RENAMED and REMOVED are case-sensitive.
+    "c-lowercase-from": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- from: `### Requirement: Logout`\n- to: `### Requirement: Sign Out`\n",
+            )
+        )
+    },
+    "c-removed-bullet-lowercase": {
+        "specs/auth/spec.md": delta(
+            ("REMOVED Requirements", "- `### requirement: Legacy Tokens`\n")
+        )
+    },
+    "c-interleaved-renames": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- TO: `### Requirement: Orphan`\n"
+                "- FROM: `### Requirement: Login`\n- FROM: `### Requirement: Logout`\n"
+                "- TO: `### Requirement: Sign Out`\n",
+            )
+        )
     },
     "c-remove-last": {
         "specs/billing/spec.md": delta(

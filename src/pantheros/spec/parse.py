@@ -73,25 +73,39 @@ class Section:
     level: int
     title: str
     line: int  # 1-based
-    content: list[str] = field(default_factory=list)  # lines before the first child
+    # Every line up to the next header of this level or higher, children's lines included,
+    # as OpenSpec reads a section (fenced lines marked with a leading NUL).
+    content: list[str] = field(default_factory=list)
     children: list[Section] = field(default_factory=list)
+
+
+HEADER_START = re.compile(r"^(#{1,6})\s+")
 
 
 def sections(text: str) -> list[Section]:
     lines = normalise(text).split("\n")
     mask = fenced(lines)
+    marked = ["\x00" + ln if inside else ln for ln, inside in zip(lines, mask, strict=True)]
+    # Where each level's content ends: the next header (of any title, even an empty one)
+    # at that level or higher.
+    starts = [
+        (i, len(m.group(1)))
+        for i, ln in enumerate(lines)
+        if not mask[i] and (m := HEADER_START.match(ln))
+    ]
     roots: list[Section] = []
     stack: list[Section] = []
-    for number, (line, inside) in enumerate(zip(lines, mask, strict=True), 1):
-        match = None if inside else HEADER.match(line)
-        if match:
-            section = Section(len(match.group(1)), match.group(2).strip(), number)
-            while stack and stack[-1].level >= section.level:
-                stack.pop()
-            (stack[-1].children if stack else roots).append(section)
-            stack.append(section)
-        elif stack and not stack[-1].children:
-            stack[-1].content.append(line if not inside else "\x00" + line)
+    for order, (index, _) in enumerate(starts):
+        match = HEADER.match(lines[index])
+        if not match:
+            continue
+        level = len(match.group(1))
+        end = next((i for i, lv in starts[order + 1 :] if lv <= level), len(lines))
+        section = Section(level, match.group(2).strip(), index + 1, marked[index + 1 : end])
+        while stack and stack[-1].level >= level:
+            stack.pop()
+        (stack[-1].children if stack else roots).append(section)
+        stack.append(section)
     return roots
 
 
@@ -105,11 +119,23 @@ def find(tree: list[Section], title: str) -> Section | None:
     return None
 
 
+HEADER_LINE = re.compile(r"^#{1,6}\s")
+SCENARIO_END = re.compile(r"^#{1,4}\s")  # a scenario's body runs to the next header up to ####
+
+
 def body_text(lines: list[str]) -> str:
-    """Body of a requirement: non-blank, non-fenced lines; metadata lines only if nothing else."""
-    plain = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("\x00")]
-    prose = [ln for ln in plain if not METADATA.match(ln)]
-    return "\n".join(prose or plain)
+    """A requirement's text: its non-blank, unfenced lines up to the first header; metadata
+    lines (**ID**: ...) count only when there is nothing else."""
+    prose: list[str] = []
+    metadata: list[str] = []
+    for line in lines:
+        if line.startswith("\x00"):
+            continue
+        if HEADER_LINE.match(line):
+            break
+        if line.strip():
+            (metadata if METADATA.match(line.strip()) else prose).append(line.strip())
+    return "\n".join(prose or metadata)
 
 
 def raw_text(lines: list[str]) -> str:
@@ -310,12 +336,9 @@ def block_body(block: Block) -> str:
     """The lines after the header up to the next header, for the SHALL/MUST rule."""
     lines = block.raw.split("\n")[1:]
     mask = fenced(lines)
-    taken = []
-    for line, inside in zip(lines, mask, strict=True):
-        if not inside and line.startswith("#"):
-            break
-        taken.append("\x00" + line if inside else line)
-    return body_text(taken)
+    return body_text(
+        ["\x00" + ln if inside else ln for ln, inside in zip(lines, mask, strict=True)]
+    )
 
 
 def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
@@ -329,7 +352,7 @@ def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
         name = re.sub(r"^Scenario:\s*", "", clean_name(line[4:].strip()), flags=re.I).strip()
         body = []
         for later in range(index + 1, len(lines)):
-            if not mask[later] and lines[later].startswith("#"):
+            if not mask[later] and SCENARIO_END.match(lines[later]):
                 break
             if lines[later].strip():
                 body.append(lines[later])
@@ -377,9 +400,10 @@ class Delta:
         return len(self.added) + len(self.modified) + len(self.removed) + len(self.renamed)
 
 
-REMOVED_BULLET = re.compile(r"^\s*[-*+]\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
-FROM = re.compile(r"^\s*(?:[-*+]\s*)?FROM:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
-TO = re.compile(r"^\s*(?:[-*+]\s*)?TO:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
+# Unlike a header, these list forms are case-sensitive in OpenSpec: "from:" is not a rename.
+REMOVED_BULLET = re.compile(r"^\s*[-*+]\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
+FROM = re.compile(r"^\s*[-*+]?\s*FROM:\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
+TO = re.compile(r"^\s*[-*+]?\s*TO:\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
 
 
 def parse_delta(text: str) -> Delta:
@@ -422,9 +446,12 @@ def parse_delta(text: str) -> Delta:
             if req:
                 close()
                 block, block_line = [line], number
-            elif not inside and re.match(r"^###(?!#)", line):
-                close()
+            elif not inside and re.match(r"^###\s+\S", line):
+                # Not a requirement header: reported, and (as in OpenSpec) kept in the block
+                # it interrupts rather than ending it.
                 delta.ignored_headers.append((number, line[3:].strip(), title or ""))
+                if block is not None:
+                    block.append(line)
             elif block is not None:
                 block.append(line)
         elif kind == "REMOVED":
@@ -450,6 +477,7 @@ def parse_delta(text: str) -> Delta:
     close()
     if pending_from:
         delta.unpaired.append((pending_from[1], "FROM", pending_from[0]))
+    delta.unpaired.sort()
     return delta
 
 
