@@ -393,6 +393,29 @@ CHANGES: dict[str, dict[str, str]] = {
             )
         )
     },
+    # What archive would otherwise drop silently makes it validate first (and refuse).
+    "c-unread-only": {"specs/billing.md": delta(("ADDED Requirements", req("Unread")))},
+    "c-skip-specs-notes": {
+        ".openspec.yaml": "schema: spec-driven\nskip_specs: true\n",
+        "specs/notes/spec.md": "# Notes\nNothing here.\n",
+    },
+    "c-skip-specs-hidden": {
+        ".openspec.yaml": "schema: spec-driven\nskip_specs: true\n",
+        "specs/.gitkeep": "",
+    },
+    "c-skip-specs-unknown-schema": {".openspec.yaml": "schema: my-flow\nskip_specs: true\n"},
+    "c-skip-specs-string": {".openspec.yaml": 'schema: spec-driven\nskip_specs: "yes"\n'},
+    "c-skip-specs-false-bad-date": {
+        ".openspec.yaml": "schema: spec-driven\ncreated: yesterday\nskip_specs: false\n"
+    },
+    "c-skip-specs-bad-date": {
+        ".openspec.yaml": "schema: spec-driven\ncreated: yesterday\nskip_specs: true\n"
+    },
+    "c-skip-specs-no-schema": {".openspec.yaml": "skip_specs: true\n"},
+    "c-hidden-capability": {
+        "specs/.draft/spec.md": delta(("ADDED Requirements", req("Hidden"))),
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Visible"))),
+    },
     "c-remove-last": {
         "specs/billing/spec.md": delta(
             ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")

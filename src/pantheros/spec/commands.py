@@ -403,6 +403,25 @@ def _archive_fail(
     return ExitCode.FAILURE
 
 
+def _needs_validation(folder: Path, files: list[tuple[str, Path]]) -> bool:
+    """Whether archive validates the change first, as OpenSpec decides: when it has delta
+    headers, or anything that archive would otherwise drop without a word (a specs/spec.md,
+    a delta in a file never read, specs/ files beside skip_specs, a marker it cannot honor)."""
+    if (folder / "specs" / "spec.md").is_file() or validate.unread_delta_files(folder):
+        return True
+    skip_specs, invalid = validate.marker(folder, "skip_specs")
+    if invalid:
+        return True
+    if skip_specs:
+        return validate.has_files(folder / "specs")
+    return any(
+        re.search(
+            r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements", parse.read(p), re.M | re.I
+        )
+        for _, p in files
+    )
+
+
 def cmd_archive(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
@@ -426,13 +445,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             args, tree, "archive_change_symlink", f"Change '{change}' is a symlink."
         )
     files, _ = validate.delta_files(folder)
-    has_delta_header = any(
-        re.search(
-            r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements", parse.read(p), re.M | re.I
-        )
-        for _, p in files
-    )
-    if args.validate and (has_delta_header or (folder / "specs" / "spec.md").is_file()):
+    if args.validate and _needs_validation(folder, files):
         errors = [i for i in validate.validate_change(folder, None) if i.level == "ERROR"]
         if errors:
             return _archive_fail(
@@ -441,6 +454,13 @@ def cmd_archive(args: argparse.Namespace) -> int:
                 "archive_validation_failed",
                 "Validation failed: " + "; ".join(i.message for i in errors),
             )
+    if not args.validate and not args.yes:
+        return _archive_fail(
+            args,
+            tree,
+            "archive_confirmation_required",
+            "Skipping validation needs confirmation: give --yes too.",
+        )
     tasks = folder / "tasks.md"
     done, total = parse.task_counts(parse.read(tasks)) if tasks.is_file() else (0, 0)
     if total > done and not args.yes:

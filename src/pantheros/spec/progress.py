@@ -54,20 +54,27 @@ def schema_of(change: Path, tree: Tree) -> str:
     return "spec-driven"
 
 
+class ChangeError(Exception):
+    """This change's status cannot be told: its metadata is broken or names another schema."""
+
+
 def change_status(tree: Tree, name: str) -> dict[str, Any]:
     change = tree.changes_dir / name
+    problem = validate.metadata_problem(change)
+    if problem:
+        raise ChangeError(f"change '{name}' has invalid metadata in .openspec.yaml: {problem}")
     schema = schema_of(change, tree)
     if schema != "spec-driven":
-        raise UsageError(
+        raise ChangeError(
             f"change '{name}' uses the schema '{schema}'; panther spec status knows only "
-            "the built-in spec-driven schema (openspec status reads custom ones)"
+            "the built-in spec-driven schema"
         )
     done = {a.id for a in SPEC_DRIVEN if _written(change, a)}
-    meta, _ = validate.metadata(change)
+    skip_specs, _ = validate.marker(change, "skip_specs")
     # A change that declares skip_specs must not have spec files, so its specs artifact
     # counts as complete (tasks is not blocked on it) and shows as skipped.
     skipped = set()
-    if meta and meta.get("skip_specs", "").lower() == "true" and "specs" not in done:
+    if skip_specs and "specs" not in done:
         skipped.add("specs")
         done.add("specs")
     artifacts = []
@@ -147,7 +154,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             "name a change with --change ID, or give --all "
             f"({len(changes)} active changes: see panther spec list)"
         )
-    statuses = [change_status(tree, name) for name in names]
+    statuses: list[dict[str, Any]] = []
+    for name in names:
+        try:
+            statuses.append(change_status(tree, name))
+        except ChangeError as exc:
+            if not args.all:
+                if args.json:
+                    return _fail_json(
+                        {"severity": "error", "code": "change_error", "message": str(exc)}
+                    )
+                raise UsageError(str(exc)) from None
+            error = {"severity": "error", "code": "change_error", "message": str(exc)}
+            statuses.append({"changeName": name, "status": [error]})
     if args.json:
         root = tree.root_json()
         ui.emit_json(
@@ -157,7 +176,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     for index, status in enumerate(statuses):
         if index:
             ui.result()
-        _print_status(status)
+        if "status" in status:
+            ui.result(f"Change: {status['changeName']}\n{status['status'][0]['message']}")
+        else:
+            _print_status(status)
     return ExitCode.OK
 
 

@@ -6,6 +6,7 @@ valid = no ERROR (and, with --strict, no WARNING); INFO never decides.
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -189,12 +190,22 @@ def delta_files(change: Path) -> tuple[list[tuple[str, Path]], list[Issue]]:
                 "specs/<capability>/spec.md and is ignored here.",
             )
         )
-    for path in sorted(specs.rglob("spec.md")):
-        rel = path.parent.relative_to(specs)
-        if rel == Path(".") or any(p.startswith(".") for p in rel.parts):
-            continue
-        found.append(("/".join(rel.parts), path))
+    found = _walk_specs(specs, ())
     return sorted(found, key=lambda item: item[0]), issues
+
+
+def _walk_specs(folder: Path, segments: tuple[str, ...]) -> list[tuple[str, Path]]:
+    """spec.md files below specs/<capability...>/: hidden entries skipped, symlinked folders
+    not entered, a symlinked spec.md read only when it leads to a file (as OpenSpec walks)."""
+    found: list[tuple[str, Path]] = []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_dir(follow_symlinks=False):
+            found += _walk_specs(Path(entry.path), (*segments, entry.name))
+        elif entry.name == "spec.md" and segments and entry.is_file():
+            found.append(("/".join(segments), Path(entry.path)))
+    return found
 
 
 def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
@@ -390,22 +401,95 @@ def _indent(line: str) -> int:
     return column
 
 
-def metadata(change: Path) -> tuple[dict[str, str] | None, str | None]:
-    """The change's .openspec.yaml as flat key: value pairs, or (None, why it is not valid)."""
+SCALARS: dict[str, bool | None] = {"true": True, "True": True, "TRUE": True, "false": False}
+SCALARS |= {"False": False, "FALSE": False, "null": None, "~": None, "": None}
+
+
+def _flat_yaml(text: str) -> dict[str, object] | None:
+    """The top-level keys of a small YAML mapping (None where it is not one): scalars are read,
+    nested lists and maps are kept as a marker of their presence."""
+    found: dict[str, object] = {}
+    key: str | None = None
+    for line in parse.normalise(text).split("\n"):
+        if not line.strip() or line.lstrip().startswith("#") or line.strip() == "---":
+            continue
+        if line.startswith((" ", "\t", "-")):
+            if key is None:
+                return None
+            found[key] = [line.strip()]  # a nested value: present, not a scalar
+            continue
+        match = re.match(r"^(['\"]?)([^'\":#]+)\1\s*:(?:\s+(.*))?$", line)
+        if not match:
+            return None
+        key, raw = match.group(2).strip(), re.sub(r"\s+#.*$", "", match.group(3) or "").strip()
+        if raw[:1] in ("'", '"'):
+            found[key] = raw[1:-1] if len(raw) > 1 and raw[-1] == raw[0] else None
+            if found[key] is None:
+                return None
+        else:
+            found[key] = SCALARS.get(raw, raw)
+    return found
+
+
+def _metadata_problem(doc: dict[str, object]) -> str | None:
+    schema = doc.get("schema")
+    if not isinstance(schema, str) or not schema:
+        return "schema: a schema name is required"
+    created = doc.get("created")
+    if created is not None and not (
+        isinstance(created, str) and re.fullmatch(r"\d{4}-\d{2}-\d{2}", created)
+    ):
+        return "created: must be YYYY-MM-DD"
+    for flag in ("skip_specs", "retire_capabilities"):
+        if flag in doc and not isinstance(doc[flag], bool):
+            return f"{flag}: must be true or false"
+    return None
+
+
+def metadata_problem(change: Path) -> str | None:
+    """Why the change's .openspec.yaml cannot be loaded at all (status refuses such a change)."""
     path = change / ".openspec.yaml"
-    if not path.is_file():
-        return {}, None
-    found: dict[str, str] = {}
-    for line in parse.normalise(parse.read(path)).split("\n"):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        if ":" not in line or line.startswith((" ", "\t")):
-            continue
-        key, _, value = line.partition(":")
-        found[key.strip()] = value.strip().strip("'\"")
-    if found.get("schema") != "spec-driven":
-        return None, f"unknown schema {found.get('schema')!r}"
-    return found, None
+    if not path.exists():
+        return None
+    try:
+        doc = _flat_yaml(parse.read(path))
+    except OSError as exc:
+        return f"the metadata file cannot be read ({exc.strerror})"
+    if doc is None:
+        return "the metadata file is not valid YAML"
+    return _metadata_problem(doc)
+
+
+def marker(change: Path, key: str) -> tuple[bool, str | None]:
+    """Whether .openspec.yaml sets the boolean `key`, and why it cannot be honored if so.
+
+    As OpenSpec decides: honored only when the whole file is valid change metadata whose
+    schema exists; a mention in a file that is not (or of a value that is not a boolean)
+    cannot be honored, and says so rather than being ignored.
+    """
+    path = change / ".openspec.yaml"
+    if not path.exists():
+        return False, None
+    try:
+        text = parse.read(path)
+    except OSError as exc:
+        return False, f"the metadata file cannot be read ({exc.strerror})"
+    doc = _flat_yaml(text)
+    if doc is None:
+        mentioned = re.search(rf"^\s*(['\"]?){key}\1\s*:", text, re.M)
+        return False, ("the file is not valid YAML" if mentioned else None)
+    problem = _metadata_problem(doc)
+    if problem is None:
+        if doc.get(key) is not True:
+            return False, None
+        schema = str(doc["schema"])
+        project = change.parent.parent  # openspec/
+        if schema != "spec-driven" and not (project / "schemas" / schema / "schema.yaml").is_file():
+            return False, f"schema: unknown schema '{schema}'"
+        return True, None
+    if key in doc and doc[key] is not False:
+        return False, problem
+    return False, None
 
 
 def unread_delta_files(change: Path) -> list[Issue]:
@@ -486,36 +570,26 @@ def task_numbering(change: Path) -> list[Issue]:
     return issues
 
 
+def has_files(specs: Path) -> bool:
+    """Any visible file (or symlink) below specs/; one that cannot be read counts (fail closed)."""
+    try:
+        entries = list(os.scandir(specs))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return True
+    for entry in entries:
+        if entry.name.startswith("."):
+            continue
+        if entry.is_symlink() or entry.is_file(follow_symlinks=False):
+            return True
+        if entry.is_dir(follow_symlinks=False) and has_files(Path(entry.path)):
+            return True
+    return False
+
+
 def validate_change(change: Path, main_specs: Path | None) -> list[Issue]:
     files, issues = delta_files(change)
-    meta, invalid = metadata(change)
-    skip_specs = meta is not None and meta.get("skip_specs", "").lower() == "true"
-    if invalid and "skip_specs" in (change / ".openspec.yaml").read_text():
-        issues.append(
-            Issue(
-                "ERROR",
-                ".openspec.yaml",
-                "skip_specs is set but .openspec.yaml is "
-                f"not valid change metadata ({invalid}), so it is not honored.",
-            )
-        )
-    unread = unread_delta_files(change)
-    issues += unread
-    if skip_specs:
-        specs = change / "specs"
-        has_files = specs.is_dir() and any(
-            p.is_file() and not any(part.startswith(".") for part in p.relative_to(specs).parts)
-            for p in specs.rglob("*")
-        )
-        if has_files:
-            return [
-                *issues,
-                Issue(
-                    "ERROR",
-                    "file",
-                    "skip_specs is set in .openspec.yaml but spec files exist under specs/.",
-                ),
-            ]
     total = 0
     for cap, path in files:
         text = parse.read(path)
@@ -526,25 +600,50 @@ def validate_change(change: Path, main_specs: Path | None) -> list[Issue]:
         issues += found
         if main is not None and not any(i.level == "ERROR" for i in found):
             issues += _dry_run(cap, change.name, text, main)
-    misplaced = bool(unread) or any(i.path == "spec.md" for i in issues)
-    if total == 0 and skip_specs:
+    unread = unread_delta_files(change)
+    issues += unread
+    skip_specs, invalid = marker(change, "skip_specs")
+    if invalid:
         issues.append(
             Issue(
-                "INFO",
-                "file",
-                "skip_specs is set in .openspec.yaml: no spec-level change, zero deltas accepted.",
+                "ERROR",
+                ".openspec.yaml",
+                f"skip_specs cannot be honored: .openspec.yaml is not valid change metadata "
+                f"({invalid}).",
             )
         )
-    elif total == 0 and not misplaced:
+    # Any file under specs/ contradicts the marker, delta or not: archive would drop it.
+    conflict = skip_specs and has_files(change / "specs")
+    if conflict:
         issues.append(
             Issue(
                 "ERROR",
                 "file",
-                "Change must have at least one delta. No deltas found "
-                "under specs/<capability>/spec.md (set skip_specs: true in .openspec.yaml "
-                "for a change that touches no spec).",
+                "skip_specs is set in .openspec.yaml but files exist under specs/; "
+                "remove them or the marker.",
             )
         )
+    misplaced = bool(unread) or (change / "specs" / "spec.md").is_file()
+    if total == 0 and not misplaced:
+        if skip_specs and not conflict:
+            issues.append(
+                Issue(
+                    "INFO",
+                    "file",
+                    "skip_specs is set in .openspec.yaml: no spec-level change, "
+                    "zero deltas accepted.",
+                )
+            )
+        elif not skip_specs:
+            issues.append(
+                Issue(
+                    "ERROR",
+                    "file",
+                    "Change must have at least one delta. No deltas found "
+                    "under specs/<capability>/spec.md (set skip_specs: true in .openspec.yaml "
+                    "for a change that touches no spec).",
+                )
+            )
     if main_specs is not None:
         issues += tasks_issues(change)
         issues += task_numbering(change)
