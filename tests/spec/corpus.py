@@ -113,6 +113,11 @@ SPECS: dict[str, str] = {
         "### Requirement: Tagged\n#tag first\nThe system SHALL x.\n\n"
         "#### Scenario: s\n#only-a-tag\n",
     ),
+    "h3-before-requirement": spec(
+        GOOD_PURPOSE,
+        "### Overview\nSome words.\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n\n",
+        req("Quiet", body="Nothing normative here."),
+    ),
     "shouted-todo-purpose": spec(
         "TODO write the purpose of this capability before anyone reads it.", req("A")
     ),

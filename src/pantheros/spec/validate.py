@@ -106,12 +106,10 @@ def validate_spec_text(text: str) -> list[Issue]:
                     "Requirement has no scenario; scenarios use #### Scenario: headers.",
                 )
             )
-    blocks = {b.name: b for b in parse.requirements_section(text).blocks}
-    for index, req in enumerate(spec.requirements):
-        block = blocks.get(req.name)
-        if block is None:
-            continue
-        issue = shall_issue(block, f'Requirement "{req.name}"', f"requirements[{index}]", "ERROR")
+    # Numbered by `### Requirement:` block, not by the section tree's requirement: the two
+    # differ when another ### header sits in the Requirements section (OpenSpec does the same).
+    for index, block in enumerate(parse.requirements_section(text).blocks):
+        issue = shall_issue(block, f'Requirement "{block.name}"', f"requirements[{index}]", "ERROR")
         if issue:
             issues.append(issue)
     return issues
