@@ -421,12 +421,22 @@ CHANGES: dict[str, dict[str, str]] = {
         "specs/.draft/spec.md": delta(("ADDED Requirements", req("Hidden"))),
         "specs/billing/spec.md": delta(("ADDED Requirements", req("Visible"))),
     },
+    # Folders that only wrap changes: reported (validate) and refused (archive), not read.
+    "c-namespace": {"team/add-x/proposal.md": PROPOSAL, "team/add-y/specs/a/spec.md": "x"},
+    "c-namespace-deep": {"a/b/c/add-z/tasks.md": "- [ ] 1.1 x\n", "a/notes/.keep": ""},
+    "c-namespace-with-file": {"README": "a note", "team/add-x/proposal.md": PROPOSAL},
     "c-remove-last": {
         "specs/billing/spec.md": delta(
             ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")
         )
     },
 }
+
+
+# Changes written without the default proposal.md and tasks.md.
+BARE = {"c-namespace", "c-namespace-deep", "c-namespace-with-file"}
+# A change folder that is a symlink to another change.
+LINKED = {"c-linked": "c-new-spec"}
 
 
 def write(root: Path) -> Path:
@@ -438,9 +448,12 @@ def write(root: Path) -> Path:
     for change, files in CHANGES.items():
         folder = root / "openspec" / "changes" / change
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"proposal.md": PROPOSAL, "tasks.md": "- [x] 1.1 done\n", **files}
+        if change not in BARE:
+            files = {"proposal.md": PROPOSAL, "tasks.md": "- [x] 1.1 done\n", **files}
         for rel, text in files.items():
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    for link, target in LINKED.items():
+        (root / "openspec" / "changes" / link).symlink_to(target)
     return root

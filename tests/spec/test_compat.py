@@ -59,12 +59,12 @@ def test_validate_verdicts_and_issues_match(tree: Path, strict: bool) -> None:
 
 
 @pytest.mark.scenario("spec-management: Same archive results")
-@pytest.mark.parametrize("change", sorted(corpus.CHANGES))
+@pytest.mark.parametrize("change", sorted([*corpus.CHANGES, *corpus.LINKED]))
 def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str) -> None:
     results = {}
     for tool, run in (("openspec", openspec), ("panther", panther)):
         copy = tmp_path / tool
-        shutil.copytree(tree, copy)
+        shutil.copytree(tree, copy, symlinks=True)
         proc = run(copy, "archive", change, "--yes", "--json")
         payload = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
         code = (

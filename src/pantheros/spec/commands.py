@@ -67,10 +67,13 @@ class Tree:
     def changes(self) -> list[str]:
         if not self.changes_dir.is_dir():
             return []
+        # A symlink is no change (OpenSpec reads directory entries, not their targets).
         return sorted(
-            p.name
-            for p in self.changes_dir.iterdir()
-            if p.is_dir() and p.name != "archive" and not p.name.startswith(".")
+            e.name
+            for e in os.scandir(self.changes_dir)
+            if e.is_dir(follow_symlinks=False)
+            and e.name != "archive"
+            and not e.name.startswith(".")
         )
 
     def spec_file(self, spec_id: str) -> Path:
@@ -432,6 +435,17 @@ def cmd_archive(args: argparse.Namespace) -> int:
             args, tree, "archive_change_name_required", "A change name is required."
         )
     folder = tree.changes_dir / change
+    if "/" in change or change in ("", ".", ".."):
+        return _archive_fail(
+            args,
+            tree,
+            "archive_change_name_invalid",
+            f"Change name '{change}' is not a folder name.",
+        )
+    if folder.is_symlink():
+        return _archive_fail(
+            args, tree, "archive_change_symlink", f"Change '{change}' is a symlink."
+        )
     if change not in tree.changes():
         available = ", ".join(tree.changes()) or "none"
         return _archive_fail(
@@ -440,9 +454,13 @@ def cmd_archive(args: argparse.Namespace) -> int:
             "archive_change_not_found",
             f"Change '{change}' not found. Available changes: {available}",
         )
-    if folder.is_symlink():
+    nested = validate.nested_changes(tree.changes_dir, change)
+    if nested:
         return _archive_fail(
-            args, tree, "archive_change_symlink", f"Change '{change}' is a symlink."
+            args,
+            tree,
+            "archive_change_is_namespace_folder",
+            validate.nested_issue(nested, change).message,
         )
     files, _ = validate.delta_files(folder)
     if args.validate and _needs_validation(folder, files):

@@ -60,6 +60,9 @@ class ChangeError(Exception):
 
 def change_status(tree: Tree, name: str) -> dict[str, Any]:
     change = tree.changes_dir / name
+    nested = validate.nested_changes(tree.changes_dir, name)
+    if nested:
+        raise ChangeError(validate.nested_issue(nested, name).message)
     problem = validate.metadata_problem(change)
     if problem:
         raise ChangeError(f"change '{name}' has invalid metadata in .openspec.yaml: {problem}")

@@ -586,7 +586,67 @@ def has_files(specs: Path) -> bool:
     return False
 
 
+CHANGE_MARKERS = (".openspec.yaml", "proposal.md", "tasks.md", "design.md")
+MAX_NESTING = 3
+
+
+def looks_like_change(folder: Path) -> bool:
+    return any((folder / m).is_file() for m in CHANGE_MARKERS) or has_files(folder / "specs")
+
+
+def _subfolders(folder: Path) -> list[os.DirEntry[str]]:
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return []
+    return [e for e in entries if e.is_dir(follow_symlinks=False) and not e.name.startswith(".")]
+
+
+def nested_changes(changes_dir: Path, name: str) -> list[str]:
+    """Changes nested inside a folder of changes/ that is itself no change (a "namespace"):
+    OpenSpec sees none of them, so the folder is reported instead of validated or archived."""
+    folder = changes_dir / name
+    if name == "archive" or name.startswith(".") or looks_like_change(folder):
+        return []
+    try:
+        if any(
+            not e.name.startswith(".") and not e.is_dir(follow_symlinks=False)
+            for e in os.scandir(folder)
+        ):
+            return []
+    except OSError:
+        return []
+    found: list[str] = []
+
+    def collect(at: Path, prefix: str, depth: int) -> None:
+        if depth > MAX_NESTING:
+            return
+        for entry in _subfolders(at):
+            child = Path(entry.path)
+            if looks_like_change(child):
+                found.append(f"{prefix}/{entry.name}")
+            else:
+                collect(child, f"{prefix}/{entry.name}", depth + 1)
+
+    collect(folder, name, 1)
+    return sorted(found)
+
+
+def nested_issue(nested: list[str], name: str) -> Issue:
+    where = ", ".join(f"openspec/changes/{n}/" for n in nested)
+    return Issue(
+        "ERROR",
+        "file",
+        f'"{name}" is a folder around changes ({where}), which OpenSpec never sees: a change '
+        f"must sit directly under openspec/changes/; rename each to a flat name such as "
+        f'"{nested[0].replace("/", "-")}".',
+    )
+
+
 def validate_change(change: Path, main_specs: Path | None) -> list[Issue]:
+    nested = nested_changes(change.parent, change.name)
+    if nested:
+        return [nested_issue(nested, change.name)]
     files, issues = delta_files(change)
     total = 0
     for cap, path in files:
