@@ -118,6 +118,7 @@ SPECS: dict[str, str] = {
         "### Overview\nSome words.\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n\n",
         req("Quiet", body="Nothing normative here."),
     ),
+    "with-notes": spec(GOOD_PURPOSE, req("A"), extra="\n## Notes\nKeep this.\n"),
     "shouted-todo-purpose": spec(
         "TODO write the purpose of this capability before anyone reads it.", req("A")
     ),
@@ -425,6 +426,25 @@ CHANGES: dict[str, dict[str, str]] = {
     "c-namespace": {"team/add-x/proposal.md": PROPOSAL, "team/add-y/specs/a/spec.md": "x"},
     "c-namespace-deep": {"a/b/c/add-z/tasks.md": "- [ ] 1.1 x\n", "a/notes/.keep": ""},
     "c-namespace-with-file": {"README": "a note", "team/add-x/proposal.md": PROPOSAL},
+    # retire_capabilities: a change that removes a spec's last requirement deletes the spec.
+    "c-retire-last": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/billing/spec.md": delta(
+            ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")
+        ),
+    },
+    "c-retire-nested": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/nested/area/spec.md": delta(("REMOVED Requirements", "### Requirement: Nested\n")),
+    },
+    "c-retire-not-last": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/billing/spec.md": delta(("REMOVED Requirements", "### Requirement: Refunds\n")),
+    },
+    "c-retire-with-notes": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/with-notes/spec.md": delta(("REMOVED Requirements", "### Requirement: A\n")),
+    },
     "c-remove-last": {
         "specs/billing/spec.md": delta(
             ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")

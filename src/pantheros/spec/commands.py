@@ -425,6 +425,68 @@ def _needs_validation(folder: Path, files: list[tuple[str, Path]]) -> bool:
     )
 
 
+def _unaccounted(text: str) -> list[str]:
+    """Lines of a spec, other than its title and Purpose, that deleting it would lose."""
+    section = parse.requirements_section(text)
+    lines = parse.normalise(section.before).split("\n")
+    leftovers: list[str] = []
+    in_purpose = title_seen = False
+    previous = ""
+    for line, inside in zip(lines, parse.fenced(lines), strict=True):
+        if not line.strip():
+            previous = ""
+            continue
+        if not inside:
+            heading = re.match(r"^ {0,3}##\s+(.+?)\s*$", line)
+            setext = in_purpose and previous.strip() and re.match(r"^ {0,3}(=+|-+)\s*$", line)
+            if heading:
+                in_purpose = heading.group(1).strip().lower() == "purpose"
+                leftovers += [] if in_purpose else [line.strip()]
+                previous = line
+                continue
+            if setext or re.match(r"^ {0,3}<h[1-6]\b", line, re.I):
+                leftovers.append((previous if setext else line).strip())
+                in_purpose = False
+                previous = line
+                continue
+            if re.match(r"^ {0,3}#\s+.+$", line):
+                if title_seen or in_purpose:
+                    leftovers.append(line.strip())
+                    in_purpose = False
+                title_seen = True
+                previous = line
+                continue
+        previous = line
+        if not in_purpose:
+            leftovers.append(line.strip())
+    for part in (section.preamble, section.after):
+        leftovers += [ln.strip() for ln in part.split("\n") if ln.strip()]
+    return leftovers
+
+
+def _retirable(text: str, problems: list[Issue]) -> bool:
+    """A rebuilt spec with nothing left but its title and Purpose, and no other fault."""
+    return (
+        not parse.requirements_section(text).blocks
+        and not _unaccounted(text)
+        and bool(problems)
+        and all(i.path == "requirements" for i in problems)
+    )
+
+
+def _prune_empty(folder: Path, boundary: Path) -> None:
+    """Remove emptied capability folders up to (not including) specs/, never through a link."""
+    top = boundary.resolve()
+    while not folder.is_symlink() and folder.resolve().is_relative_to(top):
+        if folder.resolve() == top:
+            return
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def cmd_archive(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
@@ -501,6 +563,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
     totals = {"added": 0, "modified": 0, "removed": 0, "renamed": 0}
     warnings: list[str] = []
     writes: list[tuple[Path, str]] = []
+    retirements: list[Path] = []
+    retire = args.validate and validate.marker(folder, "retire_capabilities")[0]
     if not args.skip_specs and files:
         if not args.yes:
             return _archive_fail(
@@ -526,6 +590,19 @@ def cmd_archive(args: argparse.Namespace) -> int:
             if not applied.changed:
                 continue
             problems = [i for i in validate.validate_spec_text(applied.text) if i.level == "ERROR"]
+            if (
+                retire
+                and applied.removed
+                and target.is_file()
+                and _retirable(applied.text, problems)
+            ):
+                totals["removed"] += applied.removed
+                retirements.append(target)
+                warnings.append(
+                    f"{cap} - capability retired (retire_capabilities): its last requirement was "
+                    f"removed, so {target.relative_to(tree.root)} was deleted."
+                )
+                continue
             if problems:
                 return _archive_fail(
                     args,
@@ -539,6 +616,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
     for target, text in writes:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+    for target in retirements:
+        target.unlink()
+        _prune_empty(target.parent, tree.specs_dir)
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, destination)
     if args.json:
@@ -546,7 +626,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             "change": change,
             "archivedAs": name,
             "path": str(destination),
-            "specsUpdated": bool(writes),
+            "specsUpdated": bool(writes or retirements),
         }
         if not args.skip_specs and files:
             body["totals"] = totals
