@@ -445,6 +445,35 @@ CHANGES: dict[str, dict[str, str]] = {
         ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
         "specs/with-notes/spec.md": delta(("REMOVED Requirements", "### Requirement: A\n")),
     },
+    # A MODIFIED naming a header the same delta renames away is reported once, not also as a
+    # scenario loss; renames chain; RENAMED and REMOVED conflict whatever the case.
+    "c-modified-old-name-drops": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Login", scenarios=("good password",))),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Signin`\n",
+            ),
+        )
+    },
+    "c-rename-then-modify-drops": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Signin", scenarios=("good password",))),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Signin`\n",
+            ),
+        )
+    },
+    "c-renamed-and-removed-case": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Logout`\n- TO: `### Requirement: Sign Out`\n",
+            ),
+            ("REMOVED Requirements", "### Requirement: logout\n"),
+        )
+    },
     "c-remove-last": {
         "specs/billing/spec.md": delta(
             ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")

@@ -285,7 +285,8 @@ def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
             issues.append(
                 Issue("ERROR", path, f'RENAMED TO collides with ADDED for "{rename.new}"')
             )
-        if rename.old in removed:
+        # Compared folded: a case or spacing variant in REMOVED is the same contradiction.
+        if any(_fold(name) == _fold(rename.old) for name in removed):
             issues.append(
                 Issue(
                     "ERROR",
@@ -295,9 +296,12 @@ def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
             )
     if main is not None and main.is_file():
         current = {b.name: b for b in parse.requirements_section(parse.read(main)).blocks}
-        renamed_to = {r.new: r.old for r in delta.renamed}
+        renamed_from = {r.new: r.old for r in delta.renamed}
+        renamed_away = {r.old for r in delta.renamed}
         for block in delta.modified:
-            old = current.get(renamed_to.get(block.name, block.name))
+            if block.name in renamed_away:
+                continue  # already reported: MODIFIED names the old header
+            old = _current_block(current, renamed_from, block.name)
             if old is None:
                 continue
             lost = parse.missing_scenarios(
@@ -314,6 +318,24 @@ def validate_delta(cap: str, text: str, main: Path | None) -> list[Issue]:
                     )
                 )
     return issues
+
+
+def _fold(name: str) -> str:
+    return re.sub(r"\s+", " ", name).lower()
+
+
+def _current_block(
+    current: dict[str, Block], renamed_from: dict[str, str], name: str
+) -> Block | None:
+    """The main spec's block a MODIFIED lands on, following renames back (A to B to C)."""
+    seen: set[str] = set()
+    key: str | None = name
+    while key is not None and key not in seen:
+        if key in current:
+            return current[key]
+        seen.add(key)
+        key = renamed_from.get(key)
+    return None
 
 
 def _dry_run(cap: str, change: str, text: str, main: Path) -> list[Issue]:
