@@ -366,11 +366,32 @@ def _spec(sub: Any) -> None:
     p.add_argument("change", metavar="CHANGE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(**_handler(SPEC, "cmd_diff"))
-    p = ssub.add_parser("trace", help="which tests exercise each scenario")
+    p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if a scenario has no test")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--run", action="store_true", help="run the traced tests (pytest) and report")
+    how.add_argument(
+        "--results",
+        metavar="FILE",
+        help="report from a test run that loaded -p pantheros.spec.pytest_trace",
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_trace"))
+    p.set_defaults(**_handler("pantheros.spec.trace", "cmd_trace"))
+    p = ssub.add_parser("status", help="artifact completion of a change")
+    p.add_argument("--change", metavar="ID", help="the change (needed when there are several)")
+    p.add_argument("--all", action="store_true", help="every active change")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_status"))
+    p = ssub.add_parser("view", help="dashboard of changes, tasks and specs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_view"))
+
+
+def _completion(sub: Any) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script for panther")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.set_defaults(**_handler("pantheros.completion", "cmd_completion"))
 
 
 def build_parser() -> Parser:
@@ -390,6 +411,7 @@ def build_parser() -> Parser:
     _state(sub)
     _audit(sub)
     _spec(sub)
+    _completion(sub)
     return parser
 
 

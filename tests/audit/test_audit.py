@@ -178,6 +178,7 @@ def test_users_suid_and_world_writable(tmp_path: Path) -> None:
     assert finding(system, "sudo.wheel_only", "hardened").status is Status.PASS
 
 
+@pytest.mark.scenario("audit-evidence: Offline tree skips what only a running system has")
 def test_offline_tree_skips_what_only_a_running_system_has(tmp_path: Path) -> None:
     system = fake(tmp_path, {"etc/passwd": "root:x:0:0::/root:/bin/sh\n"}, live=False)
     for cid in ("network.listening", "firewall.enabled", "sysctl.kernel.kptr_restrict"):
@@ -234,6 +235,7 @@ def test_fail_on_threshold_and_exit_codes(tmp_path: Path) -> None:
         assert panther("audit", "--fail-on", threshold).returncode == expected
 
 
+@pytest.mark.scenario("audit-evidence: Bad input is one line")
 def test_bad_input(tmp_path: Path) -> None:
     assert "unknown level 'paranoid'" in one_line_error(panther("audit", "--level", "paranoid"))
     bad = tmp_path / "m.json"
@@ -252,6 +254,7 @@ def test_bad_input(tmp_path: Path) -> None:
     assert "not readable" in shadow["reason"]
 
 
+@pytest.mark.scenario("audit-evidence: Waivers come from the manifest")
 def test_waivers_come_from_the_manifest(tmp_path: Path) -> None:
     doc = json.loads(
         Path(__file__)
