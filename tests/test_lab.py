@@ -147,6 +147,7 @@ def test_two_lab_up_then_two_lab_down_at_once(workdir: Path) -> None:
             assert any("not up" in e for e in errors), errors
 
 
+@pytest.mark.scenario("state-safety: Second writer waits or is busy")
 def test_no_wait_says_busy_and_changes_nothing(workdir: Path) -> None:
     lab = workdir / "lab"
     lab.mkdir()

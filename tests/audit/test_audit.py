@@ -275,6 +275,7 @@ def test_waivers_come_from_the_manifest(tmp_path: Path) -> None:
     assert (waived["status"], waived["reason"]) == ("waived", "accepted risk for the test")
 
 
+@pytest.mark.scenario("audit-evidence: Nearly empty tree is not a pass")
 def test_an_almost_empty_tree_is_inconclusive_not_clean(tmp_path: Path) -> None:
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text("root:x:0:0::/root:/bin/sh\n")

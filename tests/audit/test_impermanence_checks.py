@@ -34,6 +34,7 @@ def assert_fails_with_a_fix(f: dict[str, Any], why: str) -> None:
     assert f["fix"]["other"] or f["fix"]["nixos"]
 
 
+@pytest.mark.scenario("audit-evidence: Tampered blank fails a check")
 def test_a_rolled_back_lab_and_three_ways_to_break_it(lab: Path) -> None:
     before = status(audit(lab))
     # Fresh from `lab up`: the root was made by the layout, not from the blank, and no rollback

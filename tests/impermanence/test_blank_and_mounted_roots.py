@@ -49,6 +49,7 @@ def test_a_blank_snapshotted_every_boot_is_still_trusted(lab: Path) -> None:
     }
 
 
+@pytest.mark.scenario("state-safety: Changed blank is not trusted")
 def test_a_changed_blank_is_reported_loudly(lab: Path, workdir: Path) -> None:
     with top_level(lab, workdir) as top:
         snapshot = top / "root-blank"

@@ -149,6 +149,7 @@ def test_rollback_refuses_a_root_that_is_mounted_elsewhere(pfs: Pfs, workdir: Pa
         subprocess.run(["umount", str(elsewhere)], check=True)
 
 
+@pytest.mark.scenario("state-safety: Changed blank is not trusted")
 @pytest.mark.root
 def test_a_changed_blank_is_not_trusted(pfs: Pfs) -> None:
     """Invariant 9: a planted file in the blank would be in every new root."""
@@ -186,6 +187,7 @@ def test_the_blank_stays_trusted_across_many_boots(pfs: Pfs) -> None:
     assert len(pfs.old_root_names()) == 3
 
 
+@pytest.mark.scenario("boot-step: Boot-dirty is reported")
 @pytest.mark.root
 def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     """The report the step writes is what stage 2 records; a failure is loud after boot."""

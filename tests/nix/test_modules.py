@@ -264,6 +264,7 @@ def test_security_level_sets_sysctls_from_the_table(tmp_path: Path, level: str) 
     assert out["sysctl"]["vm.max_map_count"] == 1048576
 
 
+@pytest.mark.scenario("nixos-semantics: Sysctl default does not clash")
 @needs_lib
 def test_a_host_overrides_a_hardening_value_with_a_plain_definition(tmp_path: Path) -> None:
     out = evaluated(
@@ -536,6 +537,7 @@ def test_ssh_without_a_way_in_is_refused(tmp_path: Path, users: str) -> None:
     assert any("the owner would be locked out" in m for m in out["failedAssertions"])
 
 
+@pytest.mark.scenario("nixos-semantics: Example hosts at every level")
 @needs_lib
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("level", LEVELS)

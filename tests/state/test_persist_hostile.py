@@ -45,6 +45,7 @@ def reboot(lab: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.scenario("state-safety: Persist through a symlinked parent loses nothing")
 def test_a_symlinked_parent_is_resolved_inside_the_machine(lab: Path, workdir: Path) -> None:
     mnt = lab / "mnt"
     (mnt / "data" / "app").mkdir(parents=True)
@@ -228,6 +229,7 @@ def test_an_unmounted_or_wrong_persist_is_refused(lab: Path) -> None:
     assert recorded(lab) == []
 
 
+@pytest.mark.scenario("state-safety: Second writer waits or is busy")
 def test_one_writer_busy_without_waiting(lab: Path) -> None:
     (lab / "mnt" / "etc").mkdir()
     (lab / "mnt" / "etc" / "x").write_text("x")
