@@ -546,6 +546,10 @@ in
         );
         default = [ ];
       };
+      consoleLogLevel = mkOption {
+        type = types.int;
+        default = 4;
+      };
       kernelModules = strings;
       initrd.availableKernelModules = strings;
       initrd.kernelModules = strings;
@@ -701,13 +705,16 @@ in
   };
 
   config = {
-    # nixos/modules/config/sysctl.nix: NixOS's own defaults, at mkDefault priority. A module
-    # that sets the same key with mkDefault collides with them.
+    # nixos/modules/config/sysctl.nix (and kernel.nix): NixOS's own sysctl defaults, at mkDefault
+    # priority. A module that sets the same key with mkDefault collides with them.
     boot.kernel.sysctl = {
       "kernel.kptr_restrict" = mkDefault 1;
       "kernel.yama.ptrace_scope" = mkDefault 0;
       "vm.max_map_count" = mkDefault 1048576;
+      # nixos/modules/system/boot/kernel.nix
+      "kernel.printk" = mkDefault config.boot.consoleLogLevel;
     };
+    boot.kernelParams = [ "loglevel=${toString config.boot.consoleLogLevel}" ];
 
     # nixos/modules/tasks/filesystems.nix: the special file systems (the ones PantherOS
     # changes, with NixOS's options).

@@ -11,14 +11,13 @@ let
     meta.mainProgram = name;
   };
   file = name: "/nix/store/00000000000000000000000000000000-${name}";
+  # What the modules, the unit options (a stage 2 service's default PATH) and
+  # nix-community/impermanence name.
   packages = lib.genAttrs [
     "bash"
-    "bashInteractive"
     "btrfs-progs"
     "coreutils"
-    "cryptsetup"
     "findutils"
-    "gawk"
     "gnugrep"
     "gnused"
     "systemd"
@@ -27,12 +26,11 @@ let
 in
 packages
 // {
-  inherit lib;
-  path = "/nonexistent";
-  stdenv.hostPlatform.system = "x86_64-linux";
   writeText = name: _: file name;
-  writeShellScript = name: _: package name;
+  # A unit's `script` becomes one (nix/eval/systemd.nix); impermanence builds its helpers with
+  # these two.
   writeShellScriptBin = name: _: package name;
+  writeShellScript = name: _: package name;
   runCommand =
     name: _: _:
     package name;

@@ -361,7 +361,7 @@ let
     );
 in
 {
-  inherit unitNameType escapeSystemdPath attrsToSection;
+  inherit escapeSystemdPath;
 
   types = {
     initrdServices = types.attrsOf (

@@ -14,10 +14,15 @@ let
   panther = config.pantheros.package;
   bootstep = config.pantheros.bootstep;
 
+  # What the manifest accepts: absolute and normalised (no empty, `.` or `..` component).
+  absolutePath = types.addCheck (types.strMatching "(/[^/[:cntrl:]]+)+")
+    (path: !lib.any (part: part == "." || part == "..") (lib.splitString "/" path)) // {
+      description = "normalised absolute path";
+    };
   entryOptions = kind: {
     options = {
       ${kind} = mkOption {
-        type = types.strMatching "/.*";
+        type = absolutePath;
         description = "Absolute path, as the running system sees it.";
       };
       user = mkOption { type = types.str; default = "root"; description = "Owner."; };
@@ -59,6 +64,9 @@ let
   owner = path: lib.foldl'
     (best: mp: if (mp == "/" || path == mp || lib.hasPrefix "${mp}/" path)
       && lib.stringLength mp > lib.stringLength best then mp else best) "/" mountPoints;
+  holding = lib.filter
+    (p: lib.any (mp: lib.hasPrefix "${p}/" mp) (mountPoints ++ lib.optional storage.esp.enable storage.esp.mountPoint))
+    (map (d: d.directory) directories);
   misplaced = lib.filter (p: owner p != "/")
     (map (d: d.directory) directories ++ map (f: f.file) files);
 
@@ -138,12 +146,12 @@ in
         description = "Old roots always kept, whatever their age.";
       };
       maxAgeDays = mkOption {
-        type = types.nullOr types.ints.positive;
+        type = types.nullOr (types.ints.between 1 36500);
         default = 30;
         description = "Old roots older than this (btrfs creation time) are pruned.";
       };
       maxCount = mkOption {
-        type = types.nullOr types.ints.positive;
+        type = types.nullOr (types.ints.between 1 100000);
         default = null;
         description = "At most this many old roots are kept.";
       };
@@ -190,6 +198,10 @@ in
       {
         assertion = (config.fileSystems.${cfg.persistentStoragePath}.neededForBoot or false);
         message = "pantheros.impermanence: ${cfg.persistentStoragePath} must be mounted in the initrd (fileSystems.\"${cfg.persistentStoragePath}\".neededForBoot = true), or persisted files are missing at boot.";
+      }
+      {
+        assertion = holding == [ ];
+        message = "pantheros.impermanence: these persisted directories hold a mount point (persist what is beside it): ${lib.concatStringsSep ", " holding}";
       }
       {
         assertion = misplaced == [ ];
@@ -268,6 +280,8 @@ in
       description = "PantherOS: record this boot's rollback and prune old roots";
       wantedBy = [ "multi-user.target" ];
       after = [ "local-fs.target" ];
+      # Logins wait for it, so the first one already sees the warning of a dirty boot.
+      before = [ "systemd-user-sessions.service" ];
       serviceConfig = {
         Type = "oneshot";
         ExecStart = "${panther}/bin/panther rollback --finish --report ${report}";

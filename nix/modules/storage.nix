@@ -49,6 +49,14 @@ let
   };
   enabled = cfg.enabledSubvolumes;
   device = cfg.btrfsDevice;
+  names = map (s: s.name) (lib.attrValues enabled);
+  mountPoints = map (s: s.mountPoint) (lib.attrValues enabled);
+  twice = list: lib.unique (lib.filter (x: lib.count (y: y == x) list > 1) list);
+  # One name at the top level is, or lies inside, the other.
+  overlaps = a: b: a == b || lib.hasPrefix "${a}/" b || lib.hasPrefix "${b}/" a;
+  overlapping =
+    lib.filter (n: overlaps cfg.blankSnapshot n || overlaps cfg.oldRoots n) names
+    ++ lib.optional (overlaps cfg.blankSnapshot cfg.oldRoots) "${cfg.blankSnapshot} and ${cfg.oldRoots}";
   # Subvolume and directory names at the btrfs top level (the boot step takes them as
   # arguments, so they are plain names).
   topLevelName = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
@@ -241,6 +249,24 @@ in
         {
           assertion = lib.length (lib.filter (s: s.role == "persist") (lib.attrValues enabled)) == 1;
           message = "pantheros.storage.subvolumes needs exactly one subvolume with role \"persist\".";
+        }
+        # The rules the manifest's reader (pantheros.manifest) applies, so that a host panther
+        # would refuse does not evaluate.
+        {
+          assertion = lib.all (s: s.role != "root" || s.mountPoint == "/") (lib.attrValues enabled);
+          message = "pantheros.storage.subvolumes: the subvolume with role \"root\" mounts at \"/\".";
+        }
+        {
+          assertion = twice names == [ ] && twice mountPoints == [ ];
+          message = "pantheros.storage.subvolumes: used twice: ${lib.concatStringsSep ", " (twice names ++ twice mountPoints)}";
+        }
+        {
+          assertion = overlapping == [ ];
+          message = "pantheros.storage: blankSnapshot and oldRoots must not overlap each other or a subvolume: ${lib.concatStringsSep ", " overlapping}";
+        }
+        {
+          assertion = !(cfg.esp.enable && lib.elem cfg.esp.mountPoint mountPoints);
+          message = "pantheros.storage.esp.mountPoint ${cfg.esp.mountPoint} is also a subvolume's mount point.";
         }
       ];
 

@@ -290,6 +290,11 @@ def _audit(sub: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="findings as JSON")
     out.add_argument("--sarif", action="store_true", help="findings as SARIF 2.1.0")
+    out.add_argument(
+        "--fix-snippet",
+        action="store_true",
+        help="print one NixOS module with the fixes of every failing check",
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     p.add_argument(
         "--level", help="audit against this level (default: the manifest's, or baseline)"

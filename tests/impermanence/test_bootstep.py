@@ -197,6 +197,7 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     assert "result=fresh" in report
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "fresh"
+    assert record["root_id"] == btrfs.subvolume_info(lab / "mnt").id, "the new root, not the old"
     assert not (lab / "run" / "login-warning").exists()
 
     manifest = manifests.load(lab / "manifest.json")
@@ -222,3 +223,25 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     assert "root-blank is missing" in warning
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "dirty"
+
+
+@pytest.mark.root
+def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
+    """The initrd's way: --device; the top level it mounts under /run is gone afterwards."""
+    pfs.dirty("etc/hostname", "dirty")
+    btrfs.sync(pfs.top)
+    before = set(Path("/run").glob("pantheros-rollback.*"))
+    args = [a for a in GOOD if a not in ("--top", "/nonexistent")]
+    proc = subprocess.run(
+        [*script(), "--device", f"{pfs.device}p2", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result=fresh" in proc.stdout
+    assert "could not unmount" not in proc.stderr
+    assert set(Path("/run").glob("pantheros-rollback.*")) == before
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if " /run/pantheros-rollback." in line]
+    assert not (pfs.root / "etc/hostname").exists()

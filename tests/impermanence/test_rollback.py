@@ -75,6 +75,8 @@ def test_a_fresh_root_is_left_alone(pfs: Pfs, run_rollback: Run) -> None:
 
 def test_dry_run_changes_nothing(pfs: Pfs, run_rollback: Run) -> None:
     pfs.dirty()
+    # Committed now: a commit made meanwhile by anyone's sync(2) cannot move the generation.
+    btrfs.sync(pfs.top)
     ids = subvolume_ids(pfs)
     generation = btrfs.subvolume_info(pfs.root).generation
     proc = run_rollback("--dry-run")

@@ -225,6 +225,7 @@ def test_stage_two_records_and_warns(tmp_path: Path) -> None:
     out = evaluated(tmp_path, BASE % "")
     finish = out["services"]["pantheros-rollback-finish"]
     assert finish["after"] == ["local-fs.target"]
+    assert finish["before"] == ["systemd-user-sessions.service"]
     assert finish["wantedBy"] == ["multi-user.target"]
     assert finish["serviceConfig"]["Type"] == "oneshot"
     assert finish["serviceConfig"]["ExecStart"] == (
@@ -416,6 +417,11 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
             'pantheros.storage.subvolumes.home.role = "root";',
             'exactly one subvolume with role \\"root\\"',
         ),
+        ('pantheros.storage.subvolumes.home.name = "nix";', "used twice: nix"),
+        ('pantheros.storage.oldRoots = "root/old";', "must not overlap"),
+        ('pantheros.storage.blankSnapshot = "old_roots/blank";', "must not overlap"),
+        ('pantheros.storage.esp.mountPoint = "/home";', "is also a subvolume's mount point"),
+        ('pantheros.impermanence.directories = [ "/var" ];', "hold a mount point"),
     ],
 )
 @pytest.mark.scenario("nixos-modules: What would break boot fails evaluation")
@@ -444,6 +450,9 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
         # Wrong types.
         ('pantheros.impermanence.retention.keepMin = "three";', "is not of type"),
         ('pantheros.security.level = "paranoid";', "is not of type"),
+        ('pantheros.impermanence.directories = [ "/var/lib/../etc" ];', "is not of type"),
+        ('pantheros.impermanence.files = [ "/etc//x" ];', "is not of type"),
+        ("pantheros.impermanence.retention.maxCount = 100001;", "is not of type"),
         (
             'boot.kernel.sysctl."kernel.kptr_restrict" = [ 7 ];',
             "is not of type `sysctl option value'",
@@ -703,3 +712,47 @@ def test_vm_tests_boot_pantheros_from_the_second_disk_and_reboot(name: str) -> N
     for needed in ["useBootLoader = true", "mountHostNixStore = true", "panther disk format"]:
         assert needed in lib
     assert "bootctl set-default nixos-generation-1-specialisation-pantheros.conf" in lib
+
+
+@needs_lib
+def test_units_are_written_as_nixos_writes_them(tmp_path: Path) -> None:
+    """nix/eval/systemd.nix follows systemd-lib.nix: sorted keys, lists repeat, JSON env."""
+    host = """
+      { ... }: {
+        boot.initrd.systemd.services.pantheros-demo = {
+          description = "Demo";
+          wantedBy = [ "initrd.target" "sysinit.target" ];
+          requiredBy = [ "sysroot.mount" ];
+          after = [ "a.service" "b.service" ];
+          environment = { GREETING = "hi there"; UNSET = null; };
+          unitConfig.DefaultDependencies = false;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStartPre = [ "/bin/one" "/bin/two" ];
+            RemainAfterExit = true;
+          };
+        };
+      }
+    """
+    units = evaluated(tmp_path, host)["initrdUnits"]
+    assert units["units"]["pantheros-demo.service"] == (
+        "[Unit]\n"
+        "After=a.service b.service\n"
+        "DefaultDependencies=false\n"
+        "Description=Demo\n"
+        "\n"
+        "[Service]\n"
+        'Environment="GREETING=hi there"\n'
+        "ExecStartPre=/bin/one\n"
+        "ExecStartPre=/bin/two\n"
+        "RemainAfterExit=true\n"
+        "Type=oneshot\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=initrd.target sysinit.target\n"
+    )
+    assert units["wants"] == {
+        "initrd.target": ["pantheros-demo.service"],
+        "sysinit.target": ["pantheros-demo.service"],
+    }
+    assert units["requires"] == {"sysroot.mount": ["pantheros-demo.service"]}
