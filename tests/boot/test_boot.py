@@ -71,7 +71,7 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
     assert names == sorted(names), "old roots must sort by creation"
     # The step unmounts the top level it mounted under /run, or stage 2 inherits that mount.
     for boot in machine.boots:
-        assert "could not unmount" not in boot.serial
+        assert "could not unmount" not in boot.serial, "the step left the top level mounted"
 
 
 def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machine) -> None:
