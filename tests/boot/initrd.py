@@ -30,11 +30,9 @@ DRACUT_MODULES = (
 )
 # The boot step's tools that dracut's modules above do not all bring (btrfs and mount do come
 # with them; naming them again is harmless and states the need). env: the script's
-# `#!/usr/bin/env bash`, which a Nix build rewrites to the store's bash.
-STEP_TOOLS = (
-    "env bash btrfs mount umount flock grep find sort date stat mktemp readlink sleep mkdir"
-    " rmdir mv"
-)
+# `#!/usr/bin/env bash`, which a Nix build rewrites to the store's bash. The list is the one
+# at the head of the script: what NixOS's systemd initrd has for btrfs, nothing more.
+STEP_TOOLS = "env bash btrfs mount umount flock sort mktemp readlink sleep mkdir rmdir mv"
 # The QEMU disk is virtio; Debian's cloud kernel has its driver as a module.
 DRIVERS = "virtio_blk virtio_pci"
 BUILD_TIMEOUT = 600

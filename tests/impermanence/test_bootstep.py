@@ -247,3 +247,20 @@ def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
     with open("/proc/self/mountinfo") as f:
         assert not [line for line in f if " /run/pantheros-rollback." in line]
     assert not (pfs.root / "etc/hostname").exists()
+
+
+@pytest.mark.root
+def test_the_helper_lists_nested_subvolumes_deepest_first(pfs: Pfs) -> None:
+    """What the full-disk prune deletes before an old root, found without `find`."""
+    outer = pfs.root / "var" / "lib" / "machines"
+    outer.parent.mkdir(parents=True)
+    btrfs.create_subvolume(outer)
+    btrfs.create_subvolume(outer / "inner")
+    (pfs.root / "plain").mkdir()
+    (pfs.root / "link").symlink_to(outer)
+    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
+    proc = subprocess.run([helper, "nested", str(pfs.root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(outer / "inner"), str(outer)]
+    empty = subprocess.run([helper, "nested", str(outer / "inner")], capture_output=True, text=True)
+    assert (empty.returncode, empty.stdout) == (0, "")
