@@ -8,6 +8,7 @@ mount, and a refusal comes before any change.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -20,6 +21,7 @@ import pytest
 
 from helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 from pantheros import btrfs
+from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
 from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
 
@@ -317,6 +319,17 @@ def test_a_second_sigkill_during_recovery_is_finished_by_the_third_run(
     assert kept == sorted(f"boot {n}" for n in range(len(pairs)))
 
 
+def test_the_report_names_the_fresh_root(pfs: Pfs) -> None:
+    """Stage 2 records root_id: it must be the root that boots, not the one just archived."""
+    pfs.dirty()
+    old_id = btrfs.subvolume_info(pfs.root).id
+    proc = step(pfs)
+    assert proc.returncode == 0, proc.stderr
+    outcome = bootstep.parse_report(proc.stdout)
+    assert outcome.root_id == btrfs.subvolume_info(pfs.root).id
+    assert outcome.root_id != old_id
+
+
 # --- careless hands -----------------------------------------------------------------------------
 
 
@@ -359,8 +372,139 @@ def test_an_archive_name_taken_twice_still_archives(pfs: Pfs, run_rollback: Run)
     [archived] = [
         n for n in pfs.old_root_names() if btrfs.subvolume_info(pfs.old_roots / n).id == info.id
     ]
+    assert archived == f"{name}-{info.id}.2"
     assert (pfs.old_roots / archived / "etc/hostname").read_text() == "collide"
     assert (pfs.old_roots / name).is_dir()
+
+
+# --- full disks ---------------------------------------------------------------------------------
+
+
+def _fill(pfs: Pfs, chunk_mib: int = 16) -> None:
+    """Data, then metadata, then snapshots until the next snapshot says ENOSPC.
+
+    Metadata has its own space and btrfs keeps a reserve for snapshots: a full data area alone,
+    or small files alone, still let the boot step's snapshot through.
+    """
+    number = 0
+    while chunk_mib:
+        fd = os.open(pfs.root / f"fill{number}", os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, chunk_mib << 20)
+        except OSError:
+            chunk_mib //= 2
+        finally:
+            os.close(fd)
+        number += 1
+    _small_files(pfs.root / "meta", 100_000)
+    for number in range(500):
+        try:
+            btrfs.snapshot(pfs.top / "root-blank", pfs.top / f"filler-{number}")
+        except PantherError:
+            break
+    btrfs.sync(pfs.top)
+
+
+def _small_files(directory: Path, count: int) -> None:
+    """Inline files: they live in metadata."""
+    directory.mkdir(exist_ok=True)
+    try:
+        for number in range(count):
+            (directory / str(number)).write_bytes(b"m" * 2000)
+    except OSError:
+        pass
+
+
+def _boots_with_data(pfs: Pfs, count: int, mib: int = 60) -> None:
+    for number in range(count):
+        pfs.dirty("n", str(number))
+        fd = os.open(pfs.root / "data", os.O_CREAT | os.O_WRONLY, 0o600)
+        os.posix_fallocate(fd, 0, mib << 20)
+        os.close(fd)
+        _small_files(pfs.root / "meta", 5000)
+        proc = subprocess.run(script(pfs), capture_output=True, text=True, check=False)
+        assert proc.returncode == 0, proc.stderr
+
+
+def _full_boot(pfs: Pfs, *override: str) -> subprocess.CompletedProcess[str]:
+    pfs.dirty()
+    _fill(pfs)
+    return step(pfs, *override)
+
+
+def test_full_disk_with_only_pinned_old_roots_keeps_them(pfs: Pfs) -> None:
+    _boots_with_data(pfs, 3)
+    pins = {str(btrfs.subvolume_info(pfs.old_roots / n).uuid): n for n in pfs.old_root_names()}
+    (pfs.old_roots / ".pantheros-pins.json").write_text(json.dumps(pins))
+    names = pfs.old_root_names()
+    root_id = btrfs.subvolume_info(pfs.root).id
+    proc = _full_boot(pfs, "--keep-min", "0")
+    assert proc.returncode == 6, proc.stderr
+    assert "no old root may be pruned" in proc.stderr
+    assert "pruned=" not in proc.stdout
+    assert pfs.old_root_names() == names
+    assert btrfs.subvolume_info(pfs.root).id == root_id
+
+
+def test_full_disk_with_keep_min_old_roots_keeps_them(pfs: Pfs) -> None:
+    _boots_with_data(pfs, 3)
+    names = pfs.old_root_names()
+    root_id = btrfs.subvolume_info(pfs.root).id
+    proc = _full_boot(pfs, "--keep-min", "3")
+    assert proc.returncode == 6, proc.stderr
+    assert "no old root may be pruned" in proc.stderr
+    assert "pruned=" not in proc.stdout
+    assert pfs.old_root_names() == names
+    assert btrfs.subvolume_info(pfs.root).id == root_id
+
+
+def test_full_disk_prunes_the_oldest_by_transid_with_its_nested_subvolumes(pfs: Pfs) -> None:
+    """Ordering comes from btrfs, not names: the oldest root renamed to sort last still goes
+    first, nested subvolumes and all, and nothing else is deleted."""
+    pfs.dirty()
+    nested = pfs.root / "var/lib/machines"
+    nested.mkdir(parents=True)
+    btrfs.create_subvolume(nested / "a")
+    btrfs.create_subvolume(nested / "a" / "b")
+    (nested / "a" / "b" / "deep").write_text("deep")
+    _boots_with_data(pfs, 3)
+    oldest, *rest = sorted(
+        pfs.old_root_names(), key=lambda n: btrfs.subvolume_info(pfs.old_roots / n).otransid
+    )
+    btrfs.set_readonly(pfs.old_roots / oldest, False)
+    os.rename(pfs.old_roots / oldest, pfs.old_roots / "999999999999-renamed")
+    btrfs.set_readonly(pfs.old_roots / "999999999999-renamed", True)
+    ids = subvolume_ids(pfs)
+    proc = _full_boot(pfs, "--keep-min", "1")
+    assert proc.returncode == 0, proc.stderr
+    pruned = bootstep.parse_report(proc.stdout).pruned
+    # The disk may need more than one: they go oldest first, and keep_min=1 keeps the newest.
+    assert pruned == ["999999999999-renamed", *rest][: len(pruned)]
+    assert rest[-1] in pfs.old_root_names()
+    gone = {path for sid, path in ids.items() if sid not in subvolume_ids(pfs)}
+    assert {p.split("/")[1] for p in gone} == set(pruned), gone
+    assert {p for p in gone if "machines" in p} == {
+        "old_roots/999999999999-renamed/var/lib/machines/a",
+        "old_roots/999999999999-renamed/var/lib/machines/a/b",
+    }
+    assert is_fresh(pfs)
+
+
+def test_full_disk_never_prunes_a_mounted_old_root(pfs: Pfs, workdir: Path) -> None:
+    """`panther roots mount` (or any mount of an old root) is somebody's open tree."""
+    _boots_with_data(pfs, 3)
+    oldest = pfs.old_root_names()[0]
+    (workdir / "looking").mkdir()
+    where = workdir / "looking"
+    source = f"subvol=old_roots/{oldest}"
+    subprocess.run(["mount", "-o", f"ro,{source}", f"{pfs.device}p2", str(where)], check=True)
+    try:
+        proc = _full_boot(pfs, "--keep-min", "1")
+        assert oldest not in bootstep.parse_report(proc.stdout).pruned
+        assert oldest in pfs.old_root_names()
+        assert (where / "n").read_text() == "0"
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
 
 
 # --- --top and arguments ----------------------------------------------------------------------
