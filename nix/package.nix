@@ -25,8 +25,8 @@ python3Packages.buildPythonApplication {
     ];
   };
   build-system = [ python3Packages.setuptools ];
-  # Runtime is the standard library only.
-  dependencies = [ ];
+  # Runtime: the standard library, and shtab for `panther completion`.
+  dependencies = [ python3Packages.shtab ];
   makeWrapperArgs = [
     "--prefix"
     "PATH"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, one_line_error, panther
+from helpers import REPO, attach_partitioned, one_line_error, panther
 from pantheros.lab import Lab
 
 pytestmark = pytest.mark.root
@@ -77,7 +77,7 @@ def test_lab_up_rejects_a_bad_manifest_and_a_bad_size(workdir: Path) -> None:
     bad.write_text('{"version": 1}')
     proc = panther("lab", "up", str(workdir / "lab"), "--manifest", str(bad))
     assert "missing required property" in one_line_error(proc)
-    assert not (workdir / "lab" / "disk.img").exists()
+    assert not (workdir / "lab").exists()
     proc = panther("lab", "up", str(workdir / "lab2"), "--size", "lots")
     assert "not a size" in one_line_error(proc)
 
@@ -147,6 +147,7 @@ def test_two_lab_up_then_two_lab_down_at_once(workdir: Path) -> None:
             assert any("not up" in e for e in errors), errors
 
 
+@pytest.mark.scenario("state-safety: Second writer waits or is busy")
 def test_no_wait_says_busy_and_changes_nothing(workdir: Path) -> None:
     lab = workdir / "lab"
     lab.mkdir()
@@ -347,4 +348,97 @@ def test_lab_down_refuses_a_foreign_mount_in_the_tree(lab: Path) -> None:
     assert (str(tmp), "none") in lab_mounts(lab)
     subprocess.run(["umount", str(tmp)], check=True)
     assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_lab_up_refuses_a_symlinked_mount_directory(workdir: Path) -> None:
+    lab = workdir / "lab"
+    lab.mkdir()
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    (lab / "mnt").symlink_to(elsewhere)
+    proc = panther("lab", "up", str(lab), "--size", "1G")
+    assert "is a symlink" in one_line_error(proc)
+    assert lab_mounts(workdir) == []
+    assert not (lab / "disk.img").exists()
+
+
+def test_a_symlink_in_the_machine_is_not_mounted_over(lab: Path, workdir: Path) -> None:
+    """A machine's /home replaced by a link to a host directory: the next boot refuses it."""
+    host_dir = workdir / "host-dir"
+    host_dir.mkdir()
+    assert panther("lab", "down", str(lab)).returncode == 0
+    top = workdir / "top"
+    top.mkdir()
+    dev = attach_partitioned(lab / "disk.img")
+    try:
+        subprocess.run(["mount", "-o", "subvolid=5", f"{dev}p2", str(top)], check=True)
+        (top / "root" / "home").rmdir()
+        (top / "root" / "home").symlink_to(host_dir)
+        subprocess.run(["umount", str(top)], check=True)
+    finally:
+        subprocess.run(["losetup", "--detach", dev], check=True)
+    proc = panther("lab", "up", str(lab))
+    # The link is inside the root subvolume: seen, and refused, once the root is mounted.
+    assert proc.returncode == 5
+    assert "home is not a directory (a symlink?)" in proc.stderr.splitlines()[-1]
+    assert not any(point.startswith(str(host_dir)) for point, _ in lab_mounts(workdir))
+    assert_down(lab)
+
+
+def test_lab_down_refuses_while_its_disk_is_mounted_elsewhere(lab: Path, workdir: Path) -> None:
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    [root] = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"]
+    view = workdir / "view"
+    view.mkdir()
+    assert panther("roots", "mount", root["name"], str(view), "--lab", str(lab)).returncode == 0
+    try:
+        proc = panther("lab", "down", str(lab))
+        assert f"also mounted at {view}" in one_line_error(proc)
+        assert_whole(lab)
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_lab_up_and_down_at_once_leave_it_whole_either_way(workdir: Path) -> None:
+    lab = workdir / "lab"
+    assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
+    argv = [sys.executable, "-m", "pantheros", "lab"]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    for _ in range(3):
+        procs = [
+            subprocess.Popen([*argv, action, str(lab)], env=env, stderr=subprocess.PIPE, text=True)
+            for action in ("down", "up")
+        ]
+        errors = [p.communicate()[1] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], errors
+        if loops_of(lab / "disk.img"):
+            assert_whole(lab)
+        else:
+            assert_down(lab)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_a_down_lab_is_attached_for_a_look_only_under_its_lock(lab: Path) -> None:
+    """`lab up` adopts a device on the image: a reader's temporary one must not be among them."""
+    assert panther("lab", "down", str(lab)).returncode == 0
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    with Lab(lab).lock():
+        reader = subprocess.Popen(
+            [sys.executable, "-m", "pantheros", "status", "--lab", str(lab), "--json"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(2)
+        assert reader.poll() is None
+        assert loops_of(lab / "disk.img") == ""
+    out, err = reader.communicate()
+    assert reader.returncode == 0, err
+    assert "waiting for another panther command" in err
+    assert json.loads(out)["root"]["state"] == "down"
     assert_down(lab)

@@ -202,6 +202,7 @@ def _impermanence(sub: Any) -> None:
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
     q.add_argument("--dry-run", action="store_true")
     q.add_argument("--json", action="store_true")
+    _no_wait_arg(q)
     _lab_arg(q)
     q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_gc"))
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
@@ -290,6 +291,11 @@ def _audit(sub: Any) -> None:
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="findings as JSON")
     out.add_argument("--sarif", action="store_true", help="findings as SARIF 2.1.0")
+    out.add_argument(
+        "--fix-snippet",
+        action="store_true",
+        help="print one NixOS module with the fixes of every failing check",
+    )
     p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
     p.add_argument(
         "--level", help="audit against this level (default: the manifest's, or baseline)"
@@ -360,11 +366,32 @@ def _spec(sub: Any) -> None:
     p.add_argument("change", metavar="CHANGE")
     p.add_argument("--json", action="store_true")
     p.set_defaults(**_handler(SPEC, "cmd_diff"))
-    p = ssub.add_parser("trace", help="which tests exercise each scenario")
+    p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
-    p.add_argument("--strict", action="store_true", help="exit 1 if a scenario has no test")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--run", action="store_true", help="run the traced tests (pytest) and report")
+    how.add_argument(
+        "--results",
+        metavar="FILE",
+        help="report from a test run that loaded -p pantheros.spec.pytest_trace",
+    )
+    p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_trace"))
+    p.set_defaults(**_handler("pantheros.spec.trace", "cmd_trace"))
+    p = ssub.add_parser("status", help="artifact completion of a change")
+    p.add_argument("--change", metavar="ID", help="the change (needed when there are several)")
+    p.add_argument("--all", action="store_true", help="every active change")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_status"))
+    p = ssub.add_parser("view", help="dashboard of changes, tasks and specs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_view"))
+
+
+def _completion(sub: Any) -> None:
+    p = sub.add_parser("completion", help="print a shell completion script for panther")
+    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.set_defaults(**_handler("pantheros.completion", "cmd_completion"))
 
 
 def build_parser() -> Parser:
@@ -384,6 +411,7 @@ def build_parser() -> Parser:
     _state(sub)
     _audit(sub)
     _spec(sub)
+    _completion(sub)
     return parser
 
 

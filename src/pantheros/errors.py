@@ -15,6 +15,7 @@ class ExitCode(IntEnum):
     PERMISSION = 4  # not root
     REFUSED = 5  # refused to do something unsafe without an explicit flag
     BOOT_DIRTY = 6  # rollback could not make a fresh root and the policy booted the old one
+    INCONCLUSIVE = 7  # audit: nothing failed, but too little could be evaluated to judge
 
 
 class PantherError(Exception):

@@ -16,7 +16,7 @@ from typing import Any
 
 from pantheros import locking, ui
 from pantheros import manifest as manifests
-from pantheros.errors import UsageError
+from pantheros.errors import Refused, UsageError
 from pantheros.storage import blockdev, layout, mounts
 
 DEFAULT_DIR = "/var/lib/pantheros/lab"
@@ -120,6 +120,9 @@ class Lab:
     def up(self, size: int, manifest_source: str | None) -> None:
         mounts.require_root("panther lab up")
         self.directory.mkdir(parents=True, exist_ok=True)
+        if self.mnt.is_symlink():
+            # The tree would be mounted wherever the link points, outside the lab.
+            raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))

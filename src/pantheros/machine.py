@@ -67,14 +67,19 @@ class Machine:
     def device(self) -> Iterator[str]:
         """The block device holding the btrfs filesystem (a down lab is attached meanwhile)."""
         if self.lab is not None:
-            loop = self.lab.loop()  # verified: backed by this lab's image
-            if loop is not None:
-                yield layout.btrfs_device(self.manifest, loop)
-                return
-            if not self.lab.image.exists():
-                raise UsageError(f"the lab at {self.lab.directory} has no image (panther lab up)")
-            with layout.attached(str(self.lab.image)) as (disk, _):
-                yield layout.btrfs_device(self.manifest, disk)
+            # Under the lab's lock: `lab up` adopts a device attached to the image, and `lab
+            # down` detaches it; neither may happen to a device in use here.
+            with self.lab.lock():
+                loop = self.lab.loop()  # verified: backed by this lab's image
+                if loop is not None:
+                    yield layout.btrfs_device(self.manifest, loop)
+                    return
+                if not self.lab.image.exists():
+                    raise UsageError(
+                        f"the lab at {self.lab.directory} has no image (panther lab up)"
+                    )
+                with layout.attached(str(self.lab.image)) as (disk, _):
+                    yield layout.btrfs_device(self.manifest, disk)
             return
         entry = blockdev.mount_at("/")
         if entry is None or entry.fstype != "btrfs":

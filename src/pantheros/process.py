@@ -54,11 +54,14 @@ def run(
     capture: bool = True,
     pass_stderr: bool = False,
     env: Mapping[str, str] | None = None,
+    errors: str = "strict",
 ) -> subprocess.CompletedProcess[str]:
     """Run argv and return the completed process; raise CommandFailed when check is set.
 
     `capture` collects stdout and stderr; `pass_stderr` leaves stderr on ours (a tool whose
-    messages are for the user, whose stdout is for us)."""
+    messages are for the user, whose stdout is for us). `errors` is how undecodable output is
+    decoded ("surrogateescape" keeps file names exact).
+    """
     args = list(argv)
     require(args[0])
     log.debug("run: %s", " ".join(args))
@@ -72,6 +75,7 @@ def run(
             stderr=subprocess.PIPE if capture and not pass_stderr else None,
             env=full_env,
             text=True,
+            errors=errors,
         )
     except OSError as exc:
         raise CommandFailed(args, -1, str(exc)) from exc

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Pfs, panther
+from helpers import Pfs, one_line_error, panther
 from pantheros import btrfs
 from pantheros.impermanence import blank
+from pantheros.lab import Lab
 
 pytestmark = pytest.mark.root
 
@@ -48,6 +49,7 @@ def test_a_blank_snapshotted_every_boot_is_still_trusted(lab: Path) -> None:
     }
 
 
+@pytest.mark.scenario("state-safety: Changed blank is not trusted")
 def test_a_changed_blank_is_reported_loudly(lab: Path, workdir: Path) -> None:
     with top_level(lab, workdir) as top:
         snapshot = top / "root-blank"
@@ -153,3 +155,22 @@ def test_the_trust_rule_on_a_blank_made_transactions_after_its_source_changed(pf
     problem = blank.problem(pfs.top, pfs.manifest)
     assert problem is not None
     assert "changed after it was made" in problem
+
+
+def test_gc_holds_the_machine_lock(lab: Path) -> None:
+    for _ in range(2):
+        (lab / "mnt" / "etc").mkdir(exist_ok=True)  # a changed root is archived at reboot
+        reboot(lab)
+    set_max_count(lab, 1)
+
+    def count() -> int:
+        listing = panther("roots", "list", "--json", "--lab", str(lab))
+        return len(json.loads(listing.stdout)["roots"])
+
+    with Lab(lab).lock():
+        busy = panther("roots", "gc", "--no-wait", "--lab", str(lab))
+        assert busy.returncode == 5
+        assert "is busy" in one_line_error(busy)
+    assert count() == 2
+    assert len(gc(lab)["deleted"]) == 1
+    assert count() == 1

@@ -149,6 +149,7 @@ def test_rollback_refuses_a_root_that_is_mounted_elsewhere(pfs: Pfs, workdir: Pa
         subprocess.run(["umount", str(elsewhere)], check=True)
 
 
+@pytest.mark.scenario("state-safety: Changed blank is not trusted")
 @pytest.mark.root
 def test_a_changed_blank_is_not_trusted(pfs: Pfs) -> None:
     """Invariant 9: a planted file in the blank would be in every new root."""
@@ -186,6 +187,7 @@ def test_the_blank_stays_trusted_across_many_boots(pfs: Pfs) -> None:
     assert len(pfs.old_root_names()) == 3
 
 
+@pytest.mark.scenario("boot-step: Boot-dirty is reported")
 @pytest.mark.root
 def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     """The report the step writes is what stage 2 records; a failure is loud after boot."""
@@ -197,6 +199,7 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     assert "result=fresh" in report
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "fresh"
+    assert record["root_id"] == btrfs.subvolume_info(lab / "mnt").id, "the new root, not the old"
     assert not (lab / "run" / "login-warning").exists()
 
     manifest = manifests.load(lab / "manifest.json")
@@ -222,3 +225,42 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     assert "root-blank is missing" in warning
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "dirty"
+
+
+@pytest.mark.root
+def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
+    """The initrd's way: --device; the top level it mounts under /run is gone afterwards."""
+    pfs.dirty("etc/hostname", "dirty")
+    btrfs.sync(pfs.top)
+    before = set(Path("/run").glob("pantheros-rollback.*"))
+    args = [a for a in GOOD if a not in ("--top", "/nonexistent")]
+    proc = subprocess.run(
+        [*script(), "--device", f"{pfs.device}p2", *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "result=fresh" in proc.stdout
+    assert "could not unmount" not in proc.stderr
+    assert set(Path("/run").glob("pantheros-rollback.*")) == before
+    with open("/proc/self/mountinfo") as f:
+        assert not [line for line in f if " /run/pantheros-rollback." in line]
+    assert not (pfs.root / "etc/hostname").exists()
+
+
+@pytest.mark.root
+def test_the_helper_lists_nested_subvolumes_deepest_first(pfs: Pfs) -> None:
+    """What the full-disk prune deletes before an old root, found without `find`."""
+    outer = pfs.root / "var" / "lib" / "machines"
+    outer.parent.mkdir(parents=True)
+    btrfs.create_subvolume(outer)
+    btrfs.create_subvolume(outer / "inner")
+    (pfs.root / "plain").mkdir()
+    (pfs.root / "link").symlink_to(outer)
+    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
+    proc = subprocess.run([helper, "nested", str(pfs.root)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == [str(outer / "inner"), str(outer)]
+    empty = subprocess.run([helper, "nested", str(outer / "inner")], capture_output=True, text=True)
+    assert (empty.returncode, empty.stdout) == (0, "")

@@ -61,6 +61,7 @@ def test_rollback_archives_the_root_and_starts_fresh(pfs: Pfs, run_rollback: Run
     assert record["archived"] == [name]
 
 
+@pytest.mark.scenario("boot-step: Already fresh root left alone")
 def test_a_fresh_root_is_left_alone(pfs: Pfs, run_rollback: Run) -> None:
     pfs.dirty()
     assert boot(pfs, run_rollback).returncode == 0
@@ -101,6 +102,7 @@ def test_fifty_boots_with_retention(pfs: Pfs, run_rollback: Run) -> None:
     assert (newest / "var/lib/boot-count").read_text() == "49"
 
 
+@pytest.mark.scenario("boot-step: Nested subvolumes go with their root")
 def test_nested_subvolumes_three_levels_deep(pfs: Pfs, run_rollback: Run) -> None:
     pfs.configure(keep_min=1, max_count=1)
     machines = pfs.root / "var/lib/machines"
@@ -222,6 +224,7 @@ def test_empty_subvolume_design(pfs: Pfs, run_rollback: Run) -> None:
     assert "already fresh" in boot(pfs, run_rollback).stdout
 
 
+@pytest.mark.scenario("boot-step: Full disk")
 def test_full_filesystem(pfs: Pfs, run_rollback: Run) -> None:
     pfs.configure(keep_min=1, fail_policy="boot-dirty")
     for number in range(3):

@@ -104,6 +104,7 @@ def test_restore_keeps_metadata_and_refuses_to_overwrite(lab: Path, workdir: Pat
     assert restored.read_text() == "precious"
 
 
+@pytest.mark.scenario("state-safety: Restore through an escaping symlink is refused")
 def test_restore_refuses_a_symlink_that_escapes(lab: Path) -> None:
     mnt = lab / "mnt"
     (mnt / "srv").mkdir()

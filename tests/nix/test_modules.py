@@ -46,6 +46,7 @@ needs_lib = pytest.mark.skipif(
 
 @needs_nix
 @pytest.mark.parametrize("path", NIX_FILES, ids=lambda p: str(p.relative_to(REPO)))
+@pytest.mark.scenario("nixos-semantics: Every Nix file parses")
 def test_every_nix_file_parses(path: Path) -> None:
     proc = subprocess.run(
         ["nix-instantiate", "--parse", str(path)], capture_output=True, text=True, check=False
@@ -53,6 +54,7 @@ def test_every_nix_file_parses(path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 @needs_nix
 def test_the_flake_exports_module_paths() -> None:
     """Paths let NixOS load a module once however often it is imported; no nixpkgs needed."""
@@ -262,6 +264,7 @@ def test_security_level_sets_sysctls_from_the_table(tmp_path: Path, level: str) 
     assert out["sysctl"]["vm.max_map_count"] == 1048576
 
 
+@pytest.mark.scenario("nixos-semantics: Sysctl default does not clash")
 @needs_lib
 def test_a_host_overrides_a_hardening_value_with_a_plain_definition(tmp_path: Path) -> None:
     out = evaluated(
@@ -465,6 +468,7 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
         ),
     ],
 )
+@pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 @pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
 def test_typos_and_wrong_types_fail_as_in_nixos(tmp_path: Path, setting: str, error: str) -> None:
     assert error in rejected(tmp_path, BASE % setting)
@@ -533,6 +537,7 @@ def test_ssh_without_a_way_in_is_refused(tmp_path: Path, users: str) -> None:
     assert any("the owner would be locked out" in m for m in out["failedAssertions"])
 
 
+@pytest.mark.scenario("nixos-semantics: Example hosts at every level")
 @needs_lib
 @pytest.mark.parametrize("host", HOSTS)
 @pytest.mark.parametrize("level", LEVELS)

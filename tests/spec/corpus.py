@@ -70,6 +70,58 @@ SPECS: dict[str, str] = {
     "nested/area": spec(GOOD_PURPOSE, req("Nested")),
     "crlf": spec(GOOD_PURPOSE, req("Windows")).replace("\n", "\r\n"),
     "metadata-body": spec(GOOD_PURPOSE, req("Meta", body="**ID**: REQ-1\nThe system MUST x.")),
+    # A ```python line inside a block does not close it, so the header below stays hidden.
+    "fence-info-string": spec(
+        GOOD_PURPOSE,
+        req("F", body="The system SHALL x.\n\n```\n```python\n### Requirement: Hidden\n```"),
+    ),
+    "long-fence": spec(
+        GOOD_PURPOSE,
+        req("L", body="The system SHALL x.\n\n````\n```\n### Requirement: Inner\n```\n````"),
+    ),
+    "closed-heading-duplicate": spec(
+        GOOD_PURPOSE, req("Twin"), req("Twin ###", body="The system SHALL again.")
+    ),
+    "no-space-requirement": spec(
+        GOOD_PURPOSE, req("A"), "###Requirement: Tight\nThe system SHALL x.\n"
+    ),
+    "todo-lower-purpose": spec(
+        "todo - write this later; it is long enough to pass the brevity rule anyway.", req("A")
+    ),
+    "todo-spanish-purpose": spec(
+        "Todo el sistema de autenticación funciona para todos los clientes del proyecto.", req("A")
+    ),
+    "tbds-purpose": spec(
+        "TBDs remain for this capability, but this purpose is long enough to stand.", req("A")
+    ),
+    "generated-after-prose": spec(
+        "We started writing this.\nTBD - created by archiving change x. Update Purpose after archive.",
+        req("A"),
+    ),
+    # A section's content runs to the next header of its level or higher, children included.
+    "purpose-in-child": (
+        "# x\n\n## Purpose\n### Background\n" + GOOD_PURPOSE + "\n\n## Requirements\n" + req("A")
+    ),
+    "scenario-with-child": spec(
+        GOOD_PURPOSE,
+        "### Requirement: Deep\nThe system SHALL x.\n\n#### Scenario: outer\n"
+        "##### Details\n- **WHEN** a\n- **THEN** b\n",
+    ),
+    # "#tag" is not a header (no space after the #), so it is text.
+    "hashtag-lines": spec(
+        GOOD_PURPOSE,
+        "### Requirement: Tagged\n#tag first\nThe system SHALL x.\n\n"
+        "#### Scenario: s\n#only-a-tag\n",
+    ),
+    "h3-before-requirement": spec(
+        GOOD_PURPOSE,
+        "### Overview\nSome words.\n\n#### Scenario: s\n- **WHEN** a\n- **THEN** b\n\n",
+        req("Quiet", body="Nothing normative here."),
+    ),
+    "with-notes": spec(GOOD_PURPOSE, req("A"), extra="\n## Notes\nKeep this.\n"),
+    "shouted-todo-purpose": spec(
+        "TODO write the purpose of this capability before anyone reads it.", req("A")
+    ),
 }
 
 
@@ -254,12 +306,186 @@ CHANGES: dict[str, dict[str, str]] = {
             )
         )
     },
+    # Deltas against a main spec that is structurally invalid: validate says archive would
+    # refuse (INFO), and archive refuses.
+    "c-target-duplicates": {
+        "specs/duplicate-names/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-outside": {
+        "specs/requirement-outside/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-delta-header": {
+        "specs/delta-header-in-main/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-target-closed-duplicate": {
+        "specs/closed-heading-duplicate/spec.md": delta(("ADDED Requirements", req("Other")))
+    },
+    "c-task-suffix": {
+        "tasks.md": "## 3. Group\n- [x] 3.6 a\n- [x] 3.6a b\n- [x] 3.6b c\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Suffix"))),
+    },
+    "c-task-dup-other-group": {
+        "tasks.md": "## 1. A\n- [x] 1.1 a\n\n## 2. B\n- [x] 1.1 again\n- [x] 2.1 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Regrouped"))),
+    },
+    "c-task-leading-zero": {
+        "tasks.md": "## 01. A\n- [x] 1.1 a\n- [x] 01.2 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Zeros"))),
+    },
+    "c-task-unnumbered-section": {
+        "tasks.md": "## 1. A\n- [x] 1.1 a\n\n## Notes\n- [x] 9.9 stray\n  - [x] 1.1 nested\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Sections"))),
+    },
+    "c-task-no-groups": {
+        "tasks.md": "# Tasks\n- [x] 2.1 a\n- [x] 2.1 b\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Groupless"))),
+    },
+    "c-task-punctuated-id": {
+        "tasks.md": "## 1. A\n- [x] 2.1: colon\n- [x] 1.1\n- [x] 1.1\n 1. [x] 1.2 ordered\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Punctuated"))),
+    },
+    "c-task-fenced-group": {
+        "tasks.md": "## 1. A\n```\n## 2. Example\n- [x] 2.1 in fence\n```\n- [x] 1.1 a\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Fenced Group"))),
+    },
+    "c-tasks-fenced-checkbox": {
+        "tasks.md": "- [x] 1.1 done\n```\n- [ ] 1.2 example\n```\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Fenced Box"))),
+    },
+    "c-tasks-front-matter": {
+        "tasks.md": "---\ntags:\n  - a\n---\n# Tasks\n- write it\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Front"))),
+    },
+    "c-tasks-comment-and-code": {
+        "tasks.md": "<!--\n- hidden\n-->\n    - code sample\n```\n- fenced\n```\n* real item\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Commented"))),
+    },
+    "c-tasks-link-bullets": {
+        "tasks.md": "- [A](https://example.com)\n- [ ](x)\n",
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Links"))),
+    },
+    # A ### header inside an ADDED block is reported and stays part of that block.
+    "c-h3-inside-block": {
+        "specs/billing/spec.md": delta(
+            ("ADDED Requirements", req("Real") + "\n### Notes\nMore text.\n\n" + req("Second"))
+        )
+    },
+    "c-modified-h3": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Logout") + "\n### Rationale\nBecause.\n")
+        )
+    },
+    # The list forms of RENAMED and REMOVED are case-sensitive.
+    "c-lowercase-from": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- from: `### Requirement: Logout`\n- to: `### Requirement: Sign Out`\n",
+            )
+        )
+    },
+    "c-removed-bullet-lowercase": {
+        "specs/auth/spec.md": delta(
+            ("REMOVED Requirements", "- `### requirement: Legacy Tokens`\n")
+        )
+    },
+    "c-interleaved-renames": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- TO: `### Requirement: Orphan`\n"
+                "- FROM: `### Requirement: Login`\n- FROM: `### Requirement: Logout`\n"
+                "- TO: `### Requirement: Sign Out`\n",
+            )
+        )
+    },
+    # What archive would otherwise drop silently makes it validate first (and refuse).
+    "c-unread-only": {"specs/billing.md": delta(("ADDED Requirements", req("Unread")))},
+    "c-skip-specs-notes": {
+        ".openspec.yaml": "schema: spec-driven\nskip_specs: true\n",
+        "specs/notes/spec.md": "# Notes\nNothing here.\n",
+    },
+    "c-skip-specs-hidden": {
+        ".openspec.yaml": "schema: spec-driven\nskip_specs: true\n",
+        "specs/.gitkeep": "",
+    },
+    "c-skip-specs-unknown-schema": {".openspec.yaml": "schema: my-flow\nskip_specs: true\n"},
+    "c-skip-specs-string": {".openspec.yaml": 'schema: spec-driven\nskip_specs: "yes"\n'},
+    "c-skip-specs-false-bad-date": {
+        ".openspec.yaml": "schema: spec-driven\ncreated: yesterday\nskip_specs: false\n"
+    },
+    "c-skip-specs-bad-date": {
+        ".openspec.yaml": "schema: spec-driven\ncreated: yesterday\nskip_specs: true\n"
+    },
+    "c-skip-specs-no-schema": {".openspec.yaml": "skip_specs: true\n"},
+    "c-hidden-capability": {
+        "specs/.draft/spec.md": delta(("ADDED Requirements", req("Hidden"))),
+        "specs/billing/spec.md": delta(("ADDED Requirements", req("Visible"))),
+    },
+    # Folders that only wrap changes: reported (validate) and refused (archive), not read.
+    "c-namespace": {"team/add-x/proposal.md": PROPOSAL, "team/add-y/specs/a/spec.md": "x"},
+    "c-namespace-deep": {"a/b/c/add-z/tasks.md": "- [ ] 1.1 x\n", "a/notes/.keep": ""},
+    "c-namespace-with-file": {"README": "a note", "team/add-x/proposal.md": PROPOSAL},
+    # retire_capabilities: a change that removes a spec's last requirement deletes the spec.
+    "c-retire-last": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/billing/spec.md": delta(
+            ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")
+        ),
+    },
+    "c-retire-nested": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/nested/area/spec.md": delta(("REMOVED Requirements", "### Requirement: Nested\n")),
+    },
+    "c-retire-not-last": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/billing/spec.md": delta(("REMOVED Requirements", "### Requirement: Refunds\n")),
+    },
+    "c-retire-with-notes": {
+        ".openspec.yaml": "schema: spec-driven\nretire_capabilities: true\n",
+        "specs/with-notes/spec.md": delta(("REMOVED Requirements", "### Requirement: A\n")),
+    },
+    # A MODIFIED naming a header the same delta renames away is reported once, not also as a
+    # scenario loss; renames chain; RENAMED and REMOVED conflict whatever the case.
+    "c-modified-old-name-drops": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Login", scenarios=("good password",))),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Signin`\n",
+            ),
+        )
+    },
+    "c-rename-then-modify-drops": {
+        "specs/auth/spec.md": delta(
+            ("MODIFIED Requirements", req("Signin", scenarios=("good password",))),
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Login`\n- TO: `### Requirement: Signin`\n",
+            ),
+        )
+    },
+    "c-renamed-and-removed-case": {
+        "specs/auth/spec.md": delta(
+            (
+                "RENAMED Requirements",
+                "- FROM: `### Requirement: Logout`\n- TO: `### Requirement: Sign Out`\n",
+            ),
+            ("REMOVED Requirements", "### Requirement: logout\n"),
+        )
+    },
     "c-remove-last": {
         "specs/billing/spec.md": delta(
             ("REMOVED Requirements", "### Requirement: Invoices\n### Requirement: Refunds\n")
         )
     },
 }
+
+
+# Changes written without the default proposal.md and tasks.md.
+BARE = {"c-namespace", "c-namespace-deep", "c-namespace-with-file"}
+# A change folder that is a symlink to another change.
+LINKED = {"c-linked": "c-new-spec"}
 
 
 def write(root: Path) -> Path:
@@ -271,9 +497,12 @@ def write(root: Path) -> Path:
     for change, files in CHANGES.items():
         folder = root / "openspec" / "changes" / change
         folder.mkdir(parents=True, exist_ok=True)
-        files = {"proposal.md": PROPOSAL, "tasks.md": "- [x] 1.1 done\n", **files}
+        if change not in BARE:
+            files = {"proposal.md": PROPOSAL, "tasks.md": "- [x] 1.1 done\n", **files}
         for rel, text in files.items():
             path = folder / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(text)
+    for link, target in LINKED.items():
+        (root / "openspec" / "changes" / link).symlink_to(target)
     return root

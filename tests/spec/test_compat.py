@@ -59,12 +59,12 @@ def test_validate_verdicts_and_issues_match(tree: Path, strict: bool) -> None:
 
 
 @pytest.mark.scenario("spec-management: Same archive results")
-@pytest.mark.parametrize("change", sorted(corpus.CHANGES))
+@pytest.mark.parametrize("change", sorted([*corpus.CHANGES, *corpus.LINKED]))
 def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str) -> None:
     results = {}
     for tool, run in (("openspec", openspec), ("panther", panther)):
         copy = tmp_path / tool
-        shutil.copytree(tree, copy)
+        shutil.copytree(tree, copy, symlinks=True)
         proc = run(copy, "archive", change, "--yes", "--json")
         payload = json.loads(proc.stdout) if proc.stdout.strip().startswith("{") else {}
         code = (
@@ -89,3 +89,43 @@ def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str
         assert arch_a["archivedAs"] == arch_b["archivedAs"]
         assert arch_a.get("totals") == arch_b.get("totals")
         assert arch_a["specsUpdated"] == arch_b["specsUpdated"]
+
+
+@pytest.mark.scenario("spec-management: Same task progress as the OpenSpec CLI")
+def test_list_task_progress_matches(tree: Path) -> None:
+    def progress(proc_stdout: str) -> dict[str, tuple[int, int, str]]:
+        return {
+            c["name"]: (c["completedTasks"], c["totalTasks"], c["status"])
+            for c in json.loads(proc_stdout)["changes"]
+        }
+
+    theirs = progress(openspec(tree, "list", "--json").stdout)
+    ours = progress(panther(tree, "list", "--json").stdout)
+    assert theirs == ours
+
+
+@pytest.mark.scenario("spec-management: Same artifact status and dashboard as the OpenSpec CLI")
+def test_status_and_view_match(tree: Path) -> None:
+    def artifacts(stdout: str) -> dict[str, object]:
+        # A change whose metadata cannot be loaded has an error entry instead of artifacts.
+        return {
+            c["changeName"]: [(a["id"], a["status"]) for a in c["artifacts"]]
+            if "artifacts" in c
+            else c["status"][0]["code"]
+            for c in json.loads(stdout)["changes"]
+        }
+
+    assert artifacts(openspec(tree, "status", "--all", "--json").stdout) == artifacts(
+        panther(tree, "status", "--all", "--json").stdout
+    )
+    text = openspec(tree, "view").stdout
+    summary = json.loads(panther(tree, "view", "--json").stdout)["summary"]
+    figures = {
+        "Specifications": f"{summary['specs']} specs, {summary['requirements']} requirements",
+        "Draft Changes": str(summary["draftChanges"]),
+        "Active Changes": f"{summary['activeChanges']} in progress",
+        "Completed Changes": str(summary["completedChanges"]),
+        "Task Progress": f"{summary['completedTasks']}/{summary['totalTasks']}",
+    }
+    for label, figure in figures.items():
+        assert f"{label}: {figure}" in text, (label, figure, text[:600])

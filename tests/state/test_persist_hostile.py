@@ -15,6 +15,7 @@ from helpers import one_line_error, panther
 from pantheros import btrfs, locking
 from pantheros.errors import Refused
 from pantheros.fsutil import remove_path
+from pantheros.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV
 from pantheros.storage import blockdev
 
@@ -44,6 +45,7 @@ def reboot(lab: Path) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
+@pytest.mark.scenario("state-safety: Persist through a symlinked parent loses nothing")
 def test_a_symlinked_parent_is_resolved_inside_the_machine(lab: Path, workdir: Path) -> None:
     mnt = lab / "mnt"
     (mnt / "data" / "app").mkdir(parents=True)
@@ -227,6 +229,7 @@ def test_an_unmounted_or_wrong_persist_is_refused(lab: Path) -> None:
     assert recorded(lab) == []
 
 
+@pytest.mark.scenario("state-safety: Second writer waits or is busy")
 def test_one_writer_busy_without_waiting(lab: Path) -> None:
     (lab / "mnt" / "etc").mkdir()
     (lab / "mnt" / "etc" / "x").write_text("x")
@@ -307,3 +310,33 @@ def test_two_adds_of_one_path_at_once(lab: Path) -> None:
     assert (app / "db").read_bytes() == before
     assert journals(lab) == []
     assert recorded(lab) == ["/var/lib/app"]
+
+
+def test_remove_keeps_live_data_that_was_never_covered_and_a_stale_journal_is_dropped(
+    lab: Path,
+) -> None:
+    mnt = lab / "mnt"
+    app = mnt / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    (app / "db").write_text("persisted")
+    assert panther("persist", "add", "/var/lib/app", "--lab", str(lab)).returncode == 0
+    subprocess.run(["umount", str(app)], check=True)  # as if the boot had not mounted it
+    (app / "db").write_text("written since, on the root")
+    proc = panther("persist", "remove", "/var/lib/app", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert "its live data is kept as is" in proc.stderr
+    assert (app / "db").read_text() == "written since, on the root"
+    assert (mnt / "persist" / "var" / "lib" / "app" / "db").read_text() == "persisted"
+    assert Lab(lab).is_up()
+    # A journal that names a copy nobody has any more (an old --purge) starts the add afresh.
+    proc = panther("persist", "remove", "/var/lib/app", "--purge", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    killed = panther("persist", "add", "/var/lib/app", "--lab", str(lab),
+                     env={KILL_AFTER_ENV: "placed"})  # fmt: skip
+    assert killed.returncode == -9
+    remove_path(mnt / "persist" / "var" / "lib" / "app")
+    proc = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert "names no copy; starting again" in proc.stderr
+    reboot(lab)
+    assert (app / "db").read_text() == "written since, on the root"

@@ -37,7 +37,7 @@ NAMES = ("x", "y")
 def files_in(directory: Path) -> dict[str, str]:
     if not directory.is_dir():
         return {}
-    return {p.name: p.read_text() for p in directory.iterdir() if p.is_file()}
+    return {p.name: p.read_bytes().decode() for p in directory.iterdir() if p.is_file()}
 
 
 class PersistModel(RuleBasedStateMachine):
@@ -50,6 +50,7 @@ class PersistModel(RuleBasedStateMachine):
         self.ephemeral: dict[str, dict[str, str]] = {}
         self.left_copies: dict[str, dict[str, str]] = {}  # removed without --purge
         self.pending: str | None = None  # an add killed part-way, not yet run again
+        self.writes = 0
 
     @initialize()
     def lab_up(self) -> None:
@@ -57,6 +58,8 @@ class PersistModel(RuleBasedStateMachine):
         self.lab = self.base / f"lab{PersistModel.made}"
         proc = panther("lab", "up", str(self.lab), "--size", "1G")
         assert proc.returncode == 0, proc.stderr
+        for path in PATHS:  # data to move from the first step on
+            self.write(path, NAMES[0], "initial")
 
     def teardown(self) -> None:
         if hasattr(self, "lab"):
@@ -76,9 +79,17 @@ class PersistModel(RuleBasedStateMachine):
     def write(self, path: str, name: str, text: str) -> None:
         live = self.live(path)
         live.mkdir(parents=True, exist_ok=True)
-        (live / name).write_text(text)
+        self.writes += 1
+        text = f"{text}#{self.writes}"  # every write differs from what was there
+        (live / name).write_bytes(text.encode())  # bytes: no newline translation
         model = self.persisted if path in self.persisted else self.ephemeral
         model.setdefault(path, {})[name] = text
+
+    @precondition(lambda self: self.pending is not None)
+    @rule(name=st.sampled_from(NAMES), text=st.text(max_size=8))
+    def write_after_the_kill(self, name: str, text: str) -> None:
+        assert self.pending is not None
+        self.write(self.pending, name, text)
 
     @precondition(lambda self: self.pending is None)
     @rule(path=st.sampled_from(PATHS), merge=st.booleans())
@@ -95,11 +106,14 @@ class PersistModel(RuleBasedStateMachine):
             kept = self.left_copies.pop(path, {})
             self.persisted[path] = {**self.ephemeral.pop(path), **kept}
 
-    @precondition(lambda self: self.pending is None)
-    @rule(path=st.sampled_from(PATHS), step=st.sampled_from(STEPS))
-    def add_killed(self, path: str, step: str) -> None:
-        if path in self.persisted or path in self.left_copies or path not in self.ephemeral:
-            return
+    def killable(self) -> list[str]:
+        """Paths a plain add would move: live data, not persisted, no copy left behind."""
+        return [p for p in self.ephemeral if p not in self.persisted and p not in self.left_copies]
+
+    @precondition(lambda self: self.pending is None and self.killable())
+    @rule(data=st.data(), step=st.sampled_from(STEPS))
+    def add_killed(self, data: st.DataObject, step: str) -> None:
+        path = data.draw(st.sampled_from(sorted(self.killable())))
         code, err = self.run("persist", "add", path, env={KILL_AFTER_ENV: step})
         assert code == -9, err
         self.pending = path
@@ -165,8 +179,8 @@ def test_random_sequences_lose_nothing(workdir: Path) -> None:
     run_state_machine_as_test(
         PersistModel,
         settings=settings(
-            max_examples=int(os.environ.get("PANTHER_STATEFUL_EXAMPLES", "3")),
-            stateful_step_count=int(os.environ.get("PANTHER_STATEFUL_STEPS", "15")),
+            max_examples=int(os.environ.get("PANTHER_STATEFUL_EXAMPLES", "6")),
+            stateful_step_count=int(os.environ.get("PANTHER_STATEFUL_STEPS", "12")),
             deadline=None,
             database=None,
             # Each step runs real commands on a real lab: shrinking would take many minutes.

@@ -119,6 +119,7 @@ def test_mount_twice_is_idempotent_and_unmount_undoes_it(
     )
 
 
+@pytest.mark.scenario("state-safety: Foreign mounts are left alone")
 def test_unmount_leaves_foreign_mounts_alone(image: Callable[..., Path], workdir: Path) -> None:
     img = image(512)
     mnt = workdir / "mnt"
@@ -190,6 +191,7 @@ def test_format_refuses_an_image_too_small(image: Callable[..., Path]) -> None:
     assert sha256(img) == before
 
 
+@pytest.mark.scenario("state-safety: A mounted device is not formatted")
 def test_format_refuses_a_mounted_device(image: Callable[..., Path], workdir: Path) -> None:
     img = image(512)
     subprocess.run(["mkfs.btrfs", "-q", "-f", str(img)], check=True, capture_output=True)

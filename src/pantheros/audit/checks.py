@@ -9,10 +9,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pantheros.audit.system import System
+from pantheros.audit import fixes
+from pantheros.audit.fixes import Definition, Expr, Lines
+from pantheros.audit.system import Evidence, System
 
 TABLE = Path(__file__).resolve().parent.parent / "data" / "hardening.json"
 SEVERITIES = ("low", "medium", "high")
+OFFLINE = "offline tree: only a running system shows this"
 
 
 class Status(StrEnum):
@@ -33,10 +36,32 @@ class Finding:
     actual: str = ""
     reason: str = ""  # why skipped or waived, or what failed
     drift: str | None = None  # "pending reboot" | "changed by hand"
-    nixos_fix: str = ""
-    plain_fix: str = ""
+    nixos: list[Definition] = field(default_factory=list)
+    nixos_note: str = ""  # the NixOS fix in words, where no option definition fits
+    plain_fix: str = ""  # shell: composable file edits (see pantheros.audit.fixes)
+    plain_apply: str = ""  # shell: what makes plain_fix take effect
     anchors: dict[str, str] = field(default_factory=dict)
-    location: str = ""  # the file that holds the evidence
+    location: str = ""  # the file that holds the evidence, as the machine sees it
+    line: int | None = None
+    # A skipped check is either unevaluated (no evidence: counts against coverage) or does
+    # not apply here (no SSH server, a sysctl this kernel lacks).
+    applicable: bool = True
+    by_effect: bool = False  # verified by what the kernel does, not by what was asked
+
+    @property
+    def nixos_fix(self) -> str:
+        return fixes.render(self.nixos) or self.nixos_note
+
+    @property
+    def evaluated(self) -> bool:
+        return self.status is not Status.SKIPPED
+
+    def skip(self, reason: str, *, applicable: bool = True) -> None:
+        self.status, self.reason, self.applicable = Status.SKIPPED, reason, applicable
+
+    def evidence(self, found: Evidence) -> str:
+        self.location, self.line = found.path, found.line
+        return found.value
 
 
 def load_table() -> dict[str, Any]:
@@ -95,51 +120,78 @@ def _same(expected: Any, actual: str) -> bool:
     return actual.strip().lower() == str(expected).lower()
 
 
-def nix_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[ " + " ".join(f'"{v}"' for v in value) + " ]"
-    return f'"{value}"'
-
-
 # Table checks, one function per area
 
 
 def _sysctl(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
     key = spec["key"]
-    f.location = "/proc/sys/" + key.replace(".", "/")
-    f.nixos_fix = f'boot.kernel.sysctl."{key}" = {nix_value(level["set"])};'
-    f.plain_fix = (
-        f"echo '{key} = {level['set']}' > /etc/sysctl.d/90-hardening.conf; sysctl --system"
-    )
-    actual = system.sysctl(key)
-    if actual is None:
-        f.status, f.reason = Status.SKIPPED, f"{key} does not exist on this kernel"
+    f.nixos = [(f'boot.kernel.sysctl."{key}"', level["set"])]
+    f.plain_fix = fixes.sysctl(key, level["set"])
+    f.plain_apply = "sysctl --system"
+    found = system.sysctl(key)
+    if found is None:
+        if system.live:
+            f.skip(f"{key} does not exist on this kernel", applicable=False)
+        else:
+            f.skip(f"{key} is not set in sysctl.d (the kernel default applies, unknown here)")
         return
-    f.actual = actual
+    actual = f.actual = f.evidence(found)
+    effect = SYSCTL_EFFECTS.get(key)
+    if effect is not None and system.live:
+        actual, note = effect(system, actual)
+        if note:
+            f.actual, f.reason = f"{f.actual} (in force: {actual})", note
     f.status = Status.PASS if within(level["expect"], actual) else Status.FAIL
     declared = system.declared_sysctls.get(key)
-    if system.live and system.is_nixos and declared is not None and declared != actual:
+    if system.live and system.is_nixos and declared is not None and declared.value != found.value:
         # NixOS applies sysctl.d at activation: a live value that differs was set by hand.
         f.drift = "changed by hand"
-        f.reason = f"declared {declared} in /etc/sysctl.d, live {actual}"
+        f.reason = f"declared {declared.value} in {declared.path}, live {found.value}"
+
+
+def _perf_in_force(system: System, value: str) -> tuple[str, str]:
+    """Mainline kernels accept perf_event_paranoid=3 but behave as 2; try it to know."""
+    if not value.strip().lstrip("-").isdigit() or int(value) < 3:
+        return value, ""
+    allowed = system.unprivileged_perf_allowed
+    if allowed is None:
+        return value, "could not try perf_event_open as an unprivileged user"
+    if allowed:
+        return "2", "the kernel accepts 3 but behaves as 2: unprivileged perf_event_open works"
+    return value, "unprivileged perf_event_open is refused"
+
+
+SYSCTL_EFFECTS: dict[str, Callable[[System, str], tuple[str, str]]] = {
+    "kernel.perf_event_paranoid": _perf_in_force,
+}
+LOCKDOWN_ORDER = ("none", "integrity", "confidentiality")
 
 
 def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
     param = spec["param"]
-    f.location = "/proc/cmdline"
-    f.nixos_fix = f'boot.kernelParams = [ "{param}" ];'
-    f.plain_fix = f"add {param} to GRUB_CMDLINE_LINUX in /etc/default/grub; update-grub; reboot"
-    cmdline = system.cmdline
-    if cmdline is None:
-        f.status, f.reason = Status.SKIPPED, "no kernel command line to read here"
+    f.nixos = [("boot.kernelParams", [param])]
+    f.plain_fix = fixes.grub_param(param)
+    f.plain_apply = "update-grub (or grub2-mkconfig -o /boot/grub2/grub.cfg); reboot"
+    found = system.cmdline
+    if found is None:
+        f.skip("no kernel command line to read here" if system.live else "no kernel-params here")
         return
-    present = param in cmdline
+    present = param in f.evidence(found).split()
     f.actual = "present" if present else "absent"
     f.status = Status.PASS if present else Status.FAIL
+    if spec.get("verify") == "effect":
+        if not system.live:
+            f.reason = "offline tree: the request is checked, not its effect"
+            return
+        state, actual, why = CMDLINE_EFFECTS[param](system, param)
+        f.location, f.line = EFFECT_EVIDENCE[param], None
+        if state is None:
+            f.skip(f"cannot see what is in force: {why}")
+            return
+        f.status = Status.PASS if state else Status.FAIL
+        f.actual = f"{actual} ({'requested' if present else 'not requested'})"
+        f.reason = why
+        return
     if present or not system.is_nixos:
         return
     current, booted = system.kernel_params("current"), system.kernel_params("booted")
@@ -151,39 +203,96 @@ def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Fin
         f.reason = "the booted NixOS system sets it, but the kernel was started without it"
 
 
+# What is in force for a kernel parameter the kernel may ignore: (in force?, what, why).
+Effect = tuple[bool | None, str, str]
+
+
+def _lockdown_in_force(system: System, param: str) -> Effect:
+    """The kernel ignores lockdown= unless the lockdown LSM is built in and active."""
+    wanted = param.split("=", 1)[1]
+    mode = system.lockdown
+    if mode in LOCKDOWN_ORDER:
+        good = LOCKDOWN_ORDER.index(mode) >= LOCKDOWN_ORDER.index(wanted)
+        return good, f"{mode} in force", ""
+    lsm = system.lsm
+    config = system.kernel_config or {}
+    if lsm is not None and "lockdown" not in lsm:
+        return False, "no lockdown", "the lockdown LSM is not active (LSMs: " + ",".join(lsm) + ")"
+    if config and config.get("CONFIG_SECURITY_LOCKDOWN_LSM") != "y":
+        return False, "no lockdown", "the kernel is built without the lockdown LSM"
+    return None, "", "/sys/kernel/security/lockdown is not readable"
+
+
+def _vsyscall_in_force(system: System, param: str) -> Effect:
+    maps = system.read("proc/self/maps")
+    if maps is None:
+        return None, "", "/proc/self/maps is not readable"
+    if "[vsyscall]" in maps:
+        return False, "vsyscall page mapped", "every process still gets the vsyscall page"
+    return True, "no vsyscall page", ""
+
+
+def _shuffle_in_force(system: System, param: str) -> Effect:
+    text = system.read("sys/module/page_alloc/parameters/shuffle")
+    if text is None:
+        return None, "", "/sys/module/page_alloc/parameters/shuffle is not readable"
+    on = text.strip() == "Y"
+    return on, "shuffling on" if on else "shuffling off", ""
+
+
+CMDLINE_EFFECTS: dict[str, Callable[[System, str], Effect]] = {
+    "lockdown=confidentiality": _lockdown_in_force,
+    "vsyscall=none": _vsyscall_in_force,
+    "page_alloc.shuffle=1": _shuffle_in_force,
+}
+EFFECT_EVIDENCE = {
+    "lockdown=confidentiality": "/sys/kernel/security/lockdown",
+    "vsyscall=none": "/proc/self/maps",
+    "page_alloc.shuffle=1": "/sys/module/page_alloc/parameters/shuffle",
+}
+
+
 def _module(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
-    name = spec["module"].replace("-", "_")
-    f.location = "/etc/modprobe.d"
-    f.nixos_fix = (
-        f'boot.blacklistedKernelModules = [ "{spec["module"]}" ]; '
-        f'boot.extraModprobeConfig = "install {spec["module"]} /bin/false";'
-    )
-    f.plain_fix = (
-        f"echo 'install {spec['module']} /bin/false' > /etc/modprobe.d/{spec['module']}.conf"
-    )
+    module = spec["module"]
+    name = module.replace("-", "_")
+    f.nixos = [
+        ("boot.blacklistedKernelModules", [module]),
+        ("boot.extraModprobeConfig", Lines(f"install {module} /bin/false")),
+    ]
+    f.plain_fix = fixes.modprobe_off(module)
     blacklisted, disabled = system.modprobe
     loaded = system.loaded_modules
+    f.location = "/etc/modprobe.d"
     if loaded is not None and name in loaded:
-        f.status, f.actual = Status.FAIL, "loaded"
+        f.status, f.actual, f.location = Status.FAIL, "loaded", "/proc/modules"
+        f.plain_apply = f"modprobe -r {module}"
         return
     if name in disabled:
-        f.status, f.actual = Status.PASS, "install ... /bin/false"
+        f.status, f.actual = Status.PASS, f.evidence(disabled[name])
     elif name in blacklisted:
-        f.status, f.actual = Status.PASS, "blacklisted"
+        f.status, f.actual = Status.PASS, f.evidence(blacklisted[name])
     else:
         f.status, f.actual = Status.FAIL, "loadable"
+
+
+SPECIAL_FILESYSTEMS = ("/dev/shm", "/proc")  # NixOS mounts these itself
 
 
 def _mount(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
     path = spec["path"]
     wanted = level["expect"]["includes"]
-    f.location = "/proc/self/mountinfo" if system.live else "/etc/fstab"
-    f.nixos_fix = f'fileSystems."{path}".options = {nix_value(wanted)};'
-    f.plain_fix = f"add {','.join(wanted)} to the options of {path} in /etc/fstab"
-    options = system.mount_options(path)
-    if options is None:
-        f.status, f.reason = Status.SKIPPED, f"{path} is not a separate mount here"
+    option = "boot.specialFileSystems" if path in SPECIAL_FILESYSTEMS else "fileSystems"
+    f.nixos = [(f'{option}."{path}".options', list(wanted))]
+    f.plain_fix = fixes.fstab_options(path, wanted)
+    f.plain_apply = f"mount -o remount {path}"
+    found = system.mount_options(path)
+    if found is None:
+        if not system.live and system.read("etc/fstab") is None:
+            f.skip(system.tree.why("etc/fstab"))
+        else:
+            f.skip(f"{path} is not a separate mount here", applicable=False)
         return
+    options = f.evidence(found).split(",")
     hidden = {"2", "invisible", "4", "ptraceable"}
 
     def has(option: str) -> bool:
@@ -202,13 +311,17 @@ def _mount(spec: dict[str, Any], level: dict[str, Any], system: System, f: Findi
 
 def _ssh(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
     key = spec["key"]
-    f.location = "/etc/ssh/sshd_config"
-    f.nixos_fix = f"services.openssh.settings.{key} = {nix_value(level['set'])};"
-    f.plain_fix = f"set '{key} {_show(level['set'])}' in /etc/ssh/sshd_config; reload sshd"
+    f.nixos = [(f"services.openssh.settings.{key}", level["set"])]
+    f.plain_fix = fixes.sshd(key, _show(level["set"]))
+    f.plain_apply = "systemctl reload sshd || systemctl reload ssh"
     settings = system.sshd
     if settings is None:
-        f.status, f.reason = Status.SKIPPED, "no SSH server configured"
+        f.skip("no SSH server configured", applicable=False)
         return
+    where = (system.sshd_lines or {}).get(key.lower())
+    f.location = "/etc/ssh/sshd_config"
+    if where is not None:
+        f.evidence(where)
     actual = settings.get(key.lower())
     if actual is None:
         actual = SSHD_DEFAULTS.get(key.lower(), "")
@@ -232,55 +345,54 @@ SSHD_DEFAULTS = {
 
 def _feature(spec: dict[str, Any], level: dict[str, Any], system: System, f: Finding) -> None:
     cid = spec["id"]
-    fixes = {
+    fixes_by_id: dict[str, tuple[Definition, str]] = {
         "firewall.enabled": (
-            "networking.firewall.enable = true;",
+            ("networking.firewall.enable", True),
             "nft add chain inet filter input '{ type filter hook input priority 0; policy drop; }'",
         ),
         "audit.auditd": (
-            "security.auditd.enable = true;",
+            ("security.auditd.enable", True),
             "apt-get install auditd; systemctl enable --now auditd",
         ),
         "mac.apparmor": (
-            "security.apparmor.enable = true;",
+            ("security.apparmor.enable", True),
             "apt-get install apparmor; add apparmor=1 security=apparmor to the kernel command line",
         ),
         "sudo.wheel_only": (
-            "security.sudo.execWheelOnly = true;",
-            "chgrp wheel /usr/bin/sudo; chmod 4750 /usr/bin/sudo",
+            ("security.sudo.execWheelOnly", True),
+            "",
         ),
     }
-    f.nixos_fix, f.plain_fix = fixes[cid]
-    state: bool | None
+    definition, f.plain_fix = fixes_by_id[cid]
+    f.nixos = [definition]
+    state: bool | None = None
+    why = OFFLINE
     if cid == "firewall.enabled":
         policy = system.input_policy
         state = None if policy is None else policy == "drop"
         f.actual = policy or ""
-        why = "no nft or iptables to read the ruleset" if system.live else "offline tree"
+        if system.live:
+            why = "no nft or iptables to read the ruleset"
     elif cid == "audit.auditd":
         state = system.process_running("auditd")
-        why = "offline tree"
     elif cid == "mac.apparmor":
-        enabled = system.read("sys/module/apparmor/parameters/enabled") if system.live else None
-        state = None if not system.live else (enabled or "").strip() == "Y"
-        why = "offline tree"
+        if system.live:
+            enabled = system.read("sys/module/apparmor/parameters/enabled")
+            state = (enabled or "").strip() == "Y"
     else:
         sudo = next(
-            (
-                system.path(p)
-                for p in ("run/wrappers/bin/sudo", "usr/bin/sudo")
-                if system.path(p).exists()
-            ),
-            None,
+            (p for p in ("run/wrappers/bin/sudo", "usr/bin/sudo") if system.tree.exists(p)), None
         )
-        if sudo is None:
-            state, why = None, "sudo is not installed"
-        else:
-            mode = sudo.stat().st_mode
-            state = not mode & 0o001
-            f.actual = f"{mode & 0o7777:04o}"
+        st = system.tree.stat(sudo) if sudo else None
+        if sudo is None or st is None:
+            f.skip("sudo is not installed", applicable=False)
+            return
+        state = not st.st_mode & 0o001
+        f.actual = f"{st.st_mode & 0o7777:04o}"
+        f.location = "/" + sudo
+        f.plain_fix = f"chgrp wheel {fixes.q(f.location)} && chmod 4750 {fixes.q(f.location)}"
     if state is None:
-        f.status, f.reason = Status.SKIPPED, why
+        f.skip(why)
     else:
         f.status = Status.PASS if state else Status.FAIL
 
@@ -305,10 +417,10 @@ def _suid(system: System, f: Finding) -> None:
     suid, caps, _ = system.special_files
     unexpected = [p for p in suid if not p.startswith("/run/wrappers/")] if system.is_nixos else []
     f.actual = f"{len(suid)} setuid/setgid, {len(caps)} with capabilities"
-    f.nixos_fix = "security.wrappers: declare what needs privileges; remove other setuid bits"
-    f.plain_fix = "chmod u-s,g-s on binaries that do not need it"
+    f.nixos_note = "declare what needs privileges in security.wrappers; remove other setuid bits"
     if system.is_nixos and unexpected:
         f.status, f.reason = Status.FAIL, "outside /run/wrappers: " + ", ".join(unexpected[:10])
+        f.plain_fix = fixes.chmod("u-s,g-s", unexpected)
     else:
         f.status = Status.PASS
         f.reason = ", ".join(suid[:20]) if suid else "none"
@@ -316,44 +428,57 @@ def _suid(system: System, f: Finding) -> None:
 
 def _world_writable(system: System, f: Finding) -> None:
     _, _, writable = system.special_files
-    f.nixos_fix = "systemd.tmpfiles.rules: create these with a mode that others cannot write"
-    f.plain_fix = "chmod o-w on each, or chmod +t on shared directories"
+    f.nixos_note = "create these with systemd.tmpfiles.rules and a mode others cannot write"
     f.actual = str(len(writable))
     f.status = Status.FAIL if writable else Status.PASS
     if writable:
         f.reason = ", ".join(writable[:10])
+        directories = [p for p in writable if system.tree.is_dir(p)]
+        files = [p for p in writable if p not in directories]
+        # A shared directory keeps working with the sticky bit; a file just loses o+w.
+        parts = [fixes.chmod("o-w", files)] if files else []
+        parts += [fixes.chmod("+t", directories)] if directories else []
+        f.plain_fix = "; ".join(parts)
 
 
 def _uid0(system: System, f: Finding) -> None:
-    f.nixos_fix = "users.users.<name>.uid: give every account but root a uid other than 0"
-    f.plain_fix = "usermod -u <new uid> <user>"
     if system.passwd is None:
-        f.status, f.reason = Status.SKIPPED, "no /etc/passwd"
+        f.skip(system.tree.why("etc/passwd"))
         return
-    extra = [row[0] for row in system.passwd if len(row) > 2 and row[2] == "0" and row[0] != "root"]
+    f.location = "/etc/passwd"
+    extra = [(n, row[0]) for n, row in system.passwd if len(row) > 2 and row[2] == "0"]
+    extra = [(n, name) for n, name in extra if name != "root"]
     f.status = Status.FAIL if extra else Status.PASS
-    f.actual = ", ".join(["root", *extra])
+    f.actual = ", ".join(["root", *(name for _, name in extra)])
+    if extra:
+        f.line = extra[0][0]
+        used = {row[2] for _, row in system.passwd if len(row) > 2}
+        free = (str(uid) for uid in range(1000, 60000) if str(uid) not in used)
+        moves = [(name, int(next(free))) for _, name in extra]
+        f.nixos = [(f"users.users.{fixes.nix_attr(name)}.uid", uid) for name, uid in moves]
+        f.plain_fix = fixes.passwd_uid(moves)
 
 
 def _empty_passwords(system: System, f: Finding) -> None:
-    f.nixos_fix = 'users.users.<name>.hashedPassword = "!"; (or a real hash)'
-    f.plain_fix = "passwd -l <user>"
     if system.shadow is None:
-        f.status, f.reason = Status.SKIPPED, "/etc/shadow is not readable"
+        f.skip(f"not readable: {system.tree.why('etc/shadow')}")
         return
-    empty = [row[0] for row in system.shadow if len(row) > 1 and row[1] == ""]
+    f.location = "/etc/shadow"
+    empty = [(n, row[0]) for n, row in system.shadow if len(row) > 1 and row[1] == ""]
     f.status = Status.FAIL if empty else Status.PASS
-    f.actual = ", ".join(empty) or "none"
+    f.actual = ", ".join(name for _, name in empty) or "none"
+    if empty:
+        f.line = empty[0][0]
+        f.nixos = [(f"users.users.{fixes.nix_attr(name)}.hashedPassword", "!") for _, name in empty]
+        f.plain_fix = fixes.shadow_lock([name for _, name in empty])
 
 
 def _listening(system: System, f: Finding) -> None:
-    f.nixos_fix = (
-        "networking.firewall.enable = true; (open only networking.firewall.allowedTCPPorts)"
-    )
+    f.nixos = [("networking.firewall.enable", True)]
     f.plain_fix = "stop the services, or filter them with a default-deny firewall"
     sockets = system.listening
     if sockets is None:
-        f.status, f.reason = Status.SKIPPED, "offline tree"
+        f.skip(OFFLINE)
         return
     f.actual = ", ".join(sockets) or "none"
     exposed = sockets and system.input_policy != "drop"
@@ -373,11 +498,11 @@ KCONFIG = {
 
 
 def _kconfig(system: System, f: Finding) -> None:
-    f.nixos_fix = "boot.kernelPackages = pkgs.linuxPackages_hardened;"
+    f.nixos = [("boot.kernelPackages", Expr("pkgs.linuxPackages_hardened"))]
     f.plain_fix = "use a kernel built with these options"
     config = system.kernel_config
     if config is None:
-        f.status, f.reason = Status.SKIPPED, "no kernel config (/proc/config.gz, /boot/config-*)"
+        f.skip("no kernel config (/proc/config.gz, /boot/config-*)")
         return
     missing = [k for k, v in KCONFIG.items() if config.get(k) != v]
     f.status = Status.FAIL if missing else Status.PASS
@@ -385,7 +510,8 @@ def _kconfig(system: System, f: Finding) -> None:
     f.reason = ("not set: " + ", ".join(missing)) if missing else ""
 
 
-BUILTINS: list[tuple[str, str, str, str, Callable[[System, Finding], None], dict[str, str]]] = [
+Builtin = tuple[str, str, str, str, Callable[[System, Finding], None], dict[str, str]]
+BUILTINS: list[Builtin] = [
     (
         "files.suid",
         "files",
@@ -437,6 +563,36 @@ BUILTINS: list[tuple[str, str, str, str, Callable[[System, Finding], None], dict
 ]
 
 
+# The impermanence checks. pantheros.audit.impermanence runs them; they are listed here so a
+# machine without a manifest reports them without loading the btrfs and persistence machinery.
+IMPERMANENCE = (
+    ("impermanence.root_fresh", "The root was made from the blank at this boot", "high"),
+    ("impermanence.blank", "The blank is read-only and unchanged since it was made", "high"),
+    ("impermanence.old_roots", "Old roots are read-only and within the retention policy", "medium"),
+    ("impermanence.rollback", "The last rollback made a fresh root", "high"),
+    ("impermanence.mounts", "Persistent storage and logs mounted, needed for boot", "high"),
+    (
+        "impermanence.persistence",
+        "Every declared persistent path is bind-mounted from persistent storage",
+        "medium",
+    ),
+    ("impermanence.identity", "machine-id and SSH host keys are persistent", "medium"),
+    ("impermanence.persist_top", "Nothing writable by others atop persistent storage", "medium"),
+)
+
+
+def impermanence_findings(not_applicable: str = "") -> list[Finding]:
+    """The impermanence checks, not yet run (or, given a reason, not applicable)."""
+    findings = []
+    for cid, title, severity in IMPERMANENCE:
+        f = Finding(cid, "impermanence", title, severity, Status.SKIPPED)
+        f.anchors = {"pantheros": "impermanence"}
+        if not_applicable:
+            f.skip(not_applicable, applicable=False)
+        findings.append(f)
+    return findings
+
+
 def run_checks(
     system: System, level: str, waivers: dict[str, str], table: dict[str, Any] | None = None
 ) -> Iterator[Finding]:
@@ -453,16 +609,17 @@ def run_checks(
             Status.SKIPPED,
             expected=describe(levels[level]["expect"]),
             anchors=spec["anchors"],
+            by_effect=spec.get("verify") == "effect",
         )
         AREA_CHECKS[spec["area"]](spec, levels[level], system, f)
-        yield _waive(f, waivers)
+        yield waive(f, waivers)
     for cid, area, title, severity, check, anchors in BUILTINS:
         f = Finding(cid, area, title, severity, Status.SKIPPED, anchors=anchors)
         check(system, f)
-        yield _waive(f, waivers)
+        yield waive(f, waivers)
 
 
-def _waive(f: Finding, waivers: dict[str, str]) -> Finding:
+def waive(f: Finding, waivers: dict[str, str]) -> Finding:
     if f.id in waivers and f.status is not Status.SKIPPED:
         f.status, f.reason = Status.WAIVED, waivers[f.id]
     return f

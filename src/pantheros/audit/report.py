@@ -1,23 +1,79 @@
-"""Audit outputs: a readable report with a score, JSON, and SARIF 2.1.0."""
+"""Audit outputs: a readable report with a score and its coverage, JSON, SARIF 2.1.0, and the
+NixOS snippet of every fix.
+
+The score counts only checks that were evaluated; coverage says how many of the checks that
+apply here that is. When fewer than half could be evaluated the audit has too little evidence to
+judge, says so, and exits with its own code (ExitCode.INCONCLUSIVE) unless something failed.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from pantheros import __version__, ui
+from pantheros.audit import fixes
 from pantheros.audit.checks import SEVERITIES, Finding, Status
 
 WEIGHT = {"low": 1, "medium": 2, "high": 3}
 SARIF_LEVEL = {"low": "note", "medium": "warning", "high": "error"}
+README = "https://github.com/pantheros/pantheros#prove-the-hardening-panther-audit"
+ANCHOR_URLS = {
+    "lynis": "https://cisofy.com/lynis/controls/{}/",
+    "kspp": "https://kspp.github.io/Recommended_Settings",
+    "khc": "https://github.com/a13xp0p0v/kernel-hardening-checker",
+    "stig": "https://public.cyber.mil/stigs/",
+    "cis": "https://www.cisecurity.org/benchmark/distribution_independent_linux",
+    "pantheros": README,
+}
+ANCHOR_NAMES = {
+    "kspp": "KSPP",
+    "khc": "kernel-hardening-checker",
+    "lynis": "Lynis",
+    "stig": "STIG",
+    "cis": "CIS",
+    "pantheros": "PantherOS",
+}
 
 
 def score(findings: list[Finding]) -> int:
-    """Passed (and waived) weight over all decided weight, 0-100."""
-    decided = [f for f in findings if f.status is not Status.SKIPPED]
+    """Passed (and waived) weight over all evaluated weight, 0-100."""
+    decided = [f for f in findings if f.evaluated]
     total = sum(WEIGHT[f.severity] for f in decided)
     good = sum(WEIGHT[f.severity] for f in decided if f.status is not Status.FAIL)
-    return round(100 * good / total) if total else 100
+    return round(100 * good / total) if total else 0
+
+
+@dataclass(frozen=True)
+class Coverage:
+    evaluated: int
+    applicable: int
+    unevaluated: int  # applicable but skipped: no evidence
+    not_applicable: int
+
+    @property
+    def enough(self) -> bool:
+        """At least half of what applies was evaluated (and something was)."""
+        return self.evaluated > 0 and 2 * self.evaluated >= self.applicable
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "evaluated": self.evaluated,
+            "applicable": self.applicable,
+            "unevaluated": self.unevaluated,
+            "not_applicable": self.not_applicable,
+            "enough": self.enough,
+        }
+
+
+def coverage(findings: list[Finding]) -> Coverage:
+    evaluated = sum(1 for f in findings if f.evaluated)
+    unevaluated = sum(1 for f in findings if not f.evaluated and f.applicable)
+    return Coverage(
+        evaluated, evaluated + unevaluated, unevaluated, len(findings) - evaluated - unevaluated
+    )
 
 
 def failing(findings: list[Finding], fail_on: str) -> list[Finding]:
@@ -34,77 +90,100 @@ def as_dict(f: Finding) -> dict[str, Any]:
         "title": f.title,
         "severity": f.severity,
         "status": f.status.value,
+        "applicable": f.applicable,
+        "by_effect": f.by_effect,
         "expected": f.expected,
         "actual": f.actual,
         "reason": f.reason,
         "drift": f.drift,
-        "fix": {"nixos": f.nixos_fix, "other": f.plain_fix},
+        "evidence": {"path": f.location, "line": f.line} if f.location else None,
+        "fix": {"nixos": f.nixos_fix, "other": f.plain_fix, "then": f.plain_apply},
         "anchors": f.anchors,
     }
 
 
-def as_json(findings: list[Finding], context: dict[str, Any]) -> dict[str, Any]:
+def summary(findings: list[Finding], context: dict[str, Any]) -> dict[str, Any]:
     counts: dict[str, int] = defaultdict(int)
     for f in findings:
         counts[f.status.value] += 1
     return {
         **context,
         "score": score(findings),
+        "coverage": coverage(findings).as_dict(),
         "summary": dict(counts),
-        "findings": [as_dict(f) for f in findings],
     }
 
 
-def as_sarif(findings: list[Finding], context: dict[str, Any]) -> dict[str, Any]:
-    rules = []
-    results = []
-    for index, f in enumerate(findings):
-        rules.append(
-            {
-                "id": f.id,
-                "name": f.id.replace(".", "_"),
-                "shortDescription": {"text": f.title},
-                "help": {"text": f"NixOS: {f.nixos_fix}\nOther systems: {f.plain_fix}"},
-                "defaultConfiguration": {"level": SARIF_LEVEL[f.severity]},
-                "properties": {"area": f.area, "anchors": f.anchors, "tags": [f.area, "security"]},
-            }
+def as_json(findings: list[Finding], context: dict[str, Any]) -> dict[str, Any]:
+    return {**summary(findings, context), "findings": [as_dict(f) for f in findings]}
+
+
+def fix_snippet(findings: list[Finding]) -> str:
+    failed = [f for f in findings if f.status is Status.FAIL]
+    return fixes.snippet([(f.id, f.nixos, f.nixos_note) for f in failed])
+
+
+# SARIF
+
+
+def _anchor_lines(f: Finding) -> list[tuple[str, str]]:
+    out = []
+    for source, ref in f.anchors.items():
+        url = ANCHOR_URLS.get(source, README)
+        out.append((f"{ANCHOR_NAMES.get(source, source)} {ref}", url.format(quote(ref))))
+    return out
+
+
+def _rule(f: Finding) -> dict[str, Any]:
+    anchors = _anchor_lines(f)
+    verified = "by its effect on the running kernel" if f.by_effect else "by its setting"
+    text = [f"{f.title}. Checked {verified}."]
+    markdown = [f"**{f.title}** (checked {verified})", ""]
+    if f.nixos_fix:
+        text.append(f"NixOS: {f.nixos_fix}")
+        markdown.append(f"NixOS:\n```nix\n{f.nixos_fix}\n```")
+    if f.plain_fix:
+        text.append(
+            f"Other systems: {f.plain_fix}" + (f"; then {f.plain_apply}" if f.plain_apply else "")
         )
-        kind = {
-            Status.PASS: "pass",
-            Status.FAIL: "fail",
-            Status.WAIVED: "fail",
-            Status.SKIPPED: "notApplicable",
-        }[f.status]
-        result: dict[str, Any] = {
-            "ruleId": f.id,
-            "ruleIndex": index,
-            "kind": kind,
-            "level": SARIF_LEVEL[f.severity] if kind == "fail" else "none",
-            "message": {"text": _message(f)},
-            "properties": {"expected": f.expected, "actual": f.actual, "drift": f.drift},
-        }
-        if f.location:
-            result["locations"] = [
-                {"physicalLocation": {"artifactLocation": {"uri": "file://" + f.location}}}
-            ]
-        if f.status is Status.WAIVED:
-            result["suppressions"] = [{"kind": "external", "justification": f.reason}]
-        results.append(result)
+        markdown.append(f"Other systems:\n```sh\n{f.plain_fix}\n{f.plain_apply}\n```")
+    if anchors:
+        text.append("References: " + ", ".join(name for name, _ in anchors))
+        markdown.append("References: " + ", ".join(f"[{name}]({url})" for name, url in anchors))
     return {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [
+        "id": f.id,
+        "name": "".join(part.capitalize() for part in f.id.replace("-", ".").split(".")),
+        "shortDescription": {"text": f.title},
+        "fullDescription": {"text": text[0]},
+        "help": {"text": "\n".join(text), "markdown": "\n".join(markdown)},
+        "helpUri": anchors[0][1] if anchors else README,
+        "defaultConfiguration": {"level": SARIF_LEVEL[f.severity]},
+        "properties": {
+            "area": f.area,
+            "anchors": f.anchors,
+            "verifiedByEffect": f.by_effect,
+            "tags": [f.area, "security"],
+        },
+    }
+
+
+def _sarif_fix(f: Finding) -> dict[str, Any]:
+    """The NixOS fix as a new module file: each one stands alone and can be imported."""
+    module = fixes.snippet([(f.id, f.nixos, "")])
+    return {
+        "description": {"text": f"NixOS: {fixes.render(f.nixos)}"},
+        "artifactChanges": [
             {
-                "tool": {
-                    "driver": {
-                        "name": "panther-audit",
-                        "version": __version__,
-                        "informationUri": "https://github.com/pantheros/pantheros",
-                        "rules": rules,
-                    }
+                "artifactLocation": {
+                    "uri": quote(f"pantheros-fix-{f.id}.nix"),
+                    "uriBaseId": "NIXOS_CONFIG",
                 },
-                "results": results,
-                "properties": {**context, "score": score(findings)},
+                "replacements": [
+                    {
+                        "deletedRegion": {"charOffset": 0, "charLength": 0},
+                        "insertedContent": {"text": module},
+                    }
+                ],
             }
         ],
     }
@@ -121,12 +200,99 @@ def _message(f: Finding) -> str:
     return text
 
 
+def as_sarif(findings: list[Finding], context: dict[str, Any], base: str) -> dict[str, Any]:
+    rules = []
+    results = []
+    for index, f in enumerate(findings):
+        rules.append(_rule(f))
+        kind = {
+            Status.PASS: "pass",
+            Status.FAIL: "fail",
+            Status.WAIVED: "fail",
+            # SARIF's "open": the tool could not tell whether the problem is present.
+            Status.SKIPPED: "open" if f.applicable else "notApplicable",
+        }[f.status]
+        result: dict[str, Any] = {
+            "ruleId": f.id,
+            "ruleIndex": index,
+            "kind": kind,
+            "level": SARIF_LEVEL[f.severity] if kind == "fail" else "none",
+            "message": {"text": _message(f)},
+            "properties": {
+                "expected": f.expected,
+                "actual": f.actual,
+                "drift": f.drift,
+                "applicable": f.applicable,
+            },
+        }
+        if f.location:
+            physical: dict[str, Any] = {
+                "artifactLocation": {"uri": quote(f.location.lstrip("/")), "uriBaseId": "ROOT"}
+            }
+            if f.line:
+                physical["region"] = {"startLine": f.line}
+            result["locations"] = [{"physicalLocation": physical}]
+        if f.status is Status.FAIL and f.nixos:
+            result["fixes"] = [_sarif_fix(f)]
+        if f.status is Status.WAIVED:
+            result["suppressions"] = [{"kind": "external", "justification": f.reason}]
+        results.append(result)
+    root = "file://" + quote(base.rstrip("/") + "/")
+    return {
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [
+            {
+                "tool": {
+                    "driver": {
+                        "name": "panther-audit",
+                        "version": __version__,
+                        "informationUri": README,
+                        "rules": rules,
+                    }
+                },
+                "originalUriBaseIds": {
+                    "ROOT": {
+                        "uri": root,
+                        "description": {"text": "The audited machine's /"},
+                    },
+                    "NIXOS_CONFIG": {
+                        "uri": "file:///etc/nixos/",
+                        "description": {"text": "Where NixOS fixes go (import each file)"},
+                    },
+                },
+                "invocations": [{"executionSuccessful": True}],
+                "results": results,
+                "properties": summary(findings, context),
+            }
+        ],
+    }
+
+
+# Text
+
 MARK = {
     Status.PASS: ("ok  ", "green"),
     Status.FAIL: ("FAIL", "red"),
     Status.WAIVED: ("waiv", "yellow"),
     Status.SKIPPED: ("skip", "dim"),
 }
+
+
+def _where(f: Finding) -> str:
+    return f.location + (f":{f.line}" if f.line else "")
+
+
+def _clean(text: str) -> str:
+    """Names read from a tree may hold newlines or escape sequences: never send them raw to a
+    terminal."""
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
 
 
 def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> list[str]:
@@ -136,9 +302,13 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
         areas[f.area].append(f)
     for area, members in areas.items():
         passed = sum(1 for f in members if f.status is Status.PASS)
-        lines.append(ui.paint(f"\n{area} ({passed}/{len(members)} pass)", "bold"))
+        absent = sum(1 for f in members if not f.applicable)
+        tally = f"{passed}/{len(members)} pass" + (f", {absent} not applicable" if absent else "")
+        lines.append(ui.paint(f"\n{area} ({tally})", "bold"))
         for f in members:
             if f.status is Status.PASS and not verbose:
+                continue
+            if f.status is Status.SKIPPED and not f.applicable and not verbose:
                 continue
             mark, colour = MARK[f.status]
             detail = (
@@ -147,18 +317,37 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
             line = f"  {ui.paint(mark, colour)} {f.id}: {f.title}"
             if f.status is not Status.PASS:
                 line += f" [{f.severity}]"
+            if f.by_effect:
+                line += " (by effect)"
             lines.append(line)
             if f.status is Status.FAIL:
-                lines.append(f"       {detail}" + (f"; {f.reason}" if f.reason else ""))
+                lines.append("       " + _clean("; ".join(p for p in (detail, f.reason) if p)))
+                if f.location:
+                    lines.append(f"       evidence: {_clean(_where(f))}")
                 if f.drift:
                     lines.append(f"       drift: {f.drift}")
-                lines.append(f"       fix (NixOS): {f.nixos_fix}")
-                lines.append(f"       fix (other): {f.plain_fix}")
+                if f.nixos_fix:
+                    lines.append(f"       fix (NixOS): {_clean(f.nixos_fix)}")
+                if f.plain_fix:
+                    then = f"; then {f.plain_apply}" if f.plain_apply else ""
+                    lines.append(f"       fix (other): {_clean(f.plain_fix)}{then}")
             elif f.reason:
-                lines.append(f"       {f.reason}")
+                lines.append(f"       {_clean(f.reason)}")
     counts = {s: sum(1 for f in findings if f.status is s) for s in Status}
+    cov = coverage(findings)
     lines.append(
-        f"\nscore {score(findings)}/100: {counts[Status.PASS]} pass, {counts[Status.FAIL]} fail, "
-        f"{counts[Status.WAIVED]} waived, {counts[Status.SKIPPED]} skipped"
+        f"\nscore {score(findings)}/100 over the evaluated checks: {counts[Status.PASS]} pass, "
+        f"{counts[Status.FAIL]} fail, {counts[Status.WAIVED]} waived"
     )
+    lines.append(
+        f"coverage {cov.evaluated}/{cov.applicable} applicable checks evaluated "
+        f"({cov.unevaluated} skipped for lack of evidence, {cov.not_applicable} not applicable)"
+    )
+    if not cov.enough:
+        lines.append(
+            "too little evidence to judge: fewer than half of the applicable checks could be "
+            "evaluated, so the score says little"
+        )
+    if counts[Status.FAIL]:
+        lines.append("every NixOS fix in one module: panther audit --fix-snippet")
     return lines

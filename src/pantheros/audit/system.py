@@ -1,21 +1,26 @@
 """What the audit reads: the system under a root directory, live (/) or offline (--root, --lab).
 
-Every read goes through `System`, so the checks are pure functions over it and tests build a
-fake /proc and /etc in a temporary directory.
+Every read goes through `System`, and every file read through its `Tree`, which keeps it inside
+the machine (see pantheros.audit.tree); the checks are pure functions over a System, so tests
+build a fake /proc and /etc in a temporary directory. Where a value comes from a file, the file
+and line are kept as the evidence (`Evidence`), for the report and for SARIF locations.
 """
 
 from __future__ import annotations
 
-import glob
-import gzip
+import ctypes
 import os
+import platform
 import re
 import shutil
+import zlib
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from pantheros import process
+from pantheros.audit.tree import MAX_BYTES, Tree
+from pantheros.storage import blockdev
 
 SCAN_DIRS = (
     "bin",
@@ -31,8 +36,27 @@ SCAN_DIRS = (
     "root",
     "run/wrappers",
     "boot",
+    "nix",
+)
+# Nix canonicalises every store path to mode 0444/0555 and never stores a setuid bit.
+NIX_STORE = "nix/store"
+PSEUDO_FS = frozenset(
+    {
+        *("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs"),
+        *("tracefs", "configfs", "fusectl", "bpf", "pstore", "efivarfs", "mqueue", "hugetlbfs"),
+        *("autofs", "binfmt_misc", "nsfs"),
+    }
 )
 NOT_LOADING = re.compile(r"^(/\S*/)?(false|true|nologin)$")
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """A value and where it was read: a path as the machine sees it, and a line (1-based)."""
+
+    value: str
+    path: str
+    line: int | None = None
 
 
 @dataclass
@@ -41,27 +65,48 @@ class System:
     live: bool
     notes: list[str] = field(default_factory=list)
 
-    def path(self, rel: str) -> Path:
-        return self.base / rel.lstrip("/")
+    def __post_init__(self) -> None:
+        self.tree = Tree(self.base)
 
     def read(self, rel: str) -> str | None:
-        try:
-            return self.path(rel).read_text(errors="replace")
-        except OSError:
-            return None
-
-    @property
-    def is_nixos(self) -> bool:
-        return self.path("etc/NIXOS").exists()
-
-    # Kernel command line: live from /proc; current and booted NixOS systems for drift.
+        return self.tree.read(rel)
 
     @cached_property
-    def cmdline(self) -> list[str] | None:
-        text = self.read("proc/cmdline") if self.live else None
-        if text is None and not self.live:
-            text = self.read("run/current-system/kernel-params") or self.read("kernel-params")
-        return text.split() if text is not None else None
+    def is_nixos(self) -> bool:
+        return self.tree.exists("etc/NIXOS")
+
+    def _lines(self, path: str) -> list[tuple[int, str]]:
+        text = self.read(path)
+        return [] if text is None else list(enumerate(text.splitlines(), 1))
+
+    # Kernel command line: live from /proc; offline from the NixOS system or GRUB's defaults.
+
+    @cached_property
+    def cmdline(self) -> Evidence | None:
+        if self.live:
+            sources = ["proc/cmdline"]
+        else:
+            sources = [
+                "run/current-system/kernel-params",
+                "nix/var/nix/profiles/system/kernel-params",
+                "kernel-params",  # --root given a NixOS system's toplevel
+            ]
+        for source in sources:
+            text = self.read(source)
+            if text is not None:
+                return Evidence(" ".join(text.split()), "/" + source)
+        if self.live:
+            return None
+        # GRUB puts GRUB_CMDLINE_LINUX, then GRUB_CMDLINE_LINUX_DEFAULT, on the command line.
+        params: dict[str, tuple[str, int]] = {}
+        for number, line in self._lines("etc/default/grub"):
+            match = re.match(r'\s*(GRUB_CMDLINE_LINUX(?:_DEFAULT)?)="([^"]*)"', line)
+            if match:
+                params[match.group(1)] = (match.group(2), number)
+        if not params:
+            return None
+        text = " ".join(params[k][0] for k in sorted(params) if params[k][0])
+        return Evidence(text, "/etc/default/grub", min(n for _, n in params.values()))
 
     def kernel_params(self, which: str) -> list[str] | None:
         text = self.read(f"run/{which}-system/kernel-params")
@@ -69,30 +114,48 @@ class System:
 
     # sysctls: live from /proc/sys; declared from sysctl.d
 
-    def sysctl(self, key: str) -> str | None:
+    def sysctl(self, key: str) -> Evidence | None:
         if self.live:
-            value = self.read("proc/sys/" + key.replace(".", "/"))
-            return None if value is None else " ".join(value.split())
+            path = "proc/sys/" + key.replace(".", "/")
+            value = self.read(path)
+            return None if value is None else Evidence(" ".join(value.split()), "/" + path)
         return self.declared_sysctls.get(key)
 
     @cached_property
-    def declared_sysctls(self) -> dict[str, str]:
-        found: dict[str, str] = {}
-        files = sorted(glob.glob(str(self.path("usr/lib/sysctl.d/*.conf"))))
-        files += sorted(glob.glob(str(self.path("etc/sysctl.d/*.conf"))))
-        files += [str(self.path("etc/sysctl.conf"))]
+    def declared_sysctls(self) -> dict[str, Evidence]:
+        found: dict[str, Evidence] = {}
+        files = self.tree.files("usr/lib/sysctl.d", ".conf")
+        files += [*self.tree.files("etc/sysctl.d", ".conf"), "etc/sysctl.conf"]
         for name in files:
-            try:
-                lines = Path(name).read_text(errors="replace").splitlines()
-            except OSError:
-                continue
-            for line in lines:
+            for number, line in self._lines(name):
                 line = line.strip()
                 if not line or line[0] in "#;" or "=" not in line:
                     continue
                 key, _, value = line.lstrip("-").partition("=")
-                found[key.strip().replace("/", ".")] = " ".join(value.split())
+                key = key.strip().replace("/", ".")
+                found[key] = Evidence(" ".join(value.split()), "/" + name, number)
         return found
+
+    # Kernel and LSMs: what is in force, not what was asked for
+
+    @cached_property
+    def lsm(self) -> list[str] | None:
+        text = self.read("sys/kernel/security/lsm") if self.live else None
+        return None if text is None else text.strip().split(",")
+
+    @cached_property
+    def lockdown(self) -> str | None:
+        """The lockdown mode in force ('none', 'integrity', 'confidentiality'), or None."""
+        text = self.read("sys/kernel/security/lockdown") if self.live else None
+        match = re.search(r"\[(\w+)\]", text or "")
+        return match.group(1) if match else None
+
+    @cached_property
+    def unprivileged_perf_allowed(self) -> bool | None:
+        """Whether an unprivileged process may profile itself, tried for real (None: unknown)."""
+        if not self.live:
+            return None
+        return perf_open_allowed()
 
     # Kernel modules
 
@@ -104,79 +167,70 @@ class System:
         return {line.split()[0].replace("-", "_") for line in text.splitlines() if line.strip()}
 
     @cached_property
-    def modprobe(self) -> tuple[set[str], set[str]]:
-        """(blacklisted, disabled by `install X <non-loading command>`) module names."""
-        blacklisted: set[str] = set()
-        disabled: set[str] = set()
-        patterns = [
-            "etc/modprobe.d/*.conf",
-            "run/modprobe.d/*.conf",
-            "usr/lib/modprobe.d/*.conf",
-            "lib/modprobe.d/*.conf",
-        ]
-        for pattern in patterns:
-            for name in sorted(glob.glob(str(self.path(pattern)))):
-                try:
-                    lines = Path(name).read_text(errors="replace").splitlines()
-                except OSError:
-                    continue
-                for line in lines:
+    def modprobe(self) -> tuple[dict[str, Evidence], dict[str, Evidence]]:
+        """(blacklisted, disabled by `install X <non-loading command>`) modules, with the line."""
+        blacklisted: dict[str, Evidence] = {}
+        disabled: dict[str, Evidence] = {}
+        for directory in ("etc/modprobe.d", "run/modprobe.d", "usr/lib/modprobe.d"):
+            for name in self.tree.files(directory, ".conf"):
+                for number, line in self._lines(name):
                     words = line.split()
                     if len(words) >= 2 and words[0] == "blacklist":
-                        blacklisted.add(words[1].replace("-", "_"))
+                        module = words[1].replace("-", "_")
+                        blacklisted[module] = Evidence("blacklisted", "/" + name, number)
                     elif len(words) >= 3 and words[0] == "install" and NOT_LOADING.match(words[2]):
-                        disabled.add(words[1].replace("-", "_"))
+                        module = words[1].replace("-", "_")
+                        disabled[module] = Evidence(" ".join(words[2:]), "/" + name, number)
         return blacklisted, disabled
 
     # Mounts
 
-    def mount_options(self, mountpoint: str) -> list[str] | None:
+    def mount_options(self, mountpoint: str) -> Evidence | None:
         if self.live:
-            text = self.read("proc/self/mountinfo")
-            if text is None:
-                return None
             found = None
-            for line in text.splitlines():
-                left, _, right = line.partition(" - ")
-                fields = left.split()
-                if len(fields) > 5 and fields[4] == mountpoint:
-                    found = fields[5].split(",") + right.split()[2].split(",")
+            text = self.read("proc/self/mountinfo")
+            for mount in blockdev.parse_mountinfo(text or ""):
+                if mount.mountpoint == mountpoint:
+                    found = Evidence(",".join(mount.all_options), "/proc/self/mountinfo")
             return found
-        text = self.read("etc/fstab")
-        if text is None:
-            return None
-        for line in text.splitlines():
+        for number, line in self._lines("etc/fstab"):
             fields = line.split()
             if len(fields) >= 4 and not fields[0].startswith("#") and fields[1] == mountpoint:
-                return fields[3].split(",")
+                return Evidence(fields[3], "/etc/fstab", number)
         return None
 
     # SSH server
 
     @cached_property
+    def sshd_lines(self) -> dict[str, Evidence] | None:
+        """The first setting of each key (lowercased) in the config files, as sshd reads them."""
+        if not self.tree.exists("etc/ssh/sshd_config"):
+            return None
+        files = [*self.tree.files("etc/ssh/sshd_config.d", ".conf"), "etc/ssh/sshd_config"]
+        settings: dict[str, Evidence] = {}
+        for name in files:
+            for number, line in self._lines(name):
+                line = line.strip()
+                if line.lower().startswith("match "):
+                    break
+                if not line or line.startswith("#") or " " not in line:
+                    continue
+                key, value = _pair(line)
+                settings.setdefault(key, Evidence(value, "/" + name, number))
+        return settings
+
+    @cached_property
     def sshd(self) -> dict[str, str] | None:
         """Effective sshd settings, lowercased: `sshd -T` when live, else the config files."""
-        if self.live and shutil.which("sshd") and self.path("etc/ssh/sshd_config").exists():
+        lines = self.sshd_lines
+        if lines is None:
+            return None
+        if self.live and shutil.which("sshd"):
             proc = process.run(["sshd", "-T"], check=False)
             if proc.returncode == 0:
                 return dict(_pair(line) for line in proc.stdout.splitlines() if " " in line)
             self.notes.append("sshd -T failed; read the configuration files instead")
-        text = self.read("etc/ssh/sshd_config")
-        if text is None:
-            return None
-        settings: dict[str, str] = {}
-        lines = text.splitlines()
-        for include in glob.glob(str(self.path("etc/ssh/sshd_config.d/*.conf"))):
-            lines = Path(include).read_text(errors="replace").splitlines() + lines
-        for line in lines:
-            line = line.strip()
-            if not line or line.startswith("#") or line.lower().startswith("match "):
-                if line.lower().startswith("match "):
-                    break
-                continue
-            key, value = _pair(line)
-            settings.setdefault(key, value)  # the first value wins, as in sshd
-        return settings
+        return {key: evidence.value for key, evidence in lines.items()}
 
     # Firewall
 
@@ -203,23 +257,23 @@ class System:
     def process_running(self, name: str) -> bool | None:
         if not self.live:
             return None
-        for comm in glob.glob(str(self.path("proc/[0-9]*/comm"))):
-            try:
-                if Path(comm).read_text().strip() == name:
-                    return True
-            except OSError:
-                continue
+        for pid in self.tree.listdir("proc"):
+            if pid.isdigit() and (self.read(f"proc/{pid}/comm") or "").strip() == name:
+                return True
         return False
 
-    @cached_property
-    def passwd(self) -> list[list[str]] | None:
-        text = self.read("etc/passwd")
-        return None if text is None else [ln.split(":") for ln in text.splitlines() if ":" in ln]
+    def _table(self, path: str) -> list[tuple[int, list[str]]] | None:
+        if self.read(path) is None:
+            return None
+        return [(n, line.split(":")) for n, line in self._lines(path) if ":" in line]
 
     @cached_property
-    def shadow(self) -> list[list[str]] | None:
-        text = self.read("etc/shadow")
-        return None if text is None else [ln.split(":") for ln in text.splitlines() if ":" in ln]
+    def passwd(self) -> list[tuple[int, list[str]]] | None:
+        return self._table("etc/passwd")
+
+    @cached_property
+    def shadow(self) -> list[tuple[int, list[str]]] | None:
+        return self._table("etc/shadow")
 
     @cached_property
     def listening(self) -> list[str] | None:
@@ -246,20 +300,62 @@ class System:
                 found.append(f"{proto} {_address(address)}:{int(port, 16)}")
         return sorted(set(found))
 
+    def walk_pruned(self) -> list[str]:
+        """Host paths the inventory walk skips: pseudo and read-only nosuid mounts, the store.
+
+        Nothing on them can be a setuid binary or a file others may write.
+        """
+        base = str(self.base.resolve()).rstrip("/")
+        tops = tuple(f"{base}/{top}" for top in SCAN_DIRS)
+        pruned = [f"{base}/{NIX_STORE}"]
+        # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
+        # inside the walk matter, and find tests every entry against each one.
+        for mount in blockdev.mountinfo():
+            if not any(mount.mountpoint.startswith(top + "/") for top in tops):
+                continue
+            if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):
+                pruned.append(mount.mountpoint)
+        return sorted(set(pruned))
+
     @cached_property
     def special_files(self) -> tuple[list[str], list[str], list[str]]:
         """(setuid/setgid files, files with capabilities, world-writable entries without sticky).
 
-        One `find` pass over the system directories (home directories are the users' own), then
-        a capability xattr lookup on the executables it named.
+        One `find` pass over the system directories for all three. It does not follow symlinks
+        (so it stays in the tree), skips what `walk_pruned` names, and does not descend into a
+        root-owned directory that neither group nor others may search: only root reaches what
+        lies below. The capability xattr is then looked up on the executables it named.
         """
-        tops = [str(self.path(t)) for t in SCAN_DIRS if self.path(t).is_dir()]
+        base = self.base.resolve()
+        # A top reached through a symlink anywhere on its way would lead the walk elsewhere.
+        tops = [
+            str(base / top)
+            for top in SCAN_DIRS
+            if (base / top).is_dir() and os.path.realpath(base / top) == str(base / top)
+        ]
         if not tops:
             return [], [], []
+        prune: list[str] = []
+        for path in self.walk_pruned():
+            # -path takes a glob: a literal path must not match what its brackets would.
+            prune += ["-path", re.sub(r"([\\*?\[])", r"\\\1", path), "-o"]
         argv = [
             "find",
             *tops,
-            "-xdev",
+            "(",
+            *prune[:-1],
+            ")",
+            "-prune",
+            "-o",
+            "-type",
+            "d",
+            "-uid",
+            "0",
+            "!",
+            "-perm",
+            "/011",
+            "-prune",
+            "-o",
             "(",
             "-type",
             "f",
@@ -285,16 +381,21 @@ class System:
             "-printf",
             "%m %y %p\\0",
         ]
-        proc = process.run(argv, check=False)
+        proc = process.run(argv, check=False, errors="surrogateescape")
+        if proc.returncode != 0:
+            self.notes.append(
+                "the file walk could not read everything: " + proc.stderr.strip()[:200]
+            )
         suid: list[str] = []
         caps: list[str] = []
         writable: list[str] = []
+        cut = len(str(base).rstrip("/"))
         for record in proc.stdout.split("\0"):
             if not record:
                 continue
             mode_text, kind, full = record.split(" ", 2)
             mode = int(mode_text, 8)
-            rel = "/" + os.path.relpath(full, self.base)
+            rel = full[cut:]
             if kind == "d" or mode & 0o002:
                 writable.append(rel)
             if kind == "f" and mode & 0o6000:
@@ -310,19 +411,99 @@ class System:
     @cached_property
     def kernel_config(self) -> dict[str, str] | None:
         raw: str | None = None
-        if self.path("proc/config.gz").exists() and self.live:
-            raw = gzip.decompress(self.path("proc/config.gz").read_bytes()).decode(errors="replace")
+        packed = self.tree.read_bytes("proc/config.gz") if self.live else None
+        if packed is not None:
+            try:
+                raw = _gunzip(packed)
+            except (OSError, zlib.error, EOFError):
+                self.notes.append("/proc/config.gz is not a gzip file")
         if raw is None:
-            release = os.uname().release if self.live else "*"
-            for name in sorted(glob.glob(str(self.path(f"boot/config-{release}")))):
-                raw = Path(name).read_text(errors="replace")
-        if raw is None:
-            raw = self.read("run/booted-system/kernel/config") if self.live else None
+            release = os.uname().release if self.live else None
+            names = [n for n in self.tree.listdir("boot") if n.startswith("config-")]
+            for name in sorted(names):
+                if release is None or name == f"config-{release}":
+                    raw = self.read(f"boot/{name}") or raw
+        if raw is None and self.live:
+            raw = self.read("run/booted-system/kernel/config")
         if raw is None:
             return None
         return dict(
             line.split("=", 1) for line in raw.splitlines() if "=" in line and line[0] != "#"
         )
+
+
+def _gunzip(data: bytes) -> str:
+    """Decompress, refusing more than MAX_BYTES of output (a bomb stays a bomb)."""
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    out = inflater.decompress(data, MAX_BYTES)
+    if inflater.unconsumed_tail:
+        raise OSError("larger than the cap")
+    return out.decode(errors="replace")
+
+
+# perf_event_open(2) numbers per architecture; a kernel-facing probe cannot be portable.
+_PERF_SYSCALL = {"x86_64": 298, "aarch64": 241}
+_PERF_TYPE_SOFTWARE, _PERF_COUNT_SW_TASK_CLOCK = 1, 1
+_DISABLED, _EXCLUDE_KERNEL, _EXCLUDE_HV = 1 << 0, 1 << 5, 1 << 6
+NOBODY = 65534
+
+
+class _PerfAttr(ctypes.Structure):
+    # PERF_ATTR_SIZE_VER1: the oldest layout every kernel accepts.
+    _fields_ = (
+        ("type", ctypes.c_uint32),
+        ("size", ctypes.c_uint32),
+        ("config", ctypes.c_uint64),
+        ("sample_period", ctypes.c_uint64),
+        ("sample_type", ctypes.c_uint64),
+        ("read_format", ctypes.c_uint64),
+        ("flags", ctypes.c_uint64),
+        ("wakeup_events", ctypes.c_uint32),
+        ("bp_type", ctypes.c_uint32),
+        ("bp_addr", ctypes.c_uint64),
+        ("bp_len", ctypes.c_uint64),
+    )
+
+
+def perf_open_allowed() -> bool | None:
+    """Whether an unprivileged process may count its own user-space events.
+
+    That is exactly what perf_event_paranoid=2 allows and what the level 3 of Debian's and
+    Android's kernels forbids; mainline accepts 3 but behaves as 2. The probe runs as nobody
+    (in a child when we are root), so the answer is an unprivileged user's.
+    """
+    number = _PERF_SYSCALL.get(platform.machine())
+    if number is None:
+        return None
+    if os.geteuid() != 0:
+        return _perf_probe(number)
+    pid = os.fork()
+    if pid == 0:  # the child drops every privilege and reports through its exit status
+        try:
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            os._exit(0 if _perf_probe(number) else 1)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    return None if code not in (0, 1) else code == 0
+
+
+def _perf_probe(number: int) -> bool:
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = _PerfAttr(
+        type=_PERF_TYPE_SOFTWARE,
+        size=ctypes.sizeof(_PerfAttr),
+        config=_PERF_COUNT_SW_TASK_CLOCK,
+        flags=_DISABLED | _EXCLUDE_KERNEL | _EXCLUDE_HV,
+    )
+    fd: int = libc.syscall(number, ctypes.byref(attr), 0, -1, -1, 0)
+    if fd >= 0:
+        os.close(fd)
+        return True
+    return False
 
 
 def _pair(line: str) -> tuple[str, str]:

@@ -129,7 +129,7 @@ def cmd_roots_pin(args: argparse.Namespace) -> int:
 
 def cmd_roots_gc(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
-    with machine.top_level(readonly=args.dry_run) as top:
+    with machine.lock(wait=not args.no_wait), machine.top_level(readonly=args.dry_run) as top:
         plan, deleted = rollback.gc(top, machine.manifest, dry_run=args.dry_run)
     if args.json:
         ui.emit_json(

@@ -60,6 +60,28 @@ class Stray:
     why: str
 
 
+def mounted_subvolume(top: Path, rel: str, ids: Collection[int]) -> str | None:
+    """Where the subvolume at top/rel, or anything inside it, is mounted; None when nowhere.
+
+    Every btrfs mount of the filesystem under top (mountinfo's device field is the
+    filesystem's, the same for all its subvolumes) is compared by subvolume id (`ids`: the
+    subvolume's and those nested in it) and by its path inside the filesystem.
+    """
+    home = blockdev.mount_containing(top)
+    if home is None:
+        raise PantherError(f"{top} is not on a mounted file system")
+    path = "/" + rel.strip("/")
+    for entry in blockdev.mountinfo():
+        if entry.device != home.device or entry.fstype != "btrfs":
+            continue
+        subvolid = entry.option("subvolid")
+        if (subvolid is not None and subvolid.isdigit() and int(subvolid) in ids) or (
+            entry.root == path or entry.root.startswith(path + "/")
+        ):
+            return entry.mountpoint
+    return None
+
+
 def archive_name(info: btrfs.SubvolumeInfo) -> str:
     """Sortable in creation order (otransid first), readable (creation time, UTC)."""
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(info.otime))
@@ -167,25 +189,9 @@ class OldRoots:
         return True
 
     def mounted_at(self, root: OldRoot, nested: Collection[int] = ()) -> str | None:
-        """Where root (or a subvolume or directory in it) is mounted, as this process sees it.
-
-        Every btrfs mount of this filesystem (mountinfo's device field is the filesystem's,
-        the same for all its subvolumes) is compared by subvolume id and by path inside it.
-        """
-        home = blockdev.mount_containing(self.top)
-        if home is None:
-            raise PantherError(f"{self.top} is not on a mounted file system")
-        rel = "/" + str(root.path.relative_to(self.top))
-        ids = {root.info.id, *nested}
-        for entry in blockdev.mountinfo():
-            if entry.device != home.device or entry.fstype != "btrfs":
-                continue
-            subvolid = entry.option("subvolid")
-            if (subvolid is not None and subvolid.isdigit() and int(subvolid) in ids) or (
-                entry.root == rel or entry.root.startswith(rel + "/")
-            ):
-                return entry.mountpoint
-        return None
+        """Where root (or a subvolume or directory in it) is mounted, as this process sees it."""
+        rel = str(root.path.relative_to(self.top))
+        return mounted_subvolume(self.top, rel, {root.info.id, *nested})
 
     def delete(self, root: OldRoot) -> list[str]:
         """Delete one verified old root and every subvolume nested in it, deepest first."""

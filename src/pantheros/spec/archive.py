@@ -62,6 +62,12 @@ def build(cap: str, change_id: str, delta_text: str, current: str | None) -> App
         )
         current = f"# {cap} Specification\n\n## Purpose\n{purpose}\n\n## Requirements\n"
         delta.removed = []
+    flaws = parse.structure_flaws(current)
+    if flaws:
+        details = "; ".join(f"line {f.line}: {f.message}" for f in flaws)
+        raise ApplyError(
+            f"{cap}: target spec is structurally invalid; fix it before archiving: {details}"
+        )
     section = parse.requirements_section(current)
     if not section.found:
         raise ApplyError(f"{cap}: target spec has no ## Requirements section")

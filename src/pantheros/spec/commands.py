@@ -1,4 +1,4 @@
-"""`panther spec`: list, show, validate, archive, new, diff and trace over an OpenSpec tree.
+"""`panther spec`: list, show, validate, archive, new and diff over an OpenSpec tree.
 
 Arguments and `--json` shapes follow the OpenSpec CLI 1.13.2, so either tool can be used on the
 same tree. Exit codes: 0 success, 1 invalid items, unknown items or a refused archive.
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode
+from pantheros.errors import ExitCode, UsageError
 from pantheros.spec import archive as merge
 from pantheros.spec import parse, validate
 from pantheros.spec.validate import Issue
@@ -67,10 +67,13 @@ class Tree:
     def changes(self) -> list[str]:
         if not self.changes_dir.is_dir():
             return []
+        # A symlink is no change (OpenSpec reads directory entries, not their targets).
         return sorted(
-            p.name
-            for p in self.changes_dir.iterdir()
-            if p.is_dir() and p.name != "archive" and not p.name.startswith(".")
+            e.name
+            for e in os.scandir(self.changes_dir)
+            if e.is_dir(follow_symlinks=False)
+            and e.name != "archive"
+            and not e.name.startswith(".")
         )
 
     def spec_file(self, spec_id: str) -> Path:
@@ -403,6 +406,87 @@ def _archive_fail(
     return ExitCode.FAILURE
 
 
+def _needs_validation(folder: Path, files: list[tuple[str, Path]]) -> bool:
+    """Whether archive validates the change first, as OpenSpec decides: when it has delta
+    headers, or anything that archive would otherwise drop without a word (a specs/spec.md,
+    a delta in a file never read, specs/ files beside skip_specs, a marker it cannot honor)."""
+    if (folder / "specs" / "spec.md").is_file() or validate.unread_delta_files(folder):
+        return True
+    skip_specs, invalid = validate.marker(folder, "skip_specs")
+    if invalid:
+        return True
+    if skip_specs:
+        return validate.has_files(folder / "specs")
+    return any(
+        re.search(
+            r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements", parse.read(p), re.M | re.I
+        )
+        for _, p in files
+    )
+
+
+def _unaccounted(text: str) -> list[str]:
+    """Lines of a spec, other than its title and Purpose, that deleting it would lose."""
+    section = parse.requirements_section(text)
+    lines = parse.normalise(section.before).split("\n")
+    leftovers: list[str] = []
+    in_purpose = title_seen = False
+    previous = ""
+    for line, inside in zip(lines, parse.fenced(lines), strict=True):
+        if not line.strip():
+            previous = ""
+            continue
+        if not inside:
+            heading = re.match(r"^ {0,3}##\s+(.+?)\s*$", line)
+            setext = in_purpose and previous.strip() and re.match(r"^ {0,3}(=+|-+)\s*$", line)
+            if heading:
+                in_purpose = heading.group(1).strip().lower() == "purpose"
+                leftovers += [] if in_purpose else [line.strip()]
+                previous = line
+                continue
+            if setext or re.match(r"^ {0,3}<h[1-6]\b", line, re.I):
+                leftovers.append((previous if setext else line).strip())
+                in_purpose = False
+                previous = line
+                continue
+            if re.match(r"^ {0,3}#\s+.+$", line):
+                if title_seen or in_purpose:
+                    leftovers.append(line.strip())
+                    in_purpose = False
+                title_seen = True
+                previous = line
+                continue
+        previous = line
+        if not in_purpose:
+            leftovers.append(line.strip())
+    for part in (section.preamble, section.after):
+        leftovers += [ln.strip() for ln in part.split("\n") if ln.strip()]
+    return leftovers
+
+
+def _retirable(text: str, problems: list[Issue]) -> bool:
+    """A rebuilt spec with nothing left but its title and Purpose, and no other fault."""
+    return (
+        not parse.requirements_section(text).blocks
+        and not _unaccounted(text)
+        and bool(problems)
+        and all(i.path == "requirements" for i in problems)
+    )
+
+
+def _prune_empty(folder: Path, boundary: Path) -> None:
+    """Remove emptied capability folders up to (not including) specs/, never through a link."""
+    top = boundary.resolve()
+    while not folder.is_symlink() and folder.resolve().is_relative_to(top):
+        if folder.resolve() == top:
+            return
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+        folder = folder.parent
+
+
 def cmd_archive(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
@@ -413,6 +497,17 @@ def cmd_archive(args: argparse.Namespace) -> int:
             args, tree, "archive_change_name_required", "A change name is required."
         )
     folder = tree.changes_dir / change
+    if "/" in change or change in ("", ".", ".."):
+        return _archive_fail(
+            args,
+            tree,
+            "archive_change_name_invalid",
+            f"Change name '{change}' is not a folder name.",
+        )
+    if folder.is_symlink():
+        return _archive_fail(
+            args, tree, "archive_change_symlink", f"Change '{change}' is a symlink."
+        )
     if change not in tree.changes():
         available = ", ".join(tree.changes()) or "none"
         return _archive_fail(
@@ -421,18 +516,16 @@ def cmd_archive(args: argparse.Namespace) -> int:
             "archive_change_not_found",
             f"Change '{change}' not found. Available changes: {available}",
         )
-    if folder.is_symlink():
+    nested = validate.nested_changes(tree.changes_dir, change)
+    if nested:
         return _archive_fail(
-            args, tree, "archive_change_symlink", f"Change '{change}' is a symlink."
+            args,
+            tree,
+            "archive_change_is_namespace_folder",
+            validate.nested_issue(nested, change).message,
         )
     files, _ = validate.delta_files(folder)
-    has_delta_header = any(
-        re.search(
-            r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements", parse.read(p), re.M | re.I
-        )
-        for _, p in files
-    )
-    if args.validate and (has_delta_header or (folder / "specs" / "spec.md").is_file()):
+    if args.validate and _needs_validation(folder, files):
         errors = [i for i in validate.validate_change(folder, None) if i.level == "ERROR"]
         if errors:
             return _archive_fail(
@@ -441,6 +534,13 @@ def cmd_archive(args: argparse.Namespace) -> int:
                 "archive_validation_failed",
                 "Validation failed: " + "; ".join(i.message for i in errors),
             )
+    if not args.validate and not args.yes:
+        return _archive_fail(
+            args,
+            tree,
+            "archive_confirmation_required",
+            "Skipping validation needs confirmation: give --yes too.",
+        )
     tasks = folder / "tasks.md"
     done, total = parse.task_counts(parse.read(tasks)) if tasks.is_file() else (0, 0)
     if total > done and not args.yes:
@@ -463,6 +563,8 @@ def cmd_archive(args: argparse.Namespace) -> int:
     totals = {"added": 0, "modified": 0, "removed": 0, "renamed": 0}
     warnings: list[str] = []
     writes: list[tuple[Path, str]] = []
+    retirements: list[Path] = []
+    retire = args.validate and validate.marker(folder, "retire_capabilities")[0]
     if not args.skip_specs and files:
         if not args.yes:
             return _archive_fail(
@@ -488,6 +590,19 @@ def cmd_archive(args: argparse.Namespace) -> int:
             if not applied.changed:
                 continue
             problems = [i for i in validate.validate_spec_text(applied.text) if i.level == "ERROR"]
+            if (
+                retire
+                and applied.removed
+                and target.is_file()
+                and _retirable(applied.text, problems)
+            ):
+                totals["removed"] += applied.removed
+                retirements.append(target)
+                warnings.append(
+                    f"{cap} - capability retired (retire_capabilities): its last requirement was "
+                    f"removed, so {target.relative_to(tree.root)} was deleted."
+                )
+                continue
             if problems:
                 return _archive_fail(
                     args,
@@ -501,6 +616,9 @@ def cmd_archive(args: argparse.Namespace) -> int:
     for target, text in writes:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
+    for target in retirements:
+        target.unlink()
+        _prune_empty(target.parent, tree.specs_dir)
     destination.parent.mkdir(parents=True, exist_ok=True)
     os.rename(folder, destination)
     if args.json:
@@ -508,7 +626,7 @@ def cmd_archive(args: argparse.Namespace) -> int:
             "change": change,
             "archivedAs": name,
             "path": str(destination),
-            "specsUpdated": bool(writes),
+            "specsUpdated": bool(writes or retirements),
         }
         if not args.skip_specs and files:
             body["totals"] = totals
@@ -526,17 +644,55 @@ def cmd_archive(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
+KEBAB_ID = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+MAX_CHANGE_ID = 200  # archive prefixes a date, and a directory name has 255 bytes
+
+
+def kebab_problem(what: str, name: str) -> str | None:
+    """Why name is not a kebab-case id (OpenSpec's grammar for change ids), or None."""
+    if not name:
+        return f"{what} is empty"
+    if len(name) > MAX_CHANGE_ID:
+        return f"{what} is longer than {MAX_CHANGE_ID} characters"
+    if KEBAB_ID.fullmatch(name):
+        return None
+    return (
+        f"{what} {name!r} is not kebab-case: use lowercase letters, digits and single "
+        "hyphens, not at the start or end (e.g. add-auth)"
+    )
+
+
+def capability_problem(capability: str) -> str | None:
+    """A capability is a path of kebab-case segments (identity/user-auth), never more."""
+    for segment in capability.split("/"):
+        problem = kebab_problem("capability segment", segment)
+        if problem:
+            return f"capability {capability!r}: {problem}"
+    return None
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    """path stays within folder once every symlink on the way is resolved."""
+    return path.resolve().is_relative_to(folder.resolve())
+
+
 def cmd_new(args: argparse.Namespace) -> int:
     tree = _tree() or Tree(Path.cwd())
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", args.change):
-        ui.info(f"Change name '{args.change}' must be kebab-case (a-z, 0-9, -).")
-        return ExitCode.USAGE
+    cap = args.capability if args.capability is not None else args.change.split("-", 1)[-1]
+    problem = kebab_problem("change id", args.change) or capability_problem(cap)
+    if problem:
+        raise UsageError(problem)
     folder = tree.changes_dir / args.change
-    if folder.exists():
+    delta = folder / "specs" / Path(*cap.split("/")) / "spec.md"
+    if not all(_inside(p, tree.openspec) for p in (tree.changes_dir, folder, delta.parent)):
+        raise UsageError(f"{tree.changes_dir} leads outside {tree.openspec} through a symlink")
+    tree.changes_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir()  # the claim: of two `new` runs with one id, one gets it
+    except FileExistsError:
         ui.info(f"Change '{args.change}' already exists.")
         return ExitCode.FAILURE
-    cap = args.capability or args.change.split("-", 1)[-1]
-    (folder / "specs" / cap).mkdir(parents=True)
+    delta.parent.mkdir(parents=True)
     (folder / ".openspec.yaml").write_text(
         f"schema: spec-driven\ncreated: {time.strftime('%Y-%m-%d')}\n"
     )
@@ -545,7 +701,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         f"## What Changes\n- **{cap}**: <what changes>\n"
     )
     (folder / "tasks.md").write_text("## 1. Implementation\n- [ ] 1.1 <first task>\n")
-    (folder / "specs" / cap / "spec.md").write_text(
+    delta.write_text(
         "## ADDED Requirements\n### Requirement: <Name>\nThe system SHALL <behaviour>.\n\n"
         "#### Scenario: <name>\n- **WHEN** <condition>\n- **THEN** <outcome>\n"
     )
@@ -618,58 +774,3 @@ def cmd_diff(args: argparse.Namespace) -> int:
         for rename in entry["renamed"]:
             ui.result(f"  > {rename['from']} -> {rename['to']}")
     return ExitCode.FAILURE if any("error" in e for e in report) else ExitCode.OK
-
-
-def cmd_trace(args: argparse.Namespace) -> int:
-    """Map every scenario of the main specs to the tests that name it (pytest marker)."""
-    tree = _tree()
-    if tree is None:
-        ui.info("No OpenSpec root found from the current directory.")
-        return ExitCode.FAILURE
-    tests_dir = Path(args.tests) if args.tests else tree.root / "tests"
-    marker = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
-    covered: dict[str, list[str]] = {}
-    for test_file in sorted(tests_dir.rglob("test_*.py")):
-        text = parse.read(test_file)
-        for match in marker.finditer(text):
-            rel = str(test_file.relative_to(tree.root))
-            covered.setdefault(match.group(1), []).append(rel)
-    rows: list[dict[str, Any]] = []
-    for spec_id in tree.specs():
-        try:
-            spec = parse.parse_spec(parse.read(tree.spec_file(spec_id)))
-        except parse.SpecError:
-            continue
-        for section in parse.sections(parse.read(tree.spec_file(spec_id))):
-            for scenario in _scenarios(section):
-                key = f"{spec_id}: {scenario}"
-                rows.append(
-                    {
-                        "spec": spec_id,
-                        "scenario": scenario,
-                        "tests": sorted(set(covered.get(key, []) + covered.get(scenario, []))),
-                    }
-                )
-        del spec
-    uncovered = [r for r in rows if not r["tests"]]
-    if args.json:
-        ui.emit_json(
-            {"scenarios": rows, "covered": len(rows) - len(uncovered), "uncovered": len(uncovered)}
-        )
-    else:
-        for row in rows:
-            mark = "✓" if row["tests"] else "✗"
-            ui.result(f"{mark} {row['spec']}: {row['scenario']}  {', '.join(row['tests'])}")
-        ui.result(f"{len(rows) - len(uncovered)}/{len(rows)} scenarios covered by a test")
-    if args.strict and uncovered:
-        return ExitCode.FAILURE
-    return ExitCode.OK
-
-
-def _scenarios(section: parse.Section) -> list[str]:
-    found = []
-    for child in section.children:
-        if child.level == 4 and child.title.lower().startswith("scenario:"):
-            found.append(child.title.split(":", 1)[1].strip())
-        found += _scenarios(child)
-    return found

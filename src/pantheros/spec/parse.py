@@ -14,6 +14,7 @@ from pathlib import Path
 HEADER = re.compile(r"^(#{1,6})\s+(.+)$")
 REQ_HEADER = re.compile(r"^###\s*Requirement:\s*(.+)\s*$", re.I)
 H2 = re.compile(r"^##\s+(.+)$")
+H2_ANY = re.compile(r"^##\s+")
 SHALL = re.compile(r"\b(SHALL|MUST)\b")
 METADATA = re.compile(r"^\*\*[^*]+\*\*:")
 DELTA_TITLES = {
@@ -33,22 +34,29 @@ def normalise(text: str) -> str:
     return text.lstrip("\ufeff").replace("\r\n", "\n").replace("\r", "\n")
 
 
+FENCE_OPEN = re.compile(r"^\s*(`{3,}|~{3,})")
+FENCE_CLOSE = re.compile(r"^\s*(`{3,}|~{3,})\s*$")
+
+
 def fenced(lines: list[str]) -> list[bool]:
-    """Whether each line is inside (or opens or closes) a ``` or ~~~ fence."""
+    """Whether each line is inside (or opens or closes) a fenced block.
+
+    A fence closes only on a bare run of its own character at least as long as the opener,
+    so a "```python" line inside a block is content, as OpenSpec reads it.
+    """
     out = []
     fence: str | None = None
     for line in lines:
-        stripped = line.lstrip()
-        marker = stripped[:3] if stripped[:3] in ("```", "~~~") else None
-        if fence is None and marker:
-            fence = marker
-            out.append(True)
-        elif fence is not None:
-            out.append(True)
-            if marker == fence:
-                fence = None
-        else:
-            out.append(False)
+        if fence is None:
+            opener = FENCE_OPEN.match(line)
+            if opener:
+                fence = opener.group(1)
+            out.append(bool(opener))
+            continue
+        out.append(True)
+        closer = FENCE_CLOSE.match(line)
+        if closer and closer.group(1)[0] == fence[0] and len(closer.group(1)) >= len(fence):
+            fence = None
     return out
 
 
@@ -65,25 +73,39 @@ class Section:
     level: int
     title: str
     line: int  # 1-based
-    content: list[str] = field(default_factory=list)  # lines before the first child
+    # Every line up to the next header of this level or higher, children's lines included,
+    # as OpenSpec reads a section (fenced lines marked with a leading NUL).
+    content: list[str] = field(default_factory=list)
     children: list[Section] = field(default_factory=list)
+
+
+HEADER_START = re.compile(r"^(#{1,6})\s+")
 
 
 def sections(text: str) -> list[Section]:
     lines = normalise(text).split("\n")
     mask = fenced(lines)
+    marked = ["\x00" + ln if inside else ln for ln, inside in zip(lines, mask, strict=True)]
+    # Where each level's content ends: the next header (of any title, even an empty one)
+    # at that level or higher.
+    starts = [
+        (i, len(m.group(1)))
+        for i, ln in enumerate(lines)
+        if not mask[i] and (m := HEADER_START.match(ln))
+    ]
     roots: list[Section] = []
     stack: list[Section] = []
-    for number, (line, inside) in enumerate(zip(lines, mask, strict=True), 1):
-        match = None if inside else HEADER.match(line)
-        if match:
-            section = Section(len(match.group(1)), match.group(2).strip(), number)
-            while stack and stack[-1].level >= section.level:
-                stack.pop()
-            (stack[-1].children if stack else roots).append(section)
-            stack.append(section)
-        elif stack and not stack[-1].children:
-            stack[-1].content.append(line if not inside else "\x00" + line)
+    for order, (index, _) in enumerate(starts):
+        match = HEADER.match(lines[index])
+        if not match:
+            continue
+        level = len(match.group(1))
+        end = next((i for i, lv in starts[order + 1 :] if lv <= level), len(lines))
+        section = Section(level, match.group(2).strip(), index + 1, marked[index + 1 : end])
+        while stack and stack[-1].level >= level:
+            stack.pop()
+        (stack[-1].children if stack else roots).append(section)
+        stack.append(section)
     return roots
 
 
@@ -97,11 +119,23 @@ def find(tree: list[Section], title: str) -> Section | None:
     return None
 
 
+HEADER_LINE = re.compile(r"^#{1,6}\s")
+SCENARIO_END = re.compile(r"^#{1,4}\s")  # a scenario's body runs to the next header up to ####
+
+
 def body_text(lines: list[str]) -> str:
-    """Body of a requirement: non-blank, non-fenced lines; metadata lines only if nothing else."""
-    plain = [ln.strip() for ln in lines if ln.strip() and not ln.startswith("\x00")]
-    prose = [ln for ln in plain if not METADATA.match(ln)]
-    return "\n".join(prose or plain)
+    """A requirement's text: its non-blank, unfenced lines up to the first header; metadata
+    lines (**ID**: ...) count only when there is nothing else."""
+    prose: list[str] = []
+    metadata: list[str] = []
+    for line in lines:
+        if line.startswith("\x00"):
+            continue
+        if HEADER_LINE.match(line):
+            break
+        if line.strip():
+            (metadata if METADATA.match(line.strip()) else prose).append(line.strip())
+    return "\n".join(prose or metadata)
 
 
 def raw_text(lines: list[str]) -> str:
@@ -143,6 +177,80 @@ def parse_spec(text: str) -> Spec:
         scenarios = [raw_text(s.content) for s in child.children if raw_text(s.content)]
         reqs.append(Requirement(name, text, scenarios, child.line))
     return Spec(raw_text(purpose.content), purpose.line, reqs)
+
+
+# Structure of a main spec
+
+STRUCTURE_REQ_HEADER = re.compile(r"^###\s+Requirement:\s*(.+)\s*$", re.I)
+DELTA_HEADER = re.compile(r"^##\s+(ADDED|MODIFIED|REMOVED|RENAMED)\s+Requirements\s*$", re.I)
+
+
+@dataclass(frozen=True)
+class Flaw:
+    """A structural flaw of a main spec: it makes requirements invisible or ambiguous."""
+
+    line: int
+    header: str
+    message: str
+
+
+def structure_flaws(text: str) -> list[Flaw]:
+    """Delta headers, requirement headers outside ## Requirements, repeated requirement names.
+
+    Archive refuses to update a spec with any of these, because a merge by name could keep
+    one block of a repeated name and silently drop the other.
+    """
+    lines = normalise(text).split("\n")
+    mask = fenced(lines)
+    visible = ["" if inside else line for line, inside in zip(lines, mask, strict=True)]
+    start = next(
+        (i for i, ln in enumerate(visible) if re.match(r"^##\s+Requirements\s*$", ln, re.I)), None
+    )
+    end = len(visible)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(visible)) if H2_ANY.match(visible[i])), end)
+    flaws: list[Flaw] = []
+    first: dict[str, int] = {}
+    for index, line in enumerate(visible):
+        header = line.strip()
+        if not header:
+            continue
+        if DELTA_HEADER.match(line):
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Main spec has the delta header "{header}"; delta headers belong in a '
+                    "change's specs/<capability>/spec.md and cut the Requirements section short.",
+                )
+            )
+            continue
+        match = STRUCTURE_REQ_HEADER.match(line)
+        if not match:
+            continue
+        if start is None or not start < index < end:
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Requirement header "{header}" lies outside the ## Requirements section, '
+                    "so no command sees it; move it into that section.",
+                )
+            )
+            continue
+        name = clean_name(match.group(1))
+        if name in first:
+            flaws.append(
+                Flaw(
+                    index + 1,
+                    header,
+                    f'Requirement header "{header}" repeats the one on line {first[name]}; '
+                    "give each requirement a name of its own.",
+                )
+            )
+        else:
+            first[name] = index + 1
+    return flaws
 
 
 # The block parser
@@ -228,12 +336,9 @@ def block_body(block: Block) -> str:
     """The lines after the header up to the next header, for the SHALL/MUST rule."""
     lines = block.raw.split("\n")[1:]
     mask = fenced(lines)
-    taken = []
-    for line, inside in zip(lines, mask, strict=True):
-        if not inside and line.startswith("#"):
-            break
-        taken.append("\x00" + line if inside else line)
-    return body_text(taken)
+    return body_text(
+        ["\x00" + ln if inside else ln for ln, inside in zip(lines, mask, strict=True)]
+    )
 
 
 def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
@@ -247,7 +352,7 @@ def scenario_names(block: Block, counted_only: bool = True) -> list[str]:
         name = re.sub(r"^Scenario:\s*", "", clean_name(line[4:].strip()), flags=re.I).strip()
         body = []
         for later in range(index + 1, len(lines)):
-            if not mask[later] and lines[later].startswith("#"):
+            if not mask[later] and SCENARIO_END.match(lines[later]):
                 break
             if lines[later].strip():
                 body.append(lines[later])
@@ -295,9 +400,10 @@ class Delta:
         return len(self.added) + len(self.modified) + len(self.removed) + len(self.renamed)
 
 
-REMOVED_BULLET = re.compile(r"^\s*[-*+]\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
-FROM = re.compile(r"^\s*(?:[-*+]\s*)?FROM:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
-TO = re.compile(r"^\s*(?:[-*+]\s*)?TO:\s*`?###\s*Requirement:\s*(.+?)`?\s*$", re.I)
+# Unlike a header, these list forms are case-sensitive in OpenSpec: "from:" is not a rename.
+REMOVED_BULLET = re.compile(r"^\s*[-*+]\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
+FROM = re.compile(r"^\s*[-*+]?\s*FROM:\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
+TO = re.compile(r"^\s*[-*+]?\s*TO:\s*`?###\s*Requirement:\s*(.+?)`?\s*$")
 
 
 def parse_delta(text: str) -> Delta:
@@ -340,9 +446,12 @@ def parse_delta(text: str) -> Delta:
             if req:
                 close()
                 block, block_line = [line], number
-            elif not inside and re.match(r"^###(?!#)", line):
-                close()
+            elif not inside and re.match(r"^###\s+\S", line):
+                # Not a requirement header: reported, and (as in OpenSpec) kept in the block
+                # it interrupts rather than ending it.
                 delta.ignored_headers.append((number, line[3:].strip(), title or ""))
+                if block is not None:
+                    block.append(line)
             elif block is not None:
                 block.append(line)
         elif kind == "REMOVED":
@@ -368,6 +477,7 @@ def parse_delta(text: str) -> Delta:
     close()
     if pending_from:
         delta.unpaired.append((pending_from[1], "FROM", pending_from[0]))
+    delta.unpaired.sort()
     return delta
 
 
@@ -377,15 +487,27 @@ TASK = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s*\[(?:\s*([^\]\s]?)\s*\](?![(\[])
 LIST_ITEM = re.compile(r"^\s*(?:[-*+]|\d{1,9}[.)])\s+\S")
 
 
-def task_counts(text: str) -> tuple[int, int]:
-    """(completed, total) checkboxes."""
-    done = total = 0
-    lines = normalise(text).split("\n")
-    for line, inside in zip(lines, fenced(lines), strict=True):
-        if inside:
-            continue
+@dataclass(frozen=True)
+class Task:
+    line: int  # 1-based
+    done: bool
+    description: str
+
+
+def tasks(text: str) -> list[Task]:
+    """Every checkbox line, fenced or not: OpenSpec counts a checkbox in a code block as work,
+    so that no rule about which fence is real can hide an unfinished task from archive."""
+    found = []
+    for number, line in enumerate(text.removeprefix("\ufeff").split("\n"), 1):
         match = TASK.match(line)
         if match:
-            total += 1
-            done += (match.group(1) or "") in ("x", "X")
-    return done, total
+            found.append(
+                Task(number, (match.group(1) or "").lower() == "x", match.group(2).strip())
+            )
+    return found
+
+
+def task_counts(text: str) -> tuple[int, int]:
+    """(completed, total) checkboxes."""
+    found = tasks(text)
+    return sum(t.done for t in found), len(found)

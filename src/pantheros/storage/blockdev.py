@@ -48,25 +48,31 @@ def _unescape(field: str) -> str:
 
 
 def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    entries = []
     with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            left, _, right = line.rstrip("\n").partition(" - ")
-            fields = left.split(" ")
-            fstype, source, super_opts = [*right.split(" "), "", "", ""][:3]
-            entries.append(
-                MountEntry(
-                    mount_id=int(fields[0]),
-                    parent_id=int(fields[1]),
-                    device=fields[2],
-                    root=_unescape(fields[3]),
-                    mountpoint=_unescape(fields[4]),
-                    options=tuple(fields[5].split(",")),
-                    fstype=fstype,
-                    source=_unescape(source),
-                    super_options=tuple(super_opts.split(",")),
-                )
+        return parse_mountinfo(f.read())
+
+
+def parse_mountinfo(text: str) -> list[MountEntry]:
+    entries = []
+    for line in text.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split(" ")
+        if len(fields) < 6:
+            continue
+        fstype, source, super_opts = [*right.split(" "), "", "", ""][:3]
+        entries.append(
+            MountEntry(
+                mount_id=int(fields[0]),
+                parent_id=int(fields[1]),
+                device=fields[2],
+                root=_unescape(fields[3]),
+                mountpoint=_unescape(fields[4]),
+                options=tuple(fields[5].split(",")),
+                fstype=fstype,
+                source=_unescape(source),
+                super_options=tuple(super_opts.split(",")),
             )
+        )
     return entries
 
 

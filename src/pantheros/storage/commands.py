@@ -79,7 +79,7 @@ def cmd_disk_unmount(args: argparse.Namespace) -> int:
 
 
 def _lab(args: argparse.Namespace) -> Lab:
-    return Lab(Path(args.dir).resolve() if args.dir else default_dir())
+    return Lab((Path(args.dir) if args.dir else default_dir()).resolve())
 
 
 def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
@@ -92,6 +92,8 @@ def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextMan
 def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     size = parse_size(args.size)
+    if args.manifest:
+        manifests.load(args.manifest)  # bad input changes nothing, not even the lab directory
     lab.directory.mkdir(parents=True, exist_ok=True)
     with lab.lock(wait=not args.no_wait):
         lab.up(size, args.manifest)

@@ -14,12 +14,15 @@
  *   readonly PATH       set the subvolume read-only; `writable PATH` clears it
  *   delete PATH         delete the subvolume PATH (it must hold no other subvolume)
  *   sync PATH           commit the filesystem's current transaction
+ *   nested PATH         the subvolumes inside the subvolume PATH, deepest first, one path per
+ *                        line (a name holding a newline is refused: it is never ours to delete)
  *
  * Exit codes: 0 done, 1 failed, 2 usage, 3 the name exists, 4 no space, 5 not empty.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <libgen.h>
 #include <linux/btrfs.h>
 #include <stdint.h>
@@ -203,6 +206,24 @@ static int sync_fs(const char *path) {
     return rc;
 }
 
+static int visit(const char *path, const struct stat *st, int type, struct FTW *where) {
+    if (where->level == 0 || type != FTW_DP || st->st_ino != SUBVOLUME_ROOT_INO)
+        return 0;
+    if (strchr(path, '\n') != NULL) {
+        fprintf(stderr, "pantheros-btrfs: nested %s: a newline in the name\n", path);
+        return 1;
+    }
+    return puts(path) < 0 ? 1 : 0;
+}
+
+static int nested(const char *path) {
+    /* Depth first, children before their parent, never following a symlink. */
+    int rc = nftw(path, visit, 32, FTW_PHYS | FTW_DEPTH);
+    if (rc < 0)
+        return fail("nested", path);
+    return rc == 0 && fflush(stdout) == 0 ? 0 : 1;
+}
+
 static int rename2(const char *op, const char *from, const char *to, unsigned flags) {
     if (syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, flags) < 0)
         return fail(op, from);
@@ -235,8 +256,10 @@ int main(int argc, char **argv) {
         return delete_subvolume(argv[2]);
     if (argc == 3 && strcmp(op, "sync") == 0)
         return sync_fs(argv[2]);
+    if (argc == 3 && strcmp(op, "nested") == 0)
+        return nested(argv[2]);
     fprintf(stderr, "usage: pantheros-btrfs info PATH... | snapshot SRC DEST | create DEST | "
                     "exchange A B | rename A B | readonly PATH | writable PATH | delete PATH | "
-                    "sync PATH\n");
+                    "sync PATH | nested PATH\n");
     return 2;
 }

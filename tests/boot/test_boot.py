@@ -1,0 +1,179 @@
+"""The boot step in a real initrd: Debian's kernel and a dracut systemd initramfs under QEMU TCG.
+
+The initramfs carries the unit texts the NixOS module renders (nix/generated/initrd-units.json)
+and the boot step the package ships, at the store path ExecStart names. Stage 2 is a busybox
+script (tests/boot/vm.py) that writes junk to /, appends to /persist/boots.log, keeps the step's
+report in /persist/reports/boot-N and powers off. After each boot the host reads the disk with
+panther's own functions.
+
+Where Debian's dracut initrd with systemd 252 and NixOS's systemd initrd differ, each test says
+what the difference means for what it shows.
+"""
+
+from __future__ import annotations
+
+import pytest
+from vm import Machine
+
+from pantheros.errors import ExitCode
+
+pytestmark = [pytest.mark.root, pytest.mark.boot]
+
+DIRTY = "boot-dirty"
+CLOSED = "fail-closed"
+
+
+def _position(serial: str, text: str) -> int:
+    at = serial.find(text)
+    assert at >= 0, f"{text!r} is not in the serial log"
+    return at
+
+
+def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
+    """Three boots: the junk of the previous boot is gone each time, /persist keeps everything,
+    one more read-only old root per boot holds the previous boot's junk, and the step finishes
+    before sysroot.mount starts.
+
+    Debian vs NixOS: both initrds keep our unit in /etc/systemd/system and order it with the
+    same Before=sysroot.mount, but dracut makes sysroot.mount from root= on the kernel command
+    line (systemd-fstab-generator) where NixOS writes it from fileSystems."/" into the initrd's
+    fstab; both name the device unit after the same udev link,
+    dev-disk-by\\x2dlabel-pantheros.device, which the unit requires. The step's tools come from
+    dracut's /usr/bin here (PATH of systemd 252) and from the initrd's /bin on NixOS.
+    """
+    names: list[str] = []
+    for n in (1, 2, 3):
+        boot = machine.boot(DIRTY)
+        assert boot.reached_stage2, "stage 2 did not run"
+        serial = boot.serial
+        assert _position(serial, "Finished pantheros-rollback.service") < _position(
+            serial, "Mounting sysroot.mount"
+        )
+        outcome, code, warning = machine.stage2()
+        assert (outcome.result, code, warning, outcome.pruned) == ("fresh", 0, "", [])
+        state = machine.state()
+        assert state.boots[-1] == f"boot-{n} junk-seen=[]"
+        assert len(state.boots) == n, "persist lost a line of an earlier boot"
+        report = state.reports[f"boot-{n}"]
+        assert report.result == "fresh"
+        assert state.record is not None
+        assert state.record["result"] == "fresh"
+        assert len(state.old_roots) == n
+        assert all(r.info.readonly for r in state.old_roots)
+        newest = state.old_roots[-1]
+        assert report.archived == [newest.name]
+        assert f"junk-{n - 1}" in state.old_root_files[newest.name]
+        assert [f for f in state.root_files if f.startswith("junk-")] == [f"junk-{n}"]
+        assert state.blank_problem is None
+        assert state.strays == 0
+        assert not state.leftovers
+        names.append(newest.name)
+    assert names == sorted(names), "old roots must sort by creation"
+    # The step unmounts the top level it mounted under /run, or stage 2 inherits that mount.
+    for boot in machine.boots:
+        assert "could not unmount" not in boot.serial, "the step left the top level mounted"
+
+
+def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machine) -> None:
+    """The VM is killed (SIGKILL: the guest's unwritten pages are lost, like pulling the plug)
+    right after the exchange; the next boot, finishing that, is killed right after the archive;
+    the boot after that completes the rollback, and nothing is lost.
+
+    Debian vs NixOS: `systemd.setenv=` reaches the unit the same way in both (systemd's manager
+    environment), and the hang hook's line reaches the serial console through the journal here
+    and on NixOS alike. fail-closed links the unit into sysroot.mount.requires in both initrds.
+    """
+    for step in ("exchange", "archive"):
+        cut = machine.boot(
+            CLOSED,
+            extra=f"systemd.setenv=PANTHER_ROLLBACK_HANG_AFTER={step}",
+            kill_on=f"pantheros-rollback: hanging after {step}",
+        )
+        assert cut.returncode is None, f"the VM was to be killed after {step}"
+        assert not cut.reached_stage2
+        during = machine.state()
+        assert "sbin" in during.root_files, f"no root after a power cut after {step}"
+        assert during.boots == []
+        assert all(r.info.readonly for r in during.old_roots[:-1])
+
+    boot = machine.boot(CLOSED)
+    assert boot.reached_stage2, "the boot after the power cuts did not reach stage 2"
+    state = machine.state()
+    assert state.boots == ["boot-1 junk-seen=[]"]
+    assert state.reports["boot-1"].result == "fresh"
+    assert not state.leftovers, "a half-made root was left"
+    assert len(state.old_roots) == 1, [r.name for r in state.old_roots]
+    assert all(r.info.readonly for r in state.old_roots)
+    (old,) = state.old_root_files.values()
+    assert "junk-0" in old, "the previous root was lost"
+    assert state.blank_problem is None
+    assert state.strays == 0
+
+
+def test_fail_closed_without_a_blank_stops_in_the_initrd(machine: Machine) -> None:
+    """fail-closed with the blank missing: the step fails, sysroot.mount (which requires it)
+    never mounts, and no stage-2 init runs; the root is untouched.
+
+    Debian vs NixOS: what follows the failure differs: dracut's emergency service honours
+    rd.emergency=poweroff (so QEMU exits), NixOS's initrd goes to emergency.target with
+    boot.initrd.systemd.emergencyAccess deciding whether a shell opens. Both stop before the
+    root is mounted, which is what this test checks.
+    """
+    machine.remove_blank()
+    boot = machine.boot(CLOSED)
+    assert "rollback failed: the blank snapshot root-blank is missing" in boot.serial
+    assert "Mounted sysroot.mount" not in boot.serial
+    assert not boot.reached_stage2
+    state = machine.state()
+    assert state.boots == []
+    assert "junk-0" in state.root_files
+    assert state.old_roots == []
+
+
+def test_boot_dirty_without_a_blank_boots_the_previous_root(machine: Machine) -> None:
+    """boot-dirty with the blank missing: the step fails (exit 6), the previous root boots with
+    its junk, and stage 2 (`panther rollback --finish`'s function, on the report the boot carried
+    out of its initrd) records it as dirty, warns at login and exits 6.
+
+    Debian vs NixOS: the report crosses switch-root in /run in both (systemd moves the initrd's
+    /run to the new root). Stage 2 here is a busybox script that copies the report to /persist
+    and the host then runs panther's stage-2 function on the disk; on NixOS
+    pantheros-rollback-finish.service runs it after local-fs.target in the booted system.
+    """
+    machine.remove_blank()
+    boot = machine.boot(DIRTY)
+    assert boot.reached_stage2
+    assert "pantheros-rollback.service: Main process exited, code=exited, status=6" in boot.serial
+    outcome, code, warning = machine.stage2()
+    assert (outcome.result, code) == ("dirty", ExitCode.BOOT_DIRTY)
+    assert outcome.error == "the blank snapshot root-blank is missing"
+    assert "NOT rolled back" in warning
+    state = machine.state()
+    assert state.boots == ["boot-1 junk-seen=[junk-0 ]"]
+    assert state.reports["boot-1"].result == "dirty"
+    assert state.record is not None
+    assert state.record["result"] == "dirty"
+    assert state.old_roots == []
+
+
+def test_norollback_on_the_kernel_command_line_skips_the_step(machine: Machine) -> None:
+    """`pantheros.norollback` on the kernel command line: the unit is skipped, the previous
+    root boots with its junk, no old root is made, no report is written, and stage 2 records
+    the boot as skipped.
+
+    Debian vs NixOS: ConditionKernelCommandLine= reads the kernel command line in both; dracut
+    passes the whole line through, as NixOS's initrd does.
+    """
+    boot = machine.boot(DIRTY, extra="pantheros.norollback")
+    assert boot.reached_stage2
+    assert "pantheros-rollback" not in boot.serial.replace("pantheros.norollback", "")
+    outcome, code, warning = machine.stage2()
+    assert (outcome.result, code) == ("skipped", 0)
+    assert "skipped" in warning
+    state = machine.state()
+    assert state.record is not None
+    assert state.record["result"] == "skipped"
+    assert state.boots == ["boot-1 junk-seen=[junk-0 ]"]
+    assert state.reports == {}
+    assert state.old_roots == []
+    assert "junk-0" in state.root_files
