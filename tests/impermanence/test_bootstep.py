@@ -264,3 +264,47 @@ def test_the_helper_lists_nested_subvolumes_deepest_first(pfs: Pfs) -> None:
     assert proc.stdout.splitlines() == [str(outer / "inner"), str(outer)]
     empty = subprocess.run([helper, "nested", str(outer / "inner")], capture_output=True, text=True)
     assert (empty.returncode, empty.stdout) == (0, "")
+
+
+# What the script says it runs besides bash builtins: all NixOS's initrd has for it.
+INITRD_TOOLS = [
+    "mount",
+    "umount",
+    "flock",
+    "mkdir",
+    "mktemp",
+    "rmdir",
+    "mv",
+    "readlink",
+    "sort",
+    "sleep",
+    "btrfs",
+]
+
+
+@pytest.mark.root
+def test_the_step_needs_only_the_tools_it_names(pfs: Pfs, workdir: Path) -> None:
+    """An initrd has few tools: run the step with a PATH holding exactly those it declares."""
+    header = (SOURCE / bootstep.SCRIPT).read_text()
+    assert ", ".join(INITRD_TOOLS[:-1]) in header.replace("\n# ", " ")
+    bin_dir = workdir / "initrd-bin"
+    bin_dir.mkdir()
+    for tool in INITRD_TOOLS:
+        found = shutil.which(tool)
+        assert found is not None, tool
+        (bin_dir / tool).symlink_to(found)
+    pfs.dirty("etc/hostname", "dirty")
+    args = [a if a != "/nonexistent" else str(pfs.top) for a in GOOD]
+    bash = shutil.which("bash")
+    assert bash is not None
+    for extra in (["--dry-run"], []):
+        proc = subprocess.run(
+            [bash, *script(), *args, "--report", str(workdir / "report"), *extra],
+            capture_output=True,
+            text=True,
+            env={"PATH": str(bin_dir)},
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert "command not found" not in proc.stderr
+    assert "result=fresh" in (workdir / "report").read_text()
