@@ -59,18 +59,22 @@ static int open_dir(const char *path) {
     return open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 }
 
-/* The directory holding path, opened, and the last component of path in *name. */
-static int open_parent(const char *path, char *copy, size_t size, const char **name) {
-    if (snprintf(copy, size, "%s", path) >= (int)size) {
+/* The directory holding path, opened; the last component of path copied into name. */
+static int open_parent(const char *path, char *name, size_t size) {
+    char copy[4096];
+    if (snprintf(copy, sizeof copy, "%s", path) >= (int)sizeof copy) {
         errno = ENAMETOOLONG;
         return -1;
     }
     char *slash = strrchr(copy, '/');
-    if (slash == NULL) {
-        *name = copy;
-        return open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    const char *last = slash ? slash + 1 : copy;
+    if (strlen(last) >= size) {
+        errno = ENAMETOOLONG;
+        return -1;
     }
-    *name = slash + 1;
+    strcpy(name, last);
+    if (slash == NULL)
+        return open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     *slash = '\0';
     return open(copy[0] ? copy : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
@@ -130,19 +134,11 @@ static int info(const char *path) {
 }
 
 static int make_subvolume(const char *source, const char *dest) {
-    char copy[4096];
-    const char *name;
-    int dfd = open_parent(dest, copy, sizeof copy, &name);
-    if (dfd < 0)
-        return fail(source ? "snapshot" : "create", dest);
     struct btrfs_ioctl_vol_args_v2 args;
     memset(&args, 0, sizeof args);
-    if (strlen(name) >= sizeof args.name) {
-        errno = ENAMETOOLONG;
-        close(dfd);
-        return fail("create", dest);
-    }
-    strcpy(args.name, name);
+    int dfd = open_parent(dest, args.name, sizeof args.name);
+    if (dfd < 0)
+        return fail(source ? "snapshot" : "create", dest);
     int rc = 0;
     if (source != NULL) {
         int sfd = open_dir(source);
@@ -179,19 +175,11 @@ static int set_readonly(const char *path, int readonly) {
 }
 
 static int delete_subvolume(const char *path) {
-    char copy[4096];
-    const char *name;
-    int dfd = open_parent(path, copy, sizeof copy, &name);
-    if (dfd < 0)
-        return fail("delete", path);
     struct btrfs_ioctl_vol_args args;
     memset(&args, 0, sizeof args);
-    if (strlen(name) >= sizeof args.name) {
-        errno = ENAMETOOLONG;
-        close(dfd);
+    int dfd = open_parent(path, args.name, sizeof args.name);
+    if (dfd < 0)
         return fail("delete", path);
-    }
-    strcpy(args.name, name);
     int rc = ioctl(dfd, BTRFS_IOC_SNAP_DESTROY, &args) < 0 ? fail("delete", path) : 0;
     close(dfd);
     return rc;
