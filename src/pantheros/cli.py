@@ -343,7 +343,9 @@ def _audit(sub: Any) -> None:
         default="low",
         help="exit 1 when a check of this severity or above fails (default: low)",
     )
-    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST} if present")
+    p.add_argument(
+        "--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST} if present"
+    )
     p.add_argument("--all", action="store_true", help="list passing checks too")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--root", metavar="DIR", help="audit an offline tree (image, built system)")
