@@ -231,12 +231,18 @@ def _impermanence(sub: Any) -> None:
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")
     rsub = _subparsers(p, "roots_action")
     q = rsub.add_parser("list", help="old roots with age, size and why each is kept")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="the table as JSON")
+    q.add_argument(
+        "--size",
+        action="store_true",
+        help="without quotas, measure each root with btrfs filesystem du (slow on big roots)",
+    )
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_list)
     for action, text in (("pin", "never prune ROOT"), ("unpin", "let retention decide again")):
         q = rsub.add_parser(action, help=text)
-        q.add_argument("root", metavar="ROOT")
+        q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
+        q.add_argument("--json", action="store_true", help="the outcome as JSON")
         _lab_arg(q)
         _on(q, lambda: impermanence_commands.cmd_roots_pin)
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
@@ -246,16 +252,25 @@ def _impermanence(sub: Any) -> None:
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_gc)
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
-    q.add_argument("root", metavar="ROOT")
-    q.add_argument("directory", metavar="DIR")
+    q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
+    q.add_argument("directory", metavar="DIR", help="an existing, empty mount point")
+    q.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_mount)
 
     p = sub.add_parser("restore", help="copy a file or tree back from an old root")
     p.add_argument("path", metavar="PATH", help="as the machine sees it, e.g. /etc/hosts")
-    p.add_argument("--from", dest="source", required=True, metavar="ROOT", help="old root name")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="ROOT",
+        help="latest (archived at the last rollback), previous, an age such as 2h or 3d "
+        "(the newest root at least that old), or a root's full name",
+    )
     p.add_argument("--to", metavar="DEST", help="where to put it (default: PATH)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(p)
     _no_wait_arg(p)
     _on(p, lambda: impermanence_commands.cmd_restore)

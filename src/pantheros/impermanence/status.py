@@ -1,5 +1,5 @@
-"""`panther status`: is the root fresh this boot, can the blank be trusted, which old roots
-exist, how did the rollback go.
+"""`panther status`: is the root fresh this boot, changed since, can the blank be trusted, which
+old roots exist, how did the rollback go.
 
 Everything is read through the btrfs top level, so a lab that is down is answered too.
 """
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,49 @@ from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import boot_id, record_path
 from pantheros.machine import Machine
+
+
+@dataclass(frozen=True)
+class RootReport:
+    state: str  # fresh, dirty, untrusted, unknown, down
+    why: str
+    subvolume_id: int
+    created: str  # ISO 8601, UTC
+    # ctransid > otransid (D23): something in the root was written after it was made.
+    modified_since_creation: bool
+    ctransid: int
+    otransid: int
+
+
+@dataclass(frozen=True)
+class BlankReport:
+    name: str
+    trusted: bool
+    problem: str | None
+
+
+@dataclass(frozen=True)
+class OldRootsSummary:
+    count: int
+    pinned: int
+    newest: str | None
+    oldest: str | None
+    strays: list[str]
+
+
+@dataclass(frozen=True)
+class StatusReport:
+    machine: str
+    host: str
+    root: RootReport
+    blank: BlankReport
+    old_roots: OldRootsSummary
+    # The rollback record as written (pantheros.impermanence.rollback.write_record), passed on
+    # whole so that fields a newer boot step adds reach `--json` without a change here.
+    last_rollback: dict[str, Any] | None
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
 
 
 def _record(path: Path) -> dict[str, Any] | None:
@@ -49,7 +93,7 @@ def _root_state(
     return "dirty", "no rollback ran this boot"
 
 
-def collect(machine: Machine) -> dict[str, Any]:
+def collect(machine: Machine) -> StatusReport:
     manifest = machine.manifest
     with machine.top_level(readonly=True) as top:
         record = _record(record_path(top, manifest))
@@ -57,27 +101,29 @@ def collect(machine: Machine) -> dict[str, Any]:
         roots, strays = OldRoots(top, manifest.storage).scan()
         root_info = btrfs.subvolume_info(top / manifest.storage.root.name)
     state, why = _root_state(machine, record, distrust)
-    return {
-        "machine": machine.name,
-        "host": manifest.host,
-        "root": {
-            "state": state,
-            "why": why,
-            "subvolume_id": root_info.id,
-            "created": root_info.created.isoformat(),
-            "modified_since_creation": not blank.unchanged(root_info),
-        },
-        "blank": {
-            "name": manifest.storage.blank_snapshot,
-            "trusted": distrust is None,
-            "problem": distrust,
-        },
-        "old_roots": {
-            "count": len(roots),
-            "pinned": sum(1 for r in roots if r.pinned),
-            "newest": roots[-1].name if roots else None,
-            "oldest": roots[0].name if roots else None,
-            "strays": [s.name for s in strays],
-        },
-        "last_rollback": record,
-    }
+    return StatusReport(
+        machine=machine.name,
+        host=manifest.host,
+        root=RootReport(
+            state=state,
+            why=why,
+            subvolume_id=root_info.id,
+            created=root_info.created.isoformat(),
+            modified_since_creation=not blank.unchanged(root_info),
+            ctransid=root_info.ctransid,
+            otransid=root_info.otransid,
+        ),
+        blank=BlankReport(
+            name=manifest.storage.blank_snapshot,
+            trusted=distrust is None,
+            problem=distrust,
+        ),
+        old_roots=OldRootsSummary(
+            count=len(roots),
+            pinned=sum(1 for r in roots if r.pinned),
+            newest=roots[-1].name if roots else None,
+            oldest=roots[0].name if roots else None,
+            strays=[s.name for s in strays],
+        ),
+        last_rollback=record,
+    )
