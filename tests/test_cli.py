@@ -190,3 +190,41 @@ def test_spec_new_in_a_read_only_tree(tmp_path: Path) -> None:
     assert "Read-only file system" in one_line_error(proc)
     assert proc.returncode == 2
     assert list((tmp_path / "openspec" / "changes").iterdir()) == []
+
+
+def _documented(command: str) -> str:
+    """The bullet of docs/cli.md's JSON section that describes `command`."""
+    section = (REPO / "docs" / "cli.md").read_text().split("## JSON results", 1)[1]
+    bullets = section.split("\n- ")
+    [bullet] = [b for b in bullets if b.startswith(f"`{command}`")]
+    return bullet
+
+
+def _keys(report: type) -> set[str]:
+    """Every key as_json writes for a report dataclass, nested reports included."""
+    import dataclasses
+    import typing
+
+    keys: set[str] = set()
+    hints = typing.get_type_hints(report)
+    for field in dataclasses.fields(report):
+        keys.add(field.name)
+        inner = typing.get_args(hints[field.name]) or (hints[field.name],)
+        for kind in inner:
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                keys |= _keys(kind)
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("command", "report"),
+    [("status", "status.StatusReport"), ("roots list", "commands.RootsTable")],
+)
+def test_json_keys_are_documented(command: str, report: str) -> None:
+    from pantheros.impermanence import commands, status
+
+    module, name = report.split(".")
+    keys = _keys(getattr({"status": status, "commands": commands}[module], name))
+    assert len(keys) > 10
+    bullet = _documented(command)
+    assert {k for k in keys if f"`{k}`" not in bullet} == set()
