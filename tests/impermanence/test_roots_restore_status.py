@@ -327,6 +327,15 @@ def test_restore_from_a_word_and_status_notices_the_write(lab: Path) -> None:
     reboot(lab)
     root, text = status_of(lab)
     assert (root["state"], root["modified_since_creation"]) == ("fresh", False)
+    (mnt / "tmp-file").write_text("any write")
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("fresh", True)
+    assert "changed since the rollback" in text
+
+    record = mnt / "persist" / ".pantheros" / "rollback.json"
+    record.write_text('{"time": 1}')
+    proc = panther("status", "--lab", str(lab))
+    assert "cannot read the rollback record" in one_line_error(proc)
 
 
 def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:

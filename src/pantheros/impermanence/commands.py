@@ -282,8 +282,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         ui.result(f"strays     {', '.join(olds.strays)} (not old roots; left alone)")
     last = report.last_rollback
     if last:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["time"]))
-        ui.result(f"last run   {last['result']} at {when} (policy {last['policy']})")
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))
+        ui.result(f"last run   {last.result} at {when} (policy {last.policy})")
     return code
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import btrfs
+from pantheros.errors import PantherError
 from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import boot_id, record_path
@@ -48,29 +49,59 @@ class OldRootsSummary:
 
 
 @dataclass(frozen=True)
+class RollbackRecord:
+    """The last rollback, as pantheros.impermanence.rollback.write_record keeps it."""
+
+    result: str  # fresh | already-fresh | would-roll-back | dirty | skipped
+    time: float
+    boot_id: str
+    policy: str
+    design: str
+    root_id: int | None
+    archived: list[str]
+    pruned: list[str]
+    actions: list[str]
+    notes: list[str]
+    error: str | None
+
+    @classmethod
+    def read(cls, path: Path) -> RollbackRecord | None:
+        if not path.exists():
+            return None
+        try:
+            data = json.loads(path.read_text())
+            return cls(
+                result=str(data["result"]),
+                time=float(data["time"]),
+                boot_id=str(data.get("boot_id", "")),
+                policy=str(data.get("policy", "")),
+                design=str(data.get("design", "")),
+                root_id=data.get("root_id"),
+                archived=list(data.get("archived", [])),
+                pruned=list(data.get("pruned", [])),
+                actions=list(data.get("actions", [])),
+                notes=list(data.get("notes", [])),
+                error=data.get("error"),
+            )
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise PantherError(f"cannot read the rollback record {path}: {exc!r}") from None
+
+
+@dataclass(frozen=True)
 class StatusReport:
     machine: str
     host: str
     root: RootReport
     blank: BlankReport
     old_roots: OldRootsSummary
-    # The rollback record as written (pantheros.impermanence.rollback.write_record), passed on
-    # whole so that fields a newer boot step adds reach `--json` without a change here.
-    last_rollback: dict[str, Any] | None
+    last_rollback: RollbackRecord | None
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def _record(path: Path) -> dict[str, Any] | None:
-    if not path.exists():
-        return None
-    data: dict[str, Any] = json.loads(path.read_text())
-    return data
-
-
 def _root_state(
-    machine: Machine, record: dict[str, Any] | None, distrust: str | None
+    machine: Machine, record: RollbackRecord | None, distrust: str | None
 ) -> tuple[str, str]:
     if machine.lab is not None and not machine.lab.is_up():
         return (
@@ -82,13 +113,13 @@ def _root_state(
         return "untrusted", f"made from a blank that cannot be trusted: {distrust}"
     if record is None:
         return "unknown", "no rollback has been recorded on this machine"
-    if record["result"] == "dirty":
+    if record.result == "dirty":
         return (
             "dirty",
-            f"the last rollback failed: {record.get('error')}; the previous root was booted",
+            f"the last rollback failed: {record.error}; the previous root was booted",
         )
-    if record.get("boot_id") == boot_id() or machine.lab is not None:
-        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record["time"]))
+    if record.boot_id == boot_id() or machine.lab is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(record.time))
         return "fresh", f"rolled back {when}"
     return "dirty", "no rollback ran this boot"
 
@@ -96,7 +127,7 @@ def _root_state(
 def collect(machine: Machine) -> StatusReport:
     manifest = machine.manifest
     with machine.top_level(readonly=True) as top:
-        record = _record(record_path(top, manifest))
+        record = RollbackRecord.read(record_path(top, manifest))
         distrust = blank.problem(top, manifest)
         roots, strays = OldRoots(top, manifest.storage).scan()
         root_info = btrfs.subvolume_info(top / manifest.storage.root.name)
