@@ -269,8 +269,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     paint = {"fresh": "green", "dirty": "red", "untrusted": "red"}.get(root.state, "yellow")
     ui.result(f"{report.machine} ({report.host})")
     ui.result(f"root       {ui.paint(root.state, paint)}: {root.why}")
-    if root.state in ("fresh", "down"):
-        ui.result(f"           {_since_the_rollback(root)}")
+    since = _since_made(root)
+    if since:
+        ui.result(f"           {since}")
     if not report.blank.trusted:
         ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {report.blank.problem}")
     olds = report.old_roots
@@ -287,16 +288,22 @@ def cmd_status(args: argparse.Namespace) -> int:
     return code
 
 
-def _since_the_rollback(root: status.RootReport) -> str:
-    """Whether anything was written to the root since it was made (D23, D57).
+def _since_made(root: status.RootReport) -> str:
+    """Whether anything was written to the root since it was made (D23, D57); "" when that
+    says nothing new (a dirty or untrusted root is not this boot's own anyway).
 
     Said as a fact, not a fault: a booted system writes to its root at once (activation fills
     /etc, services write /var), so on a running host it is changed within seconds.
     """
-    if not root.modified_since_creation:
-        return "unchanged since the rollback: nothing was written to the root since it was made"
-    return (
-        "changed since the rollback: the root was written after it was made (btrfs transid "
-        f"{root.ctransid} > {root.otransid}), as a running system does; "
+    written = (
+        f"the root was written after it was made (btrfs transid {root.ctransid} > "
+        f"{root.otransid}), as a running system does; "
         "`panther diff` shows what the next boot would erase"
     )
+    if root.state == "fresh":
+        if not root.modified_since_creation:
+            return "unchanged since the rollback: nothing was written to the root since it was made"
+        return f"changed since the rollback: {written}"
+    if root.state in ("down", "unknown") and root.modified_since_creation:
+        return f"changed since it was made: {written}"
+    return ""
