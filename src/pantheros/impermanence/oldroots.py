@@ -142,10 +142,10 @@ def measured_sizes(path: Path) -> tuple[int, int]:
     """(total, exclusive) bytes of one subvolume by `btrfs filesystem du`, which reads every
     extent of every file in it: seconds on a large root, so only on request (`--size`)."""
     out = process.run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=True)
-    lines = out.stdout.strip().splitlines()
-    fields = lines[-1].split()
-    if len(lines) < 2 or len(fields) < 3 or not (fields[0].isdigit() and fields[1].isdigit()):
-        raise PantherError(f"cannot read the size of {path} from btrfs filesystem du: {lines}")
+    last = out.stdout.strip().rsplit("\n", 1)[-1]
+    fields = last.split()
+    if len(fields) < 3 or not (fields[0].isdigit() and fields[1].isdigit()):
+        raise PantherError(f"cannot read the size of {path} from btrfs filesystem du: {last!r}")
     return int(fields[0]), int(fields[1])
 
 
