@@ -331,6 +331,12 @@ def test_restore_from_a_word_and_status_notices_the_write(lab: Path) -> None:
     root, text = status_of(lab)
     assert (root["state"], root["modified_since_creation"]) == ("fresh", True)
     assert "changed since the rollback" in text
+    # Read from the disk while the lab is down: the same fact, without a claim about this boot.
+    assert panther("lab", "down", str(lab)).returncode == 0
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("down", True)
+    assert "changed since it was made" in text
+    assert panther("lab", "up", str(lab)).returncode == 0
 
     record = mnt / "persist" / ".pantheros" / "rollback.json"
     record.write_text('{"time": 1}')
