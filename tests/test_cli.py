@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import inspect
 import io
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from helpers import panther
+from helpers import REPO, one_line_error, panther
 from pantheros import cli, ui
+from pantheros import manifest as manifests
 
 
 def test_bare_panther_shows_usage_and_one_error_line() -> None:
@@ -109,3 +112,119 @@ def test_building_the_parser_runs_no_command_module() -> None:
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
+
+
+def test_every_option_and_positional_has_help() -> None:
+    missing = []
+    checked = 0
+    for leaf in _leaf_parsers(cli.build_parser()):
+        for action in leaf._actions:
+            checked += 1
+            if not action.help or action.help == argparse.SUPPRESS:
+                missing.append(f"{leaf.prog} {'/'.join(action.option_strings) or action.dest}")
+    assert checked > 150
+    assert missing == []
+
+
+# Each command offers only the options it takes to name another machine.
+NOT_PANTHEROS = [
+    (["diff"], "(use --lab DIR)"),
+    (["status"], "(use --lab DIR)"),
+    (["roots", "list"], "(use --lab DIR)"),
+    (["restore", "/etc/hosts", "--from", "latest"], "(use --lab DIR)"),
+    (["persist", "list"], "(use --lab DIR)"),
+    (["rollback", "--dry-run"], "(use --manifest M or --lab DIR)"),
+    (["rollback", "--finish"], "(use --manifest M)"),
+]
+
+
+@pytest.mark.skipif(
+    manifests.HOST_MANIFEST.exists(), reason="this is a PantherOS machine: it has a manifest"
+)
+@pytest.mark.parametrize(("argv", "hint"), NOT_PANTHEROS)
+def test_not_a_pantheros_machine_names_the_commands_own_options(argv: list[str], hint: str) -> None:
+    proc = panther(*argv)
+    line = one_line_error(proc)
+    assert proc.returncode == 2
+    assert line.endswith(f"not a PantherOS machine {hint}")
+    options = {o for a in _parser_of(argv)._actions for o in a.option_strings}
+    for offered in ("--lab", "--manifest"):
+        assert (offered in line) <= (offered in options), (argv, offered)
+
+
+def _parser_of(argv: list[str]) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = cli.build_parser()
+    for word in argv:
+        groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups or word not in groups[0].choices:
+            break
+        parser = groups[0].choices[word]
+    return parser
+
+
+def test_audit_to_a_file_it_cannot_write(tmp_path: Path) -> None:
+    proc = panther("audit", "--root", str(tmp_path), "-o", str(tmp_path / "no" / "x.json"))
+    assert "cannot write the report to" in one_line_error(proc)
+    assert proc.returncode == 2
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.root
+def test_spec_new_in_a_read_only_tree(tmp_path: Path) -> None:
+    (tmp_path / "openspec" / "changes").mkdir(parents=True)
+    (tmp_path / "openspec" / "specs").mkdir()
+    # A read-only bind mount: root ignores mode bits, not a read-only mount.
+    subprocess.run(["mount", "--bind", str(tmp_path), str(tmp_path)], check=True)
+    try:
+        subprocess.run(["mount", "-o", "remount,bind,ro", str(tmp_path)], check=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pantheros", "spec", "new", "add-thing"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO / "src")},
+            check=False,
+        )
+    finally:
+        subprocess.run(["umount", str(tmp_path)], check=True)
+    assert "Read-only file system" in one_line_error(proc)
+    assert proc.returncode == 2
+    assert list((tmp_path / "openspec" / "changes").iterdir()) == []
+
+
+def _documented(command: str) -> str:
+    """The bullet of docs/cli.md's JSON section that describes `command`."""
+    section = (REPO / "docs" / "cli.md").read_text().split("## JSON results", 1)[1]
+    bullets = section.split("\n- ")
+    [bullet] = [b for b in bullets if b.startswith(f"`{command}`")]
+    return bullet
+
+
+def _keys(report: type) -> set[str]:
+    """Every key as_json writes for a report dataclass, nested reports included."""
+    import dataclasses
+    import typing
+
+    keys: set[str] = set()
+    hints = typing.get_type_hints(report)
+    for field in dataclasses.fields(report):
+        keys.add(field.name)
+        inner = typing.get_args(hints[field.name]) or (hints[field.name],)
+        for kind in inner:
+            if isinstance(kind, type) and dataclasses.is_dataclass(kind):
+                keys |= _keys(kind)
+    return keys
+
+
+@pytest.mark.parametrize(
+    ("command", "report"),
+    [("status", "status.StatusReport"), ("roots list", "commands.RootsTable")],
+)
+def test_json_keys_are_documented(command: str, report: str) -> None:
+    from pantheros.impermanence import commands, status
+
+    module, name = report.split(".")
+    keys = _keys(getattr({"status": status, "commands": commands}[module], name))
+    assert len(keys) > 10
+    bullet = _documented(command)
+    assert {k for k in keys if f"`{k}`" not in bullet} == set()

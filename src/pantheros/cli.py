@@ -135,6 +135,9 @@ def _secret_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+LAB_DIR_HELP = "the lab's directory (default: $PANTHER_LAB_DIR or /var/lib/pantheros/lab)"
+
+
 def _lab_arg(p: Any) -> None:
     p.add_argument("--lab", metavar="DIR", help="act on the lab machine in DIR, not this host")
 
@@ -174,7 +177,12 @@ def _disk(sub: Any) -> None:
     _on(p, lambda: disk_commands.cmd_disk_mount)
     p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
     _manifest_arg(p, required=False)
-    p.add_argument("paths", nargs="+", metavar="[TARGET] DIR")
+    p.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[TARGET] DIR",
+        help="the directory mount used (the device or image first, if you like)",
+    )
     _on(p, lambda: disk_commands.cmd_disk_unmount)
 
 
@@ -182,24 +190,24 @@ def _lab(sub: Any) -> None:
     lab = sub.add_parser("lab", help="a PantherOS machine on a disk image")
     lsub = _subparsers(lab, "action")
     p = lsub.add_parser("up", help="create, lay out and mount the lab image")
-    p.add_argument("dir", nargs="?", metavar="DIR", help="lab directory")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
     _no_wait_arg(p)
     _on(p, lambda: disk_commands.cmd_lab_up)
     p = lsub.add_parser("status", help="what the lab has mounted where")
-    p.add_argument("dir", nargs="?", metavar="DIR")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
+    p.add_argument("--json", action="store_true", help="the lab's state as JSON")
     _no_wait_arg(p)
     _on(p, lambda: disk_commands.cmd_lab_status)
     p = lsub.add_parser(
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
     )
-    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     _no_wait_arg(p)
     _on(p, lambda: impermanence_commands.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")
-    p.add_argument("dir", nargs="?", metavar="DIR")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
     _no_wait_arg(p)
     _on(p, lambda: disk_commands.cmd_lab_down)
@@ -231,37 +239,52 @@ def _impermanence(sub: Any) -> None:
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")
     rsub = _subparsers(p, "roots_action")
     q = rsub.add_parser("list", help="old roots with age, size and why each is kept")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="the table as JSON")
+    q.add_argument(
+        "--size",
+        action="store_true",
+        help="without quotas, measure each root with btrfs filesystem du (slow on big roots)",
+    )
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_list)
     for action, text in (("pin", "never prune ROOT"), ("unpin", "let retention decide again")):
         q = rsub.add_parser(action, help=text)
-        q.add_argument("root", metavar="ROOT")
+        q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
+        q.add_argument("--json", action="store_true", help="the outcome as JSON")
         _lab_arg(q)
         _on(q, lambda: impermanence_commands.cmd_roots_pin)
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
-    q.add_argument("--dry-run", action="store_true")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
+    q.add_argument("--json", action="store_true", help="each decision as JSON")
     _no_wait_arg(q)
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_gc)
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
-    q.add_argument("root", metavar="ROOT")
-    q.add_argument("directory", metavar="DIR")
+    q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
+    q.add_argument("directory", metavar="DIR", help="an existing, empty mount point")
+    q.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(q)
     _on(q, lambda: impermanence_commands.cmd_roots_mount)
 
     p = sub.add_parser("restore", help="copy a file or tree back from an old root")
     p.add_argument("path", metavar="PATH", help="as the machine sees it, e.g. /etc/hosts")
-    p.add_argument("--from", dest="source", required=True, metavar="ROOT", help="old root name")
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="ROOT",
+        help="latest (archived at the last rollback), previous, an age such as 2h or 3d "
+        "(the newest root at least that old), or a root's full name",
+    )
     p.add_argument("--to", metavar="DEST", help="where to put it (default: PATH)")
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(p)
     _no_wait_arg(p)
     _on(p, lambda: impermanence_commands.cmd_restore)
 
     p = sub.add_parser("status", help="root freshness, old roots, last rollback")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the report as JSON")
     _lab_arg(p)
     _on(p, lambda: impermanence_commands.cmd_status)
 
@@ -272,6 +295,11 @@ def _state(sub: Any) -> None:
     out.add_argument("--json", action="store_true", help="every change as JSON")
     out.add_argument("--list", action="store_true", help="one change a line")
     p.add_argument("--times", action="store_true", help="also timestamp-only changes")
+    p.add_argument(
+        "--show-excluded",
+        action="store_true",
+        help="also list what was left out and why (persistent, mount point, managed, ignored)",
+    )
     p.add_argument(
         "--ignore",
         action="append",
@@ -298,7 +326,10 @@ def _state(sub: Any) -> None:
     p = sub.add_parser("persist", help="keep state across reboots, safely")
     psub = _subparsers(p, "persist_action")
     q = psub.add_parser("add", help="move PATH into persistent storage and bind-mount it back")
-    q.add_argument("paths", nargs="+", metavar="PATH")
+    q.add_argument(
+        "paths", nargs="+", metavar="PATH", help="as the machine sees it, e.g. /var/lib/app"
+    )
+    q.add_argument("--json", action="store_true", help="the entries added, as JSON")
     q.add_argument(
         "--merge", action="store_true", help="a persistent copy exists: add the live files it lacks"
     )
@@ -307,18 +338,21 @@ def _state(sub: Any) -> None:
     _no_wait_arg(q)
     _on(q, lambda: state_commands.cmd_persist_add)
     q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
-    q.add_argument("path", metavar="PATH")
+    q.add_argument("path", metavar="PATH", help="a declared persistent path, e.g. /var/lib/app")
     q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
-    q.add_argument("--host-file", metavar="FILE")
+    q.add_argument(
+        "--host-file", metavar="FILE", help="the host's persistence JSON to remove it from"
+    )
+    q.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(q)
     _no_wait_arg(q)
     _on(q, lambda: state_commands.cmd_persist_remove)
     q = psub.add_parser("list", help="declared entries and their state")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="the entries as JSON")
     _lab_arg(q)
     _on(q, lambda: state_commands.cmd_persist_list)
     q = psub.add_parser("stray", help="data in persistent storage that nothing declares")
-    q.add_argument("--json", action="store_true")
+    q.add_argument("--json", action="store_true", help="the paths as a JSON list")
     _lab_arg(q)
     _on(q, lambda: state_commands.cmd_persist_stray)
 
@@ -360,47 +394,89 @@ def _spec(sub: Any) -> None:
     ssub = _subparsers(spec, "spec_action")
     p = ssub.add_parser("list", help="changes (default) or specs")
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--specs", action="store_true")
-    which.add_argument("--changes", action="store_true")
-    p.add_argument("--sort", choices=["recent", "name"], default="recent")
-    p.add_argument("--json", action="store_true")
+    which.add_argument("--specs", action="store_true", help="list the specs")
+    which.add_argument("--changes", action="store_true", help="list the active changes (default)")
+    p.add_argument(
+        "--sort",
+        choices=["recent", "name"],
+        default="recent",
+        help="changes by last modification (default) or by name",
+    )
+    p.add_argument("--json", action="store_true", help="the list as JSON")
     _on(p, lambda: spec_commands.cmd_list)
     p = ssub.add_parser("show", help="a change or a spec")
-    p.add_argument("item", metavar="ITEM")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--type", choices=["change", "spec"])
-    p.add_argument("--deltas-only", action="store_true")
-    p.add_argument("--requirements", action="store_true")
-    p.add_argument("--no-scenarios", action="store_true")
-    p.add_argument("-r", "--requirement", type=int, metavar="N")
-    p.add_argument("--no-interactive", action="store_true")
+    p.add_argument("item", metavar="ITEM", help="a change id or a spec id")
+    p.add_argument("--json", action="store_true", help="the item as JSON")
+    p.add_argument(
+        "--type", choices=["change", "spec"], help="what ITEM is, when a change and a spec share it"
+    )
+    p.add_argument(
+        "--deltas-only",
+        action="store_true",
+        help="accepted as the OpenSpec CLI does; no effect here",
+    )
+    p.add_argument(
+        "--requirements", action="store_true", help="spec JSON: requirements without scenarios"
+    )
+    p.add_argument("--no-scenarios", action="store_true", help="spec JSON: leave scenarios out")
+    p.add_argument(
+        "-r", "--requirement", type=int, metavar="N", help="spec JSON: only requirement N (from 1)"
+    )
+    p.add_argument(
+        "--no-interactive",
+        action="store_true",
+        help="accepted as the OpenSpec CLI does; no effect here",
+    )
     _on(p, lambda: spec_commands.cmd_show)
     p = ssub.add_parser("validate", help="validate changes and specs")
-    p.add_argument("item", nargs="?", metavar="ITEM")
-    p.add_argument("--all", action="store_true")
-    p.add_argument("--changes", action="store_true")
-    p.add_argument("--specs", action="store_true")
-    p.add_argument("--type", choices=["change", "spec"])
-    p.add_argument("--strict", action="store_true")
-    p.add_argument("--json", action="store_true")
-    p.add_argument("--no-interactive", action="store_true")
-    p.add_argument("--concurrency", type=int)
+    p.add_argument("item", nargs="?", metavar="ITEM", help="a change id or a spec id")
+    p.add_argument("--all", action="store_true", help="every change and spec")
+    p.add_argument("--changes", action="store_true", help="every active change")
+    p.add_argument("--specs", action="store_true", help="every spec")
+    p.add_argument(
+        "--type", choices=["change", "spec"], help="what ITEM is, when a change and a spec share it"
+    )
+    p.add_argument("--strict", action="store_true", help="warnings fail too")
+    p.add_argument("--json", action="store_true", help="the results as JSON")
+    p.add_argument(
+        "--no-interactive",
+        action="store_true",
+        help="accepted as the OpenSpec CLI does; no effect here",
+    )
+    p.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="N",
+        help="accepted as the OpenSpec CLI does; no effect here",
+    )
     _on(p, lambda: spec_commands.cmd_validate)
     p = ssub.add_parser("archive", help="apply a change's deltas to the specs and archive it")
-    p.add_argument("change", nargs="?", metavar="CHANGE")
-    p.add_argument("-y", "--yes", action="store_true")
-    p.add_argument("--skip-specs", action="store_true")
-    p.add_argument("--no-validate", dest="validate", action="store_false")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("change", nargs="?", metavar="CHANGE", help="the change id (optional with one)")
+    p.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="confirm: incomplete tasks, spec updates, no checks",
+    )
+    p.add_argument(
+        "--skip-specs", action="store_true", help="archive without applying the deltas to specs"
+    )
+    p.add_argument(
+        "--no-validate",
+        dest="validate",
+        action="store_false",
+        help="skip validation (needs --yes)",
+    )
+    p.add_argument("--json", action="store_true", help="the outcome as JSON")
     _on(p, lambda: spec_commands.cmd_archive)
     p = ssub.add_parser("new", help="scaffold a change: proposal, tasks and a delta spec")
-    p.add_argument("change", metavar="CHANGE")
+    p.add_argument("change", metavar="CHANGE", help="the new change's id, in kebab-case")
     p.add_argument("--capability", metavar="CAP", help="the capability its delta spec touches")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="what was made, as JSON")
     _on(p, lambda: spec_commands.cmd_new)
     p = ssub.add_parser("diff", help="the requirement-level effect of a change, before archiving")
-    p.add_argument("change", metavar="CHANGE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("change", metavar="CHANGE", help="the change id")
+    p.add_argument("--json", action="store_true", help="the effect as JSON")
     _on(p, lambda: spec_commands.cmd_diff)
     p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
@@ -412,21 +488,21 @@ def _spec(sub: Any) -> None:
         help="report from a test run that loaded -p pantheros.spec.pytest_trace",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the trace as JSON")
     _on(p, lambda: spec_trace.cmd_trace)
     p = ssub.add_parser("status", help="artifact completion of a change")
     p.add_argument("--change", metavar="ID", help="the change (needed when there are several)")
     p.add_argument("--all", action="store_true", help="every active change")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the status as JSON")
     _on(p, lambda: spec_progress.cmd_status)
     p = ssub.add_parser("view", help="dashboard of changes, tasks and specs")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--json", action="store_true", help="the dashboard as JSON")
     _on(p, lambda: spec_progress.cmd_view)
 
 
 def _completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a shell completion script for panther")
-    p.add_argument("shell", choices=["bash", "zsh", "fish"])
+    p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
     _on(p, lambda: completion.cmd_completion)
 
 

@@ -27,7 +27,11 @@ class Machine:
     lab: Lab | None = None
 
     @classmethod
-    def select(cls, lab_dir: str | None, manifest_path: str | None = None) -> Machine:
+    def select(
+        cls, lab_dir: str | None, manifest_path: str | None = None, *, instead: str = "--lab DIR"
+    ) -> Machine:
+        """The lab in lab_dir, else the host; `instead`: the calling command's own options that
+        name another machine, offered when this one is not a PantherOS machine."""
         if lab_dir is not None:
             lab = Lab(Path(lab_dir).resolve())
             if not lab.manifest_path.exists():
@@ -37,7 +41,7 @@ class Machine:
         if manifest_path is None and not manifests.HOST_MANIFEST.exists():
             raise UsageError(
                 f"{manifests.HOST_MANIFEST} not found: this is not a PantherOS machine "
-                "(use --lab DIR, or --manifest M)"
+                f"(use {instead})"
             )
         return cls(manifest=manifests.load(path), root=Path("/"))
 

@@ -137,7 +137,10 @@ def test_pin_gc_and_mount(lab: Path, workdir: Path) -> None:
     assert len(names) == 2  # gc after each reboot keeps max_count=2
 
     oldest = names[-1]
-    assert panther("roots", "pin", oldest, "--lab", str(lab)).returncode == 0
+    for changed in (True, False):  # pinning twice changes nothing the second time
+        proc = panther("roots", "pin", oldest, "--lab", str(lab), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == {"root": oldest, "pinned": True, "changed": changed}
     for number in range(3, 5):
         (lab / "mnt" / f"boot-{number}").write_text(str(number))
         reboot(lab)
@@ -159,8 +162,14 @@ def test_pin_gc_and_mount(lab: Path, workdir: Path) -> None:
     view = workdir / "view"
     view.mkdir()
     newest = str(roots(lab)[0]["name"])
-    assert panther("roots", "mount", newest, str(view), "--lab", str(lab)).returncode == 0
+    proc = panther("roots", "mount", newest, str(view), "--lab", str(lab), "--json")
+    assert proc.returncode == 0, proc.stderr
     try:
+        assert json.loads(proc.stdout) == {
+            "root": newest,
+            "mountpoint": str(view),
+            "readonly": True,
+        }
         assert (view / "boot-4").read_text() == "4"
         with pytest.raises(OSError, match="Read-only file system"):
             (view / "new").write_text("x")
@@ -265,3 +274,100 @@ def test_a_failed_restore_leaves_no_staging(
         restore.restore(old_root, "/etc/hosts", dest, force=True)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["hosts"]
     assert dest.read_text() == "current"
+
+
+def status_of(lab: Path) -> tuple[dict[str, object], str]:
+    proc = panther("status", "--json", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    root: dict[str, object] = json.loads(proc.stdout)["root"]
+    text = panther("status", "--lab", str(lab))
+    assert text.returncode == 0, text.stderr
+    return root, text.stdout
+
+
+def test_restore_from_a_word_and_status_notices_the_write(lab: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "note").write_text("first boot")
+    reboot(lab)
+    (mnt / "note").write_text("second boot")
+    reboot(lab)
+    latest, previous = (str(r["name"]) for r in roots(lab))
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("fresh", False)
+    assert "unchanged since the rollback" in text
+
+    proc = panther("restore", "/note", "--from", "latest", "--lab", str(lab), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["from"] == latest
+    assert json.loads(proc.stdout)["to"] == "/note"
+    assert (mnt / "note").read_text() == "second boot"
+    root, text = status_of(lab)
+    # Still the root this boot made, but no longer as it was made: both are said.
+    assert (root["state"], root["modified_since_creation"]) == ("fresh", True)
+    assert int(str(root["ctransid"])) > int(str(root["otransid"]))
+    assert "changed since the rollback" in text
+    assert "panther diff" in text
+
+    proc = panther("restore", "/note", "--from", "previous", "--lab", str(lab), "--to", "/p")
+    assert proc.returncode == 0, proc.stderr
+    assert (mnt / "p").read_text() == "first boot"
+    proc = panther("restore", "/note", "--from", "0s", "--lab", str(lab), "--to", "/a")
+    assert proc.returncode == 0, proc.stderr
+    assert (mnt / "a").read_text() == "second boot"  # the newest root at least 0s old
+
+    for word, says in (("1d", "no old root is 1d old or older"), ("yesterday", "no old root")):
+        proc = panther("restore", "/note", "--from", word, "--lab", str(lab), "--to", "/x")
+        message = one_line_error(proc)
+        assert proc.returncode == 2
+        assert says in message
+        assert latest in message
+        assert previous in message
+        assert not (mnt / "x").exists()
+
+    reboot(lab)
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("fresh", False)
+    (mnt / "tmp-file").write_text("any write")
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("fresh", True)
+    assert "changed since the rollback" in text
+    # Read from the disk while the lab is down: the same fact, without a claim about this boot.
+    assert panther("lab", "down", str(lab)).returncode == 0
+    root, text = status_of(lab)
+    assert (root["state"], root["modified_since_creation"]) == ("down", True)
+    assert "changed since it was made" in text
+    assert panther("lab", "up", str(lab)).returncode == 0
+
+    record = mnt / "persist" / ".pantheros" / "rollback.json"
+    record.write_text('{"time": 1}')
+    proc = panther("status", "--lab", str(lab))
+    assert "cannot read the rollback record" in one_line_error(proc)
+
+
+def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:
+    mnt = lab / "mnt"
+    (mnt / "blob").write_bytes(os.urandom(2 * 1024 * 1024))  # random: compression cannot shrink it
+    reboot(lab)
+    table = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)
+    [row] = table["roots"]
+    assert (row["size_bytes"], row["total_bytes"], row["size_from"]) == (None, None, None)
+    assert "quotas are off" in table["size_note"]
+    text = panther("roots", "list", "--lab", str(lab)).stdout
+    assert "note: SIZE is empty: quotas are off" in text
+    assert "--size" in text
+
+    table = json.loads(panther("roots", "list", "--json", "--size", "--lab", str(lab)).stdout)
+    [row] = table["roots"]
+    assert row["size_from"] == "du"
+    assert row["total_bytes"] >= 2 * 1024 * 1024
+    assert row["size_bytes"] >= 2 * 1024 * 1024  # nothing else shares the blob's extents
+    assert table["size_note"] is None
+    assert "2.0M" in panther("roots", "list", "--size", "--lab", str(lab)).stdout
+
+    subprocess.run(["btrfs", "quota", "enable", str(mnt)], check=True)
+    subprocess.run(["btrfs", "quota", "rescan", "-w", str(mnt)], check=True, capture_output=True)
+    table = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)
+    [row] = table["roots"]
+    assert row["size_from"] == "quotas"
+    assert row["total_bytes"] >= 2 * 1024 * 1024
+    assert table["size_note"] is None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import mutate
@@ -30,7 +31,7 @@ def bless_blank(lab: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mutated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.Truth]:
+def mutated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, mutate.Truth]]:
     """A lab whose blank holds 3,000 files, and a root with every kind of change."""
     from helpers import cleanup_under
 
@@ -53,7 +54,7 @@ def diff_json(lab: Path, *args: str) -> dict[str, dict[str, object]]:
 
 
 def as_text(path: bytes) -> str:
-    return json.loads(json.dumps(os.fsdecode(path)))
+    return str(json.loads(json.dumps(os.fsdecode(path))))
 
 
 @pytest.mark.scenario("diff-and-persist: Every change reported")
@@ -123,6 +124,26 @@ def test_filters_persisted_ignored_and_managed(workdir: Path) -> None:
     assert "+ /etc/keep-me" in listing
     proc = panther("diff", "--lab", str(lab), "--ignore-file", str(workdir / "nope"))
     assert "cannot read ignore file" in one_line_error(proc)
+
+    # What was left out, and why, on request: each reason names its rule and its source.
+    assert "--show-excluded lists them" in text.stderr
+    proc = panther("diff", "--json", "--show-excluded", "--lab", str(lab), "--ignore", "*.log")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    why = {e["path"]: e["why"] for e in report["excluded"]}
+    assert len(why) == report["hidden"]
+    assert why["/etc/ignored.log"] == "ignored: *.log (--ignore)"
+    assert why["/var/cache/junk"] == f"ignored: /var/cache ({lab / 'diff-ignore'})"
+    assert why["/etc/hosts"].startswith("a link NixOS makes again at every boot")
+    assert why["/var/lib/nixos/uid-map"] == "persistent: /var/lib/nixos is declared"
+    assert why["/var/lib"] == "made again at every boot, as the parent of /var/lib/nixos"
+    assert not set(why) & set(found)
+    assert "excluded" not in json.loads(panther("diff", "--json", "--lab", str(lab)).stdout)
+    for mode in ((), ("--list",)):
+        proc = panther("diff", *mode, "--show-excluded", "--lab", str(lab), "--ignore", "*.log")
+        assert proc.returncode == 0, proc.stderr
+        assert "left out: + /etc/ignored.log  (ignored: *.log (--ignore))" in proc.stdout
+        assert "--show-excluded lists them" not in proc.stderr
 
 
 def test_temporary_snapshot_is_always_removed(mutated: tuple[Path, mutate.Truth]) -> None:

@@ -105,7 +105,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     # File names from a tree need not be UTF-8: show what cannot be printed as replacements.
     out = out.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
     if args.output:
-        Path(args.output).write_text(out + "\n")
+        try:
+            Path(args.output).write_text(out + "\n")
+        except OSError as exc:
+            raise UsageError(f"cannot write the report to {args.output}: {exc.strerror}") from None
     else:
         ui.result(out)
     for note in system.notes:

@@ -151,16 +151,15 @@ def cmd_rollback(args: argparse.Namespace) -> int:
         if args.top or args.lab or args.device or args.dry_run or args.gc:
             raise UsageError("--finish reads this boot's report; it takes only --report and -m")
         cmdline = Path("/proc/cmdline").read_text(encoding="utf-8")
-        outcome, code = finish(Machine.select(None, args.manifest), Path(args.report), cmdline)
+        outcome, code = finish(
+            Machine.select(None, args.manifest, instead="--manifest M"), Path(args.report), cmdline
+        )
         if args.json:
             ui.emit_json(outcome.__dict__)
         else:
             print_outcome(outcome)
         return code
-    if args.lab:
-        manifest = Machine.select(args.lab).manifest
-    else:
-        manifest = manifests.load(args.manifest or manifests.HOST_MANIFEST)
+    manifest = Machine.select(args.lab, args.manifest, instead="--manifest M or --lab DIR").manifest
     with _rollback_top(args, manifest) as top:
         outcome, code = run_rollback(top, manifest, dry_run=args.dry_run, gc=args.gc)
     if args.json:

@@ -12,12 +12,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import btrfs
+from pantheros import btrfs, process
 from pantheros.errors import PantherError, UsageError
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
@@ -80,6 +81,72 @@ def mounted_subvolume(top: Path, rel: str, ids: Collection[int]) -> str | None:
         ):
             return entry.mountpoint
     return None
+
+
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def parse_age(word: str) -> float | None:
+    """Seconds in an age such as 90s, 30m, 2h, 3d, 1w; None when word is not one."""
+    found = re.fullmatch(r"(\d+)([smhdw])", word)
+    return int(found.group(1)) * AGE_UNITS[found.group(2)] if found else None
+
+
+def age_text(seconds: float) -> str:
+    """The largest whole unit, as `roots list` shows an age (parse_age reads it back)."""
+    if seconds < 0:
+        return "in the future"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def pick(roots: list[OldRoot], word: str, now: float) -> OldRoot:
+    """The old root `restore --from` means; roots are in creation order, oldest first.
+
+    A full name wins; then `latest` (the newest: archived by the last rollback), `previous`
+    (the one before it), and an age: the newest root at least that old, by btrfs creation time.
+    """
+    for root in roots:
+        if root.name == word:
+            return root
+    newest_first = roots[::-1]
+    if word in ("latest", "previous"):
+        index = 0 if word == "latest" else 1
+        if index < len(newest_first):
+            return newest_first[index]
+        raise UsageError(f"there is no {word} old root: {_existing(newest_first, now)}")
+    age = parse_age(word)
+    if age is not None:
+        for root in newest_first:
+            if now - root.info.otime >= age:
+                return root
+        raise UsageError(f"no old root is {word} old or older: {_existing(newest_first, now)}")
+    raise UsageError(
+        f"no old root {word!r}: give latest, previous, an age (30m, 2h, 3d) or a name; "
+        + _existing(newest_first, now)
+    )
+
+
+def _existing(newest_first: list[OldRoot], now: float, shown: int = 5) -> str:
+    if not newest_first:
+        return "there are no old roots yet"
+    names = [f"{r.name} ({age_text(now - r.info.otime)} old)" for r in newest_first[:shown]]
+    more = len(newest_first) - shown
+    tail = f" and {more} older (panther roots list)" if more > 0 else ""
+    return "old roots, newest first: " + ", ".join(names) + tail
+
+
+def measured_sizes(path: Path) -> tuple[int, int]:
+    """(total, exclusive) bytes of one subvolume by `btrfs filesystem du`, which reads every
+    extent of every file in it: seconds on a large root, so only on request (`--size`)."""
+    out = process.run(["btrfs", "filesystem", "du", "-s", "--raw", str(path)], check=True)
+    last = out.stdout.strip().rsplit("\n", 1)[-1]
+    fields = last.split()
+    if len(fields) < 3 or not (fields[0].isdigit() and fields[1].isdigit()):
+        raise PantherError(f"cannot read the size of {path} from btrfs filesystem du: {last!r}")
+    return int(fields[0]), int(fields[1])
 
 
 def archive_name(info: btrfs.SubvolumeInfo) -> str:

@@ -49,7 +49,7 @@ def restore(source_root: Path, path: str, dest: Path, *, force: bool) -> Path:
     """Copy path from the old root mounted at source_root to dest; returns dest."""
     source = source_root / resolve_inside(source_root, path).lstrip("/")
     if not os.path.lexists(source):
-        raise UsageError(f"{path} does not exist in that old root")
+        raise UsageError(f"{path} does not exist in the old root {source_root.name}")
     if os.path.lexists(dest) and not force:
         raise Refused(f"{dest} exists; give --force to replace it, or --to another place")
     if not dest.parent.is_dir():

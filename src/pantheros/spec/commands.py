@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import os
 import re
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -667,24 +668,32 @@ def cmd_new(args: argparse.Namespace) -> int:
     delta = folder / "specs" / Path(*cap.split("/")) / "spec.md"
     if not all(_inside(p, tree.openspec) for p in (tree.changes_dir, folder, delta.parent)):
         raise UsageError(f"{tree.changes_dir} leads outside {tree.openspec} through a symlink")
-    tree.changes_dir.mkdir(parents=True, exist_ok=True)
     try:
+        tree.changes_dir.mkdir(parents=True, exist_ok=True)
         folder.mkdir()  # the claim: of two `new` runs with one id, one gets it
     except FileExistsError:
         return fail(args, "change_exists", f"Change '{args.change}' already exists.")
-    delta.parent.mkdir(parents=True)
-    (folder / ".openspec.yaml").write_text(
-        f"schema: spec-driven\ncreated: {time.strftime('%Y-%m-%d')}\n"
-    )
-    (folder / "proposal.md").write_text(
-        f"# Change: {args.change}\n\n## Why\n<why this change is needed, 50 characters or more>\n\n"
-        f"## What Changes\n- **{cap}**: <what changes>\n"
-    )
-    (folder / "tasks.md").write_text("## 1. Implementation\n- [ ] 1.1 <first task>\n")
-    delta.write_text(
-        "## ADDED Requirements\n### Requirement: <Name>\nThe system SHALL <behaviour>.\n\n"
-        "#### Scenario: <name>\n- **WHEN** <condition>\n- **THEN** <outcome>\n"
-    )
+    except OSError as exc:
+        raise UsageError(f"cannot create {folder}: {exc.strerror}") from None
+    try:
+        delta.parent.mkdir(parents=True)
+        (folder / ".openspec.yaml").write_text(
+            f"schema: spec-driven\ncreated: {time.strftime('%Y-%m-%d')}\n"
+        )
+        (folder / "proposal.md").write_text(
+            f"# Change: {args.change}\n\n"
+            "## Why\n<why this change is needed, 50 characters or more>\n\n"
+            f"## What Changes\n- **{cap}**: <what changes>\n"
+        )
+        (folder / "tasks.md").write_text("## 1. Implementation\n- [ ] 1.1 <first task>\n")
+        delta.write_text(
+            "## ADDED Requirements\n### Requirement: <Name>\nThe system SHALL <behaviour>.\n\n"
+            "#### Scenario: <name>\n- **WHEN** <condition>\n- **THEN** <outcome>\n"
+        )
+    except OSError as exc:
+        # Half a scaffold would be taken for a change: what this run made goes again.
+        shutil.rmtree(folder, ignore_errors=True)
+        raise UsageError(f"cannot write the change {folder}: {exc.strerror}") from None
     if args.json:
         ui.emit_json(
             {

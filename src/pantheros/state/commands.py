@@ -25,19 +25,23 @@ MARKS = {
 }
 
 
-def ignore_patterns(machine: Machine, extra: list[str], files: list[str]) -> list[str]:
+def ignore_patterns(machine: Machine, extra: list[str], files: list[str]) -> list[diff.Ignore]:
     """--ignore patterns, --ignore-file files, and the machine's own diff-ignore file."""
     default = (
         machine.lab.directory / "diff-ignore" if machine.lab else Path("/etc/pantheros/diff-ignore")
     )
     sources = [Path(f) for f in files] + ([default] if default.exists() else [])
-    patterns = list(extra)
+    patterns = [diff.Ignore(pattern, "--ignore") for pattern in extra]
     for source in sources:
         try:
             lines = source.read_text().splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read ignore file {source}: {exc.strerror}") from None
-        patterns += [ln.strip() for ln in lines if ln.strip() and not ln.lstrip().startswith("#")]
+        patterns += [
+            diff.Ignore(ln.strip(), str(source))
+            for ln in lines
+            if ln.strip() and not ln.lstrip().startswith("#")
+        ]
     return patterns
 
 
@@ -64,6 +68,10 @@ def _as_json(change: diff.Change) -> dict[str, Any]:
         "detail": change.detail,
         "old_path": os.fsdecode(change.old_path) if change.old_path else None,
     }
+
+
+def _left_out(excluded: diff.Excluded) -> str:
+    return f"left out: {MARKS[excluded.change.kind]} {excluded.change.display}  ({excluded.why})"
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -100,12 +108,19 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 "summary": dict(counts),
                 "hidden": result.hidden,
                 "changes": [_as_json(c) for c in result.changes],
+                **(
+                    {"excluded": [{**_as_json(e.change), "why": e.why} for e in result.excluded]}
+                    if args.show_excluded
+                    else {}
+                ),
             }
         )
         return code
     if args.list:
         for change in result.changes:
             ui.result(_line(change))
+        for excluded in result.excluded if args.show_excluded else []:
+            ui.result(_left_out(excluded))
         return code
     groups: dict[str, list[diff.Change]] = defaultdict(list)
     for change in result.changes:
@@ -118,11 +133,15 @@ def cmd_diff(args: argparse.Namespace) -> int:
         ui.result(ui.paint(f"{top_dir}  ({words}; {_human(size)})", "bold"))
         for change in members:
             ui.result(f"  {_line(change)}")
+    if args.show_excluded:
+        for excluded in result.excluded:
+            ui.result(_left_out(excluded))
     total = sum(counts.values())
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing"
+    listed = "" if args.show_excluded or not result.excluded else "; --show-excluded lists them"
     ui.info(
-        f"{total} change(s) the next boot would erase: {summary} "
-        f"(method {result.method}; {result.hidden} left out as persistent, managed or ignored)"
+        f"{total} change(s) the next boot would erase: {summary} (method {result.method}; "
+        f"{result.hidden} left out as persistent, managed or ignored{listed})"
     )
     return code
 
@@ -134,9 +153,24 @@ def _host_file(machine: Machine, args: argparse.Namespace) -> Path | None:
 def cmd_persist_add(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
     host_file = _host_file(machine, args)
+    added = []
     for path in args.paths:
         with machine.lock(wait=not args.no_wait):
             entry = persist.add(machine, path, host_file, merge=args.merge)
+        added.append(
+            {
+                "path": entry.path,
+                "kind": entry.kind,
+                "user": entry.user,
+                "group": entry.group,
+                "mode": entry.mode,
+                "recorded_in": str(host_file) if host_file is not None else None,
+                # Without a host file, the lines to declare it with: the next boot needs them.
+                "nix": persist.nix_lines(entry) if host_file is None else None,
+            }
+        )
+        if args.json:
+            continue
         ui.info(
             f"{entry.path} is persistent ({entry.kind}, {entry.user}:{entry.group} {entry.mode})"
         )
@@ -145,13 +179,26 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
         else:
             ui.info("declare it in your NixOS configuration so the next boot keeps it:")
             ui.result(persist.nix_lines(entry))
+    if args.json:
+        ui.emit_json(added)
     return ExitCode.OK
 
 
 def cmd_persist_remove(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
+    host_file = _host_file(machine, args)
     with machine.lock(wait=not args.no_wait):
-        persist.remove(machine, args.path, _host_file(machine, args), purge=args.purge)
+        where = persist.locate(machine, args.path)
+        persist.remove(machine, args.path, host_file, purge=args.purge)
+    if args.json:
+        ui.emit_json(
+            {
+                "path": where.path,
+                "copy": str(where.copy),
+                "copy_kept": os.path.lexists(where.copy),
+                "host_file": str(host_file) if host_file is not None else None,
+            }
+        )
     return ExitCode.OK
 
 

@@ -372,46 +372,70 @@ def send_stream_candidates(baseline: Path, snapshot: Path) -> Candidates:
 
 
 @dataclass(frozen=True)
+class Ignore:
+    pattern: str
+    source: str  # "--ignore", or the file the pattern was read from
+
+
+@dataclass(frozen=True)
 class Filter:
     """What is left out: persisted paths, other mount points, NixOS-managed links, ignores."""
 
     persisted: tuple[bytes, ...] = ()
     mountpoints: tuple[bytes, ...] = ()
-    patterns: tuple[str, ...] = ()
+    patterns: tuple[Ignore, ...] = ()
 
-    def keeps(self, change: Change) -> bool:
+    def left_out(self, change: Change) -> str | None:
+        """Why the change is left out of the diff; None when it is kept."""
         path = change.path
-        if any(path == p or path.startswith(p + b"/") for p in self.persisted):
-            return False
+        for p in self.persisted:
+            if path == p or path.startswith(p + b"/"):
+                return f"persistent: {os.fsdecode(p)} is declared"
         # Parents of persisted paths are made again at every boot: their creation is no loss.
-        if (
-            change.type == "dir"
-            and change.kind is not Kind.DELETED
-            and any(p.startswith(path + b"/") for p in self.persisted)
-        ):
-            return False
-        if path in self.mountpoints or path.startswith(b"/nix/"):
-            return False
-        return not self._ignored(change.display)
+        if change.type == "dir" and change.kind is not Kind.DELETED:
+            for p in self.persisted:
+                if p.startswith(path + b"/"):
+                    return f"made again at every boot, as the parent of {os.fsdecode(p)}"
+        if path in self.mountpoints:
+            return "the mount point of another subvolume"
+        if path.startswith(b"/nix/"):
+            return "under /nix, which Nix manages"
+        ignore = self._ignored_by(change.display)
+        return None if ignore is None else f"ignored: {ignore.pattern} ({ignore.source})"
 
-    def keeps_link(self, target: bytes) -> bool:
+    def link_left_out(self, target: bytes) -> str | None:
         """Links NixOS manages point into the store or /etc/static and are rebuilt every boot."""
-        return not target.startswith((b"/nix/store/", b"/etc/static/"))
+        if target.startswith((b"/nix/store/", b"/etc/static/")):
+            return f"a link NixOS makes again at every boot (to {os.fsdecode(target)})"
+        return None
 
-    def _ignored(self, display: str) -> bool:
+    def _ignored_by(self, display: str) -> Ignore | None:
         candidates = [display]
         parent = display
         while (cut := parent.rfind("/")) > 0:
             parent = parent[:cut]
             candidates.append(parent)
-        return any(fnmatch.fnmatchcase(c, p.rstrip("/")) for p in self.patterns for c in candidates)
+        for ignore in self.patterns:
+            if any(fnmatch.fnmatchcase(c, ignore.pattern.rstrip("/")) for c in candidates):
+                return ignore
+        return None
+
+
+@dataclass(frozen=True)
+class Excluded:
+    change: Change
+    why: str
 
 
 @dataclass
 class Result:
     method: str
     changes: list[Change]
-    hidden: int  # changes left out by the filter
+    excluded: list[Excluded]  # changes the filter left out, and why
+
+    @property
+    def hidden(self) -> int:
+        return len(self.excluded)
 
 
 def run(
@@ -471,12 +495,16 @@ def _run(
     for sub in nested:
         changes += inside_subvolume(top, root_rel, sub)
     kept = []
+    excluded = []
     for change in changes:
+        why = None
         if change.type == "symlink" and change.kind is not Kind.DELETED:
-            target = os.readlink(trees.current + change.path)
-            if not keep.keeps_link(target):
-                continue
-        if keep.keeps(change):
+            why = keep.link_left_out(os.readlink(trees.current + change.path))
+        why = why or keep.left_out(change)
+        if why is None:
             kept.append(change)
+        else:
+            excluded.append(Excluded(change, why))
     kept.sort(key=lambda c: c.path)
-    return Result(method, kept, len(changes) - len(kept))
+    excluded.sort(key=lambda e: e.change.path)
+    return Result(method, kept, excluded)
