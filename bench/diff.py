@@ -19,8 +19,8 @@ from pathlib import Path
 
 from _lab import PANTHER, REPO, sh, timed, workspace
 
-sys.path.insert(0, str(REPO / "tests" / "state"))
-import mutate
+sys.path.insert(0, str(REPO))
+from tests.state import mutate
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from helpers import panther
 from pantheros import ui
+from tests.helpers import panther
 
 
 def test_bare_panther_shows_usage_and_one_error_line() -> None:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trees import LEVEL, failing_tree
 
-from helpers import panther
 from pantheros.audit import fixes
+from tests.audit.trees import LEVEL, failing_tree
+from tests.helpers import panther
 
 
 def report(root: Path) -> dict[str, Any]:

@@ -7,11 +7,10 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import initrd
 import pytest
-import vm
 
-from helpers import ROOT_REASON, cleanup_under
+from tests.boot import initrd, vm
+from tests.helpers import ROOT_REASON, cleanup_under
 
 
 def _boot_reason() -> str | None:

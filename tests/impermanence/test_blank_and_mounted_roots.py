@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Pfs, one_line_error, panther
 from pantheros import btrfs
 from pantheros.impermanence import blank
 from pantheros.lab import Lab
+from tests.helpers import Pfs, one_line_error, panther
 
 pytestmark = pytest.mark.root
 

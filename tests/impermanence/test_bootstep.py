@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Pfs, panther
 from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.impermanence import bootstep
 from pantheros.impermanence.boot import boot_outcome
 from pantheros.impermanence.bootstep import Outcome, parse_report
+from tests.helpers import Pfs, panther
 
 SOURCE = Path(bootstep.__file__).parent.parent / "data" / "boot"
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros import btrfs
 from pantheros.errors import CommandFailed
 from pantheros.impermanence import restore
+from tests.helpers import one_line_error, panther
 
 pytestmark = pytest.mark.root
 

@@ -11,9 +11,10 @@ import shutil
 from collections import Counter
 from pathlib import Path
 
-import corpus
 import pytest
-from tools import CLI, node_ok, openspec, panther
+
+from tests.spec import corpus
+from tests.spec.tools import CLI, node_ok, openspec, panther
 
 pytestmark = pytest.mark.skipif(
     not Path(CLI).exists() or not node_ok(),

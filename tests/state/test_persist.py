@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros.state.persist import KILL_AFTER_ENV, STEPS
+from tests.helpers import one_line_error, panther
 
 pytestmark = pytest.mark.root
 
