@@ -172,5 +172,7 @@ def test_gc_holds_the_machine_lock(lab: Path) -> None:
         assert busy.returncode == 5
         assert "is busy" in one_line_error(busy)
     assert count() == 2
-    assert len(gc(lab)["deleted"]) == 1
+    deleted = gc(lab)["deleted"]
+    assert isinstance(deleted, list)
+    assert len(deleted) == 1
     assert count() == 1

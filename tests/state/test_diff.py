@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,7 @@ def bless_blank(lab: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def mutated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, mutate.Truth]:
+def mutated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, mutate.Truth]]:
     """A lab whose blank holds 3,000 files, and a root with every kind of change."""
     from tests.helpers import cleanup_under
 
@@ -53,7 +54,8 @@ def diff_json(lab: Path, *args: str) -> dict[str, dict[str, object]]:
 
 
 def as_text(path: bytes) -> str:
-    return json.loads(json.dumps(os.fsdecode(path)))
+    text: str = json.loads(json.dumps(os.fsdecode(path)))
+    return text
 
 
 @pytest.mark.scenario("diff-and-persist: Every change reported")

@@ -32,7 +32,7 @@ def make_state(root: Path) -> Path:
 
 
 def snapshot_of(tree: Path) -> dict[str, tuple[object, ...]]:
-    out = {}
+    out: dict[str, tuple[object, ...]] = {}
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in dirnames + filenames:
             path = Path(dirpath, name)
