@@ -315,3 +315,37 @@ def test_trace_results_reports_from_a_whole_test_run(tmp_path: Path) -> None:
     (tmp_path / "bad.json").write_text('{"x": 1}')
     bad = panther(root, "trace", "--results", str(tmp_path / "bad.json"))
     assert "not a results file" in one_line_error(bad)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list"],
+        ["list", "--specs"],
+        ["show", "x"],
+        ["validate", "x"],
+        ["archive", "x", "-y"],
+        ["status"],
+        ["view"],
+        ["diff", "x"],
+        ["trace"],
+    ],
+)
+def test_no_root_is_one_error_line_or_openspecs_json(tmp_path: Path, argv: list[str]) -> None:
+    proc = panther(tmp_path, *argv)
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stdout == ""
+    line = one_line_error(proc)
+    assert "No OpenSpec root found" in line or "Unknown change 'x'" in line
+    as_json = panther(tmp_path, *argv, "--json")
+    assert as_json.returncode == 1
+    [status] = json.loads(as_json.stdout)["status"]
+    assert status["code"] == ("unknown_change" if argv[0] == "diff" else "no_openspec_root")
+
+
+def test_an_unknown_item_is_one_error_line(tmp_path: Path) -> None:
+    (tmp_path / "openspec" / "specs").mkdir(parents=True)
+    for argv in (["show", "nope"], ["validate", "nope"], ["archive", "nope", "-y"]):
+        proc = panther(tmp_path, *argv)
+        assert proc.returncode == 1, proc.stderr
+        assert "nope" in one_line_error(proc)

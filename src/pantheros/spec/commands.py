@@ -16,18 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode, UsageError
+from pantheros.errors import ExitCode, PantherError, UsageError
 from pantheros.spec import archive as merge
 from pantheros.spec import parse, validate
 from pantheros.spec.validate import Issue
-
-NO_ROOT = {
-    "severity": "error",
-    "code": "no_openspec_root",
-    "message": "No OpenSpec root found from the current directory.",
-    "target": "openspec.root",
-    "fix": "Run openspec init to create a root here.",
-}
 
 
 def find_root(start: Path) -> Path | None:
@@ -79,15 +71,45 @@ class Tree:
     def spec_file(self, spec_id: str) -> Path:
         return self.specs_dir / spec_id / "spec.md"
 
+    def requirement_count(self, spec_id: str) -> int:
+        """How many requirements a spec has; 0 for one that does not parse (as OpenSpec counts)."""
+        try:
+            return len(parse.parse_spec(parse.read(self.spec_file(spec_id))).requirements)
+        except parse.SpecError:
+            return 0
+
 
 def _tree() -> Tree | None:
     root = find_root(Path.cwd())
     return Tree(root) if root else None
 
 
-def _fail_json(status: dict[str, Any]) -> int:
-    ui.emit_json({"status": [status]})
-    return ExitCode.FAILURE
+def fail(
+    args: argparse.Namespace,
+    code: str,
+    message: str,
+    fix: str | None = None,
+    *,
+    target: str | None = None,
+    hint: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> int:
+    """A spec command's error: OpenSpec's JSON status (beside extra keys) with --json, else one
+    `panther: error:` line. Both exit 1, as OpenSpec's CLI does."""
+    status = {"severity": "error", "code": code, "message": message}
+    status |= ({"target": target} if target else {}) | ({"fix": fix} if fix else {})
+    if getattr(args, "json", False):
+        ui.emit_json({**(extra or {}), "status": [status]})
+        return ExitCode.FAILURE
+    hint = hint or (fix[0].lower() + fix[1:].rstrip(".") if fix else None)
+    raise PantherError(message.rstrip(".") + (f" ({hint})" if hint else ""))
+
+
+def no_root(args: argparse.Namespace) -> int:
+    message = "No OpenSpec root found from the current directory."
+    fix = "Run openspec init to create a root here."
+    hint = "`panther spec new CHANGE` starts one here, as does `openspec init`"
+    return fail(args, "no_openspec_root", message, fix, target="openspec.root", hint=hint)
 
 
 def _locale_key(item_id: str) -> tuple[str, str]:
@@ -106,10 +128,7 @@ def _validate_item(tree: Tree, kind: str, item: str) -> list[Issue]:
 def cmd_validate(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        if args.json:
-            return _fail_json(NO_ROOT)
-        ui.info("No OpenSpec root found from the current directory.")
-        return ExitCode.FAILURE
+        return no_root(args)
     specs, changes = tree.specs(), tree.changes()
     targets: list[tuple[str, str]] = []
     if args.item:
@@ -117,35 +136,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         if args.type:
             kinds = [k for k in kinds if k == args.type]
         if not kinds:
-            if args.json:
-                return _fail_json(
-                    {
-                        "severity": "error",
-                        "code": "unknown_item",
-                        "message": f"Unknown item '{args.item}'.",
-                    }
-                )
-            ui.info(f"Unknown item '{args.item}'")
-            return ExitCode.FAILURE
+            return fail(args, "unknown_item", f"Unknown item '{args.item}'.")
         if len(kinds) > 1:
             message = f"Ambiguous item '{args.item}' matches both a change and a spec."
-            if args.json:
-                return _fail_json(
-                    {
-                        "severity": "error",
-                        "code": "ambiguous_item",
-                        "message": message,
-                        "fix": "Pass --type change|spec.",
-                    }
-                )
-            ui.info(message)
-            return ExitCode.FAILURE
+            return fail(args, "ambiguous_item", message, "Pass --type change|spec.")
         targets = [(kinds[0], args.item)]
     else:
         everything = args.all or not (args.changes or args.specs)
         if everything and not args.all and not args.json and sys.stdin.isatty():
-            ui.info("Nothing to validate. Try one of: --all, --changes, --specs, or an item name.")
-            return ExitCode.FAILURE
+            message = "Nothing to validate. Try one of: --all, --changes, --specs, or an item name."
+            return fail(args, "nothing_to_validate", message)
         if args.all or args.changes or everything:
             targets += [("change", c) for c in changes]
         if args.all or args.specs or everything:
@@ -213,15 +213,9 @@ def _last_modified(folder: Path) -> float:
 def cmd_list(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        return _fail_json(NO_ROOT) if args.json else ExitCode.FAILURE
+        return no_root(args)
     if args.specs:
-        rows = []
-        for spec_id in tree.specs():
-            try:
-                count = len(parse.parse_spec(parse.read(tree.spec_file(spec_id))).requirements)
-            except parse.SpecError:
-                count = 0
-            rows.append({"id": spec_id, "requirementCount": count})
+        rows = [{"id": s, "requirementCount": tree.requirement_count(s)} for s in tree.specs()]
         if args.json:
             ui.emit_json({"specs": rows, "root": tree.root_json()})
         else:
@@ -270,17 +264,12 @@ def _requirement_json(text: str, scenarios: list[str]) -> dict[str, Any]:
 def cmd_show(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        return _fail_json(NO_ROOT) if args.json else ExitCode.FAILURE
+        return no_root(args)
     item = args.item
     is_change = item in tree.changes() and args.type != "spec"
     is_spec = item in tree.specs() and args.type != "change"
     if not (is_change or is_spec):
-        if args.json:
-            return _fail_json(
-                {"severity": "error", "code": "unknown_item", "message": f"Unknown item '{item}'."}
-            )
-        ui.info(f"Unknown item '{item}'")
-        return ExitCode.FAILURE
+        return fail(args, "unknown_item", f"Unknown item '{item}'.")
     if is_spec and not is_change:
         text = parse.read(tree.spec_file(item))
         if not args.json:
@@ -289,7 +278,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         try:
             spec = parse.parse_spec(text)
         except parse.SpecError as exc:
-            return _fail_json({"severity": "error", "code": "show_error", "message": str(exc)})
+            return fail(args, "show_error", str(exc))
         reqs = spec.requirements
         if args.requirement:
             reqs = reqs[args.requirement - 1 : args.requirement]
@@ -314,8 +303,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     proposal = folder / "proposal.md"
     if not args.json:
         if not proposal.is_file():
-            ui.info(f'Change "{item}" has no proposal.md yet.')
-            return ExitCode.FAILURE
+            return fail(args, "no_proposal", f'Change "{item}" has no proposal.md yet.')
         ui.result(parse.read(proposal).rstrip("\n"))
         return ExitCode.OK
     deltas = _change_deltas(folder)
@@ -396,14 +384,7 @@ def _scenario_texts(block: parse.Block) -> list[str]:
 def _archive_fail(
     args: argparse.Namespace, tree: Tree, code: str, message: str, fix: str | None = None
 ) -> int:
-    if args.json:
-        status: dict[str, Any] = {"severity": "error", "code": code, "message": message}
-        if fix:
-            status["fix"] = fix
-        ui.emit_json({"archive": None, "root": tree.root_json(), "status": [status]})
-    else:
-        ui.info(message)
-    return ExitCode.FAILURE
+    return fail(args, code, message, fix, extra={"archive": None, "root": tree.root_json()})
 
 
 def _needs_validation(folder: Path, files: list[tuple[str, Path]]) -> bool:
@@ -490,7 +471,7 @@ def _prune_empty(folder: Path, boundary: Path) -> None:
 def cmd_archive(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        return _fail_json(NO_ROOT) if args.json else ExitCode.FAILURE
+        return no_root(args)
     change = args.change
     if not change:
         return _archive_fail(
@@ -690,8 +671,7 @@ def cmd_new(args: argparse.Namespace) -> int:
     try:
         folder.mkdir()  # the claim: of two `new` runs with one id, one gets it
     except FileExistsError:
-        ui.info(f"Change '{args.change}' already exists.")
-        return ExitCode.FAILURE
+        return fail(args, "change_exists", f"Change '{args.change}' already exists.")
     delta.parent.mkdir(parents=True)
     (folder / ".openspec.yaml").write_text(
         f"schema: spec-driven\ncreated: {time.strftime('%Y-%m-%d')}\n"
@@ -728,8 +708,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     """The requirement-level effect of a change on the current specs, before archiving."""
     tree = _tree()
     if tree is None or args.change not in tree.changes():
-        ui.info(f"Unknown change '{args.change}'")
-        return ExitCode.FAILURE
+        return fail(args, "unknown_change", f"Unknown change '{args.change}'.")
     files, _ = validate.delta_files(tree.changes_dir / args.change)
     report: list[dict[str, Any]] = []
     for cap, path in files:

@@ -17,7 +17,7 @@ from typing import Any
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
 from pantheros.spec import parse, validate
-from pantheros.spec.commands import NO_ROOT, Tree, _fail_json, _tree
+from pantheros.spec.commands import Tree, _tree, fail, no_root
 
 
 @dataclass(frozen=True)
@@ -136,19 +136,14 @@ def _print_status(status: dict[str, Any]) -> None:
 def cmd_status(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        return _fail_json(NO_ROOT) if args.json else _no_root()
+        return no_root(args)
     changes = tree.changes()
     if args.all:
         names = changes
     elif args.change:
         if args.change not in changes:
             message = f"Change '{args.change}' not found. Available: {', '.join(changes) or 'none'}"
-            if args.json:
-                return _fail_json(
-                    {"severity": "error", "code": "change_not_found", "message": message}
-                )
-            ui.info(message)
-            return ExitCode.FAILURE
+            return fail(args, "change_not_found", message)
         names = [args.change]
     elif len(changes) == 1:
         names = changes
@@ -163,11 +158,9 @@ def cmd_status(args: argparse.Namespace) -> int:
             statuses.append(change_status(tree, name))
         except ChangeError as exc:
             if not args.all:
-                if args.json:
-                    return _fail_json(
-                        {"severity": "error", "code": "change_error", "message": str(exc)}
-                    )
-                raise UsageError(str(exc)) from None
+                if not args.json:
+                    raise UsageError(str(exc)) from None  # a change panther cannot read
+                return fail(args, "change_error", str(exc))
             error = {"severity": "error", "code": "change_error", "message": str(exc)}
             statuses.append({"changeName": name, "status": [error]})
     if args.json:
@@ -186,11 +179,6 @@ def cmd_status(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _no_root() -> int:
-    ui.info("No OpenSpec root found from the current directory.")
-    return ExitCode.FAILURE
-
-
 # view
 
 
@@ -204,13 +192,9 @@ def dashboard(tree: Tree) -> dict[str, Any]:
         entry = {"name": name, "completedTasks": done, "totalTasks": total}
         (draft if total == 0 else completed if done == total else active).append(entry)
     active.sort(key=lambda c: (c["completedTasks"] / c["totalTasks"], c["name"]))
-    specs: list[dict[str, Any]] = []
-    for spec_id in tree.specs():
-        try:
-            count = len(parse.parse_spec(parse.read(tree.spec_file(spec_id))).requirements)
-        except parse.SpecError:
-            count = 0
-        specs.append({"id": spec_id, "requirementCount": count})
+    specs: list[dict[str, Any]] = [
+        {"id": s, "requirementCount": tree.requirement_count(s)} for s in tree.specs()
+    ]
     specs.sort(key=lambda s: -s["requirementCount"])
     return {
         "summary": {
@@ -301,7 +285,7 @@ def render(board: dict[str, Any], terminal: bool) -> list[str]:
 def cmd_view(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        return _fail_json(NO_ROOT) if args.json else _no_root()
+        return no_root(args)
     board = dashboard(tree)
     if args.json:
         ui.emit_json({**board, "root": tree.root_json()})

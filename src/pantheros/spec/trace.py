@@ -22,7 +22,7 @@ from typing import Any
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
 from pantheros.spec import parse
-from pantheros.spec.commands import Tree, _tree
+from pantheros.spec.commands import Tree, _tree, no_root
 
 MARKER = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
 PLUGIN = "pantheros.spec.pytest_trace"
@@ -143,8 +143,7 @@ def _requirements(rows: list[Scenario]) -> list[dict[str, Any]]:
 def cmd_trace(args: argparse.Namespace) -> int:
     tree = _tree()
     if tree is None:
-        ui.info("No OpenSpec root found from the current directory.")
-        return ExitCode.FAILURE
+        return no_root(args)
     tests_dir = Path(args.tests) if args.tests else tree.root / "tests"
     if not tests_dir.is_dir():
         raise UsageError(f"no test directory at {tests_dir}")
