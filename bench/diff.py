@@ -16,11 +16,12 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from _lab import PANTHER, REPO, sh, timed, workspace
 
-sys.path.insert(0, str(REPO / "tests" / "state"))
-import mutate
+sys.path.insert(0, str(REPO))
+from tests.state import mutate
 
 
 def main() -> None:
@@ -54,14 +55,14 @@ def main() -> None:
         subprocess.run(["sync"], check=True)
 
         results = []
-        out: dict[str, object] = {}
+        out: dict[str, Any] = {}  # method -> its `diff --json` document
 
         def panther_diff(method: str) -> None:
             proc = sh(*PANTHER, "diff", "--json", "--lab", str(lab), "--method", method)
             out[method] = json.loads(proc.stdout)
 
         send_s = timed(lambda: panther_diff("send"))
-        found = {c["path"] for c in out["send"]["changes"]}  # type: ignore[index]
+        found = {c["path"] for c in out["send"]["changes"]}
         results.append(("panther diff (send)", send_s, recall(truth_paths, found)))
 
         with machine.top_level() as top:
@@ -106,7 +107,7 @@ def main() -> None:
             )
 
         walk_s = timed(lambda: panther_diff("walk"))
-        walked = {c["path"] for c in out["walk"]["changes"]}  # type: ignore[index]
+        walked = {c["path"] for c in out["walk"]["changes"]}
         results.append(("full walk of both trees", walk_s, recall(truth_paths, walked)))
 
     print(f"{'method':40} {'seconds':>9} {'recall':>8}")

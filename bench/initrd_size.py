@@ -19,8 +19,8 @@ from pathlib import Path
 
 from _lab import REPO
 
-sys.path.insert(0, str(REPO / "tests" / "boot"))
-import initrd
+sys.path.insert(0, str(REPO))
+from tests.boot import initrd
 
 TARGET = 1 << 20
 

@@ -17,9 +17,9 @@ from pathlib import Path
 
 from _lab import REPO
 
-sys.path.insert(0, str(REPO / "tests" / "spec"))
-import corpus
-from tools import CLI, ENV, openspec_argv, panther_argv
+sys.path.insert(0, str(REPO))
+from tests.spec import corpus
+from tests.spec.tools import CLI, ENV, openspec_argv, panther_argv
 
 
 def median_seconds(argv: list[str], cwd: Path, runs: int = 5) -> float:

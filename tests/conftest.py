@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import ROOT_REASON, Pfs, attach_partitioned, cleanup_under, panther
 from pantheros import manifest as manifests
 from pantheros.storage import layout
+from tests.helpers import ROOT_REASON, Pfs, attach_partitioned, cleanup_under, panther
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, one_line_error, panther
 from pantheros import cli, ui
 from pantheros import manifest as manifests
+from tests.helpers import REPO, one_line_error, panther
 
 
 def test_bare_panther_shows_usage_and_one_error_line() -> None:

@@ -8,8 +8,8 @@ import subprocess
 
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros.cli import build_parser
+from tests.helpers import one_line_error, panther
 
 SHELL_CHECK = {
     "bash": ["bash", "-n"],

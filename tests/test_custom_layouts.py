@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import panther
 from pantheros import manifest as manifests
+from tests.helpers import panther
 
 pytestmark = pytest.mark.root
 

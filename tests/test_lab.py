@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, attach_partitioned, one_line_error, panther
 from pantheros.lab import Lab
+from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
 pytestmark = pytest.mark.root
 

@@ -9,10 +9,10 @@ from typing import Any
 import jsonschema
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros import manifest as manifests
 from pantheros.errors import ManifestError
 from pantheros.manifest.models import Design, FailPolicy, Role
+from tests.helpers import one_line_error, panther
 
 
 def lab_doc() -> dict[str, Any]:

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros import __version__, process
 from pantheros.errors import CommandFailed, ToolMissing
+from tests.helpers import one_line_error, panther
 
 
 def test_runner_logs_argv_at_debug(caplog: pytest.LogCaptureFixture) -> None:

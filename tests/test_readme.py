@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from helpers import REPO
+from tests.helpers import REPO
 
 
 def quick_start_commands() -> list[str]:

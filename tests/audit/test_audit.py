@@ -10,9 +10,9 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from helpers import one_line_error, panther
-from pantheros.audit.checks import Status, load_table, run_checks
+from pantheros.audit.checks import Finding, Status, load_table, run_checks
 from pantheros.audit.system import System
+from tests.helpers import one_line_error, panther
 
 
 def fake(tmp_path: Path, files: dict[str, str], live: bool = True) -> System:
@@ -26,7 +26,7 @@ def fake(tmp_path: Path, files: dict[str, str], live: bool = True) -> System:
 
 def finding(
     system: System, cid: str, level: str = "baseline", waivers: dict[str, str] | None = None
-):  # type: ignore[no-untyped-def]
+) -> Finding:
     return next(f for f in run_checks(system, level, waivers or {}) if f.id == cid)
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO
 from pantheros.audit.system import System
 from pantheros.audit.tree import MAX_BYTES, Tree
+from tests.helpers import REPO
 
 
 def audit(root: Path, *extra: str) -> tuple[int, dict[str, Any]]:

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from trees import LEVEL, failing_tree
 
-from helpers import nix_eval_json, panther
 from pantheros.audit import fixes
+from tests.audit.trees import LEVEL, failing_tree
+from tests.helpers import nix_eval_json, panther
 
 
 def report(root: Path) -> dict[str, Any]:

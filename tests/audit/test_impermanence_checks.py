@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from helpers import panther
 from pantheros import btrfs
 from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE
 from pantheros.machine import Machine
+from tests.helpers import panther
 
 pytestmark = pytest.mark.root
 
@@ -160,7 +160,8 @@ def test_on_the_host_the_record_must_be_from_this_boot(lab: Path) -> None:
 
 def test_the_lab_report_is_valid_sarif(lab: Path, tmp_path: Path) -> None:
     import jsonschema
-    from test_sarif import sarif_schema
+
+    from tests.audit.test_sarif import sarif_schema
 
     out = tmp_path / "lab.sarif"
     proc = panther("audit", "--lab", str(lab), "--sarif", "-o", str(out))

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from trees import LEVEL, failing_tree
 
-from helpers import panther
+from tests.audit.trees import LEVEL, failing_tree
+from tests.helpers import panther
 
 
 def sarif_schema() -> dict[str, Any]:

@@ -13,9 +13,9 @@ what the difference means for what it shows.
 from __future__ import annotations
 
 import pytest
-from vm import Machine
 
 from pantheros.errors import ExitCode
+from tests.boot.vm import Machine
 
 pytestmark = [pytest.mark.root, pytest.mark.boot]
 

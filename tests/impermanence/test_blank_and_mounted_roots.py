@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Pfs, one_line_error, panther
 from pantheros import btrfs
 from pantheros.impermanence import blank
 from pantheros.lab import Lab
+from tests.helpers import Pfs, one_line_error, panther
 
 pytestmark = pytest.mark.root
 
@@ -172,5 +172,7 @@ def test_gc_holds_the_machine_lock(lab: Path) -> None:
         assert busy.returncode == 5
         assert "is busy" in one_line_error(busy)
     assert count() == 2
-    assert len(gc(lab)["deleted"]) == 1
+    deleted = gc(lab)["deleted"]
+    assert isinstance(deleted, list)
+    assert len(deleted) == 1
     assert count() == 1

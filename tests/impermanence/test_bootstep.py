@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from helpers import Pfs, panther
 from pantheros import btrfs
 from pantheros import manifest as manifests
+from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
 from pantheros.impermanence.boot import boot_outcome
 from pantheros.impermanence.bootstep import Outcome, parse_report
+from tests.helpers import Pfs, panther
 
 SOURCE = Path(bootstep.__file__).parent.parent / "data" / "boot"
 
@@ -109,7 +110,7 @@ def test_the_report_is_parsed_and_a_bad_one_refused() -> None:
         actions=["exchange root and root.pantheros-new"],
         notes=["a note = with equals"],
     )
-    with pytest.raises(bootstep.PantherError, match="no valid result"):
+    with pytest.raises(PantherError, match="no valid result"):
         parse_report("result=maybe\n")
 
 

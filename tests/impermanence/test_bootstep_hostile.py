@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 from pantheros import btrfs
 from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
 from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
+from tests.helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 
 pytestmark = pytest.mark.root
 

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 
 import pytest
 
-from pantheros.impermanence.retention import DAY, Candidate, plan
+from pantheros.impermanence.retention import DAY, Candidate, Plan, plan
 from pantheros.manifest.models import Retention
 
 NOW = 2_000_000_000.0
 
 
-def roots(ages_days: list[float], pinned: set[int] = frozenset()) -> list[Candidate]:  # type: ignore[assignment]
+def roots(ages_days: list[float], pinned: Collection[int] = frozenset()) -> list[Candidate]:
     """Roots created ages_days ago, oldest first, with increasing otransid."""
     ordered = sorted(ages_days, reverse=True)
     return [
@@ -21,8 +22,8 @@ def roots(ages_days: list[float], pinned: set[int] = frozenset()) -> list[Candid
     ]
 
 
-def deleted(result: object) -> list[str]:
-    return [c.name for c in result.deletions]  # type: ignore[attr-defined]
+def deleted(result: Plan) -> list[str]:
+    return [c.name for c in result.deletions]
 
 
 def test_keep_min_newest_are_kept_whatever_their_age() -> None:

@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from helpers import (
+from pantheros import btrfs
+from pantheros.impermanence import rollback
+from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
+from tests.helpers import (
     Pfs,
     assert_invariants,
     attach_partitioned,
@@ -20,9 +23,6 @@ from helpers import (
     kept_hashes,
     subvolume_ids,
 )
-from pantheros import btrfs
-from pantheros.impermanence import rollback
-from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
 
 pytestmark = pytest.mark.root
 
@@ -292,7 +292,7 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
     copy = Pfs(image=crash_image, device=dev, top=crash_top, manifest_path=pfs.manifest_path)
     try:
         assert btrfs.is_subvolume(copy.root), "a power cut never leaves the disk without a root"
-        from helpers import panther
+        from tests.helpers import panther
 
         proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(crash_top))
         assert proc.returncode == 0, proc.stderr
@@ -306,7 +306,7 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
 
 
 def test_top_must_be_the_top_level(pfs: Pfs, workdir: Path) -> None:
-    from helpers import one_line_error, panther
+    from tests.helpers import one_line_error, panther
 
     proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(pfs.root))
     assert "is not the top level" in one_line_error(proc)

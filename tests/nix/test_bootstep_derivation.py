@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, nix_eval_json
+from tests.helpers import REPO, nix_eval_json
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 BOOT = REPO / "src" / "pantheros" / "data" / "boot"

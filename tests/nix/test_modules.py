@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO, nix_eval_json
 from pantheros import manifest as manifests
+from tests.helpers import REPO, nix_eval_json
 
 NIX_FILES = sorted(
     p for p in REPO.rglob("*.nix") if ".venv" not in p.parts and ".git" not in p.parts

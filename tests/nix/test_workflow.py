@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import yaml
 
-from helpers import REPO
+from tests.helpers import REPO
 
 WORKFLOW = REPO / ".github" / "workflows" / "nix.yml"
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")

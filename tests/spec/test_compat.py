@@ -10,10 +10,12 @@ import json
 import shutil
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
-import corpus
 import pytest
-from tools import CLI, node_ok, openspec, panther
+
+from tests.spec import corpus
+from tests.spec.tools import CLI, node_ok, openspec, panther
 
 pytestmark = pytest.mark.skipif(
     not Path(CLI).exists() or not node_ok(),
@@ -21,8 +23,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def issues(item: dict[str, object]) -> Counter[tuple[object, ...]]:
-    return Counter((i["level"], i["path"], i.get("line")) for i in item["issues"])  # type: ignore[attr-defined]
+def issues(item: dict[str, Any]) -> Counter[tuple[object, ...]]:
+    return Counter((i["level"], i["path"], i.get("line")) for i in item["issues"])
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +88,7 @@ def test_archive_outcome_and_files_match(tmp_path: Path, tree: Path, change: str
         for k in differing
     )
     if arch_a:
+        assert arch_b is not None, "openspec archived the change, panther did not"
         assert arch_a["archivedAs"] == arch_b["archivedAs"]
         assert arch_a.get("totals") == arch_b.get("totals")
         assert arch_a["specsUpdated"] == arch_b["specsUpdated"]

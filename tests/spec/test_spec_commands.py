@@ -7,12 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import corpus
 import pytest
-from tools import ENV, REPO, panther
 
-from helpers import one_line_error
 from pantheros.spec import archive, parse
+from tests.helpers import one_line_error
+from tests.spec import corpus
+from tests.spec.tools import ENV, REPO, panther
 
 
 def test_the_projects_own_specs_validate_strictly() -> None:

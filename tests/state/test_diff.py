@@ -7,12 +7,12 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import mutate
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros import btrfs
 from pantheros.machine import Machine
+from tests.helpers import one_line_error, panther
+from tests.state import mutate
 
 pytestmark = pytest.mark.root
 
@@ -33,7 +33,7 @@ def bless_blank(lab: Path) -> None:
 @pytest.fixture(scope="module")
 def mutated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, mutate.Truth]]:
     """A lab whose blank holds 3,000 files, and a root with every kind of change."""
-    from helpers import cleanup_under
+    from tests.helpers import cleanup_under
 
     base = tmp_path_factory.mktemp("diff")
     os.environ["PANTHER_STATE_DIR"] = str(base / "state")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther
 from pantheros.state.persist import KILL_AFTER_ENV, STEPS
+from tests.helpers import one_line_error, panther
 
 pytestmark = pytest.mark.root
 
@@ -32,7 +32,7 @@ def make_state(root: Path) -> Path:
 
 
 def snapshot_of(tree: Path) -> dict[str, tuple[object, ...]]:
-    out = {}
+    out: dict[str, tuple[object, ...]] = {}
     for dirpath, dirnames, filenames in os.walk(tree):
         for name in dirnames + filenames:
             path = Path(dirpath, name)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import panther
+from tests.helpers import panther
 
 pytestmark = pytest.mark.root
 

@@ -24,9 +24,9 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from helpers import cleanup_under, panther
 from pantheros.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV, STEPS
+from tests.helpers import cleanup_under, panther
 
 pytestmark = pytest.mark.root
 

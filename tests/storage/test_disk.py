@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from helpers import one_line_error, panther, sha256
 from pantheros import manifest as manifests
 from pantheros.storage import layout
+from tests.helpers import one_line_error, panther, sha256
 
 pytestmark = pytest.mark.root
 

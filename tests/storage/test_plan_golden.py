@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO, panther
 from pantheros import manifest as manifests
+from tests.helpers import REPO, panther
 
 GOLDEN = Path(__file__).parent / "golden"
 
