@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -105,10 +106,22 @@ class Impermanence:
 @dataclass(frozen=True)
 class PersistenceEntry:
     path: str
-    kind: str
-    user: str = "root"
-    group: str = "root"
-    mode: str = "0755"
+    kind: str  # directory | file
+    user: str
+    group: str
+    mode: str
+
+    @classmethod
+    def with_defaults(cls, path: str, kind: str, given: Mapping[str, Any]) -> PersistenceEntry:
+        """The entry, with the owner and mode the NixOS module gives those not set (root, 0755
+        for a directory, 0644 for a file: entryOptions in nix/modules/impermanence.nix)."""
+        return cls(
+            path=path,
+            kind=kind,
+            user=given.get("user", "root"),
+            group=given.get("group", "root"),
+            mode=given.get("mode", "0755" if kind == "directory" else "0644"),
+        )
 
 
 @dataclass(frozen=True)
@@ -191,14 +204,7 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
         ),
     )
     persistence = tuple(
-        PersistenceEntry(
-            path=e["path"],
-            kind=e["kind"],
-            user=e.get("user", "root"),
-            group=e.get("group", "root"),
-            mode=e.get("mode", "0755" if e["kind"] == "directory" else "0644"),
-        )
-        for e in doc["persistence"]
+        PersistenceEntry.with_defaults(e["path"], e["kind"], e) for e in doc["persistence"]
     )
     sec = doc["security"]
     security = Security(
