@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from helpers import one_line_error, panther
-from pantheros import btrfs
+from pantheros import btrfs, process
 from pantheros.errors import CommandFailed
 from pantheros.impermanence import restore
 
@@ -260,7 +260,7 @@ def test_a_failed_restore_leaves_no_staging(
         Path(argv[-1]).write_text("half")  # cp died part-way through
         raise CommandFailed(argv, 1, "cp: error writing: No space left on device")
 
-    monkeypatch.setattr(restore.process, "run", half_copy)
+    monkeypatch.setattr(process, "run", half_copy)
     with pytest.raises(CommandFailed):
         restore.restore(old_root, "/etc/hosts", dest, force=True)
     assert sorted(p.name for p in dest.parent.iterdir()) == ["hosts"]

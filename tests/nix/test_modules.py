@@ -23,6 +23,7 @@ import pytest
 
 from helpers import REPO
 from pantheros import manifest as manifests
+from pantheros.state.persist import hostfile
 
 NIX_FILES = sorted(
     p for p in REPO.rglob("*.nix") if ".venv" not in p.parts and ".git" not in p.parts
@@ -404,6 +405,9 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
     files = {f["file"]: f["parentDirectory"] for f in persisted["files"]}
     assert files["/var/lib/app/key"] == {"user": "app", "group": "app", "mode": "0750"}
     assert files["/etc/from-file.conf"] == {"user": "root", "group": "root", "mode": "0755"}
+    # One table, two readers: panther fills in what the file leaves out as the module does.
+    for entry in hostfile.entries(hostfile.read(data)):
+        assert dataclasses.asdict(entry) == paths[entry.path]
 
 
 @needs_lib

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 
@@ -113,15 +116,25 @@ class PersistenceEntry:
 
     @classmethod
     def with_defaults(cls, path: str, kind: str, given: Mapping[str, Any]) -> PersistenceEntry:
-        """The entry, with the owner and mode the NixOS module gives those not set (root, 0755
-        for a directory, 0644 for a file: entryOptions in nix/modules/impermanence.nix)."""
+        """The entry, with the owner and mode the NixOS module gives where given names none."""
+        defaults = _entry_defaults()
         return cls(
             path=path,
             kind=kind,
-            user=given.get("user", "root"),
-            group=given.get("group", "root"),
-            mode=given.get("mode", "0755" if kind == "directory" else "0644"),
+            user=given.get("user", defaults["user"]),
+            group=given.get("group", defaults["group"]),
+            mode=given.get("mode", defaults["mode"][kind]),
         )
+
+
+@cache
+def _entry_defaults() -> dict[str, Any]:
+    """One table, two readers: nix/modules/impermanence.nix reads the same file."""
+    text = (
+        Path(__file__).resolve().parent.parent / "data" / "persistence-defaults.json"
+    ).read_text()
+    defaults: dict[str, Any] = json.loads(text)
+    return defaults
 
 
 @dataclass(frozen=True)

@@ -20,13 +20,8 @@ from pantheros.fsutil import empty_directory
 from pantheros.machine import Machine
 from pantheros.manifest.models import PersistenceEntry
 from pantheros.state.persist import hostfile
-from pantheros.state.persist.copying import (
-    VerifyFailed,
-    copy_verified,
-    make_parents,
-    merge_missing,
-    verify,
-)
+from pantheros.state.persist.copying import copy_verified, make_parents, merge_missing, verify
+from pantheros.state.persist.failures import VerifyFailed, one_line
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where, locate, refuse_unsafe_live
 from pantheros.state.persist.mounting import bind_mount, is_bind_mounted
@@ -36,7 +31,13 @@ from pantheros.storage import mounts
 def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> PersistenceEntry:
     """Persist one path; finishes an interrupted earlier run for the same path."""
     mounts.require_root("panther persist add")
-    where = locate(machine, path)
+    with one_line(f"persist add {path}"):
+        return _add(machine, locate(machine, path), host_file, merge=merge)
+
+
+def _add(
+    machine: Machine, where: Where, host_file: Path | None, *, merge: bool
+) -> PersistenceEntry:
     persist = machine.manifest.persist
     assert persist is not None
     with machine.top_level() as top:

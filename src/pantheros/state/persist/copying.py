@@ -11,14 +11,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
-from pantheros.errors import PantherError
 from pantheros.fsutil import copy_all, remove_path, same_bytes, staging_dir, xattrs
+from pantheros.state.persist.failures import VerifyFailed
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where
-
-
-class VerifyFailed(PantherError):
-    pass
 
 
 def _walk(base: Path) -> Iterator[tuple[str, os.stat_result]]:

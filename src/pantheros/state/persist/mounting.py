@@ -8,6 +8,7 @@ from pantheros import ui
 from pantheros.errors import PantherError, Refused
 from pantheros.fsutil import resolve_inside
 from pantheros.machine import Machine
+from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.hostfile import declared
 from pantheros.state.persist.location import Where, where_of
 from pantheros.storage import blockdev, mounts
@@ -51,14 +52,15 @@ def apply(machine: Machine) -> int:
     for entry in declared(machine):
         where = where_of(machine, entry.path)
         try:
-            if not os.path.lexists(where.copy) or is_bind_mounted(where):
-                continue
-            if resolve_inside(machine.root, entry.path) != entry.path:
-                raise Refused("a symlink on its path leads elsewhere")
-            if resolve_inside(where.persist_root, entry.path) != entry.path:
-                raise Refused("a symlink on the way to its copy")
-            bind_mount(machine, where)
-            count += 1
+            with one_line("bind mount"):
+                if not os.path.lexists(where.copy) or is_bind_mounted(where):
+                    continue
+                if resolve_inside(machine.root, entry.path) != entry.path:
+                    raise Refused("a symlink on its path leads elsewhere")
+                if resolve_inside(where.persist_root, entry.path) != entry.path:
+                    raise Refused("a symlink on the way to its copy")
+                bind_mount(machine, where)
+                count += 1
         except PantherError as exc:
             ui.warn(f"{entry.path} is not mounted: {exc}")
     return count

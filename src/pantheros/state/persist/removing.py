@@ -10,6 +10,7 @@ from pantheros.errors import Refused, UsageError
 from pantheros.fsutil import copy_all, foreign_inside, remove_path, staging_dir
 from pantheros.machine import Machine
 from pantheros.state.persist import hostfile
+from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where, locate, refuse_unsafe_live
 from pantheros.state.persist.mounting import is_bind_mounted
@@ -18,7 +19,11 @@ from pantheros.storage import blockdev, mounts
 
 def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) -> None:
     mounts.require_root("panther persist remove")
-    where = locate(machine, path)
+    with one_line(f"persist remove {path}"):
+        _remove(machine, locate(machine, path), host_file, purge=purge)
+
+
+def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bool) -> None:
     persist = machine.manifest.persist
     assert persist is not None
     in_manifest = any(e.path == where.path for e in machine.manifest.persistence)

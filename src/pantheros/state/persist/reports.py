@@ -12,6 +12,7 @@ from pantheros.fsutil import open_beneath, resolve_inside
 from pantheros.impermanence.rollback import RECORD_DIR
 from pantheros.machine import Machine
 from pantheros.manifest.models import PersistenceEntry
+from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.hostfile import declared
 from pantheros.state.persist.location import Where, where_of
 from pantheros.state.persist.mounting import is_bind_mounted
@@ -25,6 +26,11 @@ class EntryState:
 
 
 def states(machine: Machine) -> list[EntryState]:
+    with one_line("persist list"):
+        return _states(machine)
+
+
+def _states(machine: Machine) -> list[EntryState]:
     out = []
     st = machine.manifest.storage
     persist = machine.manifest.persist
@@ -85,5 +91,6 @@ def strays(machine: Machine) -> list[str]:
             found.append(path)
 
     if base.is_dir():
-        visit(base, "/")
+        with one_line("persist stray"):
+            visit(base, "/")
     return found
