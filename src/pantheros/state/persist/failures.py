@@ -23,6 +23,7 @@ def one_line(action: str) -> Iterator[None]:
     try:
         yield
     except OSError as exc:
-        name = os.fsdecode(exc.filename) if exc.filename is not None else ""
+        named = isinstance(exc.filename, str | bytes)  # not a descriptor's number
+        name = os.fsdecode(exc.filename) if named else ""
         shown = f": {name if name.isprintable() else repr(name)}" if name else ""
         raise PantherError(f"{action}: {exc.strerror or exc}{shown}") from None
