@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
+import inspect
 import io
+import subprocess
+import sys
 
 import pytest
 
 from helpers import panther
-from pantheros import ui
+from pantheros import cli, ui
 
 
 def test_bare_panther_shows_usage_and_one_error_line() -> None:
@@ -68,3 +72,40 @@ def test_no_color_follows_the_convention(
         monkeypatch.setenv("NO_COLOR", value)
     assert ui.use_color(Terminal()) is colored
     assert ui.use_color(io.StringIO()) is False
+
+
+def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    leaves: list[argparse.ArgumentParser] = []
+    stack = [parser]
+    while stack:
+        current = stack.pop()
+        groups = [a for a in current._actions if isinstance(a, argparse._SubParsersAction)]
+        if not groups:
+            leaves.append(current)
+        for group in groups:
+            stack.extend(group.choices.values())
+    return leaves
+
+
+def test_every_command_has_a_handler_that_resolves() -> None:
+    leaves = _leaf_parsers(cli.build_parser())
+    assert len(leaves) >= 29
+    for leaf in leaves:
+        factory = leaf.get_default("handler")
+        assert callable(factory), leaf.prog
+        handler = factory()
+        assert inspect.isfunction(handler), leaf.prog
+        assert handler.__module__.startswith("pantheros."), leaf.prog
+        assert list(inspect.signature(handler).parameters) == ["args"], leaf.prog
+
+
+def test_building_the_parser_runs_no_command_module() -> None:
+    # In a fresh interpreter: the command line's start-up must not pay for every command.
+    code = (
+        "import sys\nfrom pantheros import cli\ncli.build_parser()\n"
+        "heavy = ['pantheros.spec.parse', 'pantheros.audit.checks', 'pantheros.state.diff',"
+        " 'pantheros.storage.layout', 'shtab']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == "[]"

@@ -54,6 +54,23 @@ def test_mount_options_and_order() -> None:
     assert order.index("/var/log") > order.index("/nix")
 
 
+def test_mount_points_and_the_owning_subvolume() -> None:
+    st = manifests.bundled("workstation").storage
+    assert st.esp is not None
+    assert st.luks is not None
+    inner = st.mount_points(root=False)
+    assert "/" not in inner
+    assert st.esp.mountpoint in inner
+    assert st.mount_points(esp=False) == [s.mountpoint for s in st.subvolumes]
+    persist = st.by_role(Role.PERSIST)
+    assert persist is not None
+    assert st.owner(persist.mountpoint + "/etc/machine-id") == persist
+    # A prefix of a mount point's name is not inside it.
+    assert st.owner(persist.mountpoint + "x/file") == st.root
+    assert st.owner(st.esp.mountpoint + "/EFI") is None
+    assert st.luks.mapper_path == f"/dev/mapper/{st.luks.name}"
+
+
 def _set(doc: dict[str, Any], path: list[Any], value: Any) -> None:
     node = doc
     for key in path[:-1]:

@@ -9,19 +9,54 @@ Results go to stdout, messages to stderr; exit codes are in pantheros.errors.Exi
 from __future__ import annotations
 
 import argparse
-import importlib
+import importlib.util
 import logging
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from pantheros import __version__, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
 
-HOST_MANIFEST = str(manifests.HOST_MANIFEST)
-DISK = "pantheros.storage.commands"
-IMPERMANENCE = "pantheros.impermanence.commands"
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _lazy(name: str) -> ModuleType:
+    """A module that runs at the first use of one of its attributes (D14)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    found = importlib.util.find_spec(name)
+    assert found is not None, name
+    assert found.loader is not None, name
+    found.loader = importlib.util.LazyLoader(found.loader)
+    module = importlib.util.module_from_spec(found)
+    sys.modules[name] = module
+    found.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from pantheros import completion
+    from pantheros.audit import commands as audit_commands
+    from pantheros.impermanence import boot
+    from pantheros.impermanence import commands as impermanence_commands
+    from pantheros.spec import commands as spec_commands
+    from pantheros.spec import progress as spec_progress
+    from pantheros.spec import trace as spec_trace
+    from pantheros.state import commands as state_commands
+    from pantheros.storage import commands as disk_commands
+else:
+    completion = _lazy("pantheros.completion")
+    audit_commands = _lazy("pantheros.audit.commands")
+    boot = _lazy("pantheros.impermanence.boot")
+    impermanence_commands = _lazy("pantheros.impermanence.commands")
+    spec_commands = _lazy("pantheros.spec.commands")
+    spec_progress = _lazy("pantheros.spec.progress")
+    spec_trace = _lazy("pantheros.spec.trace")
+    state_commands = _lazy("pantheros.state.commands")
+    disk_commands = _lazy("pantheros.storage.commands")
 
 
 class Parser(argparse.ArgumentParser):
@@ -73,8 +108,13 @@ def _suggestion(message: str) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
-def _handler(module: str, function: str) -> dict[str, str]:
-    return {"handler": f"{module}:{function}"}
+def _on(parser: argparse.ArgumentParser, handler: Callable[[], Handler]) -> None:
+    """The command's handler, named where a reader and mypy can follow it.
+
+    It is returned by a lambda so that the handler's module (a lazy module above) runs only when
+    its command does.
+    """
+    parser.set_defaults(handler=handler)
 
 
 def _manifest_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
@@ -119,23 +159,23 @@ def _disk(sub: Any) -> None:
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("--json", action="store_true", help="the steps as JSON")
     _secret_args(p)
-    p.set_defaults(**_handler(DISK, "cmd_disk_plan"))
+    _on(p, lambda: disk_commands.cmd_disk_plan)
     p = dsub.add_parser("format", help="partition and format TARGET with the manifest's layout")
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("--yes-wipe", action="store_true", help="erase what is on TARGET")
     _secret_args(p)
-    p.set_defaults(**_handler(DISK, "cmd_disk_format"))
+    _on(p, lambda: disk_commands.cmd_disk_format)
     p = dsub.add_parser("mount", help="mount the whole tree under DIR")
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("directory", metavar="DIR", help="where the root subvolume is mounted")
     _secret_args(p)
-    p.set_defaults(**_handler(DISK, "cmd_disk_mount"))
+    _on(p, lambda: disk_commands.cmd_disk_mount)
     p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
     _manifest_arg(p, required=False)
     p.add_argument("paths", nargs="+", metavar="[TARGET] DIR")
-    p.set_defaults(**_handler(DISK, "cmd_disk_unmount"))
+    _on(p, lambda: disk_commands.cmd_disk_unmount)
 
 
 def _lab(sub: Any) -> None:
@@ -146,28 +186,28 @@ def _lab(sub: Any) -> None:
     p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
     _no_wait_arg(p)
-    p.set_defaults(**_handler(DISK, "cmd_lab_up"))
+    _on(p, lambda: disk_commands.cmd_lab_up)
     p = lsub.add_parser("status", help="what the lab has mounted where")
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--json", action="store_true")
     _no_wait_arg(p)
-    p.set_defaults(**_handler(DISK, "cmd_lab_status"))
+    _on(p, lambda: disk_commands.cmd_lab_status)
     p = lsub.add_parser(
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
     )
     p.add_argument("dir", nargs="?", metavar="DIR")
     _no_wait_arg(p)
-    p.set_defaults(**_handler(IMPERMANENCE, "cmd_lab_reboot"))
+    _on(p, lambda: impermanence_commands.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR")
     p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
     _no_wait_arg(p)
-    p.set_defaults(**_handler(DISK, "cmd_lab_down"))
+    _on(p, lambda: disk_commands.cmd_lab_down)
 
 
 def _impermanence(sub: Any) -> None:
     p = sub.add_parser("rollback", help="archive the root and start a fresh one (the boot step)")
-    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST}")
+    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST}")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", metavar="DEV", help="btrfs device (default from the manifest)")
     where.add_argument("--top", metavar="DIR", help="an already mounted top level (subvolid=5)")
@@ -186,30 +226,30 @@ def _impermanence(sub: Any) -> None:
         help="with --finish: the boot step's report (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="the outcome as JSON")
-    p.set_defaults(**_handler("pantheros.impermanence.boot", "cmd_rollback"))
+    _on(p, lambda: boot.cmd_rollback)
 
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")
     rsub = _subparsers(p, "roots_action")
     q = rsub.add_parser("list", help="old roots with age, size and why each is kept")
     q.add_argument("--json", action="store_true")
     _lab_arg(q)
-    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_list"))
+    _on(q, lambda: impermanence_commands.cmd_roots_list)
     for action, text in (("pin", "never prune ROOT"), ("unpin", "let retention decide again")):
         q = rsub.add_parser(action, help=text)
         q.add_argument("root", metavar="ROOT")
         _lab_arg(q)
-        q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_pin"))
+        _on(q, lambda: impermanence_commands.cmd_roots_pin)
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
     q.add_argument("--dry-run", action="store_true")
     q.add_argument("--json", action="store_true")
     _no_wait_arg(q)
     _lab_arg(q)
-    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_gc"))
+    _on(q, lambda: impermanence_commands.cmd_roots_gc)
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
     q.add_argument("root", metavar="ROOT")
     q.add_argument("directory", metavar="DIR")
     _lab_arg(q)
-    q.set_defaults(**_handler(IMPERMANENCE, "cmd_roots_mount"))
+    _on(q, lambda: impermanence_commands.cmd_roots_mount)
 
     p = sub.add_parser("restore", help="copy a file or tree back from an old root")
     p.add_argument("path", metavar="PATH", help="as the machine sees it, e.g. /etc/hosts")
@@ -218,15 +258,12 @@ def _impermanence(sub: Any) -> None:
     p.add_argument("--force", action="store_true", help="replace DEST if it exists")
     _lab_arg(p)
     _no_wait_arg(p)
-    p.set_defaults(**_handler(IMPERMANENCE, "cmd_restore"))
+    _on(p, lambda: impermanence_commands.cmd_restore)
 
     p = sub.add_parser("status", help="root freshness, old roots, last rollback")
     p.add_argument("--json", action="store_true")
     _lab_arg(p)
-    p.set_defaults(**_handler(IMPERMANENCE, "cmd_status"))
-
-
-STATE = "pantheros.state.commands"
+    _on(p, lambda: impermanence_commands.cmd_status)
 
 
 def _state(sub: Any) -> None:
@@ -256,7 +293,7 @@ def _state(sub: Any) -> None:
         help="send stream (fast when the baseline has content) or a full walk",
     )
     _lab_arg(p)
-    p.set_defaults(**_handler(STATE, "cmd_diff"))
+    _on(p, lambda: state_commands.cmd_diff)
 
     p = sub.add_parser("persist", help="keep state across reboots, safely")
     psub = _subparsers(p, "persist_action")
@@ -268,22 +305,22 @@ def _state(sub: Any) -> None:
     q.add_argument("--host-file", metavar="FILE", help="the host's persistence JSON to record in")
     _lab_arg(q)
     _no_wait_arg(q)
-    q.set_defaults(**_handler(STATE, "cmd_persist_add"))
+    _on(q, lambda: state_commands.cmd_persist_add)
     q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
     q.add_argument("path", metavar="PATH")
     q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
     q.add_argument("--host-file", metavar="FILE")
     _lab_arg(q)
     _no_wait_arg(q)
-    q.set_defaults(**_handler(STATE, "cmd_persist_remove"))
+    _on(q, lambda: state_commands.cmd_persist_remove)
     q = psub.add_parser("list", help="declared entries and their state")
     q.add_argument("--json", action="store_true")
     _lab_arg(q)
-    q.set_defaults(**_handler(STATE, "cmd_persist_list"))
+    _on(q, lambda: state_commands.cmd_persist_list)
     q = psub.add_parser("stray", help="data in persistent storage that nothing declares")
     q.add_argument("--json", action="store_true")
     _lab_arg(q)
-    q.set_defaults(**_handler(STATE, "cmd_persist_stray"))
+    _on(q, lambda: state_commands.cmd_persist_stray)
 
 
 def _audit(sub: Any) -> None:
@@ -306,15 +343,14 @@ def _audit(sub: Any) -> None:
         default="low",
         help="exit 1 when a check of this severity or above fails (default: low)",
     )
-    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST} if present")
+    p.add_argument(
+        "--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST} if present"
+    )
     p.add_argument("--all", action="store_true", help="list passing checks too")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--root", metavar="DIR", help="audit an offline tree (image, built system)")
     _lab_arg(where)
-    p.set_defaults(**_handler("pantheros.audit.commands", "cmd_audit"))
-
-
-SPEC = "pantheros.spec.commands"
+    _on(p, lambda: audit_commands.cmd_audit)
 
 
 def _spec(sub: Any) -> None:
@@ -328,7 +364,7 @@ def _spec(sub: Any) -> None:
     which.add_argument("--changes", action="store_true")
     p.add_argument("--sort", choices=["recent", "name"], default="recent")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_list"))
+    _on(p, lambda: spec_commands.cmd_list)
     p = ssub.add_parser("show", help="a change or a spec")
     p.add_argument("item", metavar="ITEM")
     p.add_argument("--json", action="store_true")
@@ -338,7 +374,7 @@ def _spec(sub: Any) -> None:
     p.add_argument("--no-scenarios", action="store_true")
     p.add_argument("-r", "--requirement", type=int, metavar="N")
     p.add_argument("--no-interactive", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_show"))
+    _on(p, lambda: spec_commands.cmd_show)
     p = ssub.add_parser("validate", help="validate changes and specs")
     p.add_argument("item", nargs="?", metavar="ITEM")
     p.add_argument("--all", action="store_true")
@@ -349,23 +385,23 @@ def _spec(sub: Any) -> None:
     p.add_argument("--json", action="store_true")
     p.add_argument("--no-interactive", action="store_true")
     p.add_argument("--concurrency", type=int)
-    p.set_defaults(**_handler(SPEC, "cmd_validate"))
+    _on(p, lambda: spec_commands.cmd_validate)
     p = ssub.add_parser("archive", help="apply a change's deltas to the specs and archive it")
     p.add_argument("change", nargs="?", metavar="CHANGE")
     p.add_argument("-y", "--yes", action="store_true")
     p.add_argument("--skip-specs", action="store_true")
     p.add_argument("--no-validate", dest="validate", action="store_false")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_archive"))
+    _on(p, lambda: spec_commands.cmd_archive)
     p = ssub.add_parser("new", help="scaffold a change: proposal, tasks and a delta spec")
     p.add_argument("change", metavar="CHANGE")
     p.add_argument("--capability", metavar="CAP", help="the capability its delta spec touches")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_new"))
+    _on(p, lambda: spec_commands.cmd_new)
     p = ssub.add_parser("diff", help="the requirement-level effect of a change, before archiving")
     p.add_argument("change", metavar="CHANGE")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler(SPEC, "cmd_diff"))
+    _on(p, lambda: spec_commands.cmd_diff)
     p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
     p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
     how = p.add_mutually_exclusive_group()
@@ -377,21 +413,21 @@ def _spec(sub: Any) -> None:
     )
     p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler("pantheros.spec.trace", "cmd_trace"))
+    _on(p, lambda: spec_trace.cmd_trace)
     p = ssub.add_parser("status", help="artifact completion of a change")
     p.add_argument("--change", metavar="ID", help="the change (needed when there are several)")
     p.add_argument("--all", action="store_true", help="every active change")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_status"))
+    _on(p, lambda: spec_progress.cmd_status)
     p = ssub.add_parser("view", help="dashboard of changes, tasks and specs")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(**_handler("pantheros.spec.progress", "cmd_view"))
+    _on(p, lambda: spec_progress.cmd_view)
 
 
 def _completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a shell completion script for panther")
     p.add_argument("shell", choices=["bash", "zsh", "fish"])
-    p.set_defaults(**_handler("pantheros.completion", "cmd_completion"))
+    _on(p, lambda: completion.cmd_completion)
 
 
 def build_parser() -> Parser:
@@ -415,12 +451,6 @@ def build_parser() -> Parser:
     return parser
 
 
-def _resolve(handler: str) -> Callable[[argparse.Namespace], int]:
-    module, _, function = handler.partition(":")
-    found: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), function)
-    return found
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -430,7 +460,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             format="panther: %(message)s",
             stream=sys.stderr,
         )
-        return _resolve(args.handler)(args)
+        handler: Callable[[], Handler] = args.handler
+        return handler()(args)
     except PantherError as exc:
         print(ui.paint(f"panther: error: {exc}", "red", sys.stderr), file=sys.stderr)
         return int(exc.exit_code)

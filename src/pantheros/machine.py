@@ -16,7 +16,7 @@ from pantheros import btrfs, locking
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.lab import Lab
-from pantheros.manifest.models import Subvolume, mount_depth
+from pantheros.manifest.models import Subvolume
 from pantheros.storage import blockdev, layout, mounts
 
 
@@ -95,11 +95,7 @@ class Machine:
 
     def owner(self, path: str) -> Subvolume | None:
         """The subvolume whose mount holds path (None: the ESP, or no subvolume at all)."""
-        st = self.manifest.storage
-        mounts_: list[tuple[str, Subvolume | None]] = [(s.mountpoint, s) for s in st.subvolumes]
-        mounts_ += [(st.esp.mountpoint, None)] if st.esp else []
-        inside = [(m, s) for m, s in mounts_ if m == "/" or path == m or path.startswith(m + "/")]
-        return max(inside, key=lambda ms: mount_depth(ms[0]))[1] if inside else None
+        return self.manifest.storage.owner(path)
 
     def is_mounted(self, top: Path, subvolume: Subvolume) -> bool:
         """Whether subvolume is what is mounted at its mount point in this machine.

@@ -115,9 +115,7 @@ def _blank(facts: Facts, f: Finding) -> None:
     f.status = Status.FAIL if problem else Status.PASS
     if problem:
         f.reason = problem
-        st = facts.manifest.storage
-        points = sorted(s.mountpoint for s in st.subvolumes if s.mountpoint != "/")
-        points += [st.esp.mountpoint] if st.esp else []
+        points = sorted(facts.manifest.storage.mount_points(root=False))
         new = f"$top/{name}.new"
         f.nixos_note = "the blank is made once, at install: re-make it with the plain fix"
         # A blank holds the mount points and nothing else, as `panther disk format` makes it.

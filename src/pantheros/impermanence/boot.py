@@ -23,7 +23,7 @@ LOGIN_WARNING = "login-warning"
 def default_device(manifest: manifests.Manifest) -> str:
     luks = manifest.storage.luks
     if luks:
-        return f"/dev/mapper/{luks.name}"
+        return luks.mapper_path
     return f"/dev/disk/by-label/{manifest.storage.btrfs_label}"
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pantheros.errors import ManifestError
-from pantheros.manifest.models import Manifest, Role, build, mount_depth
+from pantheros.manifest.models import Manifest, Role, build, owning_mount
 from pantheros.manifest.schema import Validator, child_path, show
 
 __all__ = [
@@ -163,7 +163,7 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
         if path == "/":
             fail(where, "cannot persist '/'")
         points = [s["mountpoint"] for s in subvolumes] + ([esp["mountpoint"]] if esp else [])
-        owner = _owning_mount(path, [s["mountpoint"] for s in subvolumes])
+        owner = owning_mount(path, [s["mountpoint"] for s in subvolumes])
         if owner != "/":
             fail(where, f"{path!r} lies on the {owner!r} subvolume, which is not rolled back")
         inner = [m for m in points if m.startswith(path + "/")]
@@ -174,9 +174,3 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
 def _overlap(a: str, b: str) -> bool:
     """Whether one of two names relative to the top level is, or lies inside, the other."""
     return a == b or a.startswith(b + "/") or b.startswith(a + "/")
-
-
-def _owning_mount(path: str, mountpoints: list[str]) -> str:
-    """The deepest mount point that contains path."""
-    candidates = [m for m in mountpoints if m == "/" or path == m or path.startswith(m + "/")]
-    return max(candidates, key=mount_depth)

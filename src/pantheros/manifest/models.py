@@ -47,6 +47,11 @@ class Luks:
     label: str | None = None
     allow_discards: bool = False
 
+    @property
+    def mapper_path(self) -> str:
+        """The opened mapping's device node."""
+        return mapper_path(self.name)
+
 
 @dataclass(frozen=True)
 class Subvolume:
@@ -88,6 +93,17 @@ class Storage:
     def ordered_subvolumes(self) -> list[Subvolume]:
         """Subvolumes in mount order: parents before children."""
         return sorted(self.subvolumes, key=lambda s: (mount_depth(s.mountpoint), s.mountpoint))
+
+    def mount_points(self, *, root: bool = True, esp: bool = True) -> list[str]:
+        """Where the manifest mounts something: the subvolumes' mount points (without "/" when
+        root=False), then the ESP's (unless esp=False)."""
+        points = [s.mountpoint for s in self.subvolumes if root or s.mountpoint != "/"]
+        return [*points, self.esp.mountpoint] if esp and self.esp else points
+
+    def owner(self, path: str) -> Subvolume | None:
+        """The subvolume whose mount holds path (None: the ESP, or no subvolume at all)."""
+        mount = owning_mount(path, self.mount_points())
+        return next((s for s in self.subvolumes if s.mountpoint == mount), None)
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,17 @@ class Manifest:
 
 def mount_depth(mountpoint: str) -> int:
     return 0 if mountpoint == "/" else mountpoint.rstrip("/").count("/")
+
+
+def owning_mount(path: str, mount_points: list[str]) -> str | None:
+    """The deepest of mount_points that contains path (None when none does)."""
+    inside = [m for m in mount_points if m == "/" or path == m or path.startswith(m + "/")]
+    return max(inside, key=mount_depth) if inside else None
+
+
+def mapper_path(name: str) -> str:
+    """The device node of the device-mapper mapping called name (an opened LUKS volume)."""
+    return f"/dev/mapper/{name}"
 
 
 def build(doc: dict[str, Any], source: str) -> Manifest:

@@ -71,11 +71,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     st = machine.manifest.storage
     keep = diff.Filter(
         persisted=tuple(os.fsencode(p) for p in persist.declared_paths(machine)),
-        mountpoints=tuple(
-            os.fsencode(m)
-            for m in [s.mountpoint for s in st.subvolumes if s.mountpoint != "/"]
-            + ([st.esp.mountpoint] if st.esp else [])
-        ),
+        mountpoints=tuple(os.fsencode(m) for m in st.mount_points(root=False)),
         patterns=tuple(ignore_patterns(machine, args.ignore, args.ignore_file)),
     )
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
