@@ -80,9 +80,7 @@ def locate(machine: Machine, path: str) -> Where:
         where_is = f"the {owner.name} subvolume" if owner else "the ESP"
         via = f" ({given} resolves to it)" if resolved != given else ""
         raise UsageError(f"{resolved}{via} is on {where_is}: it already survives reboots")
-    st = machine.manifest.storage
-    inner = [s.mountpoint for s in st.subvolumes] + ([st.esp.mountpoint] if st.esp else [])
-    for mountpoint in sorted(inner):
+    for mountpoint in sorted(machine.manifest.storage.mount_points()):
         if mountpoint.startswith(resolved.rstrip("/") + "/"):
             raise Refused(
                 f"{resolved} contains {mountpoint}, where another subvolume is mounted: "
