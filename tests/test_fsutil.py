@@ -3,6 +3,7 @@ replaces a record whole or not at all."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
@@ -85,40 +86,52 @@ def test_write_json_replaces_whole_and_readable(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
 
 
-def test_write_json_failing_midway_keeps_the_old_file(tmp_path: Path) -> None:
+def test_write_json_of_what_json_cannot_encode_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "record.json"
     fsutil.write_json(path, {"kept": True})
-    # Part of it is written before the encoder meets what it cannot encode.
     with pytest.raises(TypeError):
         fsutil.write_json(path, {"big": "y" * 100000, "bad": object()})
     assert json.loads(path.read_text()) == {"kept": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["record.json"]
 
 
-def test_write_json_killed_midway_keeps_the_old_file(tmp_path: Path) -> None:
+def test_replace_file_failing_midway_keeps_the_old_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "record"
+    fsutil.replace_file(path, b"old")
+
+    def full_disk(fd: int) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full_disk)
+    with pytest.raises(PantherError) as raised:
+        fsutil.replace_file(path, b"new" * 100000)
+    assert str(raised.value) == f"cannot write {path}: No space left on device"
+    assert path.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["record"]
+
+
+def test_replace_file_killed_before_the_rename_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "record.json"
     fsutil.write_json(path, {"kept": True})
-    # A process SIGKILLed in the middle of encoding, after a large part was written out.
+    # SIGKILLed with the new content written out, at the fsync before the rename.
     script = f"""
 import os, signal
 from pathlib import Path
 from pantheros import fsutil
 
-class Dying(dict):
-    def items(self):
-        yield "big", "y" * 1000000
-        os.kill(os.getpid(), signal.SIGKILL)
-
-fsutil.write_json(Path({str(path)!r}), Dying(x=1))
+os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+fsutil.write_json(Path({str(path)!r}), {{"big": "y" * 1000000}})
 """
     proc = subprocess.run([sys.executable, "-c", script], check=False)
     assert proc.returncode == -signal.SIGKILL
     assert json.loads(path.read_text()) == {"kept": True}
-    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "record.json"]
+    leftovers = [p for p in tmp_path.iterdir() if p.name != "record.json"]
     assert len(leftovers) == 1
-    assert leftovers[0].startswith(".record.json.")
-    assert leftovers[0].endswith(".tmp")
-    assert os.path.getsize(tmp_path / leftovers[0]) > 0  # it had been writing
+    assert leftovers[0].name.startswith(".record.json.")
+    assert leftovers[0].name.endswith(".tmp")
+    assert os.path.getsize(leftovers[0]) > 1000000  # it had written the new content
     fsutil.write_json(path, {"next": 1})  # the leftover never stands in the way
     assert json.loads(path.read_text()) == {"next": 1}
 

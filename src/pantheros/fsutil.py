@@ -1,8 +1,8 @@
 """Small file helpers shared by diff, persist, restore and the records panther keeps.
 
 One helper per idiom: `copy_all` copies as `cp -a` does (into a `staging_dir` beside the
-destination, so the last step is a rename in one directory), `write_json` replaces a record so
-that a crash leaves the whole old file or the whole new one.
+destination, so the last step is a rename in one directory); `replace_file` (and `write_json`
+on it) replaces a file so that a crash leaves the whole old file or the whole new one.
 
 Paths inside a machine are resolved chroot-style (`resolve_inside`), and deletion goes through
 directory file descriptors opened with openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS): the kernel
@@ -306,8 +306,8 @@ def is_staging_dir(path: Path, dest: Path) -> bool:
     return path.parent == dest.parent and path.name.startswith(f".{dest.name}{STAGING_MARK}")
 
 
-def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
-    """Replace path with data as JSON (mode 0644): after a crash, the whole old or new file.
+def replace_file(path: Path, content: bytes) -> None:
+    """Replace path with content (mode 0644): after a crash, the whole old or new file.
 
     Written to a private temporary name in the same directory and flushed to disk before the
     rename, and the directory after it, so the rename never lands ahead of the data.
@@ -317,9 +317,8 @@ def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
     except OSError as exc:
         raise PantherError(f"cannot write {path}: {exc.strerror}") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=sort_keys)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
             f.flush()
             # Readable like any record panther writes (mkstemp makes it 0600).
             os.fchmod(f.fileno(), 0o644)
@@ -336,3 +335,9 @@ def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
         if isinstance(exc, OSError):
             raise PantherError(f"cannot write {path}: {exc.strerror}") from None
         raise
+
+
+def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
+    """Replace path with data as indented JSON, as `replace_file` does."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
+    replace_file(path, text.encode("utf-8"))
