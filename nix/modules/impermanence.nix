@@ -19,17 +19,20 @@ let
     (path: !lib.any (part: part == "." || part == "..") (lib.splitString "/" path)) // {
       description = "normalised absolute path";
     };
+  # The owner and mode of an entry that names none; `panther` reads the same file.
+  entryDefaults = builtins.fromJSON (builtins.readFile ../../src/pantheros/data/persistence-defaults.json);
+  defaultsFor = kind: { inherit (entryDefaults) user group; mode = entryDefaults.mode.${kind}; };
   entryOptions = kind: {
     options = {
       ${kind} = mkOption {
         type = absolutePath;
         description = "Absolute path, as the running system sees it.";
       };
-      user = mkOption { type = types.str; default = "root"; description = "Owner."; };
-      group = mkOption { type = types.str; default = "root"; description = "Group."; };
+      user = mkOption { type = types.str; default = (defaultsFor kind).user; description = "Owner."; };
+      group = mkOption { type = types.str; default = (defaultsFor kind).group; description = "Group."; };
       mode = mkOption {
         type = types.strMatching "0?[0-7]{3,4}";
-        default = if kind == "directory" then "0755" else "0644";
+        default = (defaultsFor kind).mode;
         description = "Permissions.";
       };
     };
@@ -42,11 +45,7 @@ let
     else
       let
         data = builtins.fromJSON (builtins.readFile cfg.persistenceFile);
-        withDefaults = kind: e: {
-          user = "root";
-          group = "root";
-          mode = if kind == "directory" then "0755" else "0644";
-        } // e;
+        withDefaults = kind: e: defaultsFor kind // e;
       in
       {
         directories = map (withDefaults "directory") (data.directories or [ ]);
@@ -71,14 +70,14 @@ let
     (map (d: d.directory) directories ++ map (f: f.file) files);
 
   # A persisted file's parent directory is made by impermanence with the owner and mode given
-  # here: those of the directory's own entry when it is declared, root's 0755 otherwise.
+  # here: those of the directory's own entry when it is declared, a directory's defaults otherwise.
   declaredDirectory = path: lib.findFirst (d: d.directory == path) null directories;
   parentOf = file:
     let
       parent = dirOf file;
       declared = declaredDirectory parent;
     in
-    if declared == null then { user = "root"; group = "root"; mode = "0755"; }
+    if declared == null then defaultsFor "directory"
     else { inherit (declared) user group mode; };
 
   deviceUnit = "${utils.escapeSystemdPath storage.btrfsDevice}.device";

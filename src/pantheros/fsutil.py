@@ -1,4 +1,8 @@
-"""Small file helpers shared by diff, persist and restore.
+"""Small file helpers shared by diff, persist, restore and the records panther keeps.
+
+One helper per idiom: `copy_all` copies as `cp -a` does (into a `staging_dir` beside the
+destination, so the last step is a rename in one directory); `replace_file` (and `write_json`
+on it) replaces a file so that a crash leaves the whole old file or the whole new one.
 
 Paths inside a machine are resolved chroot-style (`resolve_inside`), and deletion goes through
 directory file descriptors opened with openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS): the kernel
@@ -8,14 +12,18 @@ subvolume, another filesystem) stops it too. Nothing is deleted across a mount.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import fcntl
+import json
 import os
 import stat
 import struct
+import tempfile
 from pathlib import Path
 
+from pantheros import process
 from pantheros.errors import PantherError, Refused
 from pantheros.storage import blockdev
 
@@ -270,3 +278,66 @@ def remove_path(path: StrPath) -> None:
             raise PantherError(f"cannot delete {shown}: {exc.strerror}") from None
     finally:
         os.close(parent)
+
+
+def copy_all(source: StrPath, dest: StrPath) -> None:
+    """Copy source (a file or a whole tree) to dest, which does not exist yet, as `cp -a` does.
+
+    Owner, group, mode, timestamps, ACLs, xattrs and hardlinks are kept; reflinks share the
+    data where the filesystem can (btrfs), so a copy within one filesystem costs no data.
+    """
+    argv = ["cp", "-a", "--reflink=auto", "--no-target-directory"]
+    process.run([*argv, os.fspath(source), os.fspath(dest)], check=True)
+
+
+STAGING_MARK = ".panther-"
+
+
+def staging_dir(dest: Path) -> Path:
+    """A new private directory beside dest, to build dest in before one rename puts it in place.
+
+    mkdtemp: nobody can predict or pre-create the name, and the rename stays in one directory.
+    """
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}{STAGING_MARK}", dir=dest.parent))
+
+
+def is_staging_dir(path: Path, dest: Path) -> bool:
+    """Whether path is a name `staging_dir(dest)` makes (so one of ours, safe to remove)."""
+    return path.parent == dest.parent and path.name.startswith(f".{dest.name}{STAGING_MARK}")
+
+
+def replace_file(path: Path, content: bytes) -> None:
+    """Replace path with content (mode 0644): after a crash, the whole old or new file.
+
+    Written to a private temporary name in the same directory and flushed to disk before the
+    rename, and the directory after it, so the rename never lands ahead of the data.
+    """
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise PantherError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            # Readable like any record panther writes (mkstemp makes it 0600).
+            os.fchmod(f.fileno(), 0o644)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise PantherError(f"cannot write {path}: {exc.strerror}") from None
+        raise
+
+
+def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
+    """Replace path with data as indented JSON, as `replace_file` does."""
+    text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
+    replace_file(path, text.encode("utf-8"))

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from pantheros import manifest as manifests
+from pantheros.state.persist import hostfile
 from tests.helpers import REPO, nix_eval_json
 
 NIX_FILES = sorted(
@@ -397,6 +398,9 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
     files = {f["file"]: f["parentDirectory"] for f in persisted["files"]}
     assert files["/var/lib/app/key"] == {"user": "app", "group": "app", "mode": "0750"}
     assert files["/etc/from-file.conf"] == {"user": "root", "group": "root", "mode": "0755"}
+    # One table, two readers: panther fills in what the file leaves out as the module does.
+    for entry in hostfile.entries(hostfile.read(data)):
+        assert dataclasses.asdict(entry) == paths[entry.path]
 
 
 @needs_lib

@@ -340,3 +340,61 @@ def test_remove_keeps_live_data_that_was_never_covered_and_a_stale_journal_is_dr
     assert "names no copy; starting again" in proc.stderr
     reboot(lab)
     assert (app / "db").read_text() == "written since, on the root"
+
+
+def test_a_file_where_the_copy_needs_a_directory_is_one_line_and_resumable(lab: Path) -> None:
+    mnt = lab / "mnt"
+    app = mnt / "opt" / "app"
+    app.mkdir(parents=True)
+    (app / "db").write_text("data")
+    (mnt / "persist" / "opt").write_text("in the way")  # where /persist/opt/ must be made
+    proc = panther("persist", "add", "/opt/app", "--lab", str(lab))
+    persist_opt = (mnt / "persist" / "opt").resolve()
+    assert one_line_error(proc).startswith(
+        f"panther: error: persist add /opt/app: Not a directory: {persist_opt}/"
+    )
+    assert proc.returncode == 1
+    assert (app / "db").read_text() == "data"
+    assert mounts_under(app) == []
+    assert recorded(lab) == []
+    (mnt / "persist" / "opt").unlink()
+    proc = panther("persist", "add", "/opt/app", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    assert (mnt / "persist" / "opt" / "app" / "db").read_text() == "data"
+    assert journals(lab) == []
+
+
+def test_a_malformed_persistence_file_or_journal_is_one_line_and_changes_nothing(
+    lab: Path,
+) -> None:
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    (app / "db").write_text("data")
+    host_file = lab / "persistence.json"
+    for items in ([{"user": "root"}], ["/var/lib/x"], {"directory": "/x"}, [{"directory": 7}]):
+        host_file.write_text(json.dumps({"version": 1, "directories": items}))
+        for argv in (["add", "/var/lib/app"], ["list"], ["stray"]):
+            proc = panther("persist", *argv, "--lab", str(lab))
+            assert one_line_error(proc) == (
+                f'panther: error: {host_file}: "directories" is not a list of '
+                '{"directory": PATH, ...} items'
+            )
+            assert proc.returncode == 2
+    host_file.unlink()
+    assert journals(lab) == []
+    killed = panther("persist", "add", "/var/lib/app", "--lab", str(lab),
+                     env={KILL_AFTER_ENV: "staged"})  # fmt: skip
+    assert killed.returncode == -9
+    (name,) = journals(lab)
+    journal = lab / "mnt" / "persist" / ".pantheros" / "journal" / name
+    data = json.loads(journal.read_text())
+    assert data["step"] == "staged"
+    del data["boot"]
+    journal.write_text(json.dumps(data))
+    proc = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    assert one_line_error(proc) == (
+        f"panther: error: {journal} is not a journal of /var/lib/app: move it away"
+    )
+    assert proc.returncode == 2
+    assert (app / "db").read_text() == "data"
+    assert mounts_under(app) == []

@@ -79,7 +79,7 @@ def run_rollback(
 def _record(top: Path, manifest: manifests.Manifest, outcome: Outcome) -> None:
     try:
         rollback.write_record(rollback.record_path(top, manifest), manifest, outcome)
-    except OSError as exc:
+    except (OSError, PantherError) as exc:
         # Loud, but the root itself is what it is: the exit code stays the rollback's own.
         ui.warn(f"could not record the rollback result: {exc}")
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from pantheros import btrfs, process
 from pantheros.errors import PantherError, UsageError
+from pantheros.fsutil import write_json
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
 from pantheros.storage import blockdev
@@ -245,13 +246,7 @@ class OldRoots:
             pins[key] = root.name
         else:
             del pins[key]
-        path = self.location / PIN_FILE
-        tmp = path.with_name(PIN_FILE + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(pins, f, indent=2, sort_keys=True)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json(self.location / PIN_FILE, pins, sort_keys=True)
         btrfs.sync(self.top)
         return True
 

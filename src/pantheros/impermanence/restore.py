@@ -12,12 +12,11 @@ staging directory is removed whatever happens.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
-from pantheros import btrfs, process
+from pantheros import btrfs
 from pantheros.errors import Refused, UsageError
-from pantheros.fsutil import foreign_inside, remove_path, resolve_inside
+from pantheros.fsutil import copy_all, foreign_inside, remove_path, resolve_inside, staging_dir
 from pantheros.machine import Machine
 from pantheros.storage import blockdev
 
@@ -54,13 +53,10 @@ def restore(source_root: Path, path: str, dest: Path, *, force: bool) -> Path:
         raise Refused(f"{dest} exists; give --force to replace it, or --to another place")
     if not dest.parent.is_dir():
         raise UsageError(f"{dest.parent} does not exist")
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.panther-", dir=dest.parent))
+    staging = staging_dir(dest)
     try:
         staged = staging / dest.name
-        process.run(
-            ["cp", "-a", "--reflink=auto", "--no-target-directory", str(source), str(staged)],
-            check=True,
-        )
+        copy_all(source, staged)
         if os.path.lexists(dest):
             # Swapped in one step; what it replaces ends up in staging and goes with it.
             btrfs.renameat2(staged, dest, btrfs.RENAME_EXCHANGE)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import os
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pantheros import btrfs
+from pantheros.fsutil import write_json
 from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
@@ -50,12 +50,7 @@ def write_record(path: Path, manifest: Manifest, outcome: Outcome) -> None:
         **asdict(outcome),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_json(path, data)
 
 
 @contextlib.contextmanager

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 
@@ -121,10 +125,32 @@ class Impermanence:
 @dataclass(frozen=True)
 class PersistenceEntry:
     path: str
-    kind: str
-    user: str = "root"
-    group: str = "root"
-    mode: str = "0755"
+    kind: str  # directory | file
+    user: str
+    group: str
+    mode: str
+
+    @classmethod
+    def with_defaults(cls, path: str, kind: str, given: Mapping[str, Any]) -> PersistenceEntry:
+        """The entry, with the owner and mode the NixOS module gives where given names none."""
+        defaults = _entry_defaults()
+        return cls(
+            path=path,
+            kind=kind,
+            user=given.get("user", defaults["user"]),
+            group=given.get("group", defaults["group"]),
+            mode=given.get("mode", defaults["mode"][kind]),
+        )
+
+
+@cache
+def _entry_defaults() -> dict[str, Any]:
+    """One table, two readers: nix/modules/impermanence.nix reads the same file."""
+    text = (
+        Path(__file__).resolve().parent.parent / "data" / "persistence-defaults.json"
+    ).read_text()
+    defaults: dict[str, Any] = json.loads(text)
+    return defaults
 
 
 @dataclass(frozen=True)
@@ -218,14 +244,7 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
         ),
     )
     persistence = tuple(
-        PersistenceEntry(
-            path=e["path"],
-            kind=e["kind"],
-            user=e.get("user", "root"),
-            group=e.get("group", "root"),
-            mode=e.get("mode", "0755" if e["kind"] == "directory" else "0644"),
-        )
-        for e in doc["persistence"]
+        PersistenceEntry.with_defaults(e["path"], e["kind"], e) for e in doc["persistence"]
     )
     sec = doc["security"]
     security = Security(
