@@ -369,12 +369,9 @@ def bind_mount(machine: Machine, where: Where) -> None:
             where.live.parent.mkdir(parents=True, exist_ok=True)
             where.live.touch()
     with mounts.host_namespace():
-        blockdev.mount(str(where.copy), where.live, ["bind"])
-    if machine.lab is not None:
-        state = machine.lab.state()
-        if state is not None:
-            state.mounts.append({"path": str(where.live), "what": f"bind:{where.path}"})
-            state.save()
+        mounts.mount(str(where.copy), where.live, ["bind"])
+    if machine.lab is not None and (record := machine.lab.record()) is not None:
+        record.add_bind(where.live, where.path)
 
 
 def _entry_for(path: str, source: Path) -> PersistenceEntry:
@@ -592,14 +589,13 @@ def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) 
                 raise Refused(f"{tree} contains {foreign}, a mount point or another subvolume")
         if mounted:
             with mounts.host_namespace():
-                blockdev.unmount(where.live)
+                mounts.unmount(where.live)
             # This command's private namespace holds its own copy of the mount.
             if blockdev.mount_at(where.live) is not None:
-                blockdev.unmount(where.live)
-        if machine.lab is not None and (state := machine.lab.state()) is not None:
+                mounts.unmount(where.live)
+        if machine.lab is not None and (record := machine.lab.record()) is not None:
             # Also when it was not mounted: the lab must not wait for a mount it will not get.
-            state.mounts = [m for m in state.mounts if m["path"] != str(where.live)]
-            state.save()
+            record.drop_bind(where.live)
         # Under the mount is the emptied original (or, for a file, its stale content): the
         # copy replaces it. A live path that was never covered holds data of its own: kept.
         live_is_ours = mounted or not os.path.lexists(where.live) or _empty_dir(where.live)
