@@ -69,7 +69,7 @@ def modules(src: Path) -> dict[str, str]:
 
 def imported(source: str, known: set[str]) -> set[str]:
     """The pantheros modules source imports (`from a import b` is a.b when that is a module)."""
-    found = set()
+    found: set[str] = set()
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found.update(a.name for a in node.names if a.name.split(".")[0] == "pantheros")
