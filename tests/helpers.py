@@ -200,3 +200,15 @@ def attach_partitioned(image: Path) -> str:
     ).stdout.strip()
     subprocess.run(["partx", "--update", dev], check=False)
     return dev
+
+
+def nix_eval_json(expr: str) -> Any:
+    """A Nix expression's value, strictly evaluated, as JSON; fails the test with Nix's error."""
+    proc = subprocess.run(
+        ["nix-instantiate", "--eval", "--strict", "--json", "--readonly-mode", "-E", expr],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)

@@ -676,15 +676,7 @@ in
     # nixos/modules/system/boot/systemd.nix
     systemd = {
       globalEnvironment = mkOption {
-        type =
-          with types;
-          attrsOf (
-            nullOr (oneOf [
-              str
-              path
-              package
-            ])
-          );
+        type = systemd.types.environment;
         default = { };
       };
       services = mkOption {

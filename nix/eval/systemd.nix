@@ -10,6 +10,17 @@ let
 
   # systemd-lib.nix `unitNameType`: a unit name with its type suffix.
   unitNameType = types.strMatching "[a-zA-Z0-9@%:_.\\-]+[.](service|socket|device|mount|automount|swap|target|path|timer|scope|slice)";
+  # unit-options' `environment` and systemd.nix's `globalEnvironment`: a null unsets a variable.
+  environmentType =
+    with types;
+    attrsOf (
+      nullOr (oneOf [
+        str
+        path
+        package
+      ])
+    );
+
   unitNames = mkOption {
     type = types.listOf unitNameType;
     default = [ ];
@@ -179,15 +190,7 @@ let
     {
       options = {
         environment = mkOption {
-          type =
-            with types;
-            attrsOf (
-              nullOr (oneOf [
-                str
-                path
-                package
-              ])
-            );
+          type = environmentType;
           default = { };
         };
         path = mkOption {
@@ -364,6 +367,7 @@ in
   inherit escapeSystemdPath;
 
   types = {
+    environment = environmentType;
     initrdServices = types.attrsOf (
       types.submodule [
         commonUnitOptions

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from trees import LEVEL, failing_tree
 
-from helpers import panther
+from helpers import nix_eval_json, panther
 from pantheros.audit import fixes
 
 
@@ -76,14 +76,7 @@ def test_the_fix_snippet_is_one_module_nix_parses_and_evaluates(tmp_path: Path) 
         " sysctl = m.boot.kernel.sysctl; ssh = m.services.openssh.settings;"
         " users = m.users.users; }"
     )
-    evaluated = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "--readonly-mode", "-E", expr],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert evaluated.returncode == 0, evaluated.stderr
-    out = json.loads(evaluated.stdout)
+    out = nix_eval_json(expr)
     by_area: dict[str, list[dict[str, Any]]] = {}
     for f in failed:
         by_area.setdefault(f["area"], []).append(f)

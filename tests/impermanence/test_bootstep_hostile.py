@@ -432,25 +432,15 @@ def _full_boot(pfs: Pfs, *override: str) -> subprocess.CompletedProcess[str]:
     return step(pfs, *override)
 
 
-def test_full_disk_with_only_pinned_old_roots_keeps_them(pfs: Pfs) -> None:
-    _boots_with_data(pfs, 3)
-    pins = {str(btrfs.subvolume_info(pfs.old_roots / n).uuid): n for n in pfs.old_root_names()}
-    (pfs.old_roots / ".pantheros-pins.json").write_text(json.dumps(pins))
-    names = pfs.old_root_names()
-    root_id = btrfs.subvolume_info(pfs.root).id
-    proc = _full_boot(pfs, "--keep-min", "0")
-    assert proc.returncode == 6, proc.stderr
-    assert "no old root may be pruned" in proc.stderr
-    assert "pruned=" not in proc.stdout
-    assert pfs.old_root_names() == names
-    assert btrfs.subvolume_info(pfs.root).id == root_id
-
-
-def test_full_disk_with_keep_min_old_roots_keeps_them(pfs: Pfs) -> None:
+@pytest.mark.parametrize("why", ["pinned", "keep-min"])
+def test_full_disk_with_no_prunable_old_root_keeps_them(pfs: Pfs, why: str) -> None:
     _boots_with_data(pfs, 3)
     names = pfs.old_root_names()
+    if why == "pinned":
+        pins = {str(btrfs.subvolume_info(pfs.old_roots / n).uuid): n for n in names}
+        (pfs.old_roots / ".pantheros-pins.json").write_text(json.dumps(pins))
     root_id = btrfs.subvolume_info(pfs.root).id
-    proc = _full_boot(pfs, "--keep-min", "3")
+    proc = _full_boot(pfs, "--keep-min", "0" if why == "pinned" else "3")
     assert proc.returncode == 6, proc.stderr
     assert "no old root may be pruned" in proc.stderr
     assert "pruned=" not in proc.stdout

@@ -7,7 +7,6 @@ two stdenv helpers they call (runHook, substituteInPlace --replace-fail) defined
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, nix_eval_json
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 BOOT = REPO / "src" / "pantheros" / "data" / "boot"
@@ -56,14 +55,7 @@ def phases(bash: str) -> dict[str, str]:
         }};
       in {{ inherit (drv) buildPhase installPhase postFixup installCheckPhase; }}
     """
-    proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    found: dict[str, str] = json.loads(proc.stdout)
+    found: dict[str, str] = nix_eval_json(expr)
     return found
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from helpers import REPO
+from helpers import REPO, nix_eval_json
 from pantheros import manifest as manifests
 
 NIX_FILES = sorted(
@@ -68,14 +68,7 @@ def test_the_flake_exports_module_paths() -> None:
         kind = m: if builtins.isPath m then "path" else map toString m.imports;
       in builtins.mapAttrs (_: kind) flake.nixosModules
     """
-    proc = subprocess.run(
-        ["nix-instantiate", "--eval", "--strict", "--json", "-E", expr],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
-    exported = json.loads(proc.stdout)
+    exported = nix_eval_json(expr)
     modules = REPO / "nix" / "modules"
     assert exported["storage"] == exported["security"] == exported["manifest"] == "path"
     for name, file in [("impermanence", "impermanence"), ("default", "default")]:

@@ -79,6 +79,13 @@ class Tree:
     def spec_file(self, spec_id: str) -> Path:
         return self.specs_dir / spec_id / "spec.md"
 
+    def requirement_count(self, spec_id: str) -> int:
+        """How many requirements a spec has; 0 for one that does not parse (as OpenSpec counts)."""
+        try:
+            return len(parse.parse_spec(parse.read(self.spec_file(spec_id))).requirements)
+        except parse.SpecError:
+            return 0
+
 
 def _tree() -> Tree | None:
     root = find_root(Path.cwd())
@@ -215,13 +222,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if tree is None:
         return _fail_json(NO_ROOT) if args.json else ExitCode.FAILURE
     if args.specs:
-        rows = []
-        for spec_id in tree.specs():
-            try:
-                count = len(parse.parse_spec(parse.read(tree.spec_file(spec_id))).requirements)
-            except parse.SpecError:
-                count = 0
-            rows.append({"id": spec_id, "requirementCount": count})
+        rows = [{"id": s, "requirementCount": tree.requirement_count(s)} for s in tree.specs()]
         if args.json:
             ui.emit_json({"specs": rows, "root": tree.root_json()})
         else:

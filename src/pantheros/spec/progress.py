@@ -204,13 +204,9 @@ def dashboard(tree: Tree) -> dict[str, Any]:
         entry = {"name": name, "completedTasks": done, "totalTasks": total}
         (draft if total == 0 else completed if done == total else active).append(entry)
     active.sort(key=lambda c: (c["completedTasks"] / c["totalTasks"], c["name"]))
-    specs: list[dict[str, Any]] = []
-    for spec_id in tree.specs():
-        try:
-            count = len(parse.parse_spec(parse.read(tree.spec_file(spec_id))).requirements)
-        except parse.SpecError:
-            count = 0
-        specs.append({"id": spec_id, "requirementCount": count})
+    specs: list[dict[str, Any]] = [
+        {"id": s, "requirementCount": tree.requirement_count(s)} for s in tree.specs()
+    ]
     specs.sort(key=lambda s: -s["requirementCount"])
     return {
         "summary": {
