@@ -92,6 +92,8 @@ def corrupt(root: Path, change: str) -> str:
             mounts[0]["path"] = "/etc"
         case "mount beside":
             mounts[0]["path"] = f"{root}-other"
+        case "mount climbing out":
+            mounts[0]["path"] = f"{root}/../etc"
         case "unknown kind":
             mounts[0]["kind"] = "nfs"
         case "esp of something":
@@ -117,6 +119,7 @@ CHANGES = [
     "mapping with a slash",
     "mount outside",
     "mount beside",
+    "mount climbing out",
     "unknown kind",
     "esp of something",
     "relative bind",

@@ -189,18 +189,16 @@ def _require(condition: object, reason: str) -> None:
 
 
 def _inside(path: str, directory: Path) -> bool:
-    return path == str(directory) or path.startswith(f"{directory}/")
+    inside = path == str(directory) or path.startswith(f"{directory}/")
+    return inside and os.path.normpath(path) == path  # no `..` climbing out
 
 
 def _mount(entry: Any, directory: Path, *, old_format: bool) -> RecordedMount:
     if not isinstance(entry, dict):
         raise TypeError(f"mount {entry!r} is not a JSON object")
     path = entry.get("path")
-    if not isinstance(path, str) or not (
-        path == str(directory) or path.startswith(f"{directory}/")
-    ):
+    if not isinstance(path, str) or not _inside(path, directory):
         raise ValueError(f"mount path {path!r} is not inside {directory}")
-    assert isinstance(path, str)  # for mypy: inside says so
     if old_format:
         # Before version 2 one string said it all: a subvolume's name, "esp" or "bind:/path".
         _require(set(entry) == {"path", "what"}, f"mount {entry!r} has unknown keys")
