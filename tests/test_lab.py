@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from helpers import REPO, attach_partitioned, one_line_error, panther
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 

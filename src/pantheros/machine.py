@@ -15,7 +15,7 @@ from pathlib import Path
 from pantheros import btrfs, locking
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, Refused, UsageError
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.manifest.models import Subvolume
 from pantheros.storage import blockdev, mounts, tree
 

@@ -14,7 +14,7 @@ import pytest
 from helpers import Pfs, one_line_error, panther
 from pantheros import btrfs
 from pantheros.impermanence import blank
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 
 pytestmark = pytest.mark.root
 

@@ -15,7 +15,7 @@ from helpers import one_line_error, panther
 from pantheros import btrfs, locking
 from pantheros.errors import Refused
 from pantheros.fsutil import remove_path
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV
 from pantheros.storage import blockdev
 

@@ -25,7 +25,7 @@ from hypothesis.stateful import (
 )
 
 from helpers import cleanup_under, panther
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV, STEPS
 
 pytestmark = pytest.mark.root

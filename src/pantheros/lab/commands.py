@@ -9,7 +9,7 @@ from pathlib import Path
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import ExitCode, PantherError, UsageError
-from pantheros.lab import Lab, default_dir, parse_size
+from pantheros.lab.lab import Lab, default_dir, parse_size
 from pantheros.machine import Machine
 from pantheros.storage import tree
 

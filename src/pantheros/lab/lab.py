@@ -1,0 +1,247 @@
+"""The Lab: a lab directory, its image, its mounts and its lock.
+
+The lab is a directory holding `disk.img`, the `manifest.json` it was laid out with, and `mnt/`,
+where the tree is mounted as a PantherOS machine mounts it (the root subvolume at mnt/, persist
+at mnt/persist, ...). `up` is idempotent; `down` undoes only what `up` did.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from pantheros import locking, ui
+from pantheros import manifest as manifests
+from pantheros.errors import Refused, UsageError
+from pantheros.lab.report import LabDown, LabStatus, LabUp
+from pantheros.storage import blockdev, layout, mounts, tree
+from pantheros.storage.record import MountRecord, RecordedMount
+
+DEFAULT_DIR = "/var/lib/pantheros/lab"
+
+
+def default_dir() -> Path:
+    return Path(os.environ.get("PANTHER_LAB_DIR", DEFAULT_DIR))
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+    raw = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = raw[-1] if raw and raw[-1] in units else ""
+    number = raw[: len(raw) - len(unit)]
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise UsageError(f"not a size: {text!r} (try 4G or 512M)") from None
+    if value <= 0:
+        raise UsageError(f"not a size: {text!r} (try 4G or 512M)")
+    return int(value)
+
+
+@dataclass(frozen=True)
+class Lab:
+    """A lab directory. Every command here is idempotent and finishes what a killed one left.
+
+    What the lab made: disk.img (laid out as disk.img.new, renamed when complete),
+    manifest.json, persistence.json (`panther persist` records), mnt/, the lock file, and the
+    mount record under the state directory. The recorded loop device is used only while the
+    kernel says this lab's image (the same path, device and inode) backs it.
+    """
+
+    directory: Path
+
+    @property
+    def image(self) -> Path:
+        return self.directory / "disk.img"
+
+    @property
+    def new_image(self) -> Path:
+        return self.directory / "disk.img.new"
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.directory / "manifest.json"
+
+    @property
+    def persistence_path(self) -> Path:
+        return self.directory / "persistence.json"
+
+    @property
+    def lock_path(self) -> Path:
+        return self.directory / ".lock"
+
+    @property
+    def mnt(self) -> Path:
+        return self.directory / "mnt"
+
+    def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """The lab's writer lock, `DIR/.lock` (see pantheros.locking)."""
+        return locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait)
+
+    def manifest(self) -> manifests.Manifest:
+        return manifests.load(self.manifest_path)
+
+    def record(self) -> MountRecord | None:
+        """The mount record, if its loop device is still backed by this lab's image.
+
+        `panther persist` records its bind mounts here (MountRecord.add_bind, drop_bind).
+        """
+        record = MountRecord.load(self.mnt.resolve())
+        if record is None or record.loop is None:
+            return record
+        return record if blockdev.loop_is_backed_by(record.loop, self.image) else None
+
+    def loop(self) -> str | None:
+        """The loop device this lab's image is attached to, verified; None when detached."""
+        record = self.record()
+        if record is not None and record.loop is not None:
+            return record.loop
+        found = blockdev.loop_for_image(self.image) if self.image.exists() else []
+        return found[0] if found else None
+
+    def mounted(self) -> list[RecordedMount]:
+        """The recorded mounts really in place from this lab's disk, in mount order."""
+        record = self.record()
+        devices = record.devices() if record else None
+        if not record or not devices:
+            return []
+        live = {m.mountpoint for m in blockdev.mounts_from(devices)}
+        return [m for m in record.mounts if m.path in live]
+
+    def is_up(self) -> bool:
+        """Every subvolume of the manifest and every recorded mount is in place, from our disk."""
+        record = self.record()
+        if record is None or not self.manifest_path.exists():
+            return False
+        storage = self.manifest().storage
+        root = str(self.mnt.resolve())
+        expected = {root + point.rstrip("/") for point in storage.mount_points(esp=False)}
+        recorded = {m.path for m in record.mounts}
+        return expected <= recorded and len(self.mounted()) == len(recorded)
+
+    def up(self, size: int, manifest_source: str | None) -> LabUp:
+        """Lay out (when there is no image yet) and mount the lab; finish a half-done one."""
+        mounts.require_root("panther lab up")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        if self.mnt.is_symlink():
+            # The tree would be mounted wherever the link points, outside the lab.
+            raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
+        with self.lock():
+            if not self.manifest_path.exists():
+                source = manifest_source or str(manifests.bundled_path("lab"))
+                manifests.load(source)  # reject a bad manifest before copying it
+                _copy_atomically(Path(source), self.manifest_path)
+            elif manifest_source:
+                raise UsageError(
+                    f"the lab at {self.directory} already has a manifest; "
+                    "`panther lab down --purge` first to use another"
+                )
+            manifest = self.manifest()
+            if self.is_up():
+                return LabUp(self.directory, self.mnt, already_up=True, laid_out=False)
+            laid_out = not self.image.exists()
+            if laid_out:
+                self._make_image(manifest, size)
+            self.mount()
+            return LabUp(self.directory, self.mnt, already_up=False, laid_out=laid_out)
+
+    def mount(self) -> MountRecord:
+        """Mount the tree from the image (`up`, and `reboot` as it boots)."""
+        return tree.mount_tree(
+            self.manifest(),
+            str(self.manifest_path),
+            str(self.image),
+            str(self.mnt),
+            None,
+            adopt_loop=True,
+            # Said once, when the image was laid out: not at every mount.
+            warn_esp=False,
+        )
+
+    def _make_image(self, manifest: manifests.Manifest, size: int) -> None:
+        """Lay out a new image under a temporary name: disk.img exists only when complete."""
+        self._drop_new_image()
+        with open(self.new_image, "xb") as f:
+            f.truncate(size)
+        try:
+            ui.progress(f"laying out {self.image} ({size // 1024**2} MiB, sparse)")
+            layout.format_disk(manifest, str(self.new_image), yes_wipe=False, secret=None)
+            os.rename(self.new_image, self.image)
+        except BaseException:
+            self._drop_new_image()
+            raise
+        if manifest.storage.esp and not blockdev.kernel_supports("vfat"):
+            ui.warn(tree.ESP_UNMOUNTABLE)
+
+    def _drop_new_image(self) -> None:
+        """Remove a half-made image, detaching the loop devices a killed layout left on it."""
+        if not self.new_image.exists():
+            return
+        for dev in blockdev.loop_for_image(self.new_image):
+            blockdev.detach_if_backed_by(dev, self.new_image)
+        self.new_image.unlink()
+
+    def status(self) -> LabStatus:
+        image = self.image.exists()
+        manifest = self.manifest() if self.manifest_path.exists() else None
+        return LabStatus(
+            dir=self.directory,
+            up=self.is_up(),
+            image=self.image if image else None,
+            image_bytes=self.image.stat().st_size if image else None,
+            device=self.loop(),
+            manifest=self.manifest_path if manifest else None,
+            host=manifest.host if manifest else None,
+            root=self.mnt,
+            mounts=tuple(self.mounted()),
+        )
+
+    def down(self, purge: bool) -> LabDown:
+        mounts.require_root("panther lab down")
+        if not self.directory.is_dir():
+            ui.info(f"there is no lab at {self.directory}")
+            return LabDown(self.directory, was_up=False, purged=False)
+        with self.lock():
+            was_up = self._take_down()
+            if purge:
+                self._purge()
+        return LabDown(self.directory, was_up=was_up, purged=purge)
+
+    def _take_down(self) -> bool:
+        """Unmount and detach; loop devices of this image that no record names go too.
+
+        Whether there was anything to take down."""
+        root = self.mnt.resolve()
+        record = MountRecord.load(root)
+        if record is not None:
+            tree.unmount_tree(str(root))  # verifies the loop device, or forgets the record
+        leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
+        for dev in leftovers:
+            # A run killed after attaching, before recording: adopt the device, then undo it.
+            MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
+            tree.unmount_tree(str(root))
+        if record is None and not leftovers:
+            ui.info(f"the lab at {self.directory} is not up")
+            return False
+        return True
+
+    def _purge(self) -> None:
+        made = [self.image, self.new_image, self.manifest_path, self.persistence_path]
+        for path in made:
+            path.unlink(missing_ok=True)
+        # Directories go only when empty: the lab never deletes what it did not make.
+        if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
+            self.mnt.rmdir()
+        self.lock_path.unlink(missing_ok=True)
+        if not any(self.directory.iterdir()):
+            self.directory.rmdir()
+        ui.info(f"removed the lab's image, manifest and records in {self.directory}")
+
+
+def _copy_atomically(source: Path, dest: Path) -> None:
+    tmp = dest.with_name(f".{dest.name}.tmp")
+    shutil.copyfile(source, tmp)
+    os.replace(tmp, dest)
