@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "pantheros.completion",
     "pantheros.impermanence.boot",
     "pantheros.impermanence.commands",
+    "pantheros.lab.commands",
     "pantheros.spec.commands",
     "pantheros.spec.progress",
     "pantheros.spec.trace",

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -441,4 +441,75 @@ def test_a_down_lab_is_attached_for_a_look_only_under_its_lock(lab: Path) -> Non
     assert reader.returncode == 0, err
     assert "waiting for another panther command" in err
     assert json.loads(out)["root"]["state"] == "down"
+    assert_down(lab)
+
+
+def test_lab_up_when_up_says_one_line_and_warns_only_when_laying_out(workdir: Path) -> None:
+    lab = workdir / "lab"
+    first = panther("lab", "up", str(lab), "--size", "1G")
+    assert first.returncode == 0, first.stderr
+    assert "What to try next" in first.stdout
+    vfat = "vfat" in Path("/proc/filesystems").read_text().split()
+    # A kernel without vfat is warned about once, when the image is laid out.
+    assert first.stderr.count("warning:") == (0 if vfat else 1), first.stderr
+    again = panther("lab", "up", str(lab))
+    assert again.returncode == 0, again.stderr
+    assert again.stdout == ""
+    assert again.stderr.splitlines() == [
+        f"the lab at {lab} is already up; its root is at {lab / 'mnt'}"
+    ]
+    as_json = panther("lab", "up", str(lab), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    assert json.loads(as_json.stdout) == {
+        "dir": str(lab),
+        "root": str(lab / "mnt"),
+        "already_up": True,
+        "laid_out": False,
+    }
+    down = panther("lab", "down", str(lab), "--json")
+    assert json.loads(down.stdout) == {"dir": str(lab), "was_up": True, "purged": False}
+    # Up again from the laid-out image: mounted without a new layout, and without the warning.
+    up = panther("lab", "up", str(lab), "--json")
+    assert up.returncode == 0, up.stderr
+    assert json.loads(up.stdout)["laid_out"] is False
+    assert json.loads(up.stdout)["already_up"] is False
+    assert "warning:" not in up.stderr
+
+
+def test_lab_status_shows_a_persisted_path_as_a_bind_mount(lab: Path) -> None:
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    added = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    assert added.returncode == 0, added.stderr
+    text = panther("lab", "status", str(lab)).stdout
+    assert f"  {app}  <- bind mount of persistent /var/lib/app\n" in text
+    assert "subvolume bind:" not in text
+    status = json.loads(panther("lab", "status", str(lab), "--json").stdout)
+    assert status["binds"] == {str(app): "/var/lib/app"}
+    assert str(app) not in status["mounts"]
+    assert status["up"] is True
+    removed = panther("persist", "remove", "/var/lib/app", "--lab", str(lab))
+    assert removed.returncode == 0, removed.stderr
+    status = json.loads(panther("lab", "status", str(lab), "--json").stdout)
+    assert status["binds"] == {}
+    assert status["up"] is True
+
+
+def test_a_record_written_by_the_previous_version_is_read_and_undone(lab: Path) -> None:
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    assert panther("persist", "add", "/var/lib/app", "--lab", str(lab)).returncode == 0
+    before = json.loads(panther("lab", "status", str(lab), "--json").stdout)
+    # The record as panther before the typed record wrote it: "what" says everything.
+    (path,) = (workdir_state() / "mounts").iterdir()
+    record = json.loads(path.read_text())
+    record.pop("version")
+    record["mounts"] = [
+        {"path": m["path"], "what": f"bind:{m['of']}" if m["kind"] == "bind" else m["of"]}
+        for m in record["mounts"]
+    ]
+    path.write_text(json.dumps(record))
+    assert json.loads(panther("lab", "status", str(lab), "--json").stdout) == before
+    down = panther("lab", "down", str(lab))
+    assert down.returncode == 0, down.stderr
     assert_down(lab)

@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from pantheros.audit import commands as audit_commands
     from pantheros.impermanence import boot
     from pantheros.impermanence import commands as impermanence_commands
+    from pantheros.lab import commands as lab_commands
     from pantheros.spec import commands as spec_commands
     from pantheros.spec import progress as spec_progress
     from pantheros.spec import trace as spec_trace
@@ -52,6 +53,7 @@ else:
     audit_commands = _lazy("pantheros.audit.commands")
     boot = _lazy("pantheros.impermanence.boot")
     impermanence_commands = _lazy("pantheros.impermanence.commands")
+    lab_commands = _lazy("pantheros.lab.commands")
     spec_commands = _lazy("pantheros.spec.commands")
     spec_progress = _lazy("pantheros.spec.progress")
     spec_trace = _lazy("pantheros.spec.trace")
@@ -167,12 +169,14 @@ def _disk(sub: Any) -> None:
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("--yes-wipe", action="store_true", help="erase what is on TARGET")
+    p.add_argument("--json", action="store_true", help="the result as JSON")
     _secret_args(p)
     _on(p, lambda: disk_commands.cmd_disk_format)
     p = dsub.add_parser("mount", help="mount the whole tree under DIR")
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("directory", metavar="DIR", help="where the root subvolume is mounted")
+    p.add_argument("--json", action="store_true", help="what was mounted where, as JSON")
     _secret_args(p)
     _on(p, lambda: disk_commands.cmd_disk_mount)
     p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
@@ -193,24 +197,26 @@ def _lab(sub: Any) -> None:
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
+    p.add_argument("--json", action="store_true", help="the result as JSON, without the tour")
     _no_wait_arg(p)
-    _on(p, lambda: disk_commands.cmd_lab_up)
+    _on(p, lambda: lab_commands.cmd_lab_up)
     p = lsub.add_parser("status", help="what the lab has mounted where")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--json", action="store_true", help="the lab's state as JSON")
     _no_wait_arg(p)
-    _on(p, lambda: disk_commands.cmd_lab_status)
+    _on(p, lambda: lab_commands.cmd_lab_status)
     p = lsub.add_parser(
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
     )
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     _no_wait_arg(p)
-    _on(p, lambda: impermanence_commands.cmd_lab_reboot)
+    _on(p, lambda: lab_commands.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
+    p.add_argument("--json", action="store_true", help="the result as JSON")
     _no_wait_arg(p)
-    _on(p, lambda: disk_commands.cmd_lab_down)
+    _on(p, lambda: lab_commands.cmd_lab_down)
 
 
 def _impermanence(sub: Any) -> None:

@@ -15,9 +15,9 @@ from pathlib import Path
 from pantheros import btrfs, locking
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, Refused, UsageError
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.manifest.models import Subvolume
-from pantheros.storage import blockdev, layout, mounts
+from pantheros.storage import blockdev, mounts, tree
 
 
 @dataclass(frozen=True)
@@ -76,14 +76,14 @@ class Machine:
             with self.lab.lock():
                 loop = self.lab.loop()  # verified: backed by this lab's image
                 if loop is not None:
-                    yield layout.btrfs_device(self.manifest, loop)
+                    yield tree.btrfs_device(self.manifest, loop)
                     return
                 if not self.lab.image.exists():
                     raise UsageError(
                         f"the lab at {self.lab.directory} has no image (panther lab up)"
                     )
-                with layout.attached(str(self.lab.image)) as (disk, _):
-                    yield layout.btrfs_device(self.manifest, disk)
+                with blockdev.attached(str(self.lab.image)) as (disk, _):
+                    yield tree.btrfs_device(self.manifest, disk)
             return
         entry = blockdev.mount_at("/")
         if entry is None or entry.fstype != "btrfs":

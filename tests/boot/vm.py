@@ -25,7 +25,7 @@ from pantheros.impermanence import blank, bootstep, rollback
 from pantheros.impermanence.boot import LOGIN_WARNING, finish
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import OldRoot, OldRoots
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.machine import Machine as PantherMachine
 
 LAB = manifests.load(manifests.bundled_path("lab"))

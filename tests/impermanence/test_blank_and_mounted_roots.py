@@ -13,7 +13,7 @@ import pytest
 
 from pantheros import btrfs
 from pantheros.impermanence import blank
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from tests.helpers import Pfs, one_line_error, panther
 
 pytestmark = pytest.mark.root

@@ -14,7 +14,7 @@ import pytest
 from pantheros import btrfs, locking
 from pantheros.errors import Refused
 from pantheros.fsutil import remove_path
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV
 from pantheros.storage import blockdev
 from tests.helpers import one_line_error, panther

@@ -24,7 +24,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from pantheros.lab import Lab
+from pantheros.lab.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV, STEPS
 from tests.helpers import cleanup_under, panther
 

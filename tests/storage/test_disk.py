@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from pantheros import manifest as manifests
-from pantheros.storage import layout
+from pantheros.storage import blockdev, layout, luks
 from tests.helpers import one_line_error, panther, sha256
 
 pytestmark = pytest.mark.root
@@ -243,7 +243,7 @@ def test_not_root(image: Callable[..., Path], workdir: Path) -> None:
 def test_luks_without_device_mapper_is_refused_before_any_change(
     image: Callable[..., Path], workdir: Path
 ) -> None:
-    if layout.device_mapper_available():
+    if luks.device_mapper_available():
         pytest.skip("this kernel has device-mapper; the refusal path cannot be reached here")
     img = image(1024)
     key = workdir / "key"
@@ -263,8 +263,8 @@ def test_luks2_header_written_by_the_format_steps(
     key = workdir / "key"
     key.write_bytes(os.urandom(64))
     manifest = manifests.bundled("workstation")
-    secret = layout.Secret(key_file=str(key))
-    with layout.attached(str(img)) as (disk, _):
+    secret = luks.Secret(key_file=str(key))
+    with blockdev.attached(str(img)) as (disk, _):
         plan = layout.Layout(disk=disk)
         for step in layout.format_steps(manifest, plan, secret, wipe=[]):
             if step.show.startswith("cryptsetup open"):
@@ -288,7 +288,7 @@ def test_luks2_header_written_by_the_format_steps(
 def test_luks_format_and_mount_where_device_mapper_exists(
     image: Callable[..., Path], workdir: Path
 ) -> None:
-    if not layout.device_mapper_available():
+    if not luks.device_mapper_available():
         pytest.skip("this kernel has no device-mapper (not in /proc/misc): LUKS cannot be opened")
     img = image(1024)
     key = workdir / "key"

@@ -1,4 +1,4 @@
-"""Command-line handlers for rollback, roots, restore, status and lab reboot."""
+"""Command-line handlers for rollback, roots, restore and status."""
 
 from __future__ import annotations
 
@@ -10,45 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode, PantherError, Refused, UsageError
+from pantheros.errors import ExitCode, Refused, UsageError
 from pantheros.impermanence import oldroots, rollback, status
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.machine import Machine
-from pantheros.storage import blockdev, layout
-
-
-def cmd_lab_reboot(args: argparse.Namespace) -> int:
-    """A reboot as PantherOS boots: the initrd's step, then the tree mounted, then stage 2."""
-    from pantheros.impermanence import bootstep
-    from pantheros.impermanence.boot import finish, print_outcome
-    from pantheros.lab import Lab, default_dir
-    from pantheros.state import persist
-
-    lab = Lab(Path(args.dir).resolve() if args.dir else default_dir())
-    machine = Machine.select(str(lab.directory))
-    report = machine.run_dir / bootstep.BOOT_REPORT.name
-    with machine.lock(wait=not args.no_wait):
-        if lab.state() is None:
-            raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
-        ui.progress("shutting down: unmounting the lab tree")
-        layout.unmount_tree(str(lab.mnt), keep_device=True)
-        report.unlink(missing_ok=True)  # /run does not survive a reboot
-        ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
-        with machine.top_level() as top:
-            try:
-                bootstep.run(machine.manifest, top=top, report=report)
-            except PantherError as exc:
-                ui.warn(f"the boot step failed: {exc}")
-        ui.progress("booting: mounting the lab tree")
-        layout.mount_tree(
-            machine.manifest, str(lab.manifest_path), str(lab.image), str(lab.mnt), None
-        )
-        persist.apply(machine)
-        ui.progress("stage 2: panther rollback --finish (record, then prune old roots)")
-        outcome, code = finish(machine, report, cmdline="")
-    print_outcome(outcome)
-    return code
-
+from pantheros.storage import blockdev, mounts
 
 # roots
 
@@ -223,7 +189,7 @@ def cmd_roots_mount(args: argparse.Namespace) -> int:
         root = OldRoots(top, machine.manifest.storage).get(args.root)
         subvol = f"{machine.manifest.storage.old_roots}/{root.name}"
     with machine.device() as device:
-        blockdev.mount(device, target, ["ro", f"subvol={subvol}"], fstype="btrfs")
+        mounts.mount(device, target, ["ro", f"subvol={subvol}"], fstype="btrfs")
     if args.json:
         ui.emit_json({"root": root.name, "mountpoint": str(target), "readonly": True})
         return ExitCode.OK

@@ -1,4 +1,4 @@
-"""Block devices, loop devices and the kernel's mount table."""
+"""Block devices, loop devices and the kernel's mount table (read here; mounting is mounts.py)."""
 
 from __future__ import annotations
 
@@ -308,6 +308,20 @@ def detach_if_backed_by(dev: str, image: str | Path) -> bool:
         time.sleep(0.02)
 
 
+@contextmanager
+def attached(target: str) -> Iterator[tuple[str, bool]]:
+    """The block device of TARGET; an image is attached to a loop device only for the duration."""
+    path, is_image = resolve_target(target)
+    if not is_image:
+        yield path, False
+        return
+    dev = attach_loop(path)
+    try:
+        yield dev, True
+    finally:
+        detach_if_backed_by(dev, path)
+
+
 def resolve_target(target: str) -> tuple[str, bool]:
     """(path, is_image): TARGET is a block device or an existing regular image file."""
     if is_block_device(target):
@@ -331,19 +345,6 @@ def kernel_supports(fstype: str) -> bool:
     if shutil.which("modprobe"):
         process.run(["modprobe", "--quiet", fstype], check=False)
     return listed()
-
-
-def mount(source: str, target: str | Path, options: list[str], fstype: str | None = None) -> None:
-    argv = ["mount"]
-    if fstype:
-        argv += ["-t", fstype]
-    if options:
-        argv += ["-o", ",".join(options)]
-    process.run([*argv, source, str(target)], check=True)
-
-
-def unmount(target: str | Path) -> None:
-    process.run(["umount", str(target)], check=True)
 
 
 def stack(dev: str) -> set[str]:

@@ -1,18 +1,16 @@
-"""Command-line handlers for `panther disk` and `panther lab`."""
+"""Command-line handlers for `panther disk` (the lab's are in pantheros.lab.commands)."""
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
-from pantheros.lab import NEXT_STEPS, Lab, default_dir, parse_size
-from pantheros.storage import blockdev, layout
-from pantheros.storage.layout import Secret
+from pantheros.storage import blockdev, layout, tree
+from pantheros.storage.luks import Secret
 
 
 def load_manifest(value: str) -> tuple[manifests.Manifest, str]:
@@ -55,15 +53,22 @@ def cmd_disk_format(args: argparse.Namespace) -> int:
     manifest, _ = load_manifest(args.manifest)
     secret = _secret(args)
     layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
-    ui.info(f"{args.target} is laid out for host {manifest.host}")
+    if args.json:
+        ui.emit_json({"target": args.target, "manifest": manifest.source, "host": manifest.host})
+    else:
+        ui.info(f"{args.target} is laid out for host {manifest.host}")
     return ExitCode.OK
 
 
 def cmd_disk_mount(args: argparse.Namespace) -> int:
     manifest, path = load_manifest(args.manifest)
     secret = _secret(args)
-    state = layout.mount_tree(manifest, path, args.target, args.directory, secret)
-    ui.info(f"mounted {len(state.mounts)} file system(s) under {state.directory}")
+    record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
+    if args.json:
+        mounted = [m.as_json() for m in record.mounts]
+        ui.emit_json({"directory": record.directory, "target": record.target, "mounts": mounted})
+    else:
+        ui.info(f"mounted {len(record.mounts)} file system(s) under {record.directory}")
     return ExitCode.OK
 
 
@@ -71,68 +76,5 @@ def cmd_disk_unmount(args: argparse.Namespace) -> int:
     directory = args.paths[-1]
     if len(args.paths) > 2:
         raise UsageError("panther disk unmount: give [TARGET] DIR")
-    layout.unmount_tree(directory)
-    return ExitCode.OK
-
-
-# lab
-
-
-def _lab(args: argparse.Namespace) -> Lab:
-    return Lab((Path(args.dir) if args.dir else default_dir()).resolve())
-
-
-def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
-    """The lab's lock, honouring --no-wait; no lock file is made where there is no lab."""
-    if not lab.directory.is_dir():
-        return contextlib.nullcontext()
-    return lab.lock(wait=not args.no_wait)
-
-
-def cmd_lab_up(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    size = parse_size(args.size)
-    if args.manifest:
-        manifests.load(args.manifest)  # bad input changes nothing, not even the lab directory
-    lab.directory.mkdir(parents=True, exist_ok=True)
-    with lab.lock(wait=not args.no_wait):
-        lab.up(size, args.manifest)
-        _persistence_mounts(lab)
-    ui.result(NEXT_STEPS.format(root=lab.mnt, dir=lab.directory))
-    return ExitCode.OK
-
-
-def _persistence_mounts(lab: Lab) -> None:
-    """Bind-mount the lab's persistent entries, as the boot does on a PantherOS machine."""
-    from pantheros.machine import Machine
-    from pantheros.state import persist
-
-    persist.apply(Machine.select(str(lab.directory)))
-
-
-def cmd_lab_status(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    with _locked(lab, args):
-        status = lab.status()
-    if args.json:
-        ui.emit_json(status)
-        return ExitCode.OK
-    if status["image"] is None:
-        ui.result(f"no lab at {status['dir']} (panther lab up {status['dir']})")
-        return ExitCode.OK
-    ui.result(f"lab      {status['dir']} ({'up' if status['up'] else 'down'})")
-    ui.result(f"image    {status['image']}")
-    ui.result(f"device   {status['device'] or '-'}")
-    ui.result(f"manifest {status['manifest']}")
-    for mountpoint, subvolume in status["mounts"].items():
-        ui.result(f"  {mountpoint}  <- subvolume {subvolume}")
-    if status["esp"]:
-        ui.result(f"  {status['esp']}  <- EFI system partition")
-    return ExitCode.OK
-
-
-def cmd_lab_down(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    with _locked(lab, args):
-        lab.down(args.purge)
+    tree.unmount_tree(directory)
     return ExitCode.OK

@@ -1,4 +1,5 @@
-"""Where panther keeps its runtime state, and the private top-level mount every tool uses."""
+"""Mounting: mount and unmount, private mount namespaces, the top-level mount every tool uses,
+and where panther keeps its runtime state."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from pathlib import Path
 
 from pantheros import process
 from pantheros.errors import NotRoot
-from pantheros.storage import blockdev
 
 CLONE_NEWNS = 0x00020000
 
@@ -25,6 +25,19 @@ def state_dir() -> Path:
 def require_root(action: str) -> None:
     if os.geteuid() != 0:
         raise NotRoot(f"{action} needs root (run it with sudo)")
+
+
+def mount(source: str, target: str | Path, options: list[str], fstype: str | None = None) -> None:
+    argv = ["mount"]
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    process.run([*argv, source, str(target)], check=True)
+
+
+def unmount(target: str | Path) -> None:
+    process.run(["umount", str(target)], check=True)
 
 
 def _namespace_call(name: str, *args: int) -> None:
@@ -110,11 +123,11 @@ def top_level_mount(device: str, *, readonly: bool = False) -> Iterator[Path]:
     options = ["subvolid=5", "noatime"] + (["ro"] if readonly else [])
     try:
         with private_namespace():
-            blockdev.mount(device, directory, options, fstype="btrfs")
+            mount(device, directory, options, fstype="btrfs")
             try:
                 yield directory
             finally:
-                blockdev.unmount(directory)
+                unmount(directory)
     finally:
         directory.rmdir()
 

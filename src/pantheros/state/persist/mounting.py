@@ -34,12 +34,9 @@ def bind_mount(machine: Machine, where: Where) -> None:
             where.live.parent.mkdir(parents=True, exist_ok=True)
             where.live.touch()
     with mounts.host_namespace():
-        blockdev.mount(str(where.copy), where.live, ["bind"])
-    if machine.lab is not None:
-        state = machine.lab.state()
-        if state is not None:
-            state.mounts.append({"path": str(where.live), "what": f"bind:{where.path}"})
-            state.save()
+        mounts.mount(str(where.copy), where.live, ["bind"])
+    if machine.lab is not None and (record := machine.lab.record()) is not None:
+        record.add_bind(where.live, where.path)
 
 
 def apply(machine: Machine) -> int:

@@ -50,14 +50,13 @@ def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bo
                 raise Refused(f"{tree} contains {foreign}, a mount point or another subvolume")
         if mounted:
             with mounts.host_namespace():
-                blockdev.unmount(where.live)
+                mounts.unmount(where.live)
             # This command's private namespace holds its own copy of the mount.
             if blockdev.mount_at(where.live) is not None:
-                blockdev.unmount(where.live)
-        if machine.lab is not None and (state := machine.lab.state()) is not None:
+                mounts.unmount(where.live)
+        if machine.lab is not None and (record := machine.lab.record()) is not None:
             # Also when it was not mounted: the lab must not wait for a mount it will not get.
-            state.mounts = [m for m in state.mounts if m["path"] != str(where.live)]
-            state.save()
+            record.drop_bind(where.live)
         # Under the mount is the emptied original (or, for a file, its stale content): the
         # copy replaces it. A live path that was never covered holds data of its own: kept.
         live_is_ours = mounted or not os.path.lexists(where.live) or _empty_dir(where.live)

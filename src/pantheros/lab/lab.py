@@ -1,4 +1,4 @@
-"""`panther lab`: the whole PantherOS experience on a sparse disk image.
+"""The Lab: a lab directory, its image, its mounts and its lock.
 
 The lab is a directory holding `disk.img`, the `manifest.json` it was laid out with, and `mnt/`,
 where the tree is mounted as a PantherOS machine mounts it (the root subvolume at mnt/, persist
@@ -12,12 +12,13 @@ import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pantheros import locking, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
-from pantheros.storage import blockdev, layout, mounts
+from pantheros.lab.report import LabDown, LabStatus, LabUp
+from pantheros.storage import blockdev, layout, mounts, tree
+from pantheros.storage.record import MountRecord, RecordedMount
 
 DEFAULT_DIR = "/var/lib/pantheros/lab"
 
@@ -83,41 +84,46 @@ class Lab:
     def manifest(self) -> manifests.Manifest:
         return manifests.load(self.manifest_path)
 
-    def state(self) -> layout.MountState | None:
-        """The mount record, if its loop device is still backed by this lab's image."""
-        state = layout.MountState.load(self.mnt.resolve())
-        if state is None or state.loop is None:
-            return state
-        return state if blockdev.loop_is_backed_by(state.loop, self.image) else None
+    def record(self) -> MountRecord | None:
+        """The mount record, if its loop device is still backed by this lab's image.
+
+        `panther persist` records its bind mounts here (MountRecord.add_bind, drop_bind).
+        """
+        record = MountRecord.load(self.mnt.resolve())
+        if record is None or record.loop is None:
+            return record
+        return record if blockdev.loop_is_backed_by(record.loop, self.image) else None
 
     def loop(self) -> str | None:
         """The loop device this lab's image is attached to, verified; None when detached."""
-        state = self.state()
-        if state is not None and state.loop is not None:
-            return state.loop
+        record = self.record()
+        if record is not None and record.loop is not None:
+            return record.loop
         found = blockdev.loop_for_image(self.image) if self.image.exists() else []
         return found[0] if found else None
 
-    def mounted(self) -> dict[str, str]:
-        """Mount point -> what, for the recorded mounts really in place from this lab's disk."""
-        state = self.state()
-        devices = state.devices() if state else None
-        if not state or not devices:
-            return {}
+    def mounted(self) -> list[RecordedMount]:
+        """The recorded mounts really in place from this lab's disk, in mount order."""
+        record = self.record()
+        devices = record.devices() if record else None
+        if not record or not devices:
+            return []
         live = {m.mountpoint for m in blockdev.mounts_from(devices)}
-        return {m["path"]: m["what"] for m in state.mounts if m["path"] in live}
+        return [m for m in record.mounts if m.path in live]
 
     def is_up(self) -> bool:
         """Every subvolume of the manifest and every recorded mount is in place, from our disk."""
-        state = self.state()
-        if state is None or not self.manifest_path.exists():
+        record = self.record()
+        if record is None or not self.manifest_path.exists():
             return False
         storage = self.manifest().storage
-        tree = {str(self.mnt.resolve()) + s.mountpoint.rstrip("/") for s in storage.subvolumes}
-        recorded = {m["path"] for m in state.mounts}
-        return tree <= recorded and len(self.mounted()) == len(recorded)
+        root = str(self.mnt.resolve())
+        expected = {root + point.rstrip("/") for point in storage.mount_points(esp=False)}
+        recorded = {m.path for m in record.mounts}
+        return expected <= recorded and len(self.mounted()) == len(recorded)
 
-    def up(self, size: int, manifest_source: str | None) -> None:
+    def up(self, size: int, manifest_source: str | None) -> LabUp:
+        """Lay out (when there is no image yet) and mount the lab; finish a half-done one."""
         mounts.require_root("panther lab up")
         self.directory.mkdir(parents=True, exist_ok=True)
         if self.mnt.is_symlink():
@@ -135,18 +141,25 @@ class Lab:
                 )
             manifest = self.manifest()
             if self.is_up():
-                ui.info(f"the lab at {self.directory} is already up")
-                return
-            if not self.image.exists():
+                return LabUp(self.directory, self.mnt, already_up=True, laid_out=False)
+            laid_out = not self.image.exists()
+            if laid_out:
                 self._make_image(manifest, size)
-            layout.mount_tree(
-                manifest,
-                str(self.manifest_path),
-                str(self.image),
-                str(self.mnt),
-                None,
-                adopt_loop=True,
-            )
+            self.mount()
+            return LabUp(self.directory, self.mnt, already_up=False, laid_out=laid_out)
+
+    def mount(self) -> MountRecord:
+        """Mount the tree from the image (`up`, and `reboot` as it boots)."""
+        return tree.mount_tree(
+            self.manifest(),
+            str(self.manifest_path),
+            str(self.image),
+            str(self.mnt),
+            None,
+            adopt_loop=True,
+            # Said once, when the image was laid out: not at every mount.
+            warn_esp=False,
+        )
 
     def _make_image(self, manifest: manifests.Manifest, size: int) -> None:
         """Lay out a new image under a temporary name: disk.img exists only when complete."""
@@ -160,6 +173,8 @@ class Lab:
         except BaseException:
             self._drop_new_image()
             raise
+        if manifest.storage.esp and not blockdev.kernel_supports("vfat"):
+            ui.warn(tree.ESP_UNMOUNTABLE)
 
     def _drop_new_image(self) -> None:
         """Remove a half-made image, detaching the loop devices a killed layout left on it."""
@@ -169,47 +184,49 @@ class Lab:
             blockdev.detach_if_backed_by(dev, self.new_image)
         self.new_image.unlink()
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> LabStatus:
+        image = self.image.exists()
         manifest = self.manifest() if self.manifest_path.exists() else None
-        mounted = self.mounted()
-        return {
-            "dir": str(self.directory),
-            "up": self.is_up(),
-            "image": str(self.image) if self.image.exists() else None,
-            "image_bytes": self.image.stat().st_size if self.image.exists() else None,
-            "device": self.loop(),
-            "manifest": str(self.manifest_path) if self.manifest_path.exists() else None,
-            "host": manifest.host if manifest else None,
-            "root": str(self.mnt),
-            "mounts": {path: what for path, what in mounted.items() if what != "esp"},
-            "esp": next((path for path, what in mounted.items() if what == "esp"), None),
-        }
+        return LabStatus(
+            dir=self.directory,
+            up=self.is_up(),
+            image=self.image if image else None,
+            image_bytes=self.image.stat().st_size if image else None,
+            device=self.loop(),
+            manifest=self.manifest_path if manifest else None,
+            host=manifest.host if manifest else None,
+            root=self.mnt,
+            mounts=tuple(self.mounted()),
+        )
 
-    def down(self, purge: bool) -> None:
+    def down(self, purge: bool) -> LabDown:
         mounts.require_root("panther lab down")
         if not self.directory.is_dir():
             ui.info(f"there is no lab at {self.directory}")
-            return
+            return LabDown(self.directory, was_up=False, purged=False)
         with self.lock():
-            self._take_down()
+            was_up = self._take_down()
             if purge:
                 self._purge()
+        return LabDown(self.directory, was_up=was_up, purged=purge)
 
-    def _take_down(self) -> None:
-        """Unmount and detach; loop devices of this image that no record names go too."""
+    def _take_down(self) -> bool:
+        """Unmount and detach; loop devices of this image that no record names go too.
+
+        Whether there was anything to take down."""
         root = self.mnt.resolve()
-        record = layout.MountState.load(root)
+        record = MountRecord.load(root)
         if record is not None:
-            layout.unmount_tree(str(root))  # verifies the loop device, or forgets the record
+            tree.unmount_tree(str(root))  # verifies the loop device, or forgets the record
         leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
         for dev in leftovers:
             # A run killed after attaching, before recording: adopt the device, then undo it.
-            layout.MountState(
-                directory=str(root), target=str(self.image), manifest="", loop=dev
-            ).save()
-            layout.unmount_tree(str(root))
+            MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
+            tree.unmount_tree(str(root))
         if record is None and not leftovers:
             ui.info(f"the lab at {self.directory} is not up")
+            return False
+        return True
 
     def _purge(self) -> None:
         made = [self.image, self.new_image, self.manifest_path, self.persistence_path]
@@ -228,17 +245,3 @@ def _copy_atomically(source: Path, dest: Path) -> None:
     tmp = dest.with_name(f".{dest.name}.tmp")
     shutil.copyfile(source, tmp)
     os.replace(tmp, dest)
-
-
-NEXT_STEPS = """\
-The lab machine is up; its root is mounted at {root}
-What to try next:
-  echo hello > {root}/etc-note        # change the root
-  panther diff --lab {dir}            # what the next boot would erase
-  panther lab reboot {dir}            # roll back exactly as the initrd does
-  panther roots list --lab {dir}      # the previous root, kept and dated
-  panther persist add /var/lib/app --lab {dir}   # keep a path across boots
-  panther audit --lab {dir}           # the hardening of the lab tree
-  panther lab status {dir} --json     # what is mounted where
-  panther lab down {dir}              # unmount and detach (--purge deletes the image)
-"""

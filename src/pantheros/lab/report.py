@@ -1,0 +1,89 @@
+"""What the lab commands report: one typed value each, shown as text or as JSON (`--json`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pantheros.storage.record import MountKind, RecordedMount
+
+
+def _path(value: Path | None) -> str | None:
+    return None if value is None else str(value)
+
+
+@dataclass(frozen=True)
+class LabStatus:
+    """`panther lab status`: the lab's image, device and manifest, and what is mounted where."""
+
+    dir: Path
+    up: bool
+    image: Path | None  # None: there is no lab here
+    image_bytes: int | None
+    device: str | None
+    manifest: Path | None
+    host: str | None
+    root: Path
+    mounts: tuple[RecordedMount, ...]  # recorded and in place, in mount order
+
+    def of_kind(self, kind: MountKind) -> dict[str, str | None]:
+        return {m.path: m.of for m in self.mounts if m.kind is kind}
+
+    def as_json(self) -> dict[str, Any]:
+        """The keys of docs/cli.md: `mounts` maps mount point -> subvolume, `binds` maps mount
+        point -> the persistent path bound there, `esp` is the ESP's mount point (or null)."""
+        return {
+            "dir": str(self.dir),
+            "up": self.up,
+            "image": _path(self.image),
+            "image_bytes": self.image_bytes,
+            "device": self.device,
+            "manifest": _path(self.manifest),
+            "host": self.host,
+            "root": str(self.root),
+            "mounts": self.of_kind(MountKind.SUBVOLUME),
+            "binds": self.of_kind(MountKind.BIND),
+            "esp": next(iter(self.of_kind(MountKind.ESP)), None),
+        }
+
+    def text(self) -> list[str]:
+        if self.image is None:
+            return [f"no lab at {self.dir} (panther lab up {self.dir})"]
+        return [
+            f"lab      {self.dir} ({'up' if self.up else 'down'})",
+            f"image    {self.image}",
+            f"device   {self.device or '-'}",
+            f"manifest {self.manifest}",
+            *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
+        ]
+
+
+@dataclass(frozen=True)
+class LabUp:
+    """`panther lab up`: where the lab's root is, and what this run had to do."""
+
+    dir: Path
+    root: Path
+    already_up: bool
+    laid_out: bool  # a new image was made and laid out
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "dir": str(self.dir),
+            "root": str(self.root),
+            "already_up": self.already_up,
+            "laid_out": self.laid_out,
+        }
+
+
+@dataclass(frozen=True)
+class LabDown:
+    """`panther lab down`: whether anything was up, and whether the lab was purged."""
+
+    dir: Path
+    was_up: bool
+    purged: bool
+
+    def as_json(self) -> dict[str, Any]:
+        return {"dir": str(self.dir), "was_up": self.was_up, "purged": self.purged}

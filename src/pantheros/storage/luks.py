@@ -1,0 +1,57 @@
+"""LUKS2 under the btrfs partition: how the key is given, opening and closing the mapping."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pantheros import process
+from pantheros.errors import UsageError
+from pantheros.manifest.models import mapper_path
+
+
+@dataclass
+class Secret:
+    """How LUKS gets its key: a key file, or a passphrase read from stdin."""
+
+    key_file: str | None = None
+    passphrase: str | None = None
+
+    def args(self) -> list[str]:
+        return ["--key-file", self.key_file] if self.key_file else []
+
+    def stdin(self) -> str | None:
+        return None if self.passphrase is None else self.passphrase + "\n"
+
+    def describe(self) -> str:
+        return f"--key-file {self.key_file}" if self.key_file else "(passphrase from stdin)"
+
+
+def device_mapper_available() -> bool:
+    """Whether the kernel has device-mapper (a /dev/mapper/control node alone proves nothing)."""
+    try:
+        with open("/proc/misc", encoding="ascii") as f:
+            return any(line.split()[-1] == "device-mapper" for line in f if line.strip())
+    except OSError:
+        return False
+
+
+def is_open(name: str) -> bool:
+    return os.path.exists(mapper_path(name))
+
+
+def open_mapping(device: str, name: str, secret: Secret | None, discards: bool) -> None:
+    if is_open(name):
+        return
+    if secret is None:
+        raise UsageError("the layout uses LUKS: give --key-file FILE or --passphrase-stdin")
+    argv = ["cryptsetup", "open", *secret.args()]
+    if discards:
+        argv.append("--allow-discards")
+    process.run([*argv, device, name], check=True, input=secret.stdin())
+
+
+def close_mapping(name: str) -> None:
+    """Close the mapping called name, if it is open."""
+    if is_open(name):
+        process.run(["cryptsetup", "close", name], check=True)
