@@ -16,7 +16,7 @@ from typing import Any
 from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.impermanence.bootstep import NEW_SUFFIX
-from pantheros.impermanence.rollback import RECORD_DIR
+from pantheros.manifest.models import RECORD_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -97,10 +97,6 @@ class Machine:
         with self.device() as device, mounts.top_level_mount(device, readonly=readonly) as top:
             yield top
 
-    def owner(self, path: str) -> Subvolume | None:
-        """The subvolume whose mount holds path (None: the ESP, or no subvolume at all)."""
-        return self.manifest.storage.owner(path)
-
     def is_mounted(self, top: Path, subvolume: Subvolume) -> bool:
         """Whether subvolume is what is mounted at its mount point in this machine.
 

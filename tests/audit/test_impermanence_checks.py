@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from pantheros import btrfs
-from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE
+from pantheros.impermanence.rollback import RECORD_FILE
 from pantheros.machine import Machine
+from pantheros.manifest.models import RECORD_DIR
 from tests.helpers import panther
 
 pytestmark = pytest.mark.root

@@ -24,10 +24,10 @@ from pantheros.audit.tree import Tree
 from pantheros.errors import PantherError
 from pantheros.impermanence import blank, retention
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.impermanence.rollback import RECORD_DIR, RECORD_FILE, boot_id
+from pantheros.impermanence.rollback import RECORD_FILE, boot_id
 from pantheros.machine import Machine
 from pantheros.manifest import Manifest
-from pantheros.manifest.models import Design, Role, Subvolume
+from pantheros.manifest.models import RECORD_DIR, Design, Role, Subvolume
 from pantheros.state import persist
 from pantheros.storage import blockdev
 

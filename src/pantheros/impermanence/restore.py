@@ -38,7 +38,7 @@ def destination(machine: Machine, top: Path, path: str) -> tuple[str, Path]:
     foreign = foreign_inside(dest) if os.path.lexists(dest) else None
     if foreign is not None:
         raise Refused(f"{resolved} contains {foreign}, a mount point or another subvolume")
-    owner = machine.owner(resolved)
+    owner = machine.manifest.storage.owner(resolved)
     if owner is not None:
         machine.require_mounted(top, owner)
     return resolved, dest

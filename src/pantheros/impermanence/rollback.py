@@ -22,8 +22,8 @@ from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
 from pantheros.manifest import Manifest
+from pantheros.manifest.models import RECORD_DIR
 
-RECORD_DIR = ".pantheros"
 RECORD_FILE = "rollback.json"
 
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import locking, ui
+from pantheros import fsutil, locking, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
 from pantheros.lab.report import LabDown, LabStatus, LabUp
@@ -132,8 +131,13 @@ class Lab:
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))
-                manifests.load(source)  # reject a bad manifest before copying it
-                _copy_atomically(Path(source), self.manifest_path)
+                try:
+                    content = Path(source).read_bytes()
+                except OSError as exc:
+                    raise UsageError(f"{source}: cannot read: {exc.strerror}") from None
+                # The bytes checked are the bytes kept: the source may change meanwhile.
+                manifests.loads(content.decode("utf-8", errors="replace"), source)
+                fsutil.replace_file(self.manifest_path, content)
             elif manifest_source:
                 raise UsageError(
                     f"the lab at {self.directory} already has a manifest; "
@@ -239,9 +243,3 @@ class Lab:
         if not any(self.directory.iterdir()):
             self.directory.rmdir()
         ui.info(f"removed the lab's image, manifest and records in {self.directory}")
-
-
-def _copy_atomically(source: Path, dest: Path) -> None:
-    tmp = dest.with_name(f".{dest.name}.tmp")
-    shutil.copyfile(source, tmp)
-    os.replace(tmp, dest)

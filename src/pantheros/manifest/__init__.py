@@ -61,6 +61,11 @@ def load(path: str | Path) -> Manifest:
         raise ManifestError(source, "$", "file not found") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(source, "$", f"cannot read: {exc}") from None
+    return loads(text, source)
+
+
+def loads(text: str, source: str = "<manifest>") -> Manifest:
+    """A manifest from its JSON text (source names it in errors)."""
     try:
         doc = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:

@@ -32,6 +32,9 @@ class FailPolicy(StrEnum):
 
 DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("compress=zstd", "noatime")
 
+# PantherOS's own records (the last rollback, persist's journals) on the persist subvolume.
+RECORD_DIR = ".pantheros"
+
 
 @dataclass(frozen=True)
 class Esp:

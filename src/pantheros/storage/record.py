@@ -16,11 +16,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from pantheros import fsutil
 from pantheros.errors import PantherError
 from pantheros.storage import blockdev
 from pantheros.storage.mounts import state_dir
@@ -146,10 +146,7 @@ class MountRecord:
     def save(self) -> None:
         path = record_file(Path(self.directory))
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=path.name, suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(self.as_json(), f, indent=2)
-        os.replace(tmp, path)
+        fsutil.write_json(path, self.as_json())
 
     def forget(self) -> None:
         record_file(Path(self.directory)).unlink(missing_ok=True)

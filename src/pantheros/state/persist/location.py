@@ -13,9 +13,8 @@ from pathlib import Path
 
 from pantheros.errors import Refused, UsageError
 from pantheros.fsutil import foreign_inside, mount_point_of, resolve_inside
-from pantheros.impermanence.rollback import RECORD_DIR
 from pantheros.machine import Machine
-from pantheros.manifest.models import Role
+from pantheros.manifest.models import RECORD_DIR, Role
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def locate(machine: Machine, path: str) -> Where:
         raise UsageError("/ is the whole root: persist the paths under it that must survive")
     resolved = resolve_inside(machine.root, given)
     check_text(resolved)
-    owner = machine.owner(resolved)
+    owner = machine.manifest.storage.owner(resolved)
     if owner is None or owner.role is not Role.ROOT:
         where_is = f"the {owner.name} subvolume" if owner else "the ESP"
         via = f" ({given} resolves to it)" if resolved != given else ""

@@ -9,9 +9,8 @@ from pathlib import Path
 
 from pantheros.errors import Refused
 from pantheros.fsutil import open_beneath, resolve_inside
-from pantheros.impermanence.rollback import RECORD_DIR
 from pantheros.machine import Machine
-from pantheros.manifest.models import PersistenceEntry
+from pantheros.manifest.models import RECORD_DIR, PersistenceEntry
 from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.hostfile import declared
 from pantheros.state.persist.location import Where, where_of
