@@ -8,6 +8,7 @@ import random
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -320,6 +321,62 @@ def test_purge_removes_everything_the_lab_made(workdir: Path) -> None:
     (lab / "notes.txt").write_text("mine")
     assert panther("lab", "down", str(lab), "--purge").returncode == 0
     assert sorted(p.name for p in lab.iterdir()) == ["notes.txt"]
+
+
+def test_purge_after_a_reboot_removes_the_boot_report(lab: Path) -> None:
+    """`lab reboot` writes the machine's /run/pantheros in the lab: the lab made it."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    assert (lab / "run" / "rollback.report").exists()
+    down = panther("lab", "down", str(lab), "--purge")
+    assert down.returncode == 0, down.stderr
+    assert not lab.exists()
+
+
+def _a_regular_file(workdir: Path) -> Path:
+    lab = workdir / "lab-file"
+    lab.write_text("not a lab\n")
+    return lab
+
+
+def _a_symlink_to_a_file(workdir: Path) -> Path:
+    (workdir / "lab-link").symlink_to(_a_regular_file(workdir))
+    return workdir / "lab-link"
+
+
+def _mnt_a_file(workdir: Path) -> Path:
+    lab = workdir / "lab"
+    lab.mkdir()
+    (lab / "mnt").write_text("not a directory\n")
+    return lab
+
+
+def _mnt_a_foreign_mount(workdir: Path) -> Path:
+    lab = workdir / "lab"
+    (lab / "mnt").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "foreign", str(lab / "mnt")], check=True)
+    return lab
+
+
+@pytest.mark.parametrize(
+    ("place", "why"),
+    [
+        (_a_regular_file, "is not a directory"),
+        (_a_symlink_to_a_file, "is not a directory"),
+        (_mnt_a_file, "mnt is not a directory"),
+        (_mnt_a_foreign_mount, "foreign is mounted at"),
+    ],
+)
+def test_lab_up_refuses_a_place_it_cannot_finish_in_before_making_anything(
+    workdir: Path, place: Callable[[Path], Path], why: str
+) -> None:
+    lab = place(workdir)
+    mounted = lab_mounts(workdir)
+    before = {p: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in workdir.rglob("*")}
+    proc = panther("lab", "up", str(lab), "--size", "1G")
+    assert why in one_line_error(proc)
+    after = {p: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in workdir.rglob("*")}
+    assert after == before
+    assert lab_mounts(workdir) == mounted
 
 
 def test_status_of_a_down_lab(lab: Path) -> None:

@@ -52,7 +52,7 @@ class Machine:
     @property
     def run_dir(self) -> Path:
         """The machine's /run/pantheros: runtime files such as the login warning."""
-        return self.lab.directory / "run" if self.lab is not None else mounts.state_dir()
+        return self.lab.run_dir if self.lab is not None else mounts.state_dir()
 
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """This machine's writer lock (see pantheros.locking)."""

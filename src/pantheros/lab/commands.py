@@ -49,6 +49,7 @@ def _persistence_mounts(machine: Machine) -> None:
 def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     size = parse_size(args.size)
+    lab.check_place()
     if args.manifest:
         manifests.load(args.manifest)  # bad input changes nothing, not even the lab directory
     lab.directory.mkdir(parents=True, exist_ok=True)

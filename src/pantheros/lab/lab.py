@@ -45,9 +45,10 @@ class Lab:
     """A lab directory. Every command here is idempotent and finishes what a killed one left.
 
     What the lab made: disk.img (laid out as disk.img.new, renamed when complete),
-    manifest.json, persistence.json (`panther persist` records), mnt/, the lock file, and the
-    mount record under the state directory. The recorded loop device is used only while the
-    kernel says this lab's image (the same path, device and inode) backs it.
+    manifest.json, persistence.json (`panther persist` records), mnt/, run/ (the machine's
+    /run/pantheros), the lock file, and the mount record under the state directory. The
+    recorded loop device is used only while the kernel says this lab's image (the same path,
+    device and inode) backs it.
     """
 
     directory: Path
@@ -75,6 +76,11 @@ class Lab:
     @property
     def mnt(self) -> Path:
         return self.directory / "mnt"
+
+    @property
+    def run_dir(self) -> Path:
+        """The lab machine's /run/pantheros (the boot report, the login warning)."""
+        return self.directory / "run"
 
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """The lab's writer lock, `DIR/.lock` (see pantheros.locking)."""
@@ -121,13 +127,30 @@ class Lab:
         recorded = {m.path for m in record.mounts}
         return expected <= recorded and len(self.mounted()) == len(recorded)
 
-    def up(self, size: int, manifest_source: str | None) -> LabUp:
-        """Lay out (when there is no image yet) and mount the lab; finish a half-done one."""
-        mounts.require_root("panther lab up")
-        self.directory.mkdir(parents=True, exist_ok=True)
+    def check_place(self) -> None:
+        """Refuse, before anything is made, a lab directory `up` could not finish in.
+
+        Checked first because laying out an image costs seconds and gigabytes (sparse), which a
+        failure at the mount would leave behind.
+        """
+        if self.directory.exists() and not self.directory.is_dir():
+            raise UsageError(f"{self.directory} is not a directory: give a directory for the lab")
         if self.mnt.is_symlink():
             # The tree would be mounted wherever the link points, outside the lab.
             raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
+        if self.mnt.exists() and not self.mnt.is_dir():
+            raise Refused(f"{self.mnt} is not a directory: the lab mounts its tree there")
+        other = blockdev.mount_at(self.mnt) if self.mnt.is_dir() else None
+        if other is not None and MountRecord.load(self.mnt.resolve()) is None:
+            raise Refused(
+                f"{other.source} is mounted at {self.mnt}, not by panther: unmount it first"
+            )
+
+    def up(self, size: int, manifest_source: str | None) -> LabUp:
+        """Lay out (when there is no image yet) and mount the lab; finish a half-done one."""
+        mounts.require_root("panther lab up")
+        self.check_place()
+        self.directory.mkdir(parents=True, exist_ok=True)
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))
@@ -239,6 +262,14 @@ class Lab:
         # Directories go only when empty: the lab never deletes what it did not make.
         if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
             self.mnt.rmdir()
+        # Only panther writes the machine's /run/pantheros, and a reboot would empty it: its
+        # files are the lab's (`lab reboot` leaves the boot report there). Not a directory in it.
+        if self.run_dir.is_dir() and not self.run_dir.is_symlink():
+            for entry in self.run_dir.iterdir():
+                if entry.is_symlink() or not entry.is_dir():
+                    entry.unlink()
+            if not any(self.run_dir.iterdir()):
+                self.run_dir.rmdir()
         self.lock_path.unlink(missing_ok=True)
         if not any(self.directory.iterdir()):
             self.directory.rmdir()
