@@ -89,7 +89,7 @@ AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 def parse_age(word: str) -> float | None:
     """Seconds in an age such as 90s, 30m, 2h, 3d, 1w; None when word is not one."""
-    found = re.fullmatch(r"(\d+)([smhdw])", word)
+    found = re.fullmatch(r"([0-9]+)([smhdw])", word)
     return int(found.group(1)) * AGE_UNITS[found.group(2)] if found else None
 
 
