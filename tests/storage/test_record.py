@@ -103,6 +103,13 @@ def corrupt(root: Path, change: str) -> str:
         case "old format bind":
             good.pop("version")
             good["mounts"] = [{"path": f"{root}/x", "what": "bind:x"}]
+        case "one path twice":
+            # `lab status` would never call such a lab up, and `lab up` never repair it.
+            mounts.append({**mounts[0], "kind": "bind", "of": "/srv"})
+        case "NUL in a path":
+            mounts[2]["path"] = f"{root}/var/lib/app\0x"
+        case "version as a float":
+            good["version"] = float(FORMAT_VERSION)
         case "old and new keys":
             good.pop("version")
             good["mounts"] = [{"path": f"{root}/x", "what": "x", "kind": "subvolume"}]
@@ -125,6 +132,9 @@ CHANGES = [
     "relative bind",
     "old format bind",
     "old and new keys",
+    "one path twice",
+    "NUL in a path",
+    "version as a float",
 ]
 
 

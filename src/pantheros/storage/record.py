@@ -104,7 +104,8 @@ class MountRecord:
         if not isinstance(data, dict):
             raise TypeError("not a JSON object")
         version = data.pop("version", None)
-        if version not in (None, FORMAT_VERSION):
+        # `2.0 == 2` and `True == 1`: compared by type too, as panther writes an int.
+        if version is not None and (type(version) is not int or version != FORMAT_VERSION):
             raise ValueError(f"format version {version!r}, this panther reads {FORMAT_VERSION}")
         expected = {"directory", "target", "manifest", "loop", "luks", "mounts"}
         if set(data) != expected:
@@ -123,6 +124,9 @@ class MountRecord:
         )
         _require(isinstance(data["mounts"], list), "mounts is not a list")
         mounts = [_mount(entry, directory, old_format=version is None) for entry in data["mounts"]]
+        paths = [m.path for m in mounts]
+        # `add` keeps one mount a path: two would keep `lab status` from ever seeing it up.
+        _require(len(set(paths)) == len(paths), "a path is recorded twice")
         return cls(
             directory=data["directory"],
             target=data["target"],
@@ -187,7 +191,8 @@ def _require(condition: object, reason: str) -> None:
 
 def _inside(path: str, directory: Path) -> bool:
     inside = path == str(directory) or path.startswith(f"{directory}/")
-    return inside and os.path.normpath(path) == path  # no `..` climbing out
+    # No `..` climbing out; no NUL, which no path on this host can hold.
+    return inside and os.path.normpath(path) == path and "\0" not in path
 
 
 def _mount(entry: Any, directory: Path, *, old_format: bool) -> RecordedMount:
