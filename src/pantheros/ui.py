@@ -24,6 +24,19 @@ def paint(text: str, color: str, stream: Any = sys.stdout) -> str:
     return f"\033[{_COLORS[color]}m{text}\033[0m"
 
 
+def printable(text: str) -> str:
+    """text fit for a terminal and for a line of a listing: a name read from a tree may hold a
+    newline (it would forge a line of its own), an escape sequence, or a byte that is not UTF-8
+    (surrogateescape; a UTF-8 stdout refuses to encode it). Each is written as an escape."""
+    return "".join(c if c.isprintable() else _escape(c) for c in text)
+
+
+def _escape(char: str) -> str:
+    if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
+        return f"\\x{ord(char) - 0xDC00:02x}"
+    return repr(char)[1:-1]
+
+
 def info(message: str) -> None:
     print(message, file=sys.stderr)
 

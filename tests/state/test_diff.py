@@ -152,3 +152,35 @@ def test_temporary_snapshot_is_always_removed(mutated: tuple[Path, mutate.Truth]
     machine = Machine.select(str(lab))
     with machine.top_level(readonly=True) as top:
         assert not [p for p in top.iterdir() if p.name.startswith(".pantheros-diff")]
+
+
+def test_hostile_names_and_nested_subvolumes_are_listed_once_a_line_each(lab: Path) -> None:
+    """Under a UTF-8 locale (not C), a name that is not UTF-8 must not crash the listing; a
+    newline in a name must not forge a line; a subvolume in a subvolume is one change."""
+    root = os.fsencode(lab / "mnt")
+    btrfs.create_subvolume(Path(os.fsdecode(root + b"/outer")))
+    btrfs.create_subvolume(Path(os.fsdecode(root + b"/outer/inner")))
+    Path(os.fsdecode(root + b"/outer/inner/f")).write_text("x")
+    names = [b"/latin1-caf\xe9", b"/forged\n+ etc-shadow", b"/clear\x1b[2J"]
+    for name in names:
+        Path(os.fsdecode(root + name)).write_text("x")
+    proc = panther("diff", "--list", "--lab", str(lab), env={"PYTHONIOENCODING": "utf-8"})
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(proc.stdout.splitlines()) == sorted(
+        [
+            "+ /outer",
+            "+ /outer/inner",
+            "+ /outer/inner/f",
+            "+ /latin1-caf\\xe9",
+            "+ /forged\\n+ etc-shadow",
+            "+ /clear\\x1b[2J",
+        ]
+    )
+    tree = panther("diff", "--lab", str(lab), env={"PYTHONIOENCODING": "utf-8"})
+    assert tree.returncode == 0, tree.stderr
+    assert "\x1b" not in tree.stdout
+    assert "/latin1-caf\\xe9  (1 created" in tree.stdout
+    found = json.loads(panther("diff", "--json", "--lab", str(lab)).stdout)["changes"]
+    paths = [c["path"] for c in found]
+    assert len(paths) == len(set(paths)) == 6
+    assert {c["path"]: c["type"] for c in found}["/outer/inner"] == "subvolume"

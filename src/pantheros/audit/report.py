@@ -283,18 +283,6 @@ def _where(f: Finding) -> str:
     return f.location + (f":{f.line}" if f.line else "")
 
 
-def _clean(text: str) -> str:
-    """Names read from a tree may hold newlines or escape sequences: never send them raw to a
-    terminal."""
-    return "".join(c if c.isprintable() else _escape(c) for c in text)
-
-
-def _escape(char: str) -> str:
-    if 0xDC80 <= ord(char) <= 0xDCFF:  # a byte that was not UTF-8 (surrogateescape)
-        return f"\\x{ord(char) - 0xDC00:02x}"
-    return repr(char)[1:-1]
-
-
 def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> list[str]:
     lines = [f"panther audit: {context['target']} at level {context['level']}"]
     areas: dict[str, list[Finding]] = defaultdict(list)
@@ -321,18 +309,19 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
                 line += " (by effect)"
             lines.append(line)
             if f.status is Status.FAIL:
-                lines.append("       " + _clean("; ".join(p for p in (detail, f.reason) if p)))
+                said = "; ".join(p for p in (detail, f.reason) if p)
+                lines.append(f"       {ui.printable(said)}")
                 if f.location:
-                    lines.append(f"       evidence: {_clean(_where(f))}")
+                    lines.append(f"       evidence: {ui.printable(_where(f))}")
                 if f.drift:
                     lines.append(f"       drift: {f.drift}")
                 if f.nixos_fix:
-                    lines.append(f"       fix (NixOS): {_clean(f.nixos_fix)}")
+                    lines.append(f"       fix (NixOS): {ui.printable(f.nixos_fix)}")
                 if f.plain_fix:
                     then = f"; then {f.plain_apply}" if f.plain_apply else ""
-                    lines.append(f"       fix (other): {_clean(f.plain_fix)}{then}")
+                    lines.append(f"       fix (other): {ui.printable(f.plain_fix)}{then}")
             elif f.reason:
-                lines.append(f"       {_clean(f.reason)}")
+                lines.append(f"       {ui.printable(f.reason)}")
     counts = {s: sum(1 for f in findings if f.status is s) for s in Status}
     cov = coverage(findings)
     lines.append(

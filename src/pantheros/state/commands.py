@@ -56,7 +56,7 @@ def _human(size: int) -> str:
 
 def _line(change: diff.Change) -> str:
     detail = f"  ({change.detail})" if change.detail else ""
-    return f"{MARKS[change.kind]} {change.display}{detail}"
+    return f"{MARKS[change.kind]} {ui.printable(change.display)}{detail}"
 
 
 def _as_json(change: diff.Change) -> dict[str, Any]:
@@ -71,7 +71,8 @@ def _as_json(change: diff.Change) -> dict[str, Any]:
 
 
 def _left_out(excluded: diff.Excluded) -> str:
-    return f"left out: {MARKS[excluded.change.kind]} {excluded.change.display}  ({excluded.why})"
+    shown = ui.printable(excluded.change.display)
+    return f"left out: {MARKS[excluded.change.kind]} {shown}  ({ui.printable(excluded.why)})"
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
@@ -124,7 +125,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         return code
     groups: dict[str, list[diff.Change]] = defaultdict(list)
     for change in result.changes:
-        top_dir = "/" + change.display.lstrip("/").split("/", 1)[0]
+        top_dir = "/" + ui.printable(change.display.lstrip("/").split("/", 1)[0])
         groups[top_dir].append(change)
     for top_dir, members in groups.items():
         tally = Counter(c.kind.value for c in members)

@@ -357,7 +357,10 @@ def inside_subvolume(top: Path, root_rel: str, sub_rel: str) -> list[Change]:
     base = os.fsencode(top / sub_rel)
     at = os.fsencode(sub_rel[len(root_rel) :])  # "/var/lib/machines/a"
     changes = [Change(at, Kind.CREATED, "subvolume", 0)]
+    dev = os.lstat(base).st_dev
     for rel, st in _walk(base):
+        if st.st_dev != dev:
+            continue  # a subvolume nested in this one: reported on its own, as a subvolume
         changes.append(Change(at + b"/" + rel, Kind.CREATED, file_type(st.st_mode), st.st_size))
     return changes
 
