@@ -371,3 +371,26 @@ def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:
     assert row["size_from"] == "quotas"
     assert row["total_bytes"] >= 2 * 1024 * 1024
     assert table["size_note"] is None
+
+
+def test_a_hostile_stray_name_is_shown_escaped(lab: Path) -> None:
+    """A stray's name comes from the disk: under a UTF-8 locale a byte that is not UTF-8 must
+    not crash roots list or status, nor an escape sequence reach the terminal."""
+    from pantheros.machine import Machine
+
+    machine = Machine.select(str(lab))
+    with machine.top_level() as top:
+        location = os.fsencode(top / machine.manifest.storage.old_roots)
+        os.makedirs(location + b"/stray-\xff\x1b[31m")
+    utf8 = {"PYTHONIOENCODING": "utf-8"}
+    listed = panther("roots", "list", "--lab", str(lab), env=utf8)
+    assert listed.returncode == 0, listed.stderr
+    assert "stray-\\xff\\x1b[31m " in listed.stdout
+    status = panther("status", "--lab", str(lab), env=utf8)
+    assert status.returncode == 0, status.stderr
+    assert "strays     stray-\\xff\\x1b[31m (not old roots" in status.stdout
+    persisted = os.fsencode(lab / "mnt" / "persist") + b"/kept-\xfe\n"
+    Path(os.fsdecode(persisted)).write_text("x")
+    strays = panther("persist", "stray", "--lab", str(lab), env=utf8)
+    assert strays.returncode == 0, strays.stderr
+    assert "/kept-\\xfe\\n" in strays.stdout.splitlines()

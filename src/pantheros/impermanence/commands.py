@@ -125,12 +125,13 @@ def cmd_roots_list(args: argparse.Namespace) -> int:
         verdict = ("pinned; " if row.pinned else "") + (
             row.reason if row.keep else f"gc would delete: {row.reason}"
         )
+        age = oldroots.age_text(row.age_seconds)
         ui.result(
-            f"{row.name:32} {row.created[:19]:20} {oldroots.age_text(row.age_seconds):>5} "
+            f"{ui.printable(row.name):32} {row.created[:19]:20} {age:>5} "
             f"{row.generation:>8} {_mib(row.size_bytes):>9} {_mib(row.total_bytes):>9}  {verdict}"
         )
     for stray in table.strays:
-        ui.result(f"{stray.name:32} {stray.why}")
+        ui.result(f"{ui.printable(stray.name):32} {stray.why}")
     if table.roots and table.size_note:
         ui.result(f"note: {table.size_note}")
     for note in table.notes:
@@ -242,11 +243,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {report.blank.problem}")
     olds = report.old_roots
     ui.result(
-        f"old roots  {olds.count} ({olds.pinned} pinned); newest {olds.newest or '-'}, "
-        f"oldest {olds.oldest or '-'}"
+        f"old roots  {olds.count} ({olds.pinned} pinned); "
+        f"newest {ui.printable(olds.newest or '-')}, oldest {ui.printable(olds.oldest or '-')}"
     )
     if olds.strays:
-        ui.result(f"strays     {', '.join(olds.strays)} (not old roots; left alone)")
+        shown = ", ".join(ui.printable(name) for name in olds.strays)
+        ui.result(f"strays     {shown} (not old roots; left alone)")
     last = report.last_rollback
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))

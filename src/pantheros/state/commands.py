@@ -234,6 +234,6 @@ def cmd_persist_stray(args: argparse.Namespace) -> int:
         ui.emit_json(found)
     else:
         for path in found:
-            ui.result(path)
+            ui.result(ui.printable(path))
         ui.info(f"{len(found)} path(s) in persistent storage that no entry declares")
     return ExitCode.OK
