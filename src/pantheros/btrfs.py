@@ -40,7 +40,11 @@ TOP_LEVEL_ID = 5
 ROOT_TREE_ID = 1
 ROOT_BACKREF_KEY = 144
 QUOTA_TREE_ID = 8
+QGROUP_STATUS_KEY = 240
 QGROUP_INFO_KEY = 242
+# In the qgroup status item's flags: the numbers are being recounted, or are known to be wrong.
+QGROUP_STATUS_RESCAN = 1 << 1
+QGROUP_STATUS_INCONSISTENT = 1 << 2
 U64_MAX = 2**64 - 1
 
 _VOL_ARGS_V2 = struct.Struct("=qQQ32x4040s")  # fd, transid, flags, unused, name
@@ -277,10 +281,16 @@ def _root_backrefs(fd: int) -> Iterator[tuple[int, int, int, str]]:
 
 
 def qgroup_sizes(top: str | Path) -> dict[int, tuple[int, int]] | None:
-    """Subvolume id -> (referenced, exclusive) bytes of level-0 qgroups; None if quotas are off."""
+    """Subvolume id -> (referenced, exclusive) bytes of level-0 qgroups; None if quotas are off
+    or their numbers cannot be trusted (a rescan under way, or marked inconsistent: retention
+    would free space by sizes that are wrong)."""
     sizes: dict[int, tuple[int, int]] = {}
     try:
         with opened(top) as fd:
+            for _obj, _off, data in _tree_search(fd, QUOTA_TREE_ID, QGROUP_STATUS_KEY, 0, 0):
+                _version, _gen, flags = struct.unpack_from("=QQQ", data)
+                if flags & (QGROUP_STATUS_RESCAN | QGROUP_STATUS_INCONSISTENT):
+                    return None
             for _obj, offset, data in _tree_search(fd, QUOTA_TREE_ID, QGROUP_INFO_KEY, 0, 0):
                 _gen, rfer, _rc, excl, _ec = struct.unpack_from("=QQQQQ", data)
                 sizes[offset] = (rfer, excl)

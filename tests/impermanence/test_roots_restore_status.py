@@ -372,6 +372,24 @@ def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:
     assert row["total_bytes"] >= 2 * 1024 * 1024
     assert table["size_note"] is None
 
+    # Numbers the kernel marks inconsistent (a qgroup assigned over shared extents with no
+    # rescan) are not shown, nor given to retention.
+    shared = mnt / "persist" / "shared"
+    btrfs.create_subvolume(shared)
+    (shared / "data").write_bytes(os.urandom(1024 * 1024))
+    btrfs.sync(mnt)
+    btrfs.snapshot(shared, mnt / "persist" / "copy", readonly=True)
+    btrfs.sync(mnt)
+    copy_id = btrfs.subvolume_info(mnt / "persist" / "copy").id
+    for argv in (["create", "1/1"], ["assign", "--no-rescan", f"0/{copy_id}", "1/1"]):
+        subprocess.run(["btrfs", "qgroup", *argv, str(mnt)], check=True, capture_output=True)
+    table = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)
+    assert table["roots"][0]["size_from"] is None
+    assert "not consistent" in table["size_note"]
+    subprocess.run(["btrfs", "quota", "rescan", "-w", str(mnt)], check=True, capture_output=True)
+    table = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)
+    assert table["roots"][0]["size_from"] == "quotas"
+
 
 def test_a_hostile_stray_name_is_shown_escaped(lab: Path) -> None:
     """A stray's name comes from the disk: under a UTF-8 locale a byte that is not UTF-8 must
