@@ -83,6 +83,22 @@ def test_lab_up_rejects_a_bad_manifest_and_a_bad_size(workdir: Path) -> None:
     assert "not a size" in one_line_error(proc)
 
 
+@pytest.mark.parametrize(
+    ("size", "why"),
+    [
+        ("inf", "not a size"),
+        ("nan", "not a size"),
+        ("1e400", "not a size"),
+        ("1K", "too small: the layout needs at least"),
+        ("100M", "too small: the layout needs at least"),
+    ],
+)
+def test_lab_up_refuses_a_size_before_making_the_lab(workdir: Path, size: str, why: str) -> None:
+    proc = panther("lab", "up", str(workdir / "lab"), "--size", size)
+    assert why in one_line_error(proc)
+    assert not (workdir / "lab").exists()
+
+
 # Hostile lab states (issue 12): a recorded loop device now backing another image, two
 # commands at once, commands killed half-way. Each ends whole, or in a one-line refusal.
 

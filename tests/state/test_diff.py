@@ -124,6 +124,12 @@ def test_filters_persisted_ignored_and_managed(workdir: Path) -> None:
     assert "+ /etc/keep-me" in listing
     proc = panther("diff", "--lab", str(lab), "--ignore-file", str(workdir / "nope"))
     assert "cannot read ignore file" in one_line_error(proc)
+    # An ignore file is read byte for byte: a line that is not UTF-8 names such a file.
+    (root / "etc").joinpath(os.fsdecode(b"caf\xe9")).write_text("latin-1 name")
+    (workdir / "latin1-ignore").write_bytes(b"/etc/caf\xe9\n")
+    latin1 = diff_json(lab, "--ignore-file", str(workdir / "latin1-ignore"))
+    assert os.fsdecode(b"/etc/caf\xe9") not in latin1
+    assert "/etc/keep-me" in latin1
 
     # What was left out, and why, on request: each reason names its rule and its source.
     assert "--show-excluded lists them" in text.stderr

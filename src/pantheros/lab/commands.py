@@ -50,8 +50,15 @@ def cmd_lab_up(args: argparse.Namespace) -> int:
     lab = _lab(args)
     size = parse_size(args.size)
     lab.check_place()
+    # Bad input changes nothing, not even the lab directory: the manifest `up` would use is
+    # checked first, and the size against it.
     if args.manifest:
-        manifests.load(args.manifest)  # bad input changes nothing, not even the lab directory
+        manifest = manifests.load(args.manifest)
+    elif lab.manifest_path.exists():
+        manifest = lab.manifest()
+    else:
+        manifest = manifests.load(manifests.bundled_path("lab"))
+    lab.check_size(size, manifest)
     lab.directory.mkdir(parents=True, exist_ok=True)
     with lab.lock(wait=not args.no_wait):
         result = lab.up(size, args.manifest)

@@ -8,6 +8,7 @@ at mnt/persist, ...). `up` is idempotent; `down` undoes only what `up` did.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,7 +36,7 @@ def parse_size(text: str) -> int:
         value = float(number) * units[unit]
     except ValueError:
         raise UsageError(f"not a size: {text!r} (try 4G or 512M)") from None
-    if value <= 0:
+    if not math.isfinite(value) or value <= 0:  # float() reads inf, nan and 1e400
         raise UsageError(f"not a size: {text!r} (try 4G or 512M)")
     return int(value)
 
@@ -144,6 +145,15 @@ class Lab:
         if other is not None and MountRecord.load(self.mnt.resolve()) is None:
             raise Refused(
                 f"{other.source} is mounted at {self.mnt}, not by panther: unmount it first"
+            )
+
+    def check_size(self, size: int, manifest: manifests.Manifest) -> None:
+        """A new image must hold the layout: said before the lab directory is made."""
+        need = layout.required_mib(manifest)
+        if not self.image.exists() and size < need * layout.MIB:
+            raise UsageError(
+                f"--size {size // layout.MIB} MiB is too small: the layout needs at least "
+                f"{need} MiB"
             )
 
     def up(self, size: int, manifest_source: str | None) -> LabUp:

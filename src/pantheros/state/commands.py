@@ -34,7 +34,8 @@ def ignore_patterns(machine: Machine, extra: list[str], files: list[str]) -> lis
     patterns = [diff.Ignore(pattern, "--ignore") for pattern in extra]
     for source in sources:
         try:
-            lines = source.read_text().splitlines()
+            # Byte for byte: a pattern may name a file whose name is not UTF-8, as diff shows it.
+            lines = source.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read ignore file {source}: {exc.strerror}") from None
         patterns += [
