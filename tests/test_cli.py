@@ -228,3 +228,16 @@ def test_json_keys_are_documented(command: str, report: str) -> None:
     assert len(keys) > 10
     bullet = _documented(command)
     assert {k for k in keys if f"`{k}`" not in bullet} == set()
+
+
+def test_a_path_the_system_refuses_is_one_error_line(tmp_path: Path) -> None:
+    """An OSError on a path the user gave (here: a name longer than NAME_MAX) is one line, with
+    the exit code of bad input; -v adds where it was raised."""
+    too_long = str(tmp_path / ("a" * 300))
+    proc = panther("lab", "status", too_long)
+    line = one_line_error(proc)
+    assert line.endswith(": File name too long")
+    assert proc.returncode == 2
+    verbose = panther("-v", "lab", "status", too_long)
+    assert "Traceback" in verbose.stderr
+    assert verbose.stderr.rstrip().endswith("File name too long")

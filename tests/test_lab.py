@@ -348,6 +348,27 @@ def test_purge_after_a_reboot_removes_the_boot_report(lab: Path) -> None:
     assert not lab.exists()
 
 
+def test_the_run_files_purge_removes_are_those_the_boot_writes() -> None:
+    from pantheros.impermanence import boot, bootstep
+    from pantheros.lab.lab import RUN_FILES
+
+    assert sorted(RUN_FILES) == sorted([bootstep.BOOT_REPORT.name, boot.LOGIN_WARNING])
+
+
+def test_down_and_status_of_a_directory_that_is_no_lab_touch_nothing(workdir: Path) -> None:
+    """`lab down --purge /` must not be a way to delete an empty /mnt or files in /run."""
+    place = workdir / "not-a-lab"
+    (place / "mnt").mkdir(parents=True)
+    (place / "run").mkdir()
+    (place / "run" / "rollback.report").write_text("someone else's")
+    before = sorted(p.relative_to(place) for p in place.rglob("*"))
+    for argv in (["status"], ["down"], ["down", "--purge"], ["down", "--purge", "--json"]):
+        proc = panther("lab", *argv, str(place))
+        assert proc.returncode == 0, proc.stderr
+    assert sorted(p.relative_to(place) for p in place.rglob("*")) == before
+    assert (place / "run" / "rollback.report").read_text() == "someone else's"
+
+
 def _a_regular_file(workdir: Path) -> Path:
     lab = workdir / "lab-file"
     lab.write_text("not a lab\n")

@@ -9,6 +9,7 @@ Results go to stdout, messages to stderr; exit codes are in pantheros.errors.Exi
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib.util
 import logging
 import sys
@@ -533,6 +534,16 @@ def build_parser() -> Parser:
     return parser
 
 
+_OS_EXIT = {
+    errno.ENAMETOOLONG: ExitCode.USAGE,
+    errno.ENOENT: ExitCode.USAGE,
+    errno.ENOTDIR: ExitCode.USAGE,
+    errno.ELOOP: ExitCode.USAGE,
+    errno.EACCES: ExitCode.PERMISSION,
+    errno.EPERM: ExitCode.PERMISSION,
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -554,3 +565,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The reader went away (`panther ... | head`): not an error worth a traceback.
         sys.stderr.close()
         return ExitCode.OK
+    except OSError as exc:
+        # What the system refused on a path the user gave (too long, /proc, no permission):
+        # one line, as for a PantherError; -v shows where it was raised.
+        logging.getLogger(__name__).debug("raised here", exc_info=True)
+        where = f"{exc.filename}: " if exc.filename is not None else ""
+        line = f"panther: error: {where}{exc.strerror or exc}"
+        print(ui.paint(line, "red", sys.stderr), file=sys.stderr)
+        return int(_OS_EXIT.get(exc.errno or 0, ExitCode.FAILURE))

@@ -33,7 +33,7 @@ def _lab(args: argparse.Namespace) -> Lab:
 
 def _locked(lab: Lab, args: argparse.Namespace) -> contextlib.AbstractContextManager[None]:
     """The lab's lock, honouring --no-wait; no lock file is made where there is no lab."""
-    if not lab.directory.is_dir():
+    if not lab.directory.is_dir() or not lab.made():
         return contextlib.nullcontext()
     return lab.lock(wait=not args.no_wait)
 

@@ -21,6 +21,9 @@ from pantheros.storage import blockdev, layout, mounts, tree
 from pantheros.storage.record import MountRecord, RecordedMount
 
 DEFAULT_DIR = "/var/lib/pantheros/lab"
+# What the lab machine's /run/pantheros gets (impermanence's boot report and login warning;
+# tests/test_lab.py holds the names to theirs): the files `down --purge` removes from DIR/run.
+RUN_FILES = ("rollback.report", "login-warning")
 
 
 def default_dir() -> Path:
@@ -128,6 +131,13 @@ class Lab:
         recorded = {m.path for m in record.mounts}
         return expected <= recorded and len(self.mounted()) == len(recorded)
 
+    def made(self) -> bool:
+        """Whether `up` ever made anything here: its lock first, then the manifest."""
+        made = (self.lock_path, self.manifest_path, self.image, self.new_image)
+        return (
+            any(path.exists() for path in made) or MountRecord.load(self.mnt.resolve()) is not None
+        )
+
     def check_place(self) -> None:
         """Refuse, before anything is made, a lab directory `up` could not finish in.
 
@@ -142,7 +152,12 @@ class Lab:
         if self.mnt.exists() and not self.mnt.is_dir():
             raise Refused(f"{self.mnt} is not a directory: the lab mounts its tree there")
         other = blockdev.mount_at(self.mnt) if self.mnt.is_dir() else None
-        if other is not None and MountRecord.load(self.mnt.resolve()) is None:
+        if other is None or MountRecord.load(self.mnt.resolve()) is not None:
+            return
+        # No record, yet a mount: ours if from this image (a run killed before its record).
+        loops = blockdev.loop_for_image(self.image) if self.image.exists() else []
+        ours = set().union(*(blockdev.stack(loop) for loop in loops))
+        if os.path.realpath(other.source) not in ours:
             raise Refused(
                 f"{other.source} is mounted at {self.mnt}, not by panther: unmount it first"
             )
@@ -238,7 +253,8 @@ class Lab:
 
     def down(self, purge: bool) -> LabDown:
         mounts.require_root("panther lab down")
-        if not self.directory.is_dir():
+        if not self.directory.is_dir() or not self.made():
+            # Nothing is touched: `down --purge /` must not be a way to delete /mnt or /run files.
             ui.info(f"there is no lab at {self.directory}")
             return LabDown(self.directory, was_up=False, purged=False)
         with self.lock():
@@ -272,12 +288,10 @@ class Lab:
         # Directories go only when empty: the lab never deletes what it did not make.
         if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
             self.mnt.rmdir()
-        # Only panther writes the machine's /run/pantheros, and a reboot would empty it: its
-        # files are the lab's (`lab reboot` leaves the boot report there). Not a directory in it.
+        # By name only: DIR/run may be anything when DIR is not what the user thinks it is.
         if self.run_dir.is_dir() and not self.run_dir.is_symlink():
-            for entry in self.run_dir.iterdir():
-                if entry.is_symlink() or not entry.is_dir():
-                    entry.unlink()
+            for name in RUN_FILES:
+                (self.run_dir / name).unlink(missing_ok=True)
             if not any(self.run_dir.iterdir()):
                 self.run_dir.rmdir()
         self.lock_path.unlink(missing_ok=True)
