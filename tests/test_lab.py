@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from pantheros import manifest as manifests
 from pantheros.lab.lab import Lab
 from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
@@ -414,6 +415,27 @@ def test_lab_up_refuses_a_place_it_cannot_finish_in_before_making_anything(
     after = {p: (p.lstat().st_mtime_ns, p.lstat().st_size) for p in workdir.rglob("*")}
     assert after == before
     assert lab_mounts(workdir) == mounted
+
+
+def test_down_after_a_layout_killed_half_way_detaches_its_image(workdir: Path) -> None:
+    """What SIGKILL during `lab up`'s layout leaves: the manifest and disk.img.new, attached."""
+    lab = workdir / "lab"
+    lab.mkdir()
+    (lab / "manifest.json").write_bytes(manifests.bundled_path("lab").read_bytes())
+    with open(lab / "disk.img.new", "wb") as f:
+        f.truncate(512 * 1024**2)
+    attach_partitioned(lab / "disk.img.new")
+    assert loops_of(lab / "disk.img.new") != ""
+    down = panther("lab", "down", str(lab), "--purge")
+    assert down.returncode == 0, down.stderr
+    assert not lab.exists()
+    listed = subprocess.run(
+        ["losetup", "--list", "--noheadings", "--output", "BACK-FILE"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert str(lab) not in listed.stdout
 
 
 def test_status_of_a_down_lab(lab: Path) -> None:

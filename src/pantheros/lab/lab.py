@@ -276,7 +276,11 @@ class Lab:
             # A run killed after attaching, before recording: adopt the device, then undo it.
             MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
             tree.unmount_tree(str(root))
-        if record is None and not leftovers:
+        # A layout killed half-way left disk.img.new, perhaps attached: useless, and a purge
+        # that only unlinked it would leak the loop device on a deleted file.
+        half_made = self.new_image.exists()
+        self._drop_new_image()
+        if record is None and not leftovers and not half_made:
             ui.info(f"the lab at {self.directory} is not up")
             return False
         return True
