@@ -65,6 +65,16 @@ else:
 class Parser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (with a hint) and exit with ExitCode.USAGE."""
 
+    def parse_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> argparse.Namespace:
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            # Said by the command that was given, so that `did you mean` offers its options.
+            command: argparse.ArgumentParser = getattr(parsed, "command_parser", self)
+            command.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
+
     def error(self, message: str) -> None:  # type: ignore[override]
         where = self.prog.removeprefix("panther").strip()
         hint = _suggestion(message) or _option_suggestion(self, message)
@@ -78,7 +88,7 @@ class Parser(argparse.ArgumentParser):
 
 
 def _option_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
-    """`did you mean` for a mistyped option, from every option the command line knows."""
+    """`did you mean` for a mistyped option, from the options of the command given."""
     import difflib
 
     if not message.startswith("unrecognized arguments: "):
@@ -117,7 +127,7 @@ def _on(parser: argparse.ArgumentParser, handler: Callable[[], Handler]) -> None
     It is returned by a lambda so that the handler's module (a lazy module above) runs only when
     its command does.
     """
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, command_parser=parser)
 
 
 def _manifest_arg(p: argparse.ArgumentParser, required: bool = True) -> None:
