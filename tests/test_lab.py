@@ -342,7 +342,12 @@ def test_purge_removes_everything_the_lab_made(workdir: Path) -> None:
 
 def test_purge_after_a_reboot_removes_the_boot_report(lab: Path) -> None:
     """`lab reboot` writes the machine's /run/pantheros in the lab: the lab made it."""
-    assert panther("lab", "reboot", str(lab)).returncode == 0
+    reboot = panther("lab", "reboot", str(lab), "--json")
+    assert reboot.returncode == 0, reboot.stderr
+    outcome = json.loads(reboot.stdout)
+    assert outcome["result"] == "fresh"
+    listed = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)
+    assert [row["name"] for row in listed["roots"]] == outcome["archived"]
     assert (lab / "run" / "rollback.report").exists()
     down = panther("lab", "down", str(lab), "--purge")
     assert down.returncode == 0, down.stderr

@@ -220,6 +220,7 @@ def _lab(sub: Any) -> None:
         "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
     )
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
+    p.add_argument("--json", action="store_true", help="stage 2's outcome as JSON")
     _no_wait_arg(p)
     _on(p, lambda: lab_commands.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")

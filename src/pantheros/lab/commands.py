@@ -110,7 +110,10 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
         _persistence_mounts(machine)
         ui.progress("stage 2: panther rollback --finish (record, then prune old roots)")
         outcome, code = finish(machine, report, cmdline="")
-    print_outcome(outcome)
+    if args.json:
+        ui.emit_json(outcome.__dict__)
+    else:
+        print_outcome(outcome)
     return code
 
 
