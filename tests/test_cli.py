@@ -60,11 +60,11 @@ def test_no_suggestion_when_nothing_is_close() -> None:
 
 
 def test_an_option_of_another_command_is_not_suggested() -> None:
-    """`lab reboot` has no --json: it was offered itself ("--json; did you mean '--json'?"),
+    """`lab reboot` has no --purge: it was offered itself ("--purge; did you mean '--purge'?"),
     from the options of every command."""
     nowhere = "/nonexistent/lab"  # were the line parsed, no lab would be touched
-    line = one_line_error(panther("lab", "reboot", nowhere, "--json"))
-    assert line == "panther: error: lab reboot: unrecognized arguments: --json"
+    line = one_line_error(panther("lab", "reboot", nowhere, "--purge"))
+    assert line == "panther: error: lab reboot: unrecognized arguments: --purge"
     line = one_line_error(panther("lab", "reboot", nowhere, "--no-wiat"))
     assert line.endswith("did you mean '--no-wait'?")
 
