@@ -375,6 +375,19 @@ def test_down_and_status_of_a_directory_that_is_no_lab_touch_nothing(workdir: Pa
     assert (place / "run" / "rollback.report").read_text() == "someone else's"
 
 
+def test_lab_reboot_refuses_a_symlinked_run_directory(lab: Path, workdir: Path) -> None:
+    """The boot report is deleted and written in DIR/run: never through a link out of the lab."""
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "rollback.report").write_text("not the lab's")
+    (lab / "run").symlink_to(elsewhere)
+    proc = panther("lab", "reboot", str(lab))
+    assert "is not a directory (a symlink?)" in one_line_error(proc)
+    assert [p.name for p in elsewhere.iterdir()] == ["rollback.report"]
+    assert (elsewhere / "rollback.report").read_text() == "not the lab's"
+    assert json.loads(panther("lab", "status", str(lab), "--json").stdout)["up"] is True
+
+
 def _a_regular_file(workdir: Path) -> Path:
     lab = workdir / "lab-file"
     lab.write_text("not a lab\n")

@@ -218,9 +218,14 @@ def test_lab_reboot_is_a_boot_then_stage_two(lab: Path) -> None:
     finally:
         subprocess.run(["umount", str(top)], check=True)
     (lab / "mnt" / "junk").write_text("y")
+    # A link planted where the warning goes is replaced, not written through.
+    (lab / "victim").write_text("keep")
+    (lab / "run" / "login-warning").symlink_to(lab / "victim")
     proc = panther("lab", "reboot", str(lab))
     assert proc.returncode == 6, proc.stderr
     assert (lab / "mnt" / "junk").read_text() == "y"
+    assert (lab / "victim").read_text() == "keep"
+    assert not (lab / "run" / "login-warning").is_symlink()
     warning = (lab / "run" / "login-warning").read_text()
     assert "NOT rolled back" in warning
     assert "root-blank is missing" in warning

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from pantheros import btrfs, ui
+from pantheros import btrfs, fsutil, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.impermanence import bootstep, rollback
@@ -123,7 +123,8 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
             "run 'panther status'."
         )
     warning.parent.mkdir(parents=True, exist_ok=True)
-    warning.write_text(line + "\n", encoding="utf-8")
+    # Replaced by a rename, never written through: a symlink planted there is not followed.
+    fsutil.replace_file(warning, (line + "\n").encode())
     ui.warn(line)
     return outcome, ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pantheros import manifest as manifests
 from pantheros import ui
-from pantheros.errors import ExitCode, PantherError, UsageError
+from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.lab.lab import Lab, default_dir, parse_size
 from pantheros.machine import Machine
 from pantheros.storage import tree
@@ -96,6 +96,9 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
     with machine.lock(wait=not args.no_wait):
         if lab.record() is None:
             raise UsageError(f"the lab at {lab.directory} is down (panther lab up)")
+        if lab.run_dir.is_symlink() or (lab.run_dir.exists() and not lab.run_dir.is_dir()):
+            # The boot report is deleted and written there: through a link, outside the lab.
+            raise Refused(f"{lab.run_dir} is not a directory (a symlink?): not booting into it")
         ui.progress("shutting down: unmounting the lab tree")
         tree.unmount_tree(str(lab.mnt), keep_device=True)
         report.unlink(missing_ok=True)  # /run does not survive a reboot
