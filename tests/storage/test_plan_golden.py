@@ -20,7 +20,8 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def normalised(text: str, target: Path) -> str:
-    return text.replace(str(REPO), "<repo>").replace(str(target), "<target>")
+    # The target first: a temporary directory may lie beside the checkout, sharing its prefix.
+    return text.replace(str(target), "<target>").replace(f"{REPO}/", "<repo>/")
 
 
 @pytest.mark.parametrize("name", manifests.bundled_names())
