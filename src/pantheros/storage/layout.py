@@ -15,7 +15,13 @@ from pantheros import btrfs, process, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
 from pantheros.storage import blockdev
-from pantheros.storage.luks import Secret, close_mapping, device_mapper_available, open_mapping
+from pantheros.storage.luks import (
+    Secret,
+    close_mapping,
+    device_mapper_available,
+    is_open,
+    open_mapping,
+)
 from pantheros.storage.mounts import require_root, top_level_mount
 
 MIB = 1024 * 1024
@@ -179,6 +185,12 @@ def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret
                 "the layout uses LUKS but this kernel has no device-mapper: "
                 "cannot open the encrypted partition"
             )
+        if is_open(manifest.storage.luks.name):
+            # The new volume could not take the name, and the open one is not on TARGET.
+            raise Refused(
+                f"{manifest.storage.luks.mapper_path} is already open: the layout's luks.name "
+                "is in use on this machine"
+            )
     need = required_mib(manifest)
     have = blockdev.size_bytes(path) // MIB
     if have < need:
@@ -236,4 +248,4 @@ def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secr
                     step.action()
         finally:
             if luks:
-                close_mapping(luks.name)
+                close_mapping(luks.name, layout.disk)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pantheros import process
-from pantheros.errors import UsageError
+from pantheros import process, ui
+from pantheros.errors import Refused, UsageError
 from pantheros.manifest.models import mapper_path
+from pantheros.storage import blockdev
 
 
 @dataclass
@@ -40,8 +41,23 @@ def is_open(name: str) -> bool:
     return os.path.exists(mapper_path(name))
 
 
+def dm_name(name: str) -> str:
+    """The kernel's name (dm-N) of the open mapping called name."""
+    return os.path.basename(os.path.realpath(mapper_path(name)))
+
+
 def open_mapping(device: str, name: str, secret: Secret | None, discards: bool) -> None:
+    """Open device as the mapping name; one already open is used only if it sits on device.
+
+    The name is the manifest's, and the host may use the same one for its own disk: trusting it
+    would mount, or format, the host's volume.
+    """
     if is_open(name):
+        if dm_name(name) not in blockdev.holders(device):
+            raise Refused(
+                f"{mapper_path(name)} is open, but not on {device}: it is another volume "
+                "(close it, or give the layout another luks.name); nothing was changed"
+            )
         return
     if secret is None:
         raise UsageError("the layout uses LUKS: give --key-file FILE or --passphrase-stdin")
@@ -51,7 +67,12 @@ def open_mapping(device: str, name: str, secret: Secret | None, discards: bool) 
     process.run([*argv, device, name], check=True, input=secret.stdin())
 
 
-def close_mapping(name: str) -> None:
-    """Close the mapping called name, if it is open."""
-    if is_open(name):
-        process.run(["cryptsetup", "close", name], check=True)
+def close_mapping(name: str, disk: str) -> None:
+    """Close the mapping called name if it is open on disk (a partition of it); one by that name
+    on another device is not ours to close, and is left with a warning."""
+    if not is_open(name):
+        return
+    if os.path.realpath(mapper_path(name)) not in blockdev.stack(disk):
+        ui.warn(f"{mapper_path(name)} is not on {disk}: left open")
+        return
+    process.run(["cryptsetup", "close", name], check=True)

@@ -216,7 +216,7 @@ def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = Fal
     if keep_device:
         return record
     if record.luks:
-        luks.close_mapping(record.luks)
+        luks.close_mapping(record.luks, record.loop or record.target)
     if record.loop:
         if not quiet:
             ui.progress(f"losetup --detach {record.loop}")
