@@ -353,7 +353,7 @@ def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:
     assert (row["size_bytes"], row["total_bytes"], row["size_from"]) == (None, None, None)
     assert "quotas are off" in table["size_note"]
     text = panther("roots", "list", "--lab", str(lab)).stdout
-    assert "note: SIZE is empty: quotas are off" in text
+    assert "note: EXCL and TOTAL are empty: quotas are off" in text
     assert "--size" in text
 
     table = json.loads(panther("roots", "list", "--json", "--size", "--lab", str(lab)).stdout)

@@ -53,8 +53,8 @@ class RootsTable:
 
 
 NO_SIZE_NOTE = (
-    "SIZE is empty: quotas are off or their numbers are not consistent (btrfs quota enable, "
-    "btrfs quota rescan); --size measures each root with "
+    "EXCL and TOTAL are empty: quotas are off or their numbers are not consistent "
+    "(btrfs quota enable, btrfs quota rescan); --size measures each root with "
     "`btrfs filesystem du`, which reads every extent and takes time on large roots"
 )
 
