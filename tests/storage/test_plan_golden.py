@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pantheros import manifest as manifests
-from tests.helpers import REPO, panther
+from tests.helpers import REPO, one_line_error, panther
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -40,3 +40,14 @@ def test_plan_matches_its_golden_file(tmp_path: Path, name: str, form: str) -> N
     assert golden.exists(), f"no golden file {golden.name}: run with PANTHER_UPDATE_GOLDEN=1"
     assert got == golden.read_text()
     assert target.stat().st_blocks == 0, "a plan writes nothing"
+
+
+@pytest.mark.parametrize("key", [["--key-file", "/root/luks.key"], ["--passphrase-stdin"]])
+def test_a_key_for_a_layout_without_luks_is_refused(tmp_path: Path, key: list[str]) -> None:
+    target = tmp_path / "disk.img"
+    target.write_bytes(b"")
+    for command in (["plan"], ["format", "--yes-wipe"]):
+        proc = panther("disk", *command, "--manifest", "server", str(target), *key, input="pw\n")
+        assert "has no LUKS" in one_line_error(proc)
+        assert proc.returncode == 2
+    assert target.stat().st_size == 0

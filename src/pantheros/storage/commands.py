@@ -20,7 +20,11 @@ def load_manifest(value: str) -> tuple[manifests.Manifest, str]:
     return manifests.load(value), value
 
 
-def _secret(args: argparse.Namespace) -> Secret | None:
+def _secret(args: argparse.Namespace, manifest: manifests.Manifest) -> Secret | None:
+    given = "--key-file" if args.key_file else "--passphrase-stdin" if args.passphrase_stdin else ""
+    if given and manifest.storage.luks is None:
+        # A key for a layout without LUKS is a mistaken manifest or command, not one to ignore.
+        raise UsageError(f"{given}: the layout of {manifest.source} has no LUKS")
     if args.key_file:
         return Secret(key_file=args.key_file)
     if args.passphrase_stdin:
@@ -37,7 +41,7 @@ def _secret(args: argparse.Namespace) -> Secret | None:
 def cmd_disk_plan(args: argparse.Namespace) -> int:
     manifest, _ = load_manifest(args.manifest)
     blockdev.resolve_target(args.target)
-    secret = _secret(args)
+    secret = _secret(args, manifest)
     steps = layout.plan(manifest, args.target, secret)
     if args.json:
         ui.emit_json({"target": args.target, "manifest": manifest.source, "steps": steps})
@@ -51,7 +55,7 @@ def cmd_disk_plan(args: argparse.Namespace) -> int:
 
 def cmd_disk_format(args: argparse.Namespace) -> int:
     manifest, _ = load_manifest(args.manifest)
-    secret = _secret(args)
+    secret = _secret(args, manifest)
     layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
     if args.json:
         ui.emit_json({"target": args.target, "manifest": manifest.source, "host": manifest.host})
@@ -62,7 +66,7 @@ def cmd_disk_format(args: argparse.Namespace) -> int:
 
 def cmd_disk_mount(args: argparse.Namespace) -> int:
     manifest, path = load_manifest(args.manifest)
-    secret = _secret(args)
+    secret = _secret(args, manifest)
     record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
     if args.json:
         mounted = [m.as_json() for m in record.mounts]
