@@ -555,6 +555,12 @@ _OS_EXIT = {
 }
 
 
+def _failed(message: str, code: ExitCode | None) -> int:
+    """The one line every failure ends in, and its exit code."""
+    print(ui.paint(f"panther: error: {message}", "red", sys.stderr), file=sys.stderr)
+    return int(ExitCode.FAILURE if code is None else code)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -567,8 +573,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         handler: Callable[[], Handler] = args.handler
         return handler()(args)
     except PantherError as exc:
-        print(ui.paint(f"panther: error: {exc}", "red", sys.stderr), file=sys.stderr)
-        return int(exc.exit_code)
+        return _failed(str(exc), exc.exit_code)
     except KeyboardInterrupt:
         print("panther: interrupted", file=sys.stderr)
         return 130
@@ -581,6 +586,4 @@ def main(argv: Sequence[str] | None = None) -> int:
         # one line, as for a PantherError; -v shows where it was raised.
         logging.getLogger(__name__).debug("raised here", exc_info=True)
         where = f"{exc.filename}: " if exc.filename is not None else ""
-        line = f"panther: error: {where}{exc.strerror or exc}"
-        print(ui.paint(line, "red", sys.stderr), file=sys.stderr)
-        return int(_OS_EXIT.get(exc.errno or 0, ExitCode.FAILURE))
+        return _failed(f"{where}{exc.strerror or exc}", _OS_EXIT.get(exc.errno or 0))

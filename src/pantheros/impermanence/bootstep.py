@@ -33,8 +33,6 @@ STEPS = ("create", "exchange", "archive", "readonly", "commit")
 NEW_SUFFIX = ".pantheros-new"
 # Where the initrd's step leaves its report; /run survives the switch to the real root.
 BOOT_REPORT = Path("/run/pantheros/rollback.report")
-EXIT_FAIL_CLOSED = 1
-EXIT_BOOT_DIRTY = 6
 EXIT_USAGE = 2
 
 

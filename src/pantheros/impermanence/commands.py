@@ -36,15 +36,9 @@ class RootRow:
 
 
 @dataclass(frozen=True)
-class StrayRow:
-    name: str
-    why: str
-
-
-@dataclass(frozen=True)
 class RootsTable:
     roots: list[RootRow]  # newest first
-    strays: list[StrayRow]
+    strays: list[oldroots.Stray]
     notes: list[str]
     size_note: str | None  # why the sizes are unknown, when they are
 
@@ -101,7 +95,7 @@ def roots_table(machine: Machine, *, measure: bool = False) -> RootsTable:
     unknown = any(row.size_from is None for row in rows)
     return RootsTable(
         roots=rows,
-        strays=[StrayRow(s.name, s.why) for s in strays],
+        strays=strays,
         notes=plan.notes if plan else [],
         size_note=NO_SIZE_NOTE if unknown else None,
     )

@@ -69,11 +69,12 @@ def mounted_subvolume(top: Path, rel: str, ids: Collection[int]) -> str | None:
     filesystem's, the same for all its subvolumes) is compared by subvolume id (`ids`: the
     subvolume's and those nested in it) and by its path inside the filesystem.
     """
-    home = blockdev.mount_containing(top)
+    entries = blockdev.mountinfo()
+    home = blockdev.mount_containing(top, entries)
     if home is None:
         raise PantherError(f"{top} is not on a mounted file system")
     path = "/" + rel.strip("/")
-    for entry in blockdev.mountinfo():
+    for entry in entries:
         if entry.device != home.device or entry.fstype != "btrfs":
             continue
         subvolid = entry.option("subvolid")
@@ -161,9 +162,6 @@ class OldRoots:
         self.top = top
         self.storage = storage
         self.location = top / storage.old_roots
-
-    def ensure(self) -> None:
-        self.location.mkdir(parents=True, exist_ok=True)
 
     def _parent_keys(self) -> tuple[int, int]:
         """(parent subvolume id, parent directory inode) every old root must have."""

@@ -109,7 +109,7 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
             except PantherError as exc:
                 ui.warn(f"the boot step failed: {exc}")
         ui.progress("booting: mounting the lab tree")
-        lab.mount()
+        lab.mount(machine.manifest)
         _persistence_mounts(machine)
         ui.progress("stage 2: panther rollback --finish (record, then prune old roots)")
         outcome, code = finish(machine, report, cmdline="")

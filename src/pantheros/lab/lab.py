@@ -105,7 +105,9 @@ class Lab:
 
     def loop(self) -> str | None:
         """The loop device this lab's image is attached to, verified; None when detached."""
-        record = self.record()
+        return self._loop(self.record())
+
+    def _loop(self, record: MountRecord | None) -> str | None:
         if record is not None and record.loop is not None:
             return record.loop
         found = blockdev.loop_for_image(self.image) if self.image.exists() else []
@@ -113,7 +115,9 @@ class Lab:
 
     def mounted(self) -> list[RecordedMount]:
         """The recorded mounts really in place from this lab's disk, in mount order."""
-        record = self.record()
+        return self._mounted(self.record())
+
+    def _mounted(self, record: MountRecord | None) -> list[RecordedMount]:
         devices = record.devices() if record else None
         if not record or not devices:
             return []
@@ -122,14 +126,16 @@ class Lab:
 
     def is_up(self) -> bool:
         """Every subvolume of the manifest and every recorded mount is in place, from our disk."""
-        record = self.record()
-        if record is None or not self.manifest_path.exists():
+        manifest = self.manifest() if self.manifest_path.exists() else None
+        return self._is_up(self.record(), manifest)
+
+    def _is_up(self, record: MountRecord | None, manifest: manifests.Manifest | None) -> bool:
+        if record is None or manifest is None:
             return False
-        storage = self.manifest().storage
         root = str(self.mnt.resolve())
-        expected = {root + point.rstrip("/") for point in storage.mount_points(esp=False)}
+        expected = {root + point.rstrip("/") for point in manifest.storage.mount_points(esp=False)}
         recorded = {m.path for m in record.mounts}
-        return expected <= recorded and len(self.mounted()) == len(recorded)
+        return expected <= recorded and len(self._mounted(record)) == len(recorded)
 
     def made(self) -> bool:
         """Whether `up` ever made anything here: its lock first, then the manifest."""
@@ -192,18 +198,18 @@ class Lab:
                     "`panther lab down --purge` first to use another"
                 )
             manifest = self.manifest()
-            if self.is_up():
+            if self._is_up(self.record(), manifest):
                 return LabUp(self.directory, self.mnt, already_up=True, laid_out=False)
             laid_out = not self.image.exists()
             if laid_out:
                 self._make_image(manifest, size)
-            self.mount()
+            self.mount(manifest)
             return LabUp(self.directory, self.mnt, already_up=False, laid_out=laid_out)
 
-    def mount(self) -> MountRecord:
-        """Mount the tree from the image (`up`, and `reboot` as it boots)."""
+    def mount(self, manifest: manifests.Manifest) -> MountRecord:
+        """Mount the tree from the image (`up`, and `reboot` as it boots), as manifest lays it."""
         return tree.mount_tree(
-            self.manifest(),
+            manifest,
             str(self.manifest_path),
             str(self.image),
             str(self.mnt),
@@ -239,16 +245,17 @@ class Lab:
     def status(self) -> LabStatus:
         image = self.image.exists()
         manifest = self.manifest() if self.manifest_path.exists() else None
+        record = self.record()  # read and verified once for every field below
         return LabStatus(
             dir=self.directory,
-            up=self.is_up(),
+            up=self._is_up(record, manifest),
             image=self.image if image else None,
             image_bytes=self.image.stat().st_size if image else None,
-            device=self.loop(),
+            device=self._loop(record),
             manifest=self.manifest_path if manifest else None,
             host=manifest.host if manifest else None,
             root=self.mnt,
-            mounts=tuple(self.mounted()),
+            mounts=tuple(self._mounted(record)),
         )
 
     def down(self, purge: bool) -> LabDown:

@@ -87,7 +87,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
     with machine.top_level() as top:
         # The diff is against the blank: one that changed hides what was planted in it.
-        distrust = None if empty_design else blank.problem(top, machine.manifest)
+        distrust = blank.problem(top, machine.manifest)
         result = diff.run(
             top,
             st.root.name,
@@ -148,13 +148,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return code
 
 
-def _host_file(machine: Machine, args: argparse.Namespace) -> Path | None:
-    return persist.host_file_for(machine, args.host_file)
-
-
 def cmd_persist_add(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
-    host_file = _host_file(machine, args)
+    host_file = persist.host_file_for(machine, args.host_file)
     added = []
     for path in args.paths:
         with machine.lock(wait=not args.no_wait):
@@ -188,7 +184,7 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
 
 def cmd_persist_remove(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
-    host_file = _host_file(machine, args)
+    host_file = persist.host_file_for(machine, args.host_file)
     with machine.lock(wait=not args.no_wait):
         where = persist.locate(machine, args.path)
         persist.remove(machine, args.path, host_file, purge=args.purge)

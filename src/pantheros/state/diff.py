@@ -195,13 +195,16 @@ class Trees:
 
 
 def _compare(
-    trees: Trees, rel: bytes, want_times: bool, hints: set[str], names_data: bool
+    trees: Trees,
+    rel: bytes,
+    new: os.stat_result,
+    old: os.stat_result,
+    want_times: bool,
+    hints: set[str],
+    names_data: bool,
 ) -> Change | None:
-    """The change at rel, which exists in both trees; None when nothing differs."""
-    new = _lstat(_join(trees.current, rel))
-    old = _lstat(_join(trees.baseline, rel))
-    assert new is not None
-    assert old is not None
+    """The change at rel, which exists in both trees (new and old: its lstat in each); None when
+    nothing differs."""
     path = b"/" + rel
     kind = file_type(new.st_mode)
     if new.st_ino != old.st_ino or stat.S_IFMT(new.st_mode) != stat.S_IFMT(old.st_mode):
@@ -277,7 +280,7 @@ def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
                 )
             )
             continue
-        change = _compare(trees, rel, want_times, hints, found.names_data)
+        change = _compare(trees, rel, new, old, want_times, hints, found.names_data)
         if change is not None:
             changes.append(change)
     for rel in gone.values():

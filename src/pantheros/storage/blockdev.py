@@ -83,12 +83,14 @@ def mount_at(path: str | Path) -> MountEntry | None:
     return found[-1] if found else None
 
 
-def mount_containing(path: str | Path) -> MountEntry | None:
-    """The topmost mount whose tree holds path."""
+def mount_containing(
+    path: str | Path, entries: list[MountEntry] | None = None
+) -> MountEntry | None:
+    """The topmost mount whose tree holds path (among entries, once read; else the table now)."""
     target = os.path.realpath(path)
     found = [
         m
-        for m in mountinfo()
+        for m in (mountinfo() if entries is None else entries)
         if target == m.mountpoint or target.startswith(m.mountpoint.rstrip("/") + "/")
     ]
     return max(found, key=lambda m: len(m.mountpoint), default=None)

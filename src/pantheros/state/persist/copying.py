@@ -18,8 +18,9 @@ from pantheros.state.persist.location import Where
 
 
 def _walk(base: Path) -> Iterator[tuple[str, os.stat_result]]:
-    yield "", os.lstat(base)
-    if not stat.S_ISDIR(os.lstat(base).st_mode):
+    top = os.lstat(base)
+    yield "", top
+    if not stat.S_ISDIR(top.st_mode):
         return
     for dirpath, dirnames, filenames in os.walk(base):
         dirnames.sort()

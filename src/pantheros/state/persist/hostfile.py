@@ -23,7 +23,7 @@ KEYS = {"directory": ("directory", "directories"), "file": ("file", "files")}
 def host_file_for(machine: Machine, given: str | None) -> Path | None:
     if given:
         return Path(given)
-    return machine.lab.directory / "persistence.json" if machine.lab else None
+    return machine.lab.persistence_path if machine.lab else None
 
 
 def read(path: Path | None) -> dict[str, Any]:
@@ -81,10 +81,10 @@ def remove_entry(host_file: Path, data: dict[str, Any], path: str) -> None:
     write_json(host_file, data)
 
 
-def declared(machine: Machine, host_file: Path | None = None) -> list[PersistenceEntry]:
+def declared(machine: Machine) -> list[PersistenceEntry]:
     """Entries the manifest declares, and those the persistence file adds."""
     found = {e.path: e for e in machine.manifest.persistence}
-    for entry in entries(read(host_file or host_file_for(machine, None))):
+    for entry in entries(read(host_file_for(machine, None))):
         found.setdefault(entry.path, entry)
     return sorted(found.values(), key=lambda e: e.path)
 
