@@ -3,7 +3,10 @@
 
   inputs = {
     nixpkgs.url = "github:NixOS/nixpkgs/nixos-unstable";
-    impermanence.url = "github:nix-community/impermanence";
+    impermanence = {
+      url = "github:nix-community/impermanence";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs =
@@ -21,29 +24,31 @@
       ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # Paths, not imported values: NixOS loads a module once however often it is imported.
-      # impermanence also brings nix-community/impermanence, which implements the bind mounts.
-      withUpstreamImpermanence = modules: {
-        imports = modules ++ [ impermanence.nixosModules.impermanence ];
-      };
-
+      # The example hosts import nix-community/impermanence's module as every impermanence user
+      # does, beside ours (docs/decisions.md D92).
       mkHost =
         name:
         lib.nixosSystem {
           modules = [
+            impermanence.nixosModules.impermanence
             self.nixosModules.default
             ./hosts/${name}
           ];
         };
     in
     {
+      # Paths, not imported values: NixOS loads a module once however often it is imported. None
+      # of them brings nix-community/impermanence along: its flake exports a function value,
+      # which the module system cannot recognise as the same module when a host imports it too
+      # (every impermanence user does), so the host imports it (D92).
       nixosModules = {
         storage = ./nix/modules/storage.nix;
-        impermanence = withUpstreamImpermanence [ ./nix/modules/impermanence.nix ];
+        impermanence = ./nix/modules/impermanence.nix;
         security = ./nix/modules/security.nix;
-        roles = withUpstreamImpermanence [ ./nix/modules/roles.nix ];
+        roles = ./nix/modules/roles.nix;
         manifest = ./nix/modules/manifest.nix;
-        default = withUpstreamImpermanence [ ./nix/modules/default.nix ];
+        users = ./nix/modules/users.nix;
+        default = ./nix/modules/default.nix;
       };
 
       nixosConfigurations = lib.genAttrs [ "workstation" "server" "vm" ] mkHost;
@@ -52,6 +57,40 @@
         pantheros-bootstep = pkgs.callPackage ./nix/bootstep.nix { };
         panther = pkgs.callPackage ./nix/package.nix { inherit pantheros-bootstep; };
         default = panther;
+      });
+
+      # What a contributor runs: the tests' tools (as scripts/setup installs them on Debian), the
+      # formatter, and Nix itself for `nix-instantiate --parse` and the evaluations.
+      devShells = forAllSystems (pkgs: {
+        default = pkgs.mkShell {
+          packages = [
+            # pip install -e '.[dev]' in a venv adds the rest of the dev extras (pyproject.toml).
+            (pkgs.python3.withPackages (ps: [
+              ps.pytest
+              ps.jsonschema
+              ps.pyyaml
+              ps.hypothesis
+              ps.shtab
+            ]))
+            pkgs.ruff
+            pkgs.mypy
+            pkgs.nixfmt-rfc-style
+            pkgs.nix
+            pkgs.btrfs-progs
+            pkgs.cryptsetup
+            pkgs.gptfdisk
+            pkgs.util-linux
+            pkgs.dosfstools
+            pkgs.mtools
+            pkgs.acl
+            pkgs.attr
+            pkgs.gcc
+            pkgs.shellcheck
+            pkgs.qemu
+            pkgs.openssh
+            pkgs.zstd
+          ];
+        };
       });
 
       templates = {

@@ -54,4 +54,14 @@ unstore {
   };
   services = lib.mapAttrs (_: unit) (ours config.systemd.services);
   manifest = config.pantheros.manifest;
+  # As NixOS reports them: the assertions that fail and the warnings.
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  inherit (config) warnings;
+  # Who can log in and become root after any number of reboots (nix/modules/users.nix).
+  users = {
+    inherit (config.users) mutableUsers;
+    inherit (config.pantheros.users) loginUsers administrators;
+    hostKeys = map (k: k.path) config.services.openssh.hostKeys;
+  };
+  firstBoot = config.pantheros.impermanence.firstBoot;
 }

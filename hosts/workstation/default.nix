@@ -18,12 +18,14 @@
   boot.loader.systemd-boot.enable = true;
   boot.loader.efi.canTouchEfiVariables = true;
 
-  users.mutableUsers = false;
+  # Users are declarative (PantherOS's default under impermanence: users.mutableUsers = false).
+  # alice logs in on the console and uses sudo with the password whose hash lives on /persist,
+  # written before the first boot with
+  #   mkpasswd -m yescrypt | install -D -m 0600 /dev/stdin /mnt/persist/secrets/passwords/alice
   users.users.alice = {
     isNormalUser = true;
     extraGroups = [ "wheel" "networkmanager" ];
-    # Replace with your own: mkpasswd -m yescrypt
-    hashedPasswordFile = "/persist/secrets/alice.passwd";
+    hashedPasswordFile = "/persist/secrets/passwords/alice";
   };
 
   system.stateVersion = "25.05";

@@ -62,7 +62,7 @@ let
   topLevelName = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
 in
 {
-  imports = [ ./manifest.nix ];
+  imports = [ ./manifest.nix ./users.nix ];
 
   options.pantheros.storage = {
     enable = mkEnableOption "the PantherOS btrfs layout (fileSystems for every subvolume)";
@@ -178,6 +178,17 @@ in
       readOnly = true;
       description = "The btrfs device as the running system and the initrd address it.";
     };
+    inUse = mkOption {
+      type = types.bool;
+      internal = true;
+      readOnly = true;
+      description = ''
+        Whether the layout is the machine's: enabled, and the root file system NixOS mounts is
+        its root subvolume. It is not when a definition of higher priority replaces `fileSystems`
+        (qemu-vm.nix does, with mkVMOverride, for `nixos-rebuild build-vm`): the other PantherOS
+        modules then leave the boot alone, and a warning says so.
+      '';
+    };
     fileSystems = mkOption {
       type = types.attrsOf types.anything;
       internal = true;
@@ -197,6 +208,11 @@ in
       pantheros.storage.enabledSubvolumes = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
       pantheros.storage.btrfsDevice =
         if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}" else "/dev/disk/by-label/${cfg.label}";
+      # Read from fileSystems as NixOS resolved it; the layout's own definition (below) depends
+      # on cfg.enable only, so this cannot feed back into it.
+      pantheros.storage.inUse = cfg.enable
+        && (config.fileSystems."/".device or null) == device
+        && (config.fileSystems."/".fsType or null) == "btrfs";
 
       pantheros.storage.fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
         inherit device;
@@ -277,20 +293,32 @@ in
       boot.loader.grub.configurationLimit = mkDefault 10;
 
       inherit (cfg) fileSystems;
+
+      warnings = lib.optional (!cfg.inUse) ''
+        pantheros.storage: the file systems of this configuration are not the PantherOS layout
+        (a definition of higher priority replaced `fileSystems`, as qemu-vm.nix does for
+        `nixos-rebuild build-vm`): the LUKS device, the swap file and the rollback are left out,
+        and nothing is rolled back. Hardening and users apply as declared. To boot the layout
+        itself, use the flake's VM tests (`nix flake check`) or `panther lab boot`.
+      '';
     })
 
-    (mkIf (cfg.enable && cfg.luks.enable) {
+    (mkIf (cfg.inUse && cfg.luks.enable) {
       boot.initrd.luks.devices.${cfg.luks.name} = {
         device = "/dev/disk/by-partlabel/${cfg.partitionLabel}";
         inherit (cfg.luks) allowDiscards;
       };
     })
 
+    # The subvolume is part of the layout (fileSystems depend on it); the swap file is used only
+    # where the layout is mounted.
     (mkIf (cfg.enable && cfg.swap.sizeMiB > 0) {
       pantheros.storage.subvolumes.swap = {
         mountPoint = "/swap";
         mountOptions = [ "noatime" ];
       };
+    })
+    (mkIf (cfg.inUse && cfg.swap.sizeMiB > 0) {
       swapDevices = [{ device = "/swap/swapfile"; size = cfg.swap.sizeMiB; }];
     })
   ];
