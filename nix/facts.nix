@@ -32,7 +32,9 @@ in
 unstore {
   sysctl = lib.filterAttrs (k: v: lib.elem k sysctlKeys && v != null) config.boot.kernel.sysctl;
   sshSettings = lib.filterAttrs (k: _: lib.elem k (tableKeys "ssh")) config.services.openssh.settings;
-  inherit (config.boot) kernelParams blacklistedKernelModules extraModprobeConfig;
+  inherit (config.boot) blacklistedKernelModules extraModprobeConfig;
+  # Sorted: their order follows the order NixOS's modules are listed in, not a fact of the host.
+  kernelParams = lib.sort lib.lessThan config.boot.kernelParams;
   # Sorted: the order of merged definitions differs between the two evaluations.
   fileSystems = lib.mapAttrs (_: fs: {
     inherit (fs) device fsType neededForBoot;
@@ -63,5 +65,5 @@ unstore {
     inherit (config.pantheros.users) loginUsers administrators;
     hostKeys = map (k: k.path) config.services.openssh.hostKeys;
   };
-  firstBoot = config.pantheros.impermanence.firstBoot;
+  firstBoot = config.pantheros.impermanence.firstBoot or null;
 }

@@ -418,6 +418,8 @@ let
         nixbld = 30000;
         nogroup = 65534;
       };
+      # nixos/modules/system/boot/stage-1.nix: the kernel modules the initrd carries.
+      system.build.modulesClosure = pkgs.writeText "linux-modules-closure" "";
       # nixos/modules/system/boot/systemd/journald.nix: the group the initrd's users need.
       users.groups.systemd-journal.gid = 62;
       };

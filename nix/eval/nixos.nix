@@ -15,6 +15,7 @@ let
   inherit (lib) mkDefault mkOption types;
   systemd = import ./systemd.nix { inherit lib pkgs; };
   usersConfig = config.users;
+  osConfig = config;
 
   bool = default: mkOption { type = types.bool; inherit default; };
   enableOption = bool false;
@@ -93,11 +94,21 @@ let
         noCheck = bool false;
       };
       config.device = lib.mkIf (config.label != null) (mkDefault "/dev/disk/by-label/${config.label}");
-      config.options = lib.mkMerge [
-        (lib.mkIf config.autoResize [ "x-systemd.growfs" ])
-        (lib.mkIf config.autoFormat [ "x-systemd.makefs" ])
-        (lib.mkIf (utils.fsNeededForBoot config) [ "x-initrd.mount" ])
-      ];
+      config.options =
+        let
+          inInitrd = utils.fsNeededForBoot config;
+        in
+        lib.mkMerge [
+          (lib.mkIf config.autoResize [ "x-systemd.growfs" ])
+          (lib.mkIf config.autoFormat [ "x-systemd.makefs" ])
+          (lib.mkIf inInitrd [ "x-initrd.mount" ])
+          # `depends`: under the systemd initrd, a requirement on the mounts that hold them.
+          (lib.mkIf (config.depends != [ ] && (inInitrd -> osConfig.boot.initrd.systemd.enable)) (
+            map (
+              x: "x-systemd.requires-mounts-for=${lib.optionalString inInitrd "/sysroot"}${x}"
+            ) config.depends
+          ))
+        ];
     };
 
   # nixos/modules/config/sysctl.nix: each key is defined once after priorities

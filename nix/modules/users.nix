@@ -104,17 +104,15 @@ in
       assertions = [
         {
           assertion = cfg.allowNoAdministrator || administrators != [ ];
-          message = ''
-            pantheros.users: nobody who can log in can also become root${
-              if loginUsers == [ ] then
-                " (nobody can log in at all)"
-              else
-                " (can log in: ${lib.concatStringsSep ", " loginUsers})"
-            }. Give a user a way in (a password, or openssh.authorizedKeys.keys with SSH on) and a
-            way to root: extraGroups = [ "wheel" ] with a password for sudo (hashedPasswordFile, on
-            /persist under pantheros.impermanence), or security.sudo.wheelNeedsPassword = false. If
-            nobody may administer this machine on purpose, set
-            pantheros.users.allowNoAdministrator = true.'';
+          message = lib.concatStrings [
+            "pantheros.users: nobody who can log in can also become root"
+            (if loginUsers == [ ] then " (nobody can log in at all)" else " (can log in: ${lib.concatStringsSep ", " loginUsers})")
+            ". Give a user a way in (a password, or openssh.authorizedKeys.keys with SSH on) and a way to root:"
+            " extraGroups = [ \"wheel\" ] with a password for sudo (hashedPasswordFile, under /persist with"
+            " pantheros.impermanence), or security.sudo.wheelNeedsPassword = false; or give root a password."
+            " If nobody may administer this machine on purpose, set pantheros.users.allowNoAdministrator = true"
+            " (docs/decisions.md D93)."
+          ];
         }
       ];
     })

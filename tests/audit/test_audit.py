@@ -129,7 +129,9 @@ def test_mounts_from_mountinfo_and_fstab(tmp_path: Path) -> None:
         tmp_path / "off", {"etc/fstab": "proc /proc proc hidepid=invisible 0 0\n"}, live=False
     )
     assert finding(offline, "mount.proc", "strict").status is Status.PASS
-    assert finding(offline, "mount.tmp").status is Status.SKIPPED
+    assert finding(offline, "mount.tmp", "hardened").status is Status.SKIPPED
+    # baseline changes no mount, and checks none of /tmp (D94).
+    assert not [f for f in run_checks(offline, "baseline", {}) if f.id == "mount.tmp"]
 
 
 def test_ssh_config_and_defaults(tmp_path: Path) -> None:
@@ -339,6 +341,29 @@ def test_lockdown_is_judged_by_what_the_kernel_enforces(tmp_path: Path) -> None:
     f = finding(offline, "cmdline.lockdown", "strict")
     assert f.status is Status.PASS
     assert "not its effect" in f.reason
+
+
+def test_lockdown_on_a_kernel_without_the_lsm_is_not_applicable(tmp_path: Path) -> None:
+    """NixOS's kernels are built without the lockdown LSM: lockdown= cannot hold there (D94)."""
+    asked = {"proc/cmdline": "quiet lockdown=confidentiality"}
+    lsm = {"sys/kernel/security/lsm": "capability,landlock,yama,bpf"}
+    config = f"boot/config-{os.uname().release}"
+    nixos = fake(
+        tmp_path / "a",
+        {**asked, **lsm, config: "CONFIG_SECURITY=y\n# CONFIG_SECURITY_LOCKDOWN_LSM is not set\n"},
+    )
+    f = finding(nixos, "cmdline.lockdown", "strict")
+    assert (f.status, f.applicable) == (Status.SKIPPED, False)
+    assert "built without the lockdown LSM" in f.reason
+    assert "NixOS" in f.reason
+    # Built in but not started: that is fixable, so it fails, and says how.
+    built = fake(
+        tmp_path / "b",
+        {**asked, **lsm, config: "CONFIG_SECURITY_LOCKDOWN_LSM=y\n"},
+    )
+    f = finding(built, "cmdline.lockdown", "strict")
+    assert f.status is Status.FAIL
+    assert "lsm=" in f.reason
 
 
 def test_perf_paranoid_3_is_judged_by_what_an_unprivileged_process_may_do(
