@@ -62,7 +62,8 @@ unstore {
   # Who can log in and become root after any number of reboots (nix/modules/users.nix).
   users = {
     inherit (config.users) mutableUsers;
-    inherit (config.pantheros.users) loginUsers administrators;
+    loginUsers = config.pantheros.users.loginUsers or null;
+    administrators = config.pantheros.users.administrators or null;
     hostKeys = map (k: k.path) config.services.openssh.hostKeys;
   };
   firstBoot = config.pantheros.impermanence.firstBoot or null;
