@@ -101,8 +101,12 @@ let
 
   # SSH host keys on the root are persisted (and only the types listed are generated at all);
   # keys a host keeps elsewhere already survive.
+  # ed25519 only unless the host lists others (sshd.nix declares hostKeys; a configuration
+  # without it gets sshd's usual ed25519 key).
+  keptHostKeys = [ { type = "ed25519"; path = "/etc/ssh/ssh_host_ed25519_key"; } ];
+  hostKeys = if options ? services.openssh.hostKeys then config.services.openssh.hostKeys else keptHostKeys;
   hostKeysOnRoot = lib.filter (k: fileSystemOf k.path == "/")
-    (lib.optionals config.services.openssh.enable config.services.openssh.hostKeys);
+    (lib.optionals config.services.openssh.enable hostKeys);
   # Persisted directories that impermanence binds in the initrd (NixOS's paths needed for
   # boot, /var/lib/nixos among them): their persistent copy must exist before the bind, also on
   # the first boot, so an initrd unit makes them.
@@ -271,9 +275,9 @@ in
     users.mutableUsers = mkDefault false;
 
     # Only the host key types that are kept are generated (sshd-keygen makes every type listed).
-    services.openssh.hostKeys = mkDefault [
-      { type = "ed25519"; path = "/etc/ssh/ssh_host_ed25519_key"; }
-    ];
+    services.openssh = lib.optionalAttrs (options ? services.openssh.hostKeys) {
+      hostKeys = mkDefault keptHostKeys;
+    };
 
     # Sensible defaults: the machine's identity and NixOS's own state.
     pantheros.impermanence.directories = [

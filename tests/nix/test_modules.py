@@ -790,3 +790,22 @@ def test_units_are_written_as_nixos_writes_them(tmp_path: Path) -> None:
         "sysinit.target": ["pantheros-demo.service"],
     }
     assert units["requires"] == {"sysroot.mount": ["pantheros-demo.service"]}
+
+
+@needs_lib
+def test_strict_tmp_takes_nixos_own_options_where_nixos_exposes_them(tmp_path: Path) -> None:
+    """Newer NixOS declares boot.tmp.tmpfsFinalOptions; the strict /tmp mount then uses it."""
+    newer = """
+      options.boot.tmp.tmpfsFinalOptions = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        readOnly = true;
+      };
+      config.boot.tmp.tmpfsFinalOptions = [ "mode=1777" "rw" "nosuid" "nodev" "size=2G" ];
+    """
+    module = tmp_path / "newer-nixos.nix"
+    module.write_text(f"{{ lib, ... }}: {{ {newer} }}")
+    out = evaluated(tmp_path, SECURE % ("strict", f"imports = [ {module} ];"))
+    assert out["fileSystems"]["/tmp"]["options"] == [
+        *("mode=1777", "rw", "nosuid", "nodev", "size=2G"),
+        "noexec",
+    ]
