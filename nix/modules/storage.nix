@@ -184,7 +184,7 @@ in
       readOnly = true;
       description = ''
         Whether the layout is the machine's: enabled, and the root file system NixOS mounts is
-        its root subvolume. It is not when a definition of higher priority replaces `fileSystems`
+        its root subvolume (btrfs, `subvol=` the root's name; the device may be named otherwise). It is not when a definition of higher priority replaces `fileSystems`
         (qemu-vm.nix does, with mkVMOverride, for `nixos-rebuild build-vm`): the other PantherOS
         modules then leave the boot alone, and a warning says so.
       '';
@@ -210,9 +210,14 @@ in
         if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}" else "/dev/disk/by-label/${cfg.label}";
       # Read from fileSystems as NixOS resolved it; the layout's own definition (below) depends
       # on cfg.enable only, so this cannot feed back into it.
-      pantheros.storage.inUse = cfg.enable
-        && (config.fileSystems."/".device or null) == device
-        && (config.fileSystems."/".fsType or null) == "btrfs";
+      pantheros.storage.inUse =
+        let
+          root = lib.findFirst (s: s.role == "root") null (lib.attrValues enabled);
+          mounted = config.fileSystems."/" or { };
+        in
+        cfg.enable && root != null
+        && (mounted.fsType or null) == "btrfs"
+        && lib.elem "subvol=${root.name}" (mounted.options or [ ]);
 
       pantheros.storage.fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
         inherit device;
