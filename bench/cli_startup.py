@@ -19,16 +19,16 @@ import tempfile
 import time
 
 COMMAND_MODULES = (
-    "pantheros.audit.commands",
-    "pantheros.completion",
-    "pantheros.impermanence.boot",
-    "pantheros.impermanence.commands",
-    "pantheros.lab.commands",
-    "pantheros.spec.commands",
-    "pantheros.spec.progress",
-    "pantheros.spec.trace",
-    "pantheros.state.commands",
-    "pantheros.storage.commands",
+    "pantheros.commands.audit",
+    "pantheros.commands.completion",
+    "pantheros.impermanence.stage2",
+    "pantheros.commands.impermanence",
+    "pantheros.commands.lab",
+    "panther_spec.commands",
+    "panther_spec.progress",
+    "panther_spec.trace",
+    "pantheros.commands.state",
+    "pantheros.commands.disk",
 )
 RUNS = 15
 

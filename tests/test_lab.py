@@ -355,10 +355,10 @@ def test_purge_after_a_reboot_removes_the_boot_report(lab: Path) -> None:
 
 
 def test_the_run_files_purge_removes_are_those_the_boot_writes() -> None:
-    from pantheros.impermanence import boot, bootstep
+    from pantheros.impermanence import bootstep, stage2
     from pantheros.lab.lab import RUN_FILES
 
-    assert sorted(RUN_FILES) == sorted([bootstep.BOOT_REPORT.name, boot.LOGIN_WARNING])
+    assert sorted(RUN_FILES) == sorted([bootstep.BOOT_REPORT.name, stage2.LOGIN_WARNING])
 
 
 def test_down_and_status_of_a_directory_that_is_no_lab_touch_nothing(workdir: Path) -> None:

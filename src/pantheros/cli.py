@@ -39,27 +39,27 @@ def _lazy(name: str) -> ModuleType:
 
 
 if TYPE_CHECKING:
-    from pantheros import completion
-    from pantheros.audit import commands as audit_commands
-    from pantheros.impermanence import boot
-    from pantheros.impermanence import commands as impermanence_commands
-    from pantheros.lab import commands as lab_commands
-    from pantheros.spec import commands as spec_commands
-    from pantheros.spec import progress as spec_progress
-    from pantheros.spec import trace as spec_trace
-    from pantheros.state import commands as state_commands
-    from pantheros.storage import commands as disk_commands
+    from panther_spec import commands as spec_commands
+    from panther_spec import progress as spec_progress
+    from panther_spec import trace as spec_trace
+    from pantheros.commands import audit as audit_commands
+    from pantheros.commands import completion
+    from pantheros.commands import disk as disk_commands
+    from pantheros.commands import impermanence as impermanence_commands
+    from pantheros.commands import lab as lab_commands
+    from pantheros.commands import state as state_commands
+    from pantheros.impermanence import stage2 as boot
 else:
-    completion = _lazy("pantheros.completion")
-    audit_commands = _lazy("pantheros.audit.commands")
-    boot = _lazy("pantheros.impermanence.boot")
-    impermanence_commands = _lazy("pantheros.impermanence.commands")
-    lab_commands = _lazy("pantheros.lab.commands")
-    spec_commands = _lazy("pantheros.spec.commands")
-    spec_progress = _lazy("pantheros.spec.progress")
-    spec_trace = _lazy("pantheros.spec.trace")
-    state_commands = _lazy("pantheros.state.commands")
-    disk_commands = _lazy("pantheros.storage.commands")
+    audit_commands = _lazy("pantheros.commands.audit")
+    completion = _lazy("pantheros.commands.completion")
+    disk_commands = _lazy("pantheros.commands.disk")
+    impermanence_commands = _lazy("pantheros.commands.impermanence")
+    lab_commands = _lazy("pantheros.commands.lab")
+    boot = _lazy("pantheros.impermanence.stage2")
+    state_commands = _lazy("pantheros.commands.state")
+    spec_commands = _lazy("panther_spec.commands")
+    spec_progress = _lazy("panther_spec.progress")
+    spec_trace = _lazy("panther_spec.trace")
 
 
 class Parser(argparse.ArgumentParser):
@@ -503,7 +503,7 @@ def _spec(sub: Any) -> None:
     how.add_argument(
         "--results",
         metavar="FILE",
-        help="report from a test run that loaded -p pantheros.spec.pytest_trace",
+        help="report from a test run that loaded -p panther_spec.pytest_trace",
     )
     p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
     p.add_argument("--json", action="store_true", help="the trace as JSON")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pantheros.spec import archive, parse
+from panther_spec import archive, parse
 from tests.helpers import one_line_error
 from tests.spec import corpus
 from tests.spec.tools import ENV, REPO, panther
@@ -293,7 +293,7 @@ def test_trace_results_reports_from_a_whole_test_run(tmp_path: Path) -> None:
     root = _traced_project(tmp_path, answer=0)
     results = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "pantheros.spec.pytest_trace", "-q", "tests"],
+        [sys.executable, "-m", "pytest", "-p", "panther_spec.pytest_trace", "-q", "tests"],
         cwd=root,
         env={**ENV, "PANTHER_TRACE_OUT": str(results)},
         capture_output=True,

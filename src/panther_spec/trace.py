@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from panther_spec import parse
+from panther_spec.commands import Tree, _tree, no_root
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
-from pantheros.spec import parse
-from pantheros.spec.commands import Tree, _tree, no_root
 
 MARKER = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
-PLUGIN = "pantheros.spec.pytest_trace"
+PLUGIN = "panther_spec.pytest_trace"
 RESULT_ENV = "PANTHER_TRACE_OUT"  # where the plugin writes its results
 ONLY_TRACED_ENV = "PANTHER_TRACE_ONLY"  # set: the plugin deselects every untraced test
 
@@ -113,7 +113,7 @@ def _read_results(path: Path) -> dict[str, dict[str, Any]]:
         isinstance(r, dict) and isinstance(r.get("scenarios"), list) and "outcome" in r
         for r in results.values()
     ):
-        raise UsageError(f"{path} is not a results file of pantheros.spec.pytest_trace")
+        raise UsageError(f"{path} is not a results file of panther_spec.pytest_trace")
     return results
 
 

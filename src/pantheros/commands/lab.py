@@ -88,7 +88,7 @@ def cmd_lab_status(args: argparse.Namespace) -> int:
 def cmd_lab_reboot(args: argparse.Namespace) -> int:
     """A reboot as PantherOS boots: the initrd's step, then the tree mounted, then stage 2."""
     from pantheros.impermanence import bootstep
-    from pantheros.impermanence.boot import finish, print_outcome
+    from pantheros.impermanence.stage2 import finish, print_outcome
 
     lab = _lab(args)
     machine = Machine.select(str(lab.directory))

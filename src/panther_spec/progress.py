@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from panther_spec import parse, validate
+from panther_spec.commands import Tree, _tree, fail, no_root
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
-from pantheros.spec import parse, validate
-from pantheros.spec.commands import Tree, _tree, fail, no_root
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+from panther_spec import archive as merge
+from panther_spec import parse, validate
+from panther_spec.validate import Issue
 from pantheros import ui
 from pantheros.errors import ExitCode, PantherError, UsageError
-from pantheros.spec import archive as merge
-from pantheros.spec import parse, validate
-from pantheros.spec.validate import Issue
 
 
 def find_root(start: Path) -> Path | None:
