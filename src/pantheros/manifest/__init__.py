@@ -14,12 +14,11 @@ from typing import Any
 
 from pantheros.errors import ManifestError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
-from pantheros.manifest.schema import Validator, child_path, show
+from pantheros.manifest.schema import child_path, first_violation, show
 
 __all__ = [
     "HOST_MANIFEST",
     "Manifest",
-    "Validator",
     "bundled",
     "bundled_names",
     "load",
@@ -89,7 +88,7 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
             f"unsupported manifest version {show(doc['version'])} (this panther reads version "
             f"{SUPPORTED_VERSION})",
         )
-    violation = Validator(schema()).first_error(doc)
+    violation = first_violation(doc, schema())
     if violation is not None:
         raise ManifestError(source, violation.path, violation.reason)
     _check_text(doc, "$", source)
