@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 
 from pantheros import manifest as manifests
-from pantheros.errors import ManifestError
+from pantheros.errors import ManifestError, UsageError
 from pantheros.manifest.models import Design, FailPolicy, Role
 from pantheros.manifest.schema import first_violation, matches
 from tests.helpers import one_line_error, panther
@@ -212,8 +212,9 @@ def test_not_json_and_missing_file(tmp_path: Path) -> None:
     bad.write_text("{ not json")
     with pytest.raises(ManifestError, match=r"m.json: \$: not JSON"):
         manifests.load(bad)
-    with pytest.raises(ManifestError, match="file not found"):
+    with pytest.raises(UsageError, match=r"absent.json: no such manifest file \(nor a bundled"):
         manifests.load(tmp_path / "absent.json")
+    assert manifests.load("server").host == "server"  # no file of that name: the bundled one
 
 
 @pytest.mark.parametrize(

@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from panther_spec import parse
+from panther_spec import parse, ui
 from panther_spec.commands import Tree, _tree, no_root
-from pantheros import ui
-from pantheros.errors import ExitCode, UsageError
+from panther_spec.errors import ExitCode, UsageError
 
 MARKER = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
 PLUGIN = "panther_spec.pytest_trace"
@@ -184,10 +183,15 @@ def _report_static(args: argparse.Namespace, rows: list[Scenario]) -> int:
             }
         )
     else:
+        # Words, not check marks: a test that names a scenario says nothing of whether it passes
+        # (--run and --results say that).
         for r in rows:
-            mark = "✓" if r.files else "✗"
-            ui.result(f"{mark} {r.spec}: {r.name}  {', '.join(r.files)}")
-        ui.result(f"{len(rows) - len(uncovered)}/{len(rows)} scenarios covered by a test")
+            named = f"named in {', '.join(r.files)}" if r.files else "no test names it"
+            ui.result(f"{r.spec}: {r.name}  ({named})")
+        ui.result(
+            f"{len(rows) - len(uncovered)}/{len(rows)} scenarios named by a test "
+            "(whether those pass: panther spec trace --run)"
+        )
     return ExitCode.FAILURE if args.strict and uncovered else ExitCode.OK
 
 

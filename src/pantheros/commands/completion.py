@@ -5,6 +5,7 @@ so it never lags behind the commands (shtab walks the same argparse tree `panthe
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 import shtab
 
@@ -12,13 +13,17 @@ from pantheros import ui
 from pantheros.errors import ExitCode
 
 
-def script(shell: str) -> str:
-    from pantheros.cli import build_parser
-
-    generated: str = shtab.complete(build_parser(), shell=shell)
+def script(parser: argparse.ArgumentParser, shell: str) -> str:
+    generated: str = shtab.complete(parser, shell=shell)
     return generated
 
 
-def cmd_completion(args: argparse.Namespace) -> int:
-    ui.result(script(args.shell).rstrip("\n"))
+@dataclass(frozen=True)
+class Completion:
+    shell: str
+
+
+def cmd_completion(parser: argparse.ArgumentParser, opts: Completion) -> int:
+    """parser: the whole command line's, given by the dispatcher."""
+    ui.result(script(parser, opts.shell).rstrip("\n"))
     return ExitCode.OK

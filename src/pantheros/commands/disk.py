@@ -1,10 +1,9 @@
-"""Command-line handlers for `panther disk` (the lab's are in pantheros.lab.commands)."""
+"""`panther disk`: plan, format, mount and unmount a disk or image from a manifest."""
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
+from dataclasses import dataclass
 
 from pantheros import manifest as manifests
 from pantheros import ui
@@ -13,21 +12,25 @@ from pantheros.storage import blockdev, layout, tree
 from pantheros.storage.luks import Secret
 
 
-def load_manifest(value: str) -> tuple[manifests.Manifest, str]:
-    if value in manifests.bundled_names() and not Path(value).exists():
-        path = str(manifests.bundled_path(value))
-        return manifests.load(path), path
-    return manifests.load(value), value
+@dataclass(frozen=True)
+class Keyed:
+    """The options every command that opens the disk takes."""
+
+    manifest: str
+    target: str
+    key_file: str | None
+    passphrase_stdin: bool
+    json: bool
 
 
-def _secret(args: argparse.Namespace, manifest: manifests.Manifest) -> Secret | None:
-    given = "--key-file" if args.key_file else "--passphrase-stdin" if args.passphrase_stdin else ""
+def _secret(opts: Keyed, manifest: manifests.Manifest) -> Secret | None:
+    given = "--key-file" if opts.key_file else "--passphrase-stdin" if opts.passphrase_stdin else ""
     if given and manifest.storage.luks is None:
         # A key for a layout without LUKS is a mistaken manifest or command, not one to ignore.
         raise UsageError(f"{given}: the layout of {manifest.source} has no LUKS")
-    if args.key_file:
-        return Secret(key_file=args.key_file)
-    if args.passphrase_stdin:
+    if opts.key_file:
+        return Secret(key_file=opts.key_file)
+    if opts.passphrase_stdin:
         line = sys.stdin.readline()
         if not line.strip():
             raise UsageError("--passphrase-stdin: no passphrase on stdin")
@@ -35,40 +38,48 @@ def _secret(args: argparse.Namespace, manifest: manifests.Manifest) -> Secret | 
     return None
 
 
-# disk
-
-
-def cmd_disk_plan(args: argparse.Namespace) -> int:
-    manifest, _ = load_manifest(args.manifest)
-    blockdev.resolve_target(args.target)
-    secret = _secret(args, manifest)
-    steps = layout.plan(manifest, args.target, secret)
-    if args.json:
-        ui.emit_json({"target": args.target, "manifest": manifest.source, "steps": steps})
+def cmd_disk_plan(opts: Keyed) -> int:
+    manifest = manifests.load(opts.manifest)
+    blockdev.resolve_target(opts.target)
+    secret = _secret(opts, manifest)
+    steps = layout.plan(manifest, opts.target, secret)
+    if opts.json:
+        ui.emit_json({"target": opts.target, "manifest": manifest.source, "steps": steps})
     else:
-        ui.result(f"# panther disk format --manifest {manifest.source} {args.target}")
+        ui.result(f"# panther disk format --manifest {manifest.source} {opts.target}")
         ui.result(f"# needs at least {layout.required_mib(manifest)} MiB; nothing is changed")
         for number, step in enumerate(steps, 1):
             ui.result(f"{number:2}. {step}")
     return ExitCode.OK
 
 
-def cmd_disk_format(args: argparse.Namespace) -> int:
-    manifest, _ = load_manifest(args.manifest)
-    secret = _secret(args, manifest)
-    layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
-    if args.json:
-        ui.emit_json({"target": args.target, "manifest": manifest.source, "host": manifest.host})
+@dataclass(frozen=True)
+class Format(Keyed):
+    yes_wipe: bool
+
+
+def cmd_disk_format(opts: Format) -> int:
+    manifest = manifests.load(opts.manifest)
+    secret = _secret(opts, manifest)
+    layout.format_disk(manifest, opts.target, yes_wipe=opts.yes_wipe, secret=secret)
+    if opts.json:
+        ui.emit_json({"target": opts.target, "manifest": manifest.source, "host": manifest.host})
     else:
-        ui.info(f"{args.target} is laid out for host {manifest.host}")
+        ui.info(f"{opts.target} is laid out for host {manifest.host}")
     return ExitCode.OK
 
 
-def cmd_disk_mount(args: argparse.Namespace) -> int:
-    manifest, path = load_manifest(args.manifest)
-    secret = _secret(args, manifest)
-    record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
-    if args.json:
+@dataclass(frozen=True)
+class Mount(Keyed):
+    directory: str
+
+
+def cmd_disk_mount(opts: Mount) -> int:
+    path = str(manifests.resolve(opts.manifest))
+    manifest = manifests.load(path)
+    secret = _secret(opts, manifest)
+    record = tree.mount_tree(manifest, path, opts.target, opts.directory, secret)
+    if opts.json:
         mounted = [m.as_json() for m in record.mounts]
         ui.emit_json({"directory": record.directory, "target": record.target, "mounts": mounted})
     else:
@@ -76,9 +87,14 @@ def cmd_disk_mount(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_disk_unmount(args: argparse.Namespace) -> int:
-    directory = args.paths[-1]
-    if len(args.paths) > 2:
+@dataclass(frozen=True)
+class Unmount:
+    paths: list[str]
+
+
+def cmd_disk_unmount(opts: Unmount) -> int:
+    directory = opts.paths[-1]
+    if len(opts.paths) > 2:
         raise UsageError("panther disk unmount: give [TARGET] DIR")
     tree.unmount_tree(directory)
     return ExitCode.OK

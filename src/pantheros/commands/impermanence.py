@@ -1,113 +1,122 @@
-"""Command-line handlers for rollback, roots, restore and status."""
+"""`panther rollback`, `roots`, `restore` and `status`: options, then what each prints."""
 
 from __future__ import annotations
 
-import argparse
-import datetime as dt
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from pantheros import ui
+from pantheros import btrfs, mounttable, ui
 from pantheros.errors import ExitCode, Refused, UsageError
-from pantheros.impermanence import oldroots, rollback, status
+from pantheros.impermanence import oldroots, rollback, stage2, status
+from pantheros.impermanence.bootstep import Outcome
+from pantheros.impermanence.listing import roots_table
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.machine import Machine
+from pantheros.machine import Machine, lab_is_down
 from pantheros.storage import blockdev, mounts
 
-# roots
+# rollback
 
 
 @dataclass(frozen=True)
-class RootRow:
-    name: str
-    id: int
-    created: str  # ISO 8601, UTC
-    age_seconds: int
-    otransid: int
-    generation: int
-    size_bytes: int | None  # exclusive: what deleting the root frees
-    total_bytes: int | None  # everything it refers to, shared or not
-    size_from: str | None  # "quotas", "du" or None (unknown; see RootsTable.size_note)
-    pinned: bool
-    keep: bool
-    reason: str
+class Rollback:
+    manifest: str | None
+    device: str | None
+    top: str | None
+    lab: str | None
+    dry_run: bool
+    gc: bool
+    finish: bool
+    report: str
+    json: bool
+
+    def __post_init__(self) -> None:
+        if self.finish and (self.top or self.lab or self.device or self.dry_run or self.gc):
+            raise UsageError("--finish reads this boot's report; it takes only --report and -m")
+
+    @property
+    def instead(self) -> str:
+        """The options that name another machine, offered when this one is not PantherOS."""
+        return "--manifest M" if self.finish else "--manifest M or --lab DIR"
 
 
-@dataclass(frozen=True)
-class RootsTable:
-    roots: list[RootRow]  # newest first
-    strays: list[oldroots.Stray]
-    notes: list[str]
-    size_note: str | None  # why the sizes are unknown, when they are
-
-    def as_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-NO_SIZE_NOTE = (
-    "EXCL and TOTAL are empty: quotas are off or their numbers are not consistent "
-    "(btrfs quota enable, btrfs quota rescan); --size measures each root with "
-    "`btrfs filesystem du`, which reads every extent and takes time on large roots"
-)
-
-
-def roots_table(machine: Machine, *, measure: bool = False) -> RootsTable:
-    """The old roots, newest first, with retention's verdict on each.
-
-    Sizes come from the quota tree when quotas are on (free), else from `btrfs filesystem du`
-    only when `measure` is set (D56).
-    """
-    with machine.top_level(readonly=True) as top:
-        old = OldRoots(top, machine.manifest.storage)
-        roots, strays = old.scan()
-        plan, _ = rollback.gc(top, machine.manifest, dry_run=True) if roots else (None, [])
-        measured = {
-            r.name: oldroots.measured_sizes(r.path) for r in roots if measure and not r.sizes
-        }
-    reasons = {d.root.name: (d.keep, d.reason) for d in plan.decisions} if plan else {}
-    now = time.time()
-    rows = []
-    for r in reversed(roots):
-        keep, reason = reasons.get(r.name, (True, ""))
-        total, exclusive, source = None, None, None
-        if r.sizes:
-            (total, exclusive), source = r.sizes, "quotas"
-        elif r.name in measured:
-            (total, exclusive), source = measured[r.name], "du"
-        rows.append(
-            RootRow(
-                name=r.name,
-                id=r.info.id,
-                created=dt.datetime.fromtimestamp(r.info.otime, dt.UTC).isoformat(),
-                age_seconds=round(now - r.info.otime),
-                otransid=r.info.otransid,
-                generation=r.info.generation,
-                size_bytes=exclusive,
-                total_bytes=total,
-                size_from=source,
-                pinned=r.pinned,
-                keep=keep,
-                reason=reason,
+def cmd_rollback(machine: Machine, opts: Rollback) -> int:
+    if opts.finish:
+        cmdline = Path("/proc/cmdline").read_text(encoding="utf-8")
+        outcome, code = stage2.finish(machine, Path(opts.report), cmdline)
+    else:
+        with _rollback_top(machine, opts) as top:
+            outcome, code = stage2.run_rollback(
+                top, machine.manifest, dry_run=opts.dry_run, gc=opts.gc
             )
-        )
-    unknown = any(row.size_from is None for row in rows)
-    return RootsTable(
-        roots=rows,
-        strays=strays,
-        notes=plan.notes if plan else [],
-        size_note=NO_SIZE_NOTE if unknown else None,
-    )
+    show_outcome(outcome, json=opts.json)
+    return code
+
+
+@contextmanager
+def _rollback_top(machine: Machine, opts: Rollback) -> Iterator[Path]:
+    if opts.top:
+        top = Path(opts.top)
+        if not btrfs.is_subvolume(top) or btrfs.subvolume_info(top).id != btrfs.TOP_LEVEL_ID:
+            raise UsageError(f"{top} is not the top level (subvolid=5) of a btrfs filesystem")
+        yield top
+        return
+    if machine.lab is not None:
+        if machine.lab.is_up() and not opts.dry_run:
+            raise Refused(
+                "the lab is up: `panther lab reboot` unmounts it, rolls back and mounts it again"
+            )
+        with machine.lock(), machine.top_level(readonly=opts.dry_run) as top:
+            yield top
+        return
+    mounts.require_root("panther rollback")
+    device = opts.device or stage2.default_device(machine.manifest)
+    if not blockdev.is_block_device(device):
+        raise UsageError(f"{device} is not a block device (give --device)")
+    with mounts.top_level_mount(device, readonly=opts.dry_run) as top:
+        yield top
+
+
+def show_outcome(outcome: Outcome, *, json: bool) -> None:
+    """The boot step's outcome (`rollback`, `lab reboot`): as JSON, or a line per fact."""
+    if json:
+        ui.emit_json(outcome.__dict__)
+        return
+    for action in outcome.actions:
+        ui.result(f"  {action}")
+    for note in outcome.notes:
+        ui.result(f"  note: {note}")
+    if outcome.pruned:
+        ui.result(f"  pruned: {', '.join(outcome.pruned)}")
+    words = {
+        "fresh": "the root is fresh"
+        + (f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""),
+        "already-fresh": "the root is already fresh: nothing to do",
+        "would-roll-back": "dry run: nothing was changed",
+        "dirty": f"the root was NOT rolled back: {outcome.error}",
+        "skipped": "the rollback was skipped at this boot",
+    }
+    ui.result(words[outcome.result])
+
+
+# roots
 
 
 def _mib(size: int | None) -> str:
     return f"{size / 1024**2:.1f}M" if size is not None else ""
 
 
-def cmd_roots_list(args: argparse.Namespace) -> int:
-    table = roots_table(Machine.select(args.lab), measure=args.size)
-    if args.json:
+@dataclass(frozen=True)
+class RootsList:
+    json: bool
+    size: bool
+
+
+def cmd_roots_list(machine: Machine, opts: RootsList) -> int:
+    table = roots_table(machine, measure=opts.size)
+    if opts.json:
         ui.emit_json(table.as_json())
         return ExitCode.OK
     if not table.roots:
@@ -134,27 +143,45 @@ def cmd_roots_list(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_roots_pin(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
-    pin = args.roots_action == "pin"
+@dataclass(frozen=True)
+class RootsPin:
+    root: str
+    json: bool
+
+
+def cmd_roots_pin(machine: Machine, opts: RootsPin) -> int:
+    return _set_pinned(machine, opts, pin=True)
+
+
+def cmd_roots_unpin(machine: Machine, opts: RootsPin) -> int:
+    return _set_pinned(machine, opts, pin=False)
+
+
+def _set_pinned(machine: Machine, opts: RootsPin, *, pin: bool) -> int:
     with machine.top_level() as top:
-        changed = OldRoots(top, machine.manifest.storage).set_pinned(args.root, pin)
+        changed = OldRoots(top, machine.manifest.storage).set_pinned(opts.root, pin)
     word = "pinned" if pin else "unpinned"
-    if args.json:
-        ui.emit_json({"root": args.root, "pinned": pin, "changed": changed})
+    if opts.json:
+        ui.emit_json({"root": opts.root, "pinned": pin, "changed": changed})
         return ExitCode.OK
-    ui.info(f"{args.root} {word}" if changed else f"{args.root} was already {word}")
+    ui.info(f"{opts.root} {word}" if changed else f"{opts.root} was already {word}")
     return ExitCode.OK
 
 
-def cmd_roots_gc(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
-    with machine.lock(wait=not args.no_wait), machine.top_level(readonly=args.dry_run) as top:
-        plan, deleted = rollback.gc(top, machine.manifest, dry_run=args.dry_run)
-    if args.json:
+@dataclass(frozen=True)
+class RootsGc:
+    dry_run: bool
+    json: bool
+    no_wait: bool
+
+
+def cmd_roots_gc(machine: Machine, opts: RootsGc) -> int:
+    with machine.lock(wait=not opts.no_wait), machine.top_level(readonly=opts.dry_run) as top:
+        plan, deleted = rollback.gc(top, machine.manifest, dry_run=opts.dry_run)
+    if opts.json:
         ui.emit_json(
             {
-                "dry_run": args.dry_run,
+                "dry_run": opts.dry_run,
                 "decisions": [
                     {"name": d.root.name, "keep": d.keep, "reason": d.reason}
                     for d in plan.decisions
@@ -165,7 +192,7 @@ def cmd_roots_gc(args: argparse.Namespace) -> int:
         )
         return ExitCode.OK
     for d in plan.decisions:
-        verb = "keep  " if d.keep else ("would delete" if args.dry_run else "delete")
+        verb = "keep  " if d.keep else ("would delete" if opts.dry_run else "delete")
         ui.result(f"{verb} {d.root.name}: {d.reason}")
     for note in plan.notes:
         ui.result(f"note: {note}")
@@ -174,57 +201,86 @@ def cmd_roots_gc(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_roots_mount(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
-    target = Path(args.directory)
+@dataclass(frozen=True)
+class RootsMount:
+    root: str
+    directory: str
+    json: bool
+
+
+def cmd_roots_mount(machine: Machine, opts: RootsMount) -> int:
+    if machine.lab is not None and machine.lab.loop() is None:
+        # Its image would stay attached under the mount, with no record to take it down by.
+        raise lab_is_down(machine.lab)
+    target = Path(opts.directory)
     if not target.is_dir():
         raise UsageError(f"{target} is not a directory")
-    if blockdev.mount_at(target) is not None:
+    if mounttable.mount_at(target) is not None:
         raise Refused(f"something is already mounted at {target}")
     with machine.top_level(readonly=True) as top:
-        root = OldRoots(top, machine.manifest.storage).get(args.root)
+        root = OldRoots(top, machine.manifest.storage).get(opts.root)
         subvol = f"{machine.manifest.storage.old_roots}/{root.name}"
     with machine.device() as device:
         mounts.mount(device, target, ["ro", f"subvol={subvol}"], fstype="btrfs")
-    if args.json:
+    if opts.json:
         ui.emit_json({"root": root.name, "mountpoint": str(target), "readonly": True})
         return ExitCode.OK
     ui.info(f"{root.name} is mounted read-only at {target} (umount {target} when done)")
     return ExitCode.OK
 
 
-def cmd_restore(args: argparse.Namespace) -> int:
+# restore
+
+
+@dataclass(frozen=True)
+class Restore:
+    path: str
+    source: str
+    to: str | None
+    force: bool
+    json: bool
+    no_wait: bool
+
+
+def cmd_restore(machine: Machine, opts: Restore) -> int:
     from pantheros.impermanence import restore
 
-    machine = Machine.select(args.lab)
-    if not args.path.startswith("/"):
-        raise UsageError(f"give an absolute path as the old root saw it, not {args.path!r}")
-    with machine.lock(wait=not args.no_wait), machine.top_level(readonly=True) as top:
-        resolved, dest = restore.destination(machine, top, args.to or args.path)
+    if not opts.path.startswith("/"):
+        raise UsageError(f"give an absolute path as the old root saw it, not {opts.path!r}")
+    with machine.lock(wait=not opts.no_wait), machine.top_level(readonly=True) as top:
+        resolved, dest = restore.destination(machine, top, opts.to or opts.path)
         roots, _ = OldRoots(top, machine.manifest.storage).scan()
-        root = oldroots.pick(roots, args.source, time.time())
-        restore.restore(root.path, args.path, dest, force=args.force)
-    if args.json:
+        root = oldroots.pick(roots, opts.source, time.time())
+        restore.restore(root.path, opts.path, dest, force=opts.force, shown=resolved)
+    if opts.json:
         ui.emit_json(
             {
-                "path": args.path,
+                "path": opts.path,
                 "from": root.name,
                 "created": root.info.created.isoformat(),
                 "to": resolved,
             }
         )
         return ExitCode.OK
-    ui.info(f"restored {args.path} from {root.name} to {resolved}")
+    ui.info(f"restored {opts.path} from {root.name} to {resolved}")
     return ExitCode.OK
 
 
-def cmd_status(args: argparse.Namespace) -> int:
-    report = status.collect(Machine.select(args.lab))
+# status
+
+
+@dataclass(frozen=True)
+class Status:
+    json: bool
+
+
+def cmd_status(machine: Machine, opts: Status) -> int:
+    report = status.collect(machine)
     # A blank that changed is a failure to see, not a detail: it seeds every new root.
     code = ExitCode.OK if report.blank.trusted else ExitCode.FAILURE
     if code != ExitCode.OK:
         ui.warn(f"the blank cannot be trusted: {report.blank.problem}")
-    if args.json:
+    if opts.json:
         ui.emit_json(report.as_json())
         return code
     root = report.root
