@@ -145,6 +145,7 @@ RUNTIME_PACKAGES = (
     "rpds",
     "attrs",
     "attr",
+    "typing_extensions",
 )
 
 

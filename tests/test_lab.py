@@ -718,3 +718,28 @@ def test_up_finishes_a_reboot_cut_short(lab: Path) -> None:
     status = json.loads(panther("status", "--json", "--lab", str(lab)).stdout)
     assert status["root"]["state"] == "fresh"
     assert status["last_rollback"]["result"] in ("fresh", "already-fresh")
+
+
+def test_a_lab_that_is_down_is_said_to_be_down(lab: Path, workdir: Path) -> None:
+    """Commands that need the lab's tree say so in one line, and leave nothing attached or
+    mounted (`roots mount` mounted the old root and left the image attached, then waited 10 s
+    to say the loop device was busy)."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    name = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"][0]
+    assert panther("lab", "down", str(lab)).returncode == 0
+    target = workdir / "view"
+    target.mkdir()
+    down = f"panther: error: the lab at {lab} is down (panther lab up {lab})"
+    for argv in (
+        ["roots", "mount", name["name"], str(target), "--lab", str(lab)],
+        ["restore", "/etc/machine-id", "--from", "latest", "--to", "/x", "--lab", str(lab)],
+        ["persist", "add", "/etc/hostname", "--lab", str(lab)],
+        ["lab", "reboot", str(lab)],
+    ):
+        proc = panther(*argv)
+        assert one_line_error(proc) == down, argv
+        assert proc.returncode == 2, argv
+    assert not os.path.ismount(target)
+    image = str((lab / "disk.img").resolve())
+    listed = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True)
+    assert image not in listed.stdout
