@@ -103,9 +103,9 @@ def test_a_symlink_itself_and_a_symlinked_copy_are_refused(lab: Path) -> None:
     (mnt / "etc" / "link").symlink_to("real")
     proc = panther("persist", "add", "/etc/link", "--lab", str(lab))
     assert "is a symlink (to real)" in one_line_error(proc)
-    (mnt / "var" / "lib" / "app").mkdir(parents=True)
-    (mnt / "persist" / "var").symlink_to("/etc")
-    proc = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    (mnt / "srv" / "app").mkdir(parents=True)
+    (mnt / "persist" / "srv").symlink_to("/etc")
+    proc = panther("persist", "add", "/srv/app", "--lab", str(lab))
     assert "symlink on its way in persistent storage" in one_line_error(proc)
     assert recorded(lab) == []
     assert journals(lab) == []
@@ -260,11 +260,12 @@ def test_list_states_and_bad_paths(lab: Path) -> None:
     assert states["/etc/adjtime"] == "ok"
     assert states["/var/lib/app"] == "ok"
     (lab / "mnt" / "persist" / "var" / "lib" / "app" / "db").unlink()
+    (lab / "mnt" / "persist" / "etc" / "ssh" / "ssh_host_ed25519_key.pub").unlink()
     assert panther("lab", "down", str(lab)).returncode == 0
     states = listing()
     assert states["/etc/adjtime"] == "machine down"
     assert states["/var/lib/app"] == "machine down"
-    assert states["/var/lib/nixos"] == "missing data"
+    assert states["/etc/ssh/ssh_host_ed25519_key.pub"] == "missing data"
     assert panther("lab", "up", str(lab)).returncode == 0
 
     proc = panther("persist", "add", "/", "--lab", str(lab))
