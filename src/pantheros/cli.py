@@ -445,13 +445,14 @@ def _options(handler: Handler, annotation: str, args: argparse.Namespace) -> Any
 
 
 def _target(annotation: str, args: argparse.Namespace, options: Any, parser: Parser) -> object:
-    from pantheros.machine import Machine
+    if annotation.startswith("Machine"):
+        from pantheros.machine import Machine
 
-    if annotation == "Machine":
+        if annotation == "Machine | None":  # the host or a tree unless --lab names a lab
+            return Machine.select(args.lab) if args.lab else None
+        assert annotation == "Machine", annotation
         instead = getattr(options, "instead", "--lab DIR")
         return Machine.select(args.lab, getattr(args, "manifest", None), instead=instead)
-    if annotation == "Machine | None":
-        return Machine.select(args.lab) if args.lab else None
     if annotation == "Lab":
         from pantheros.lab.lab import Lab, default_dir
 

@@ -65,9 +65,7 @@ def _boot(lab: Lab, machine: Machine) -> tuple[Outcome, int]:
     """
     from pantheros.impermanence import bootstep, stage2
 
-    if lab.run_dir.is_symlink() or (lab.run_dir.exists() and not lab.run_dir.is_dir()):
-        # The boot report is deleted and written there: through a link, outside the lab.
-        raise Refused(f"{lab.run_dir} is not a directory (a symlink?): not booting into it")
+    _check_run_dir(lab)
     report = machine.run_dir / bootstep.BOOT_REPORT.name
     report.unlink(missing_ok=True)  # /run does not survive a reboot
     ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
@@ -84,6 +82,12 @@ def _boot(lab: Lab, machine: Machine) -> tuple[Outcome, int]:
     outcome, code = stage2.finish(machine, report, cmdline="")
     lab.booting_path.unlink()
     return outcome, code
+
+
+def _check_run_dir(lab: Lab) -> None:
+    if lab.run_dir.is_symlink() or (lab.run_dir.exists() and not lab.run_dir.is_dir()):
+        # The boot report is deleted and written there: through a link, outside the lab.
+        raise Refused(f"{lab.run_dir} is not a directory (a symlink?): not booting into it")
 
 
 def _show(outcome: Outcome, *, json: bool) -> None:
@@ -167,8 +171,7 @@ def cmd_lab_reboot(lab: Lab, opts: Reboot) -> int:
     with machine.lock(wait=not opts.no_wait):
         if lab.record() is None:
             raise lab_is_down(lab)
-        if lab.run_dir.is_symlink() or (lab.run_dir.exists() and not lab.run_dir.is_dir()):
-            raise Refused(f"{lab.run_dir} is not a directory (a symlink?): not booting into it")
+        _check_run_dir(lab)  # before anything changes
         fsutil.replace_file(lab.booting_path, b"")
         ui.progress("shutting down: unmounting the lab tree")
         tree.unmount_tree(str(lab.mnt), keep_device=True)
