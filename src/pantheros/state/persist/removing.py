@@ -30,7 +30,7 @@ def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bo
     data = hostfile.read(host_file)
     listed = hostfile.listed(data, where.path)
     if not listed and in_manifest:
-        raise Refused(
+        raise UsageError(
             f"{where.path} is declared in the NixOS configuration: remove it there "
             "(pantheros.impermanence.directories/files)"
         )
