@@ -1,8 +1,8 @@
 """btrfs through its ioctls, with the standard library alone.
 
-`panther rollback` runs in the initrd, so it cannot depend on compiled bindings; parsing the
-text of `btrfs subvolume show` would tie it to one btrfs-progs version. The kernel's ioctl ABI
-is stable, so subvolume info, listing, snapshot, delete and sync are done here directly
+The Python bindings are compiled and bound to a btrfs-progs version (D8); parsing the text of
+`btrfs subvolume show` would tie panther to one version too. The kernel's ioctl ABI is stable,
+so subvolume info, listing, snapshot, delete and sync are done here directly
 (numbers from <linux/btrfs.h>; asm-generic ioctl encoding: x86_64, aarch64, riscv64).
 """
 

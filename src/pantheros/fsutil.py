@@ -23,9 +23,8 @@ import struct
 import tempfile
 from pathlib import Path
 
-from pantheros import process
+from pantheros import mounttable, process
 from pantheros.errors import PantherError, Refused
-from pantheros.storage import blockdev
 
 FS_IOC_FIEMAP = 0xC020660B
 _FIEMAP = struct.Struct("=QQIIII")
@@ -133,7 +132,7 @@ def mount_point_of(path: StrPath) -> str:
     """The mount point of the mount that holds path (its parent's, when path is a symlink)."""
     parent, name = os.path.split(os.path.abspath(path))
     real = os.path.join(os.path.realpath(parent), name)
-    points = [m.mountpoint for m in blockdev.mountinfo()]
+    points = [m.mountpoint for m in mounttable.mountinfo()]
     inside = [m for m in points if real == m or real.startswith(m.rstrip("/") + "/")]
     return max(inside, key=len)
 
@@ -146,7 +145,7 @@ def foreign_inside(path: StrPath) -> str | None:
     """
     real = os.path.realpath(path)
     prefix = real.rstrip("/") + "/"
-    for entry in blockdev.mountinfo():
+    for entry in mounttable.mountinfo():
         if entry.mountpoint.startswith(prefix):
             return entry.mountpoint
     if not os.path.isdir(path) or os.path.islink(path):

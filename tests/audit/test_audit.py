@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -292,6 +293,11 @@ def test_an_almost_empty_tree_is_inconclusive_not_clean(tmp_path: Path) -> None:
     assert text.returncode == 7
     assert f"coverage {cov['evaluated']}/{cov['applicable']}" in text.stdout
     assert "too little evidence to judge" in text.stdout
+    assert "too little evidence" not in text.stderr  # said once, in the report
+    # A heading says what became of the area's checks; none reads as a failure it is not.
+    assert "\nimpermanence (8 not applicable)\n" in text.stdout
+    assert "\nssh (2 not applicable)\n" in text.stdout
+    assert not re.search(r"^\S+ \(\d+/\d+ pass", text.stdout, re.MULTILINE)
     # A failure is a verdict whatever the coverage: exit 1, not 7.
     (tmp_path / "etc/shadow").write_text("root::1::::::\n")
     assert panther("audit", "--root", str(tmp_path)).returncode == 1

@@ -29,6 +29,7 @@ def _position(serial: str, text: str) -> int:
     return at
 
 
+@pytest.mark.scenario("boot-step: Three boots in a real initrd")
 def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
     """Three boots: the junk of the previous boot is gone each time, /persist keeps everything,
     one more read-only old root per boot holds the previous boot's junk, and the step finishes
@@ -74,6 +75,7 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
         assert "could not unmount" not in boot.serial, "the step left the top level mounted"
 
 
+@pytest.mark.scenario("boot-step: Power cut during the step")
 def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machine) -> None:
     """The VM is killed (SIGKILL: the guest's unwritten pages are lost, like pulling the plug)
     right after the exchange; the next boot, finishing that, is killed right after the archive;
@@ -156,6 +158,7 @@ def test_boot_dirty_without_a_blank_boots_the_previous_root(machine: Machine) ->
     assert state.old_roots == []
 
 
+@pytest.mark.scenario("boot-step: Kernel switch skips the step")
 def test_norollback_on_the_kernel_command_line_skips_the_step(machine: Machine) -> None:
     """`pantheros.norollback` on the kernel command line: the unit is skipped, the previous
     root boots with its junk, no old root is made, no report is written, and stage 2 records

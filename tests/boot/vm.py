@@ -22,9 +22,9 @@ from typing import Any
 from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.impermanence import blank, bootstep, rollback
-from pantheros.impermanence.boot import LOGIN_WARNING, finish
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import OldRoot, OldRoots
+from pantheros.impermanence.stage2 import LOGIN_WARNING, finish
 from pantheros.lab.lab import Lab
 from pantheros.machine import Machine as PantherMachine
 

@@ -18,8 +18,8 @@ from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
-from pantheros.impermanence.boot import boot_outcome
 from pantheros.impermanence.bootstep import Outcome, parse_report
+from pantheros.impermanence.stage2 import boot_outcome
 from tests.helpers import Pfs, panther
 
 SOURCE = Path(bootstep.__file__).parent.parent / "data" / "boot"

@@ -492,6 +492,7 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
 )
 @pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 @pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
+@pytest.mark.scenario("nixos-semantics: Typo or wrong type fails")
 def test_typos_and_wrong_types_fail_as_in_nixos(tmp_path: Path, setting: str, error: str) -> None:
     assert error in rejected(tmp_path, BASE % setting)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,14 +104,15 @@ def test_filters_persisted_ignored_and_managed(workdir: Path) -> None:
     lab = workdir / "lab"
     assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
     root = lab / "mnt"
-    (root / "etc").mkdir()
+    (root / "etc").mkdir(exist_ok=True)
     (root / "etc" / "keep-me").write_text("shown")
     (root / "etc" / "ignored.log").write_text("ignored")
     os.symlink("/etc/static/hosts", root / "etc" / "hosts")  # a NixOS-managed link
     (root / "var" / "cache").mkdir()
     (root / "var" / "cache" / "junk").write_text("x")
     (lab / "diff-ignore").write_text("# caches\n/var/cache\n")
-    (root / "var" / "lib" / "nixos").mkdir(parents=True)
+    # The first boot's bind mount taken away: what lies in the root's own /var/lib/nixos.
+    subprocess.run(["umount", str(root / "var" / "lib" / "nixos")], check=True)
     (root / "var" / "lib" / "nixos" / "uid-map").write_text("{}")  # declared persistent
     found = diff_json(lab, "--ignore", "*.log")
     assert "/etc/keep-me" in found

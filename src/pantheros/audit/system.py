@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from pantheros import process
+from pantheros import mounttable, process
 from pantheros.audit.tree import MAX_BYTES, Tree
-from pantheros.storage import blockdev
 
 SCAN_DIRS = (
     "bin",
@@ -189,7 +188,7 @@ class System:
         if self.live:
             found = None
             text = self.read("proc/self/mountinfo")
-            for mount in blockdev.parse_mountinfo(text or ""):
+            for mount in mounttable.parse_mountinfo(text or ""):
                 if mount.mountpoint == mountpoint:
                     found = Evidence(",".join(mount.all_options), "/proc/self/mountinfo")
             return found
@@ -310,7 +309,7 @@ class System:
         pruned = [f"{base}/{NIX_STORE}"]
         # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
         # inside the walk matter, and find tests every entry against each one.
-        for mount in blockdev.mountinfo():
+        for mount in mounttable.mountinfo():
             if not any(mount.mountpoint.startswith(top + "/") for top in tops):
                 continue
             if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):

@@ -18,12 +18,11 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import btrfs, process
+from pantheros import btrfs, mounttable, process
 from pantheros.errors import PantherError, UsageError
 from pantheros.fsutil import write_json
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
-from pantheros.storage import blockdev
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +68,8 @@ def mounted_subvolume(top: Path, rel: str, ids: Collection[int]) -> str | None:
     filesystem's, the same for all its subvolumes) is compared by subvolume id (`ids`: the
     subvolume's and those nested in it) and by its path inside the filesystem.
     """
-    entries = blockdev.mountinfo()
-    home = blockdev.mount_containing(top, entries)
+    entries = mounttable.mountinfo()
+    home = mounttable.mount_containing(top, entries)
     if home is None:
         raise PantherError(f"{top} is not on a mounted file system")
     path = "/" + rel.strip("/")

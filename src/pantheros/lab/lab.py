@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import fsutil, locking, ui
+from pantheros import fsutil, locking, mounttable, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
 from pantheros.lab.report import LabDown, LabStatus, LabUp
@@ -50,7 +50,8 @@ class Lab:
 
     What the lab made: disk.img (laid out as disk.img.new, renamed when complete),
     manifest.json, persistence.json (`panther persist` records), mnt/, run/ (the machine's
-    /run/pantheros), the lock file, and the mount record under the state directory. The
+    /run/pantheros), `booting` while it boots, the lock file, and the mount record under the
+    state directory. The
     recorded loop device is used only while the kernel says this lab's image (the same path,
     device and inode) backs it.
     """
@@ -72,6 +73,12 @@ class Lab:
     @property
     def persistence_path(self) -> Path:
         return self.directory / "persistence.json"
+
+    @property
+    def booting_path(self) -> Path:
+        """There while a boot of the lab (`reboot`, the first `up`) is under way: a boot cut
+        short (Ctrl-C, a kill) is finished by the next `up`, rollback included."""
+        return self.directory / "booting"
 
     @property
     def lock_path(self) -> Path:
@@ -157,7 +164,7 @@ class Lab:
             raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
         if self.mnt.exists() and not self.mnt.is_dir():
             raise Refused(f"{self.mnt} is not a directory: the lab mounts its tree there")
-        other = blockdev.mount_at(self.mnt) if self.mnt.is_dir() else None
+        other = mounttable.mount_at(self.mnt) if self.mnt.is_dir() else None
         if other is None or MountRecord.load(self.mnt.resolve()) is not None:
             return
         # No record, yet a mount: ours if from this image (a run killed before its record).
@@ -199,12 +206,16 @@ class Lab:
                 )
             manifest = self.manifest()
             if self._is_up(self.record(), manifest):
-                return LabUp(self.directory, self.mnt, already_up=True, laid_out=False)
+                return LabUp(
+                    self.directory, self.mnt, already_up=True, laid_out=False, manifest=manifest
+                )
             laid_out = not self.image.exists()
             if laid_out:
                 self._make_image(manifest, size)
             self.mount(manifest)
-            return LabUp(self.directory, self.mnt, already_up=False, laid_out=laid_out)
+            return LabUp(
+                self.directory, self.mnt, already_up=False, laid_out=laid_out, manifest=manifest
+            )
 
     def mount(self, manifest: manifests.Manifest) -> MountRecord:
         """Mount the tree from the image (`up`, and `reboot` as it boots), as manifest lays it."""
@@ -293,7 +304,13 @@ class Lab:
         return True
 
     def _purge(self) -> None:
-        made = [self.image, self.new_image, self.manifest_path, self.persistence_path]
+        made = [
+            self.image,
+            self.new_image,
+            self.manifest_path,
+            self.persistence_path,
+            self.booting_path,
+        ]
         for path in made:
             path.unlink(missing_ok=True)
         # Directories go only when empty: the lab never deletes what it did not make.

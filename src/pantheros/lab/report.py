@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantheros.manifest import Manifest
 from pantheros.storage.record import MountKind, RecordedMount
 
 
@@ -67,6 +68,7 @@ class LabUp:
     root: Path
     already_up: bool
     laid_out: bool  # a new image was made and laid out
+    manifest: Manifest  # what the lab is laid out with, as read under the lab's lock
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -8,22 +8,23 @@ JSON path and the reason.
 from __future__ import annotations
 
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pantheros.errors import ManifestError
+from pantheros.errors import ManifestError, UsageError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
-from pantheros.manifest.schema import Validator, child_path, show
+from pantheros.manifest.schema import child_path, first_violation, show
 
 __all__ = [
     "HOST_MANIFEST",
     "Manifest",
-    "Validator",
     "bundled",
     "bundled_names",
     "load",
     "load_document",
+    "resolve",
 ]
 
 HOST_MANIFEST = Path("/etc/pantheros/manifest.json")
@@ -53,12 +54,22 @@ def bundled(name: str) -> Manifest:
     return load(bundled_path(name))
 
 
-def load(path: str | Path) -> Manifest:
+def resolve(given: str | Path) -> Path:
+    """The manifest a user names: a file, else (when there is no such file) a bundled one."""
+    if not os.path.lexists(given) and str(given) in bundled_names():
+        return bundled_path(str(given))
+    return Path(given)
+
+
+def load(given: str | Path) -> Manifest:
+    """The manifest in a file, or the bundled one of that name when there is no such file."""
+    path = resolve(given)
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ManifestError(source, "$", "file not found") from None
+        names = ", ".join(bundled_names())
+        raise UsageError(f"{source}: no such manifest file (nor a bundled one: {names})") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(source, "$", f"cannot read: {exc}") from None
     return loads(text, source)
@@ -89,7 +100,7 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
             f"unsupported manifest version {show(doc['version'])} (this panther reads version "
             f"{SUPPORTED_VERSION})",
         )
-    violation = Validator(schema()).first_error(doc)
+    violation = first_violation(doc, schema())
     if violation is not None:
         raise ManifestError(source, violation.path, violation.reason)
     _check_text(doc, "$", source)

@@ -10,7 +10,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from pantheros import ui
+from pantheros import mounttable, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
 from pantheros.storage import blockdev, luks, mounts
@@ -41,7 +41,7 @@ def _under(path: str, root: Path) -> bool:
 
 def _refuse_foreign(root: Path, devices: set[str]) -> None:
     """Refuse when something panther did not mount from our device is mounted in the tree."""
-    for entry in blockdev.mountinfo():
+    for entry in mounttable.mountinfo():
         if not _under(entry.mountpoint, root):
             continue
         source = os.path.realpath(entry.source) if entry.source.startswith("/dev/") else None
@@ -171,7 +171,7 @@ def _mount_all(
     targets.sort(key=lambda t: t[0].path.count("/"))
     for mount, source, options, fstype in targets:
         _mountpoint(root, mount.path)
-        current = blockdev.mount_at(mount.path)
+        current = mounttable.mount_at(mount.path)
         if current is None or os.path.realpath(current.source) not in devices:
             ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {mount.path}")
             mounts.mount(source, mount.path, options, fstype=fstype)

@@ -83,7 +83,7 @@ def _stale(where: Where, journal: Journal) -> bool:
 def _start(machine: Machine, where: Where, boot: str, *, merge: bool) -> Journal:
     """Check a new add (every refusal comes before anything changes) and start its journal."""
     if where.path in hostfile.declared_paths(machine) and is_bind_mounted(where):
-        raise Refused(f"{where.path} is already persistent")
+        raise UsageError(f"{where.path} is already persistent")
     if not os.path.lexists(where.live):
         raise UsageError(f"{where.path} does not exist")
     refuse_unsafe_live(machine, where)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import os
 
-from pantheros import ui
+from pantheros import mounttable, ui
 from pantheros.errors import PantherError, Refused
 from pantheros.fsutil import resolve_inside
 from pantheros.machine import Machine
 from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.hostfile import declared
 from pantheros.state.persist.location import Where, where_of
-from pantheros.storage import blockdev, mounts
+from pantheros.storage import mounts
 
 
 def is_bind_mounted(where: Where) -> bool:
-    if blockdev.mount_at(where.live) is None or not os.path.lexists(where.copy):
+    if mounttable.mount_at(where.live) is None or not os.path.lexists(where.copy):
         return False
     a, b = os.stat(where.live), os.stat(where.copy)
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from pantheros.spec import parse
+from panther_spec import parse
 
 
 class ApplyError(Exception):

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pantheros.spec import parse
-from pantheros.spec.parse import Block, SpecError
+from panther_spec import parse
+from panther_spec.parse import Block, SpecError
 
 # A TBD/TODO opening the Purpose. In capitals it is a marker whatever follows; in any other
 # case only when punctuation or the line end follows, so "Todo el sistema..." stays prose.
@@ -340,7 +340,7 @@ def _current_block(
 
 def _dry_run(cap: str, change: str, text: str, main: Path) -> list[Issue]:
     """What archive would refuse, reported ahead of time (INFO: it does not decide validity)."""
-    from pantheros.spec import archive
+    from panther_spec import archive
 
     current = parse.read(main) if main.is_file() else None
     try:

@@ -1,10 +1,10 @@
-"""Command-line handlers for `panther diff` and `panther persist`."""
+"""`panther diff` and `panther persist`: options, then what each prints."""
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,13 +76,23 @@ def _left_out(excluded: diff.Excluded) -> str:
     return f"left out: {MARKS[excluded.change.kind]} {shown}  ({ui.printable(excluded.why)})"
 
 
-def cmd_diff(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
+@dataclass(frozen=True)
+class Diff:
+    json: bool
+    lines: bool  # --list
+    times: bool
+    show_excluded: bool
+    ignore: list[str]
+    ignore_file: list[str]
+    method: str
+
+
+def cmd_diff(machine: Machine, opts: Diff) -> int:
     st = machine.manifest.storage
     keep = diff.Filter(
         persisted=tuple(os.fsencode(p) for p in persist.declared_paths(machine)),
         mountpoints=tuple(os.fsencode(m) for m in st.mount_points(root=False)),
-        patterns=tuple(ignore_patterns(machine, args.ignore, args.ignore_file)),
+        patterns=tuple(ignore_patterns(machine, opts.ignore, opts.ignore_file)),
     )
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
     with machine.top_level() as top:
@@ -92,8 +102,8 @@ def cmd_diff(args: argparse.Namespace) -> int:
             top,
             st.root.name,
             None if empty_design else st.blank_snapshot,
-            method=args.method,
-            want_times=args.times,
+            method=opts.method,
+            want_times=opts.times,
             keep=keep,
         )
     counts = Counter(c.kind.value for c in result.changes)
@@ -101,7 +111,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     if distrust is not None:
         ui.warn(f"this answer cannot be trusted: {distrust}")
         code = ExitCode.FAILURE
-    if args.json:
+    if opts.json:
         ui.emit_json(
             {
                 "trusted": distrust is None,
@@ -112,16 +122,16 @@ def cmd_diff(args: argparse.Namespace) -> int:
                 "changes": [_as_json(c) for c in result.changes],
                 **(
                     {"excluded": [{**_as_json(e.change), "why": e.why} for e in result.excluded]}
-                    if args.show_excluded
+                    if opts.show_excluded
                     else {}
                 ),
             }
         )
         return code
-    if args.list:
+    if opts.lines:
         for change in result.changes:
             ui.result(_line(change))
-        for excluded in result.excluded if args.show_excluded else []:
+        for excluded in result.excluded if opts.show_excluded else []:
             ui.result(_left_out(excluded))
         return code
     groups: dict[str, list[diff.Change]] = defaultdict(list)
@@ -135,12 +145,12 @@ def cmd_diff(args: argparse.Namespace) -> int:
         ui.result(ui.paint(f"{top_dir}  ({words}; {_human(size)})", "bold"))
         for change in members:
             ui.result(f"  {_line(change)}")
-    if args.show_excluded:
+    if opts.show_excluded:
         for excluded in result.excluded:
             ui.result(_left_out(excluded))
     total = sum(counts.values())
     summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items())) or "nothing"
-    listed = "" if args.show_excluded or not result.excluded else "; --show-excluded lists them"
+    listed = "" if opts.show_excluded or not result.excluded else "; --show-excluded lists them"
     ui.info(
         f"{total} change(s) the next boot would erase: {summary} (method {result.method}; "
         f"{result.hidden} left out as persistent, managed or ignored{listed})"
@@ -148,13 +158,21 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return code
 
 
-def cmd_persist_add(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
-    host_file = persist.host_file_for(machine, args.host_file)
+@dataclass(frozen=True)
+class PersistAdd:
+    paths: list[str]
+    json: bool
+    merge: bool
+    host_file: str | None
+    no_wait: bool
+
+
+def cmd_persist_add(machine: Machine, opts: PersistAdd) -> int:
+    host_file = persist.host_file_for(machine, opts.host_file)
     added = []
-    for path in args.paths:
-        with machine.lock(wait=not args.no_wait):
-            entry = persist.add(machine, path, host_file, merge=args.merge)
+    for path in opts.paths:
+        with machine.lock(wait=not opts.no_wait):
+            entry = persist.add(machine, path, host_file, merge=opts.merge)
         added.append(
             {
                 "path": entry.path,
@@ -167,7 +185,7 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
                 "nix": persist.nix_lines(entry) if host_file is None else None,
             }
         )
-        if args.json:
+        if opts.json:
             continue
         ui.info(
             f"{entry.path} is persistent ({entry.kind}, {entry.user}:{entry.group} {entry.mode})"
@@ -177,18 +195,26 @@ def cmd_persist_add(args: argparse.Namespace) -> int:
         else:
             ui.info("declare it in your NixOS configuration so the next boot keeps it:")
             ui.result(persist.nix_lines(entry))
-    if args.json:
+    if opts.json:
         ui.emit_json(added)
     return ExitCode.OK
 
 
-def cmd_persist_remove(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
-    host_file = persist.host_file_for(machine, args.host_file)
-    with machine.lock(wait=not args.no_wait):
-        where = persist.locate(machine, args.path)
-        persist.remove(machine, args.path, host_file, purge=args.purge)
-    if args.json:
+@dataclass(frozen=True)
+class PersistRemove:
+    path: str
+    purge: bool
+    host_file: str | None
+    json: bool
+    no_wait: bool
+
+
+def cmd_persist_remove(machine: Machine, opts: PersistRemove) -> int:
+    host_file = persist.host_file_for(machine, opts.host_file)
+    with machine.lock(wait=not opts.no_wait):
+        where = persist.locate(machine, opts.path)
+        persist.remove(machine, opts.path, host_file, purge=opts.purge)
+    if opts.json:
         ui.emit_json(
             {
                 "path": where.path,
@@ -200,10 +226,14 @@ def cmd_persist_remove(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_persist_list(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
+@dataclass(frozen=True)
+class PersistList:
+    json: bool
+
+
+def cmd_persist_list(machine: Machine, opts: PersistList) -> int:
     rows = persist.states(machine)
-    if args.json:
+    if opts.json:
         ui.emit_json(
             [
                 {
@@ -225,9 +255,12 @@ def cmd_persist_list(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_persist_stray(args: argparse.Namespace) -> int:
-    found = persist.strays(Machine.select(args.lab))
-    if args.json:
+def cmd_persist_stray(machine: Machine, opts: PersistList) -> int:
+    persist_sub = machine.manifest.persist
+    assert persist_sub is not None, "validated manifests have a persist subvolume"
+    # As the machine sees them (/persist/note), not as paths inside persistent storage.
+    found = [persist_sub.mountpoint.rstrip("/") + path for path in persist.strays(machine)]
+    if opts.json:
         ui.emit_json(found)
     else:
         for path in found:

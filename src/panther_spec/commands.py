@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pantheros import ui
-from pantheros.errors import ExitCode, PantherError, UsageError
-from pantheros.spec import archive as merge
-from pantheros.spec import parse, validate
-from pantheros.spec.validate import Issue
+from panther_spec import archive as merge
+from panther_spec import parse, ui, validate
+from panther_spec.errors import BAD_INPUT, ExitCode, SpecError, UsageError
+from panther_spec.validate import Issue
 
 
 def find_root(start: Path) -> Path | None:
@@ -95,15 +94,16 @@ def fail(
     hint: str | None = None,
     extra: dict[str, Any] | None = None,
 ) -> int:
-    """A spec command's error: OpenSpec's JSON status (beside extra keys) with --json, else one
-    `panther: error:` line. Both exit 1, as OpenSpec's CLI does."""
+    """A spec command's error: OpenSpec's JSON status (beside extra keys) and exit 1 with --json,
+    as OpenSpec's CLI does; else one `panther: error:` line, exit 2 for bad input (BAD_INPUT)."""
     status = {"severity": "error", "code": code, "message": message}
     status |= ({"target": target} if target else {}) | ({"fix": fix} if fix else {})
     if getattr(args, "json", False):
         ui.emit_json({**(extra or {}), "status": [status]})
         return ExitCode.FAILURE
     hint = hint or (fix[0].lower() + fix[1:].rstrip(".") if fix else None)
-    raise PantherError(message.rstrip(".") + (f" ({hint})" if hint else ""))
+    exit_code = ExitCode.USAGE if code in BAD_INPUT else ExitCode.FAILURE
+    raise SpecError(message.rstrip(".") + (f" ({hint})" if hint else ""), exit_code=exit_code)
 
 
 def no_root(args: argparse.Namespace) -> int:

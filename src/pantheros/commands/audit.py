@@ -7,8 +7,9 @@ machine without a manifest never uses, so they are imported only where a manifes
 
 from __future__ import annotations
 
-import argparse
 import json
+import shlex
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -40,13 +41,26 @@ def tree_manifest(system: System) -> Manifest | None:
     return manifests.load_document(doc, source)
 
 
-def _machine(args: argparse.Namespace, system: System) -> Machine | None:
+@dataclass(frozen=True)
+class Audit:
+    json: bool
+    sarif: bool
+    fix_snippet: bool
+    output: str | None
+    level: str | None
+    fail_on: str
+    manifest: str | None
+    all: bool
+    root: str | None
+
+
+def _machine(opts: Audit, system: System) -> Machine | None:
     """The machine under --root (or /) when a manifest describes it."""
     loaded: Manifest | None
-    if args.manifest:
+    if opts.manifest:
         from pantheros import manifest as manifests
 
-        loaded = manifests.load(args.manifest)
+        loaded = manifests.load(opts.manifest)
     else:
         loaded = tree_manifest(system)
     if loaded is None:
@@ -56,28 +70,33 @@ def _machine(args: argparse.Namespace, system: System) -> Machine | None:
     return Machine(manifest=loaded, root=system.base)
 
 
-def cmd_audit(args: argparse.Namespace) -> int:
-    table = load_table()
-    if args.level is not None and args.level not in table["levels"]:
-        raise UsageError(f"unknown level {args.level!r} (one of {', '.join(table['levels'])})")
-    lab = None
-    if args.lab:
-        from pantheros.machine import Machine
+def _again(lab: Machine | None, opts: Audit) -> str:
+    """This audit as a command line, for the report's hints."""
+    if lab is not None and lab.lab is not None:
+        return f"panther audit --lab {shlex.quote(str(lab.lab.directory))}"
+    return f"panther audit --root {shlex.quote(opts.root)}" if opts.root else "panther audit"
 
-        lab = Machine.select(args.lab)
+
+def cmd_audit(lab: Machine | None, opts: Audit) -> int:
+    """lab: the machine of --lab, else None (the host, or the tree under --root)."""
+    table = load_table()
+    if opts.level is not None and opts.level not in table["levels"]:
+        raise UsageError(f"unknown level {opts.level!r} (one of {', '.join(table['levels'])})")
+    if lab is not None:
+        assert lab.lab is not None
         base, live = lab.root, False
         if not base.is_dir():
-            raise UsageError(f"the lab has no tree at {base} (panther lab up {args.lab})")
+            raise UsageError(f"the lab has no tree at {base} (panther lab up {lab.lab.directory})")
     else:
-        base = Path(args.root) if args.root else Path("/")
+        base = Path(opts.root) if opts.root else Path("/")
         if not base.is_dir():
             raise UsageError(f"--root {base} is not a directory")
-        live = args.root is None or base.resolve() == Path("/")
+        live = opts.root is None or base.resolve() == Path("/")
     system = System(base=base, live=live)
     try:
-        machine = lab or _machine(args, system)
+        machine = lab or _machine(opts, system)
         manifest = machine.manifest if machine else None
-        level = args.level or (manifest.security.level if manifest else "baseline")
+        level = opts.level or (manifest.security.level if manifest else "baseline")
         waivers = manifest.security.waivers if manifest else {}
         findings = list(run_checks(system, level, waivers, table))
         if machine is None:
@@ -94,28 +113,30 @@ def cmd_audit(args: argparse.Namespace) -> int:
         "manifest": manifest.source if manifest else None,
         "live": live,
     }
-    if args.fix_snippet:
+    if opts.fix_snippet:
         out = report.fix_snippet(findings).rstrip("\n")
-    elif args.sarif:
+    elif opts.sarif:
         out = json.dumps(report.as_sarif(findings, context, str(base.resolve())), indent=2)
-    elif args.json:
+    elif opts.json:
         out = json.dumps(report.as_json(findings, context), indent=2)
     else:
-        out = "\n".join(report.text(findings, context, args.all))
+        out = "\n".join(report.text(findings, context, opts.all, command=_again(lab, opts)))
     # File names from a tree need not be UTF-8: show what cannot be printed as replacements.
     out = out.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if args.output:
+    told = not (opts.output or opts.json or opts.sarif or opts.fix_snippet)
+    if opts.output:
         try:
-            Path(args.output).write_text(out + "\n")
+            Path(opts.output).write_text(out + "\n")
         except OSError as exc:
-            raise UsageError(f"cannot write the report to {args.output}: {exc.strerror}") from None
+            raise UsageError(f"cannot write the report to {opts.output}: {exc.strerror}") from None
     else:
         ui.result(out)
     for note in system.notes:
         ui.warn(note.encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
-    if report.failing(findings, args.fail_on):
+    if report.failing(findings, opts.fail_on):
         return ExitCode.FAILURE
     if not report.coverage(findings).enough:
-        ui.warn("too little evidence to judge: fewer than half of the applicable checks ran")
+        if not told:  # the text report on the terminal says it already
+            ui.warn("too little evidence to judge: fewer than half of the applicable checks ran")
         return ExitCode.INCONCLUSIVE
     return ExitCode.OK

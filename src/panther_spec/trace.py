@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pantheros import ui
-from pantheros.errors import ExitCode, UsageError
-from pantheros.spec import parse
-from pantheros.spec.commands import Tree, _tree, no_root
+from panther_spec import parse, ui
+from panther_spec.commands import Tree, _tree, no_root
+from panther_spec.errors import ExitCode, UsageError
 
 MARKER = re.compile(r"""scenario\(\s*["']([^"']+)["']\s*\)""")
-PLUGIN = "pantheros.spec.pytest_trace"
+PLUGIN = "panther_spec.pytest_trace"
 RESULT_ENV = "PANTHER_TRACE_OUT"  # where the plugin writes its results
 ONLY_TRACED_ENV = "PANTHER_TRACE_ONLY"  # set: the plugin deselects every untraced test
 
@@ -113,7 +112,7 @@ def _read_results(path: Path) -> dict[str, dict[str, Any]]:
         isinstance(r, dict) and isinstance(r.get("scenarios"), list) and "outcome" in r
         for r in results.values()
     ):
-        raise UsageError(f"{path} is not a results file of pantheros.spec.pytest_trace")
+        raise UsageError(f"{path} is not a results file of panther_spec.pytest_trace")
     return results
 
 
@@ -184,10 +183,15 @@ def _report_static(args: argparse.Namespace, rows: list[Scenario]) -> int:
             }
         )
     else:
+        # Words, not check marks: a test that names a scenario says nothing of whether it passes
+        # (--run and --results say that).
         for r in rows:
-            mark = "✓" if r.files else "✗"
-            ui.result(f"{mark} {r.spec}: {r.name}  {', '.join(r.files)}")
-        ui.result(f"{len(rows) - len(uncovered)}/{len(rows)} scenarios covered by a test")
+            named = f"named in {', '.join(r.files)}" if r.files else "no test names it"
+            ui.result(f"{r.spec}: {r.name}  ({named})")
+        ui.result(
+            f"{len(rows) - len(uncovered)}/{len(rows)} scenarios named by a test "
+            "(whether those pass: panther spec trace --run)"
+        )
     return ExitCode.FAILURE if args.strict and uncovered else ExitCode.OK
 
 

@@ -1,20 +1,21 @@
-"""`panther rollback`: run the boot step, record its result, and the stage-2 `--finish`."""
+"""After the boot step: record its outcome, prune old roots, and be loud when it failed.
+
+`finish` is stage 2 of every boot (`panther rollback --finish`, run by a unit after the initrd):
+it reads the report the initrd's step left. `run_rollback` is the same recording for the step
+run by hand on a mounted top level (`panther rollback`).
+"""
 
 from __future__ import annotations
 
-import argparse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-from pantheros import btrfs, fsutil, ui
+from pantheros import fsutil, ui
 from pantheros import manifest as manifests
-from pantheros.errors import ExitCode, PantherError, Refused, UsageError
+from pantheros.errors import ExitCode, PantherError
 from pantheros.impermanence import bootstep, rollback
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.machine import Machine
 from pantheros.manifest.models import FailPolicy
-from pantheros.storage import blockdev, mounts
 
 NO_ROLLBACK_PARAMETER = "pantheros.norollback"
 LOGIN_WARNING = "login-warning"
@@ -31,31 +32,6 @@ def _policy_code(manifest: manifests.Manifest) -> ExitCode:
     if manifest.impermanence.fail_policy is FailPolicy.FAIL_CLOSED:
         return ExitCode.FAILURE
     return ExitCode.BOOT_DIRTY
-
-
-@contextmanager
-def _rollback_top(args: argparse.Namespace, manifest: manifests.Manifest) -> Iterator[Path]:
-    if args.top:
-        top = Path(args.top)
-        if not btrfs.is_subvolume(top) or btrfs.subvolume_info(top).id != btrfs.TOP_LEVEL_ID:
-            raise UsageError(f"{top} is not the top level (subvolid=5) of a btrfs filesystem")
-        yield top
-        return
-    if args.lab:
-        lab_machine = Machine.select(args.lab)
-        if lab_machine.lab and lab_machine.lab.is_up() and not args.dry_run:
-            raise Refused(
-                "the lab is up: `panther lab reboot` unmounts it, rolls back and mounts it again"
-            )
-        with lab_machine.lock(), lab_machine.top_level(readonly=args.dry_run) as top:
-            yield top
-        return
-    mounts.require_root("panther rollback")
-    device = args.device or default_device(manifest)
-    if not blockdev.is_block_device(device):
-        raise UsageError(f"{device} is not a block device (give --device)")
-    with mounts.top_level_mount(device, readonly=args.dry_run) as top:
-        yield top
 
 
 def run_rollback(
@@ -127,44 +103,3 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
     fsutil.replace_file(warning, (line + "\n").encode())
     ui.warn(line)
     return outcome, ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY
-
-
-def print_outcome(outcome: Outcome) -> None:
-    for action in outcome.actions:
-        ui.result(f"  {action}")
-    for note in outcome.notes:
-        ui.result(f"  note: {note}")
-    if outcome.pruned:
-        ui.result(f"  pruned: {', '.join(outcome.pruned)}")
-    words = {
-        "fresh": "the root is fresh"
-        + (f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""),
-        "already-fresh": "the root is already fresh: nothing to do",
-        "would-roll-back": "dry run: nothing was changed",
-        "dirty": f"the root was NOT rolled back: {outcome.error}",
-        "skipped": "the rollback was skipped at this boot",
-    }
-    ui.result(words[outcome.result])
-
-
-def cmd_rollback(args: argparse.Namespace) -> int:
-    if args.finish:
-        if args.top or args.lab or args.device or args.dry_run or args.gc:
-            raise UsageError("--finish reads this boot's report; it takes only --report and -m")
-        cmdline = Path("/proc/cmdline").read_text(encoding="utf-8")
-        outcome, code = finish(
-            Machine.select(None, args.manifest, instead="--manifest M"), Path(args.report), cmdline
-        )
-        if args.json:
-            ui.emit_json(outcome.__dict__)
-        else:
-            print_outcome(outcome)
-        return code
-    manifest = Machine.select(args.lab, args.manifest, instead="--manifest M or --lab DIR").manifest
-    with _rollback_top(args, manifest) as top:
-        outcome, code = run_rollback(top, manifest, dry_run=args.dry_run, gc=args.gc)
-    if args.json:
-        ui.emit_json(outcome.__dict__)
-    else:
-        print_outcome(outcome)
-    return code

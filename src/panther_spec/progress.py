@@ -14,10 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pantheros import ui
-from pantheros.errors import ExitCode, UsageError
-from pantheros.spec import parse, validate
-from pantheros.spec.commands import Tree, _tree, fail, no_root
+from panther_spec import parse, ui, validate
+from panther_spec.commands import Tree, _tree, fail, no_root
+from panther_spec.errors import ExitCode, UsageError
 
 
 @dataclass(frozen=True)
@@ -147,6 +146,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         names = [args.change]
     elif len(changes) == 1:
         names = changes
+    elif not changes:
+        # Nothing to report is no error, as OpenSpec has it (and the same JSON).
+        if args.json:
+            ui.emit_json({"changes": [], "message": "No active changes.", "root": tree.root_json()})
+        else:
+            ui.result("No active changes. Create one with: panther spec new CHANGE")
+        return ExitCode.OK
     else:
         raise UsageError(
             "name a change with --change ID, or give --all "

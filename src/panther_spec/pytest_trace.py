@@ -2,7 +2,7 @@
 names and how it ended. `trace --run` also has it run only those tests; loaded into a whole test
 run instead, it records as a side effect and `trace --results` reports without running anything.
 
-Loaded with `-p pantheros.spec.pytest_trace`; it writes its results to the file named by the
+Loaded with `-p panther_spec.pytest_trace`; it writes its results to the file named by the
 environment variable trace.RESULT_ENV.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pantheros.spec.trace import ONLY_TRACED_ENV, RESULT_ENV
+from panther_spec.trace import ONLY_TRACED_ENV, RESULT_ENV
 
 _results: dict[str, dict[str, Any]] = {}
 
