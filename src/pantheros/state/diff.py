@@ -244,36 +244,43 @@ def _compare(
 
 
 def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
-    """Decide every candidate against the trees themselves."""
+    """Decide every candidate against the trees themselves.
+
+    A name gone from the baseline and a new name of the same inode are a rename when that
+    inode lost exactly one name and gained exactly one; otherwise (links added and removed)
+    each lost name is a deletion and each new one a creation.
+    """
     changes: list[Change] = []
-    gone: dict[int, bytes] = {}  # baseline inode -> baseline path, of names that disappeared
+    gone: dict[int, list[tuple[bytes, os.stat_result]]] = {}  # baseline inode -> lost names
     for rel in found.removed:
         if _lstat(_join(trees.current, rel)) is None:
             old = _lstat(_join(trees.baseline, rel))
             if old is not None:
-                gone[old.st_ino] = rel
-    renamed_from: set[bytes] = set()
+                gone.setdefault(old.st_ino, []).append((rel, old))
+    fresh: dict[int, list[tuple[bytes, os.stat_result, set[str]]]] = {}  # inode -> new names
     for rel, hints in found.touched.items():
         new = _lstat(_join(trees.current, rel))
         if new is None:
             continue
         old = _lstat(_join(trees.baseline, rel))
-        kind = file_type(new.st_mode)
         if old is None:
-            source = gone.get(new.st_ino)
-            if source is not None and source not in renamed_from:
-                renamed_from.add(source)
-                changes.append(
-                    Change(
-                        b"/" + rel,
-                        Kind.RENAMED,
-                        kind,
-                        new.st_size,
-                        f"from {os.fsdecode(b'/' + source)}",
-                        b"/" + source,
-                    )
-                )
-                continue
+            fresh.setdefault(new.st_ino, []).append((rel, new, hints))
+            continue
+        change = _compare(trees, rel, new, old, want_times, hints, found.names_data)
+        if change is not None:
+            changes.append(change)
+    for inode, names in fresh.items():
+        lost = gone.get(inode, [])
+        if len(names) == 1 and len(lost) == 1:
+            (rel, new, _), (source, _) = names[0], gone.pop(inode)[0]
+            detail = f"from {os.fsdecode(b'/' + source)}"
+            kind = file_type(new.st_mode)
+            changes.append(
+                Change(b"/" + rel, Kind.RENAMED, kind, new.st_size, detail, b"/" + source)
+            )
+            continue
+        for rel, new, hints in names:
+            kind = file_type(new.st_mode)
             hardlink = kind != "dir" and new.st_nlink > 1 and "created" not in hints
             changes.append(
                 Change(
@@ -285,16 +292,9 @@ def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
                     hardlink=hardlink,
                 )
             )
-            continue
-        change = _compare(trees, rel, new, old, want_times, hints, found.names_data)
-        if change is not None:
-            changes.append(change)
-    for rel in gone.values():
-        if rel in renamed_from:
-            continue
-        old = _lstat(_join(trees.baseline, rel))
-        assert old is not None
-        changes.append(Change(b"/" + rel, Kind.DELETED, file_type(old.st_mode), old.st_size))
+    for names_lost in gone.values():
+        for rel, old in names_lost:
+            changes.append(Change(b"/" + rel, Kind.DELETED, file_type(old.st_mode), old.st_size))
     return _fold_renames(changes)
 
 
