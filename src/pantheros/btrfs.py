@@ -293,6 +293,7 @@ def search_call(
     min_transid: int,
     buffer_size: int,
     most: int = 2**32 - 1,
+    reuse: bytearray | None = None,
 ) -> tuple[bytearray, int]:
     """One TREE_SEARCH_V2 call: the buffer and how many items it holds, from SEARCH_ITEMS on,
     each a SEARCH_HEADER (leaf generation, objectid, offset, type, length) and its data.
@@ -300,10 +301,15 @@ def search_call(
     Keys compare as whole (objectid, type, offset) tuples with the bounds, so every type of the
     objectids strictly between them is read. With `min_transid`, only leaves written in that
     transaction or later are read: the kernel skips every older subtree, which is how `btrfs
-    subvolume find-new` finds new data. At most `most` items are returned.
+    subvolume find-new` finds new data. At most `most` items are returned. `reuse`: a buffer
+    of a previous call to fill again (when nothing of it is kept), which spares the kernel
+    the faulting in of fresh pages.
     """
     while True:
-        args = bytearray(SEARCH_ITEMS + buffer_size)
+        if reuse is not None and len(reuse) >= SEARCH_ITEMS + buffer_size:
+            args = reuse
+        else:
+            args = bytearray(SEARCH_ITEMS + buffer_size)
         _SEARCH_KEY.pack_into(
             args, 0, tree, start[0], last[0], start[2], last[2], min_transid, U64_MAX,
             start[1], last[1], most, 0,

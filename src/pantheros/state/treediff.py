@@ -186,8 +186,11 @@ def _scan(current: Tree, since: int) -> Scan:
     u64 = _U64.unpack_from
     inode_item, dir_index = btrfs.INODE_ITEM_KEY, btrfs.DIR_INDEX_KEY
     ref, extref = btrfs.INODE_REF_KEY, btrfs.INODE_EXTREF_KEY
+    buf: bytearray | None = None  # every item kept is copied out of it
     while True:
-        buf, count = btrfs.search_call(current.fd, current.id, start, last, since + 1, BULK)
+        buf, count = btrfs.search_call(
+            current.fd, current.id, start, last, since + 1, BULK, reuse=buf
+        )
         if count == 0:
             break
         pos = btrfs.SEARCH_ITEMS
