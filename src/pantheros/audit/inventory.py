@@ -21,9 +21,11 @@ to the directory being read; only an executable is asked for its capability attr
 Symlinks are never followed, and a directory is entered only if it is still the one listed.
 
 Nearly all the time goes to that stat of every regular file, which no sound rule may skip, so
-the walk uses the machine's processors: the directories one level below the tops are handed
+the walk uses the processors that are idle: the directories one level below the tops are handed
 out, one at a time, to forked helpers and to the caller, which joins in once it asks for the
-result (the audit starts the walk before its other checks and collects it after them).
+result (the audit starts the walk before its other checks and collects it after them). On a
+busy machine a helper only competes for the same processors, so there are as many helpers as
+the load average leaves processors idle, at most MAX_HELPERS.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ SETID = stat.S_ISUID | stat.S_ISGID
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _ITEM = struct.Struct("=I")
 F_GETPIPE_SZ = 1032  # fcntl: how many bytes a pipe holds before its writer would block
+MAX_HELPERS = 3  # beyond it, a few large directories decide the time anyway
 
 Directory = tuple[str, int, int]  # full path, and the identity (st_dev, st_ino) it was listed with
 
@@ -72,8 +75,8 @@ class Walk:
 
     `tops` are full paths below `base`; `pruned` full paths not entered (mount points, the
     store). The tops and the level below them are read here; the directories found there are
-    then walked by `helpers` forked processes (by default one per processor beyond this one)
-    and by result()'s caller.
+    then walked by `helpers` forked processes (by default idle_processors()) and by result()'s
+    caller.
     """
 
     def __init__(
@@ -92,7 +95,7 @@ class Walk:
             if top not in pruned and _enter(top, st, self.found, self.cut):
                 self.items += _read((top, st.st_dev, st.st_ino), pruned, self.found, self.cut)
         if helpers is None:
-            helpers = len(os.sched_getaffinity(0)) - 1
+            helpers = idle_processors()
         self.helpers: list[tuple[int, int]] = []  # (pid, the read end of its result pipe)
         self.queue = -1
         self.rest: list[Directory] = []  # items that did not fit in the queue
@@ -156,6 +159,13 @@ class Walk:
                 _walk_below(item, self.pruned, again, self.cut)
             return again.sorted()
         return found.sorted()
+
+
+def idle_processors() -> int:
+    """How many helpers to fork: the processors beyond this one that the load leaves idle."""
+    processors = len(os.sched_getaffinity(0))
+    idle = int(processors - os.getloadavg()[0])
+    return max(0, min(processors - 1, idle, MAX_HELPERS))
 
 
 def _enter(path: str, st: os.stat_result, found: Inventory, cut: int) -> bool:
