@@ -11,6 +11,7 @@ import os
 import socket
 import struct
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,3 +166,28 @@ def test_a_directory_replaced_while_listed_is_not_entered(tmp_path: Path) -> Non
     inventory._walk_below(item, frozenset(), found, len(str(root)))  # the identity of another
     assert found.suid == []
     assert found.errors == [f"{root}/usr/a: replaced while the walk ran"]
+
+
+def test_what_a_failed_helper_took_is_walked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "tree"
+    for number in range(20):
+        setuid(root / "usr" / f"d{number}" / "s")
+    tops = [str(root / "usr")]
+    parent = os.getpid()
+    real = inventory._walk_below
+    walked_here: list[object] = []
+
+    def failing(*args: object) -> None:
+        if os.getpid() != parent:
+            raise RuntimeError("a helper dies")
+        walked_here.append(args[0])
+        real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(inventory, "_walk_below", failing)
+    walk = inventory.Walk(str(root), tops, frozenset(), 2)
+    time.sleep(0.5)  # the helpers take their first items, and die on them
+    found = walk.result()
+    assert found.suid == sorted(f"/usr/d{number}/s" for number in range(20))
+    assert len(walked_here) >= 20  # everything, again, after what the helpers took was lost

@@ -113,7 +113,12 @@ class Walk:
         self.rest = self.items[count:]
         for _ in range(helpers):
             result_read, result_write = os.pipe2(os.O_CLOEXEC)
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:  # no more processes: the caller and the helpers so far do it all
+                os.close(result_read)
+                os.close(result_write)
+                break
             if pid == 0:  # a helper: walk what it takes, report, and leave without cleanup
                 code = 1
                 try:
@@ -164,7 +169,10 @@ class Walk:
 def idle_processors() -> int:
     """How many helpers to fork: the processors beyond this one that the load leaves idle."""
     processors = len(os.sched_getaffinity(0))
-    idle = int(processors - os.getloadavg()[0])
+    try:
+        idle = int(processors - os.getloadavg()[0])
+    except OSError:  # no load average to read (some containers): assume the machine is busy
+        return 0
     return max(0, min(processors - 1, idle, MAX_HELPERS))
 
 
