@@ -174,6 +174,7 @@ def test_what_a_failed_helper_took_is_walked_again(
     root = tmp_path / "tree"
     for number in range(20):
         setuid(root / "usr" / f"d{number}" / "s")
+    setuid(root / "usr" / "top-level")  # read before the helpers start, kept through it all
     tops = [str(root / "usr")]
     parent = os.getpid()
     real = inventory._walk_below
@@ -189,5 +190,5 @@ def test_what_a_failed_helper_took_is_walked_again(
     walk = inventory.Walk(str(root), tops, frozenset(), 2)
     time.sleep(0.5)  # the helpers take their first items, and die on them
     found = walk.result()
-    assert found.suid == sorted(f"/usr/d{number}/s" for number in range(20))
+    assert found.suid == sorted([*(f"/usr/d{n}/s" for n in range(20)), "/usr/top-level"])
     assert len(walked_here) >= 20  # everything, again, after what the helpers took was lost

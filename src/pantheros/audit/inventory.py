@@ -140,15 +140,23 @@ class Walk:
         return mine
 
     def result(self) -> Inventory:
-        found = self.found
+        below = Inventory()  # what the items hold
         if self.queue < 0:  # no helpers: all of it here
             for item in self.items:
-                _walk_below(item, self.pruned, found, self.cut)
-            return found.sorted()
-        found.add(self._take())
+                _walk_below(item, self.pruned, below, self.cut)
+        else:
+            below = self._collect()
+        found = Inventory()
+        found.add(self.found)
+        found.add(below)
+        return found.sorted()
+
+    def _collect(self) -> Inventory:
+        """Join the helpers: take items until none is left, then gather what they found."""
+        below = self._take()
         os.close(self.queue)
         for item in self.rest:
-            _walk_below(item, self.pruned, found, self.cut)
+            _walk_below(item, self.pruned, below, self.cut)
         failed = False
         for pid, result_read in self.helpers:
             with os.fdopen(result_read, "rb") as report:
@@ -157,13 +165,12 @@ class Walk:
             if os.waitstatus_to_exitcode(status) != 0:
                 failed = True
                 continue
-            found.add(pickle.loads(data))  # noqa: S301 - written by our own fork, just now
-        if failed:  # what a helper walked is lost: walk everything again, here
-            again = Inventory(errors=list(self.found.errors))
+            below.add(pickle.loads(data))  # noqa: S301 - written by our own fork, just now
+        if failed:  # what a helper walked is lost: walk every item again, here
+            below = Inventory()
             for item in self.items:
-                _walk_below(item, self.pruned, again, self.cut)
-            return again.sorted()
-        return found.sorted()
+                _walk_below(item, self.pruned, below, self.cut)
+        return below
 
 
 def idle_processors() -> int:
