@@ -343,7 +343,7 @@ def search(
     *,
     min_transid: int = 0,
     types: frozenset[int] | None = None,
-    buffer_size: int = 64 * 1024,
+    buffer_size: int = 16 * 1024,
 ) -> Iterator[tuple[int, int, int, memoryview]]:
     """(objectid, type, offset, item data) of the items from `first` to `last`, in key order.
 
