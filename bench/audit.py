@@ -1,11 +1,11 @@
 """A full `panther audit` of this machine beside `lynis audit system --quick`, same run.
 
 Prints both wall times and the ratio (target: >= 150x, and panther <= 0.3 s), the spread of
-panther's runs, its CPU time (user + system of it and its walk helpers: what the machine's load
-does not inflate), where its time goes (the file walk, in one process and with its helpers,
-against the `find` walk it replaced, and everything else), then which Lynis test ids and
-kernel-hardening-checker checks the hardening table covers (from its anchors). Lynis comes
-with `scripts/setup --tests`.
+panther's runs, its CPU time (user + system of it and its `find` processes: what the machine's
+load does not inflate), where its time goes (the file walk as the audit runs it, with two and
+with one `find` process, against the single `find` walk it replaced, and everything else),
+then which Lynis test ids and kernel-hardening-checker checks the hardening table covers (from
+its anchors). Lynis comes with `scripts/setup --tests`.
 
 panther runs as installed code runs: from bytecode (kept in a temporary PYTHONPYCACHEPREFIX,
 written by a first, unmeasured run that also warms the caches both tools read through).
@@ -114,18 +114,18 @@ def breakdown() -> tuple[dict[str, tuple[float, float]], float]:
     tops = [f"/{top}" for top in SCAN_DIRS if os.path.isdir(f"/{top}")]
     tops = [top for top in tops if os.path.realpath(top) == top]
     pruned = system.walk_pruned()
-    helpers = inventory.idle_processors()
+    lanes = inventory.default_lanes()
     ways = {
-        f"the file walk as the audit runs it ({helpers} helpers now)": lambda: inventory.walk(
+        f"the walk as the audit runs it ({lanes} find now)": lambda: inventory.walk(
             "/", tops, frozenset(pruned)
         ),
-        "the file walk with one helper": lambda: inventory.Walk(
+        "the walk with two find processes": lambda: inventory.Walk(
+            "/", tops, frozenset(pruned), 2
+        ).result(),
+        "the walk with one find process": lambda: inventory.Walk(
             "/", tops, frozenset(pruned), 1
         ).result(),
-        "the file walk in one process": lambda: inventory.Walk(
-            "/", tops, frozenset(pruned), 0
-        ).result(),
-        "the find walk it replaced": lambda: find_walk("/", tops, pruned),
+        "the single find walk it replaced": lambda: find_walk("/", tops, pruned),
     }
     walks = {}
     for name, way in ways.items():

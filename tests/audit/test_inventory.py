@@ -1,5 +1,6 @@
-"""The audit's file walk (pantheros.audit.inventory) finds exactly what the `find` walk before it
-found, on a tree with every kind of finding, hostile names, links, and mounts inside it.
+"""The audit's file walk (pantheros.audit.inventory) finds exactly what the single `find` walk
+before it found, on a tree with every kind of finding, hostile names, links, and mounts inside
+it, however many `find` processes share it.
 
 The mounts live in a private mount namespace of the test process (the kernel drops them with
 it); the old walk (tests/audit/findwalk.py) runs in it too, as a subprocess.
@@ -8,10 +9,10 @@ it); the old walk (tests/audit/findwalk.py) runs in it too, as a subprocess.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import struct
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -126,9 +127,9 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
     ]
     pruned = system.walk_pruned()
     before = find_walk(base, tops, pruned)
-    for helpers in (0, 1, 3):
-        found = inventory.Walk(base, tops, frozenset(pruned), helpers).result()
-        assert (found.suid, found.caps, found.writable) == before, helpers
+    for lanes in (1, 2, 4):
+        found = inventory.Walk(base, tops, frozenset(pruned), lanes).result()
+        assert (found.suid, found.caps, found.writable) == before, lanes
         assert not found.errors
     assert system.special_files == before
 
@@ -158,37 +159,18 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
     }
 
 
-def test_a_directory_replaced_while_listed_is_not_entered(tmp_path: Path) -> None:
+def test_a_find_that_was_killed_runs_again(tmp_path: Path) -> None:
     root = tmp_path / "tree"
-    setuid(root / "usr" / "a" / "s")
-    item = (str(root / "usr" / "a"), *(lambda s: (s.st_dev, s.st_ino))(os.lstat(root / "usr")))
-    found = inventory.Inventory()
-    inventory._walk_below(item, frozenset(), found, len(str(root)))  # the identity of another
-    assert found.suid == []
-    assert found.errors == [f"{root}/usr/a: replaced while the walk ran"]
-
-
-def test_what_a_failed_helper_took_is_walked_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    root = tmp_path / "tree"
-    for number in range(20):
-        setuid(root / "usr" / f"d{number}" / "s")
-    setuid(root / "usr" / "top-level")  # read before the helpers start, kept through it all
-    tops = [str(root / "usr")]
-    parent = os.getpid()
-    real = inventory._walk_below
-    walked_here: list[object] = []
-
-    def failing(*args: object) -> None:
-        if os.getpid() != parent:
-            raise RuntimeError("a helper dies")
-        walked_here.append(args[0])
-        real(*args)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(inventory, "_walk_below", failing)
-    walk = inventory.Walk(str(root), tops, frozenset(), 2)
-    time.sleep(0.5)  # the helpers take their first items, and die on them
+    for number in range(20000):
+        (root / "usr" / f"d{number % 2}").mkdir(parents=True, exist_ok=True)
+        (root / "usr" / f"d{number % 2}" / f"f{number}").write_text("")
+    setuid(root / "usr" / "d0" / "s")
+    setuid(root / "usr" / "d1" / "s")
+    setuid(root / "usr" / "top-level")  # read here, before any find starts
+    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
+    assert len(walk.lanes) == 2
+    walk.lanes[0].find.send_signal(signal.SIGKILL)
+    assert walk.lanes[0].find.wait() == -signal.SIGKILL  # killed before it was done
     found = walk.result()
-    assert found.suid == sorted([*(f"/usr/d{n}/s" for n in range(20)), "/usr/top-level"])
-    assert len(walked_here) >= 20  # everything, again, after what the helpers took was lost
+    assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
+    assert not found.errors

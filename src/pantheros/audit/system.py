@@ -341,7 +341,7 @@ class System:
         """(setuid/setgid files, files with capabilities, world-writable entries without sticky).
 
         One pass over the system directories for all three; pantheros.audit.inventory says
-        what it leaves out and why.
+        what it leaves out and why, and how it shares the work.
         """
         walk, self._walk = self._walk or self._begin_walk(), None
         if walk is None:
