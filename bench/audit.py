@@ -80,7 +80,7 @@ def main() -> None:
     print(f"{'tool':44} {'seconds':>9}")
     spread = f"(runs {min(walls):.3f}-{max(walls):.3f})"
     print(f"{f'panther audit (all checks, median of {RUNS})':44} {panther_s:9.3f} {spread}")
-    print(f"{'  CPU (user + system, with its helpers)':44} {panther_cpu:9.3f}")
+    print(f"{'  CPU (user + system, with its find processes)':44} {panther_cpu:9.3f}")
     for name, (seconds, cpu) in walks.items():
         print(f"{'  ' + name:44} {seconds:9.3f} (CPU {cpu:.3f})")
     print(f"{'  every other check (in process)':44} {rest_s:9.3f}")
