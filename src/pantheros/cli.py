@@ -313,9 +313,10 @@ def _state(sub: Any) -> None:
     )
     p.add_argument(
         "--method",
-        choices=["auto", "send", "walk"],
+        choices=["auto", "tree", "send", "walk"],
         default="auto",
-        help="send stream (fast when the baseline has content) or a full walk",
+        help="btrfs's metadata (auto when the root is a snapshot of the blank), a send stream, "
+        "or a full walk",
     )
     _lab_arg(p)
     _on(p, lambda: commands.state.cmd_diff)

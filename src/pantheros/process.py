@@ -86,6 +86,18 @@ def run(
     return proc
 
 
+def start(argv: Sequence[str], *, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
+    """Start argv without waiting for it, its output going into the files given (a pipe left
+    unread would stop it); the caller waits for it."""
+    args = list(argv)
+    require(args[0])
+    log.debug("start: %s", " ".join(args))
+    try:
+        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
+    except OSError as exc:
+        raise CommandFailed(args, -1, str(exc)) from exc
+
+
 @contextmanager
 def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     """Run argv and yield its stdout as a binary stream; a non-zero exit raises at the end."""

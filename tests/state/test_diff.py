@@ -1,4 +1,4 @@
-"""`panther diff` against the truth a mutation script recorded, by send stream and by walk."""
+"""`panther diff` against the truth a mutation script recorded, by the trees, send and walk."""
 
 from __future__ import annotations
 
@@ -59,7 +59,7 @@ def as_text(path: bytes) -> str:
 
 
 @pytest.mark.scenario("diff-and-persist: Every change reported")
-@pytest.mark.parametrize("method", ["send", "walk"])
+@pytest.mark.parametrize("method", ["tree", "send", "walk"])
 def test_every_change_is_reported_and_nothing_else(
     mutated: tuple[Path, mutate.Truth], method: str
 ) -> None:
@@ -77,8 +77,10 @@ def test_every_change_is_reported_and_nothing_else(
 def test_methods_agree_and_times_are_behind_a_flag(mutated: tuple[Path, mutate.Truth]) -> None:
     lab, truth = mutated
     send = diff_json(lab, "--method", "send", "--times")
-    walk = diff_json(lab, "--method", "walk", "--times")
-    assert send.keys() == walk.keys()
+    for method in ("tree", "walk"):
+        other = diff_json(lab, "--method", method, "--times")
+        kinds = {p: c["kind"] for p, c in other.items()}
+        assert kinds == {p: c["kind"] for p, c in send.items()}, method
     touched = [as_text(p) for p, k in truth.items() if k == "times"]
     for path in touched:
         assert send[path]["kind"] == "times"

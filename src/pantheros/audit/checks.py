@@ -615,6 +615,7 @@ def run_checks(
     system: System, level: str, waivers: dict[str, str], table: dict[str, Any] | None = None
 ) -> Iterator[Finding]:
     table = table or load_table()
+    system.start_inventory()  # the file walk runs while the checks before it do
     for spec in table["checks"]:
         levels = spec["levels"]
         if level not in levels:
