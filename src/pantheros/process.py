@@ -108,3 +108,22 @@ def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     if returncode != 0:
         log.debug("exit %d: %s", returncode, stderr.strip())
         raise CommandFailed(args, returncode, stderr)
+
+
+def start(argv: Sequence[str], *, new_session: bool = False) -> subprocess.Popen[bytes]:
+    """Start argv with pipes on stdin, stdout and stderr, for a caller that drives it itself
+    (a deadline, an interruption); logged like run(). `new_session`: its own process group,
+    which a Ctrl-C on the terminal does not reach, so the caller decides how it ends."""
+    args = list(argv)
+    require(args[0])
+    log.debug("run: %s", " ".join(args))
+    try:
+        return subprocess.Popen(
+            args,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=new_session,
+        )
+    except OSError as exc:
+        raise CommandFailed(args, -1, str(exc)) from exc
