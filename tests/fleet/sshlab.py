@@ -163,6 +163,7 @@ class SshLab:
         log_sessions: bool = False,
         known: bool = True,
         files: dict[str, str] | None = None,
+        login: str | None = None,
     ) -> Server:
         """A running sshd for host name.
 
@@ -172,7 +173,8 @@ class SshLab:
         tree when it starts with `tree:`); profile: where the system profile points (only
         where PROFILES exists here). log_sessions: each session's start and end is
         appended to sessions.log, by sshd's ForceCommand. known: its key goes to known_hosts.
-        files: executable files to make in the host's directory (path -> text).
+        files: executable files to make in the host's directory (path -> text). login: a user
+        that exists on this host only (its /etc/passwd is its own), who may `sudo -n` to root.
         """
         directory = self.base / name
         (directory / "bin").mkdir(parents=True)
@@ -195,7 +197,8 @@ class SshLab:
             f"ListenAddress {address}",
             f"HostKey {directory / 'host_key'}",
             "PidFile none",
-            f"AuthorizedKeysFile {directory / 'authorized_keys'}",
+            # In the host's own /run: sshd reads it as the user, who may not enter our tree.
+            "AuthorizedKeysFile /run/authorized_keys",
             "PermitRootLogin prohibit-password",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
@@ -219,13 +222,33 @@ class SshLab:
             config.append(f"ForceCommand {logger}")
         (directory / "sshd_config").write_text("\n".join(config) + "\n")
         links = {"booted-system": booted, "current-system": current}
+        hosts = directory / "hosts"  # its own name resolves, as on a real host
+        hosts.write_text(Path("/etc/hosts").read_text() + f"127.0.1.1 {name}\n")
+        own_files = [(hosts, "/etc/hosts")]
+        if login is not None:
+            passwd = directory / "passwd"
+            passwd.write_text(
+                Path("/etc/passwd").read_text() + f"{login}:x:4242:4242:fleet test:/tmp:/bin/sh\n"
+            )
+            sudoers = directory / "sudoers"
+            sudoers.write_text(f"{login} ALL=(root) NOPASSWD: ALL\n")
+            sudoers.chmod(0o440)
+            shadow = directory / "shadow"  # PAM's account check (sudo) reads it
+            shadow.write_text(Path("/etc/shadow").read_text() + f"{login}:*:19000:0:99999:7:::\n")
+            shadow.chmod(0o640)
+            own_files += [(passwd, "/etc/passwd"), (shadow, "/etc/shadow")]
+            own_files += [(sudoers, "/etc/sudoers")]
         setup = [
             "set -e",
             f"hostname {shlex.quote(name)}",
             "mount -t tmpfs -o mode=0755 fleet-test-run /run",
             "mkdir -m 0755 /run/sshd",
+            f"cp {shlex.quote(str(directory / 'authorized_keys'))} /run/authorized_keys",
+            "chmod 0644 /run/authorized_keys",
             f"mount --bind {shlex.quote(str(directory / 'bin'))} /usr/local/bin",
         ]
+        for source, target in own_files:
+            setup.append(f"mount --bind {shlex.quote(str(source))} {target}")
         for link, target in links.items():
             if target is not None:
                 if target.startswith("tree:"):
@@ -322,7 +345,13 @@ def toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def wrapper(lab: Path, before: str = "") -> str:
+def open_to_all(path: Path) -> bool:
+    """Whether any user can reach path (every directory on the way lets others through)."""
+    path = path.resolve()
+    return all(p.stat().st_mode & 0o001 for p in [*path.parents, path] if p.is_dir())
+
+
+def wrapper(lab: Path, before: str = "", python: str = sys.executable) -> str:
     """A host's `panther`: this checkout's, on the host's lab (`before`: shell run first).
 
     The host's /run is its own, so panther's state directory (the lab's mount record) is the
@@ -334,7 +363,7 @@ def wrapper(lab: Path, before: str = "") -> str:
         f"{before}"
         f"PANTHER_STATE_DIR={shlex.quote(state)} "
         f"PYTHONPATH={shlex.quote(str(REPO / 'src'))} NO_COLOR=1 "
-        f'exec {shlex.quote(sys.executable)} -m pantheros "$@" --lab {shlex.quote(str(lab))}\n'
+        f'exec {shlex.quote(python)} -m pantheros "$@" --lab {shlex.quote(str(lab))}\n'
     )
 
 
