@@ -247,13 +247,13 @@ class SshLab:
             "chmod 0644 /run/authorized_keys",
             f"mount --bind {shlex.quote(str(directory / 'bin'))} /usr/local/bin",
         ]
-        for source, target in own_files:
-            setup.append(f"mount --bind {shlex.quote(str(source))} {target}")
-        for link, target in links.items():
-            if target is not None:
-                if target.startswith("tree:"):
-                    target = str(directory / target.removeprefix("tree:"))
-                setup.append(f"ln -s {shlex.quote(target)} /run/{link}")
+        for source, mountpoint in own_files:
+            setup.append(f"mount --bind {shlex.quote(str(source))} {mountpoint}")
+        for link, points_to in links.items():
+            if points_to is not None:
+                if points_to.startswith("tree:"):
+                    points_to = str(directory / points_to.removeprefix("tree:"))
+                setup.append(f"ln -s {shlex.quote(points_to)} /run/{link}")
         if profile is not None and PROFILES.is_dir():
             setup += [
                 f"mount -t tmpfs -o mode=0755 fleet-test-profiles {PROFILES}",
