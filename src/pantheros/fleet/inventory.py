@@ -214,7 +214,7 @@ def parse_document(doc: Any, source: str, base: Path) -> list[Host]:
         raise r.fail("hosts", "missing: a table of hosts by name, or a list of hosts")
     if not entries:
         raise r.fail("hosts", "names no host")
-    return [_host(r, where, {**defaults, **entry}, base) for where, entry in entries]
+    return [_host(r, where, {**defaults, **entry}, set(entry), base) for where, entry in entries]
 
 
 def _known(r: _Reader, entry: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
@@ -225,7 +225,8 @@ def _known(r: _Reader, entry: Mapping[str, Any], keys: Sequence[str], where: str
             raise r.fail(f"{where}.{key}", f"unknown key{hint} (known: {', '.join(keys)})")
 
 
-def _host(r: _Reader, where: str, entry: dict[str, Any], base: Path) -> Host:
+def _host(r: _Reader, where: str, entry: dict[str, Any], own: set[str], base: Path) -> Host:
+    """The host of entry (its own keys over the defaults; `own`: the keys it gave itself)."""
     _known(r, entry, HOST_KEYS, where)
     if "name" not in entry:
         raise r.fail(where, "has no `name`")
@@ -233,14 +234,13 @@ def _host(r: _Reader, where: str, entry: dict[str, Any], base: Path) -> Host:
     if "address" not in entry:
         raise r.fail(where, "has no `address` (the SSH host name or IP address)")
     address = r.string(entry["address"], f"{where}.address", re.compile(r".+"), "address")
-    user = None
+    user = entry.get("user")
     if "@" in address:
-        user, address = address.rsplit("@", 1)
-        if "user" in entry and entry["user"] != user:
-            raise r.fail(f"{where}.address", f"names user {user!r} but `user` says otherwise")
+        named, address = address.rsplit("@", 1)
+        if "user" in own and entry["user"] != named:
+            raise r.fail(f"{where}.address", f"names user {named!r} but `user` says otherwise")
+        user = named
     address = r.string(address, f"{where}.address", ADDRESS, "SSH host name or address")
-    if "user" in entry:
-        user = entry["user"]
     if user is not None:
         user = r.string(user, f"{where}.user", USER, "user name")
     port = r.port(entry["port"], f"{where}.port") if "port" in entry else None

@@ -112,6 +112,7 @@ def script(host: Host, steps: Sequence[Step], marker: str, timeout: float) -> st
         f"M={q(marker)}",
         "main() {",
         "exec 3<&0 </dev/null",
+        "printf '%s start\\n' \"$M\"",
         't=$(mktemp -d 2>/dev/null) || t=""',
         'if [ -z "$t" ] || [ ! -d "$t" ]; then',
         "  printf '%s fatal %s\\n' \"$M\" 'cannot make a temporary directory (mktemp -d)'",
@@ -134,7 +135,6 @@ def script(host: Host, steps: Sequence[Step], marker: str, timeout: float) -> st
         '"$(($(wc -c <"$t/o")))" "$(($(wc -c <"$t/e")))"',
         '  cat "$t/o" "$t/e"',
         "}",
-        "printf '%s start\\n' \"$M\"",
     ]
     found = False
     for step in steps:
