@@ -250,8 +250,10 @@ def test_a_flake_is_read_with_a_real_nix_eval_that_builds_nothing(tmp_path: Path
     # The store of this test, not the machine's: nix copies the flake's source into it.
     env = {"NIX_CONFIG": f"store = {tmp_path / 'store'}"}
     proc = subprocess.run(
-        [sys.executable, "-m", "pantheros", "fleet", "status", "--json", "-q"]
-        + ["--colmena", str(flake), "--deploy-rs", str(flake), "--connect-timeout", "2"],
+        [
+            *(sys.executable, "-m", "pantheros", "fleet", "status", "--json", "-q"),
+            *("--colmena", str(flake), "--deploy-rs", str(flake), "--connect-timeout", "2"),
+        ],
         capture_output=True,
         text=True,
         env={**os.environ, **env, "NO_COLOR": "1", "PYTHONPATH": str(REPO / "src")},

@@ -105,6 +105,7 @@ def run_here(
     timeout: float = 30,
     stop: threading.Event | None = None,
     env: dict[str, str] | None = None,
+    host_timeout: float | None = None,
 ) -> tuple[transport.Session, transport.Frames]:
     """The script as ssh would run it, but with a shell of this machine, in its own session
     (the watchdog ends its whole process group)."""
@@ -112,7 +113,7 @@ def run_here(
         pytest.skip(f"needs {shell[0]}")
     host = host or Host("here", "localhost")
     marker = transport.new_marker()
-    code = transport.script(host, steps, marker, timeout)
+    code = transport.script(host, steps, marker, host_timeout or timeout)
     argv = ["env", "-i", f"PATH={path}", *(f"{k}={v}" for k, v in (env or {}).items()), *shell]
     session = transport.run(argv, code.encode(), timeout, stop or threading.Event())
     return session, transport.parse(session.stdout, marker)
@@ -203,12 +204,17 @@ def test_ending_the_session_ends_what_runs_there(tmp_path: Path) -> None:
 
 
 def test_the_host_bounds_each_step_with_its_own_timeout(tmp_path: Path) -> None:
+    """Should the connection outlive panther's deadline, the host ends the step itself."""
     bin_dir = fake_panther(tmp_path, "exec sleep 30\n")
-    session, frames = run_here(["sh", "-s"], STEPS[-1:], f"{bin_dir}:/usr/bin:/bin", timeout=1)
-    # Ended here at 1 s; the host's own `timeout` would have ended it there at 1 s as well.
-    assert session.timed_out
-    script = transport.script(Host("h", "x"), STEPS, "M", 7)
-    assert 'T="timeout --foreground -k 5 7"' in script
+    started = time.monotonic()
+    session, frames = run_here(
+        ["sh", "-s"], STEPS[-1:], f"{bin_dir}:/usr/bin:/bin", timeout=20, host_timeout=1
+    )
+    assert time.monotonic() - started < 10
+    assert not session.timed_out
+    assert frames.ended
+    assert frames.answers["diff"].returncode == 124
+    assert frames.answers["diff"].error() == "timed out on the host"
 
 
 def test_parse_stops_where_the_answer_stops() -> None:
