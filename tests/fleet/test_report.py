@@ -41,7 +41,7 @@ DIFF = {
         {"path": "/c", "kind": "deleted", "size": 1000},
     ],
 }
-AUDIT = {
+AUDIT: dict[str, Any] = {
     "level": "baseline",
     "score": 70,
     "coverage": {"evaluated": 3, "applicable": 4},
