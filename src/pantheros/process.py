@@ -33,6 +33,8 @@ PACKAGES: Mapping[str, str] = {
     "wipefs": "util-linux",
     "blkid": "util-linux",
     "lsblk": "util-linux",
+    "ssh": "openssh-client",
+    "nix": "nix-bin",
 }
 
 

@@ -282,7 +282,8 @@ def _cells(row: HostStatus, now: float) -> tuple[list[str], str]:
     erases = "-"
     if row.next_boot:
         nb = row.next_boot
-        erases = "nothing" if nb.changes == 0 else f"{nb.changes}, {human(nb.bytes)}"
+        count = f"{nb.changes} change{'' if nb.changes == 1 else 's'}"
+        erases = "nothing" if nb.changes == 0 else f"{count}, {human(nb.bytes)}"
         if not nb.trusted:
             erases += " (untrusted)"
     audit = "-"
