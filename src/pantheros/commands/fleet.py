@@ -13,7 +13,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pantheros import ui
+from pantheros import process, ui
 from pantheros.errors import UsageError
 from pantheros.fleet import ask, audit, fanout, inventory, progress, status
 from pantheros.fleet.inventory import Host
@@ -25,7 +25,10 @@ R = TypeVar("R")
 
 def _hosts(args: argparse.Namespace) -> list[Host]:
     found = inventory.load(args.inventory, args.colmena, args.deploy_rs)
-    return found.select(args.on)
+    hosts = found.select(args.on)
+    if any(host.address is not None for host in hosts):
+        process.require("ssh")  # once, as one line, not once per host
+    return hosts
 
 
 def _options(args: argparse.Namespace) -> Options:
