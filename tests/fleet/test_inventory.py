@@ -78,6 +78,24 @@ def test_json_and_a_list_of_hosts(tmp_path: Path) -> None:
     assert (b.address, b.user, b.port) == ("fe80::1%eth0", "root", 22)
 
 
+def test_what_people_also_write(tmp_path: Path) -> None:
+    path = tmp_path / "hosts.json"
+    path.write_text(
+        json.dumps(
+            [
+                {"name": "a", "hostname": "10.0.0.1", "port": "2222", "tags": "web, prod"},
+                {"name": "b", "host": "[2001:db8::1]", "identity_file": str(path)},
+            ]
+        )
+    )
+    a, b = inventory.load_file(str(path))
+    assert (a.address, a.port, a.tags) == ("10.0.0.1", 2222, ("web", "prod"))
+    assert (b.address, b.identity) == ("2001:db8::1", str(path))
+    path.write_text(json.dumps([{"name": "a", "host": "x", "address": "y"}]))
+    with pytest.raises(UsageError, match=r"hosts\[0\]\.address: says again what `address` says"):
+        inventory.load_file(str(path))
+
+
 def test_no_inventory_here_says_what_to_give(tmp_path: Path) -> None:
     proc = fleet("status", cwd=tmp_path)
     assert proc.returncode == 2
@@ -97,7 +115,7 @@ BAD = [
     ('[hosts."-oProxyCommand=x"]\naddress = "x"\n', "is not a valid host name"),
     ("[hosts.a]\naddress = '-oProxyCommand=touch /tmp/x'\n", "is not a valid SSH host name"),
     ("[hosts.a]\naddress = 'x'\nuser = '-lroot'\n", "is not a valid user name"),
-    ("[hosts.a]\naddress = 'x'\ntags = 'web'\n", "must be a list of strings"),
+    ("[hosts.a]\naddress = 'x'\ntags = 3\n", "must be a list of strings"),
     ("[hosts.a]\naddress = 'x'\nidentity = 'nope'\n", "hosts.a.identity: nope: no such file"),
     ("[hosts.a]\naddress = 'x'\nssh_options = ['-oX=y']\n", "is not a valid ssh option"),
     ("[hosts]\n", "hosts: names no host"),
@@ -181,7 +199,7 @@ def test_colmena_deployment_options() -> None:
     assert found["local"].address is None
     assert found["nouser"].user is None
     with pytest.raises(UsageError, match=r"web1.targetPort: must be an integer"):
-        inventory.colmena_hosts({"web1": {"targetPort": "22"}}, "x.json")
+        inventory.colmena_hosts({"web1": {"targetPort": "ssh"}}, "x.json")
 
 
 def test_deploy_rs_settings_profile_over_node_over_top() -> None:

@@ -142,6 +142,10 @@ def _sarif(doc: Any) -> tuple[dict[str, Any], dict[str, Any], dict[str, int]]:
     if not isinstance(runs, list) or len(runs) != 1 or not isinstance(runs[0], dict):
         raise ValueError("not one SARIF run")
     run = runs[0]
+    # It goes into the merged log as it is: what the schema needs of a run must be there.
+    driver = run.get("tool", {}).get("driver", {}) if isinstance(run.get("tool"), dict) else {}
+    if not isinstance(driver.get("name"), str) or not isinstance(run.get("results", []), list):
+        raise ValueError("a run without tool.driver.name or results")
     counts = {"high": 0, "medium": 0, "low": 0}
     for result in run.get("results") or []:
         if result.get("kind") == "fail" and not result.get("suppressions"):

@@ -43,6 +43,8 @@ HOST_KEYS = (
     "panther",
     "become",
 )
+# Other names people give these keys (ssh_config's, Ansible's), read as the key they mean.
+ALIASES = {"host": "address", "hostname": "address", "identity_file": "identity"}
 DEFAULT_KEYS = tuple(k for k in HOST_KEYS if k not in ("name", "address", "tags"))
 DEFAULT_FILES = ("fleet.toml", "fleet.json")
 
@@ -148,6 +150,8 @@ class _Reader:
         return value
 
     def port(self, value: Any, where: str) -> int:
+        if isinstance(value, str) and value.isascii() and value.isdigit():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
             raise self.fail(where, f"must be an integer from 1 to 65535, not {_shown(value)}")
         return value
@@ -187,6 +191,8 @@ def load_file(path: str) -> list[Host]:
 
 def parse_document(doc: Any, source: str, base: Path) -> list[Host]:
     r = _Reader(source)
+    if isinstance(doc, list):  # a JSON list of hosts, as `hosts` would hold it
+        doc = {"hosts": doc}
     if not isinstance(doc, dict):
         raise r.fail("$", "must be a table with `hosts` (and optionally `defaults`)")
     unknown = set(doc) - {"hosts", "defaults"}
@@ -195,6 +201,7 @@ def parse_document(doc: Any, source: str, base: Path) -> list[Host]:
     defaults = doc.get("defaults", {})
     if not isinstance(defaults, dict):
         raise r.fail("defaults", "must be a table")
+    defaults = _unaliased(r, defaults, "defaults")
     _known(r, defaults, DEFAULT_KEYS, "defaults")
     raw = doc.get("hosts")
     entries: list[tuple[str, dict[str, Any]]] = []
@@ -204,17 +211,27 @@ def parse_document(doc: Any, source: str, base: Path) -> list[Host]:
                 raise r.fail(f"hosts.{name}", "must be a table of the host's settings")
             if "name" in entry and entry["name"] != name:
                 raise r.fail(f"hosts.{name}.name", "differs from the table's own name")
-            entries.append((f"hosts.{name}", {"name": name, **entry}))
+            entries.append((f"hosts.{name}", {"name": name, **_unaliased(r, entry, name)}))
     elif isinstance(raw, list):
         for index, entry in enumerate(raw):
             if not isinstance(entry, dict):
                 raise r.fail(f"hosts[{index}]", "must be a table of the host's settings")
-            entries.append((f"hosts[{index}]", entry))
+            entries.append((f"hosts[{index}]", _unaliased(r, entry, f"hosts[{index}]")))
     else:
         raise r.fail("hosts", "missing: a table of hosts by name, or a list of hosts")
     if not entries:
         raise r.fail("hosts", "names no host")
     return [_host(r, where, {**defaults, **entry}, set(entry), base) for where, entry in entries]
+
+
+def _unaliased(r: _Reader, entry: dict[str, Any], where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in entry.items():
+        meant = ALIASES.get(key, key)
+        if meant in out:
+            raise r.fail(f"{where}.{key}", f"says again what `{meant}` says: give one")
+        out[meant] = value
+    return out
 
 
 def _known(r: _Reader, entry: Mapping[str, Any], keys: Sequence[str], where: str) -> None:
@@ -240,12 +257,17 @@ def _host(r: _Reader, where: str, entry: dict[str, Any], own: set[str], base: Pa
         if "user" in own and entry["user"] != named:
             raise r.fail(f"{where}.address", f"names user {named!r} but `user` says otherwise")
         user = named
+    if address.startswith("[") and address.endswith("]"):  # [2001:db8::1]: ssh wants it bare
+        address = address[1:-1]
     address = r.string(address, f"{where}.address", ADDRESS, "SSH host name or address")
     if user is not None:
         user = r.string(user, f"{where}.user", USER, "user name")
     port = r.port(entry["port"], f"{where}.port") if "port" in entry else None
+    given_tags = entry.get("tags", [])
+    if isinstance(given_tags, str):  # "web, prod"
+        given_tags = [t for t in re.split(r"[,\s]+", given_tags) if t]
     tags = tuple(
-        r.string(t, f"{where}.tags", TAG, "tag") for t in r.strings(entry.get("tags", []), where)
+        r.string(t, f"{where}.tags", TAG, "tag") for t in r.strings(given_tags, f"{where}.tags")
     )
     identity = None
     if "identity" in entry:

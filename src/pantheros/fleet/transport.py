@@ -32,7 +32,7 @@ from pantheros import process
 from pantheros.fleet.inventory import Host
 
 # What one host may send before it is cut off (a diff of a very changed root is a few MB).
-MAX_OUTPUT = 256 * 1024 * 1024
+MAX_OUTPUT = 64 * 1024 * 1024
 # How long an ended ssh gets to leave after its stdin closed, then after a SIGTERM.
 STDIN_GRACE = 1.0
 GRACE = 2.0
