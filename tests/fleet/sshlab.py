@@ -58,7 +58,7 @@ def keygen(path: Path) -> str:
     subprocess.run(
         ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(path)], check=True
     )
-    kind, blob = path.with_suffix(".pub").read_text().split()[:2]
+    kind, blob = Path(f"{path}.pub").read_text().split()[:2]
     return f"{kind} {blob}"
 
 
@@ -132,19 +132,26 @@ class Hang:
 
 
 class SshLab:
-    """Servers, keys and known_hosts under base; close() ends all of them."""
+    """Servers, keys and known_hosts under base; close() ends the servers, closes their ports
+    and deletes the keys."""
 
     def __init__(self, base: Path, first_address: int = 10) -> None:
         self.base = base
         base.mkdir(parents=True, exist_ok=True)
+        self.keys: list[Path] = []
         self.client_key = base / "client_key"
-        self.client_public = keygen(self.client_key)
+        self.client_public = self.keygen(self.client_key)
         self.known_hosts = base / "known_hosts"
         self.known_hosts.write_text("")
         self.sessions = base / "sessions.log"
         self.servers: list[Server] = []
         self.hangs: list[Hang] = []
         self.next_address = first_address
+
+    def keygen(self, path: Path) -> str:
+        """A key made here, deleted by close()."""
+        self.keys += [path, Path(f"{path}.pub")]
+        return keygen(path)
 
     def _address(self) -> str:
         address = f"127.0.0.{self.next_address}"
@@ -178,8 +185,9 @@ class SshLab:
         """
         directory = self.base / name
         (directory / "bin").mkdir(parents=True)
-        public = keygen(directory / "host_key")
+        public = self.keygen(directory / "host_key")
         (directory / "authorized_keys").write_text(self.client_public + "\n")
+        self.keys.append(directory / "authorized_keys")
         for relative, text in (files or {}).items():
             path = directory / relative
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -325,6 +333,8 @@ class SshLab:
                 errors.append(exc)
         for hang in self.hangs:
             hang.stop()
+        for key in self.keys:
+            key.unlink(missing_ok=True)
         if errors:
             raise errors[0]
 

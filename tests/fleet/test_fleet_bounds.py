@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -164,7 +165,7 @@ def test_accept_new_adds_an_unknown_key_and_never_replaces_a_changed_one(
 ) -> None:
     new = ssh.server("new", known=False)
     changed = ssh.server("changed", known=False)
-    wrong = sshlab.keygen(ssh.base / "wrong")
+    wrong = ssh.keygen(ssh.base / "wrong")
     with ssh.known_hosts.open("a") as f:
         f.write(changed.known_hosts_line(wrong))
     inventory = write_inventory(ssh, [new, changed])
@@ -251,3 +252,52 @@ def test_a_login_that_is_not_root_needs_become(ssh: sshlab.SshLab, labs: dict[st
     status = next(p for p in without["problems"] if p.startswith("panther status: "))
     assert "(log in as root, or set `become` for this host" in status
     assert os.geteuid() == 0  # the test itself runs as root: only the host's login was not
+
+
+def test_the_servers_leave_nothing_behind(tmp_path: Path) -> None:
+    """Every process, port and key the fleet tests start is gone after close()."""
+    if sshlab.reason_to_skip():
+        pytest.skip(str(sshlab.reason_to_skip()))
+    ssh = sshlab.SshLab(tmp_path / "ssh")
+    try:
+        server = ssh.server("once", panther=slow("64.13"))
+        hang = ssh.hanging()
+        inventory = write_inventory(ssh, [server])
+        # A session left running on the server when it stops.
+        proc = subprocess.Popen(
+            argv("status", "-i", str(inventory), "-q", "--timeout", "60"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env(),
+        )
+        deadline = time.monotonic() + 30
+        while not sleeping("64.13") and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert sleeping("64.13")
+        config = str(server.directory / "sshd_config")
+    finally:
+        ssh.close()
+    assert proc.wait(30) == 3  # the server went away under it: an error row, not a hang
+    assert gone("64.13")
+    assert subprocess.run(["pgrep", "-f", config], check=False).returncode == 1
+    for address, port in ((server.address, server.port), (hang.address, hang.port)):
+        with socket.socket() as s:
+            assert s.connect_ex((address, port)) != 0
+    assert not [p for p in ssh.base.rglob("*key*") if p.is_file()]
+
+
+def test_verbose_logs_the_ssh_argv(tmp_path: Path) -> None:
+    inventory = tmp_path / "fleet.toml"
+    inventory.write_text('[hosts.a]\naddress = "127.0.0.1"\nport = 9\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "pantheros", "-v", "fleet", "status", "-i", str(inventory), "-q"],
+        capture_output=True,
+        text=True,
+        env=env(),
+        check=False,
+    )
+    assert proc.returncode == 3
+    assert (
+        "panther: run: ssh -T -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"
+        in proc.stderr
+    )

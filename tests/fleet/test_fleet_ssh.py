@@ -94,7 +94,7 @@ def scenario(module_dir: Path) -> Iterator[Scenario]:
                 "changed": ssh.server("changed", known=False),
                 "unknown": ssh.server("unknown", known=False),
             }
-            other = sshlab.keygen(module_dir / "ssh" / "not-its-key")
+            other = ssh.keygen(module_dir / "ssh" / "not-its-key")
             with ssh.known_hosts.open("a") as f:
                 f.write(servers["changed"].known_hosts_line(other))
             refused = ssh.refusing()

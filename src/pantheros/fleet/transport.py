@@ -260,7 +260,7 @@ class Session:
 
 def run(argv: Sequence[str], stdin: bytes, timeout: float, stop: threading.Event) -> Session:
     """Run argv (ssh) with stdin, reading its output until it exits, the deadline passes, or
-    stop is set; then it is ended (SIGTERM to its group, SIGKILL after GRACE)."""
+    stop is set; then it is ended (see _end)."""
     started = time.monotonic()
     deadline = started + timeout
     proc = process.start(argv, new_session=True)
