@@ -391,6 +391,93 @@ def _spec(sub: Any) -> None:
     spec_cli.add_commands(p)
 
 
+def _fleet_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--inventory",
+        "-i",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="hosts file, TOML or JSON (default: fleet.toml or fleet.json here)",
+    )
+    p.add_argument(
+        "--colmena",
+        action="append",
+        default=[],
+        metavar="JSON|FLAKE",
+        help="colmena's nodes: a JSON file, or a flake to run nix eval on (colmenaHive)",
+    )
+    p.add_argument(
+        "--deploy-rs",
+        action="append",
+        default=[],
+        metavar="JSON|FLAKE",
+        help="deploy-rs's nodes: a JSON file, or a flake to run nix eval on (deploy)",
+    )
+    p.add_argument(
+        "--on",
+        action="append",
+        default=[],
+        metavar="TAG|NAME",
+        help="only these hosts: a name, a tag (@tag), a glob; repeatable or comma-separated",
+    )
+    p.add_argument(
+        "--limit", type=int, default=10, help="hosts asked at the same time (default: 10)"
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="give up on a host that does not answer SSH within this (default: 10)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="end a host's connection after this, whatever it is doing (default: 120)",
+    )
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="add the key of a host known_hosts lacks (a changed key is still refused)",
+    )
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an ssh option for every host (after each host's own), e.g. ProxyJump=bastion",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+
+
+def _fleet(sub: Any) -> None:
+    fleet = sub.add_parser("fleet", help="status and audit of many hosts over SSH")
+    fsub = _subparsers(fleet, "fleet_action")
+    p = fsub.add_parser(
+        "status", help="per host: booted system, last rollback, blank, next boot's erasure, audit"
+    )
+    _fleet_args(p)
+    p.add_argument("--json", action="store_true", help="every host's row as JSON")
+    _on(p, lambda: commands.fleet.cmd_fleet_status)
+    p = fsub.add_parser("audit", help="panther audit on every host; SARIF with a run per host")
+    _fleet_args(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="every host's audit as JSON")
+    out.add_argument("--sarif", action="store_true", help="SARIF 2.1.0, one run per host")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    p.add_argument(
+        "--fail-on",
+        choices=["low", "medium", "high"],
+        default="low",
+        help="a host fails when a check of this severity or above fails (default: low)",
+    )
+    p.add_argument("--level", help="audit against this level (default: each host's own)")
+    _on(p, lambda: commands.fleet.cmd_fleet_audit)
+
+
 def _completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a shell completion script for panther")
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
@@ -411,6 +498,7 @@ def build_parser() -> Parser:
     _impermanence(sub)
     _state(sub)
     _audit(sub)
+    _fleet(sub)
     _spec(sub)
     _completion(sub)
     for leaf in _leaves(parser):

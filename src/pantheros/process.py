@@ -33,6 +33,8 @@ PACKAGES: Mapping[str, str] = {
     "wipefs": "util-linux",
     "blkid": "util-linux",
     "lsblk": "util-linux",
+    "ssh": "openssh-client",
+    "nix": "nix-bin",
 }
 
 
@@ -86,18 +88,6 @@ def run(
     return proc
 
 
-def start(argv: Sequence[str], *, stdout: IO[bytes], stderr: IO[bytes]) -> subprocess.Popen[bytes]:
-    """Start argv without waiting for it, its output going into the files given (a pipe left
-    unread would stop it); the caller waits for it."""
-    args = list(argv)
-    require(args[0])
-    log.debug("start: %s", " ".join(args))
-    try:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr)
-    except OSError as exc:
-        raise CommandFailed(args, -1, str(exc)) from exc
-
-
 @contextmanager
 def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     """Run argv and yield its stdout as a binary stream; a non-zero exit raises at the end."""
@@ -120,3 +110,27 @@ def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     if returncode != 0:
         log.debug("exit %d: %s", returncode, stderr.strip())
         raise CommandFailed(args, returncode, stderr)
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[bytes] = subprocess.PIPE,
+    stdout: int | IO[bytes] = subprocess.PIPE,
+    stderr: int | IO[bytes] = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start argv without waiting for it, for a caller that drives it itself (a deadline, an
+    interruption) and waits for it; logged like run(). Pipes by default: a caller that does not
+    read one passes a file instead (a pipe left unread would stop the command). `new_session`:
+    its own process group, which a Ctrl-C on the terminal does not reach, so the caller decides
+    how it ends."""
+    args = list(argv)
+    require(args[0])
+    log.debug("start: %s", " ".join(args))
+    try:
+        return subprocess.Popen(
+            args, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=new_session
+        )
+    except OSError as exc:
+        raise CommandFailed(args, -1, str(exc)) from exc

@@ -143,7 +143,9 @@ class Walk:
         # Files, not pipes: a pipe nobody reads until the checks are done would stop find.
         out = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
         err = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
-        find = process.start(self._argv(directories), stdout=out, stderr=err)
+        find = process.start(
+            self._argv(directories), stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
         return _Lane(find, out, err, directories)
 
     def _argv(self, directories: list[str]) -> list[str]:

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
         disk as disk,
     )
     from pantheros.commands import (
+        fleet as fleet,
+    )
+    from pantheros.commands import (
         impermanence as impermanence,
     )
     from pantheros.commands import (
