@@ -355,14 +355,11 @@ def toml_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def open_to_all(path: Path) -> bool:
-    """Whether any user can reach path (every directory on the way lets others through)."""
-    path = path.resolve()
-    return all(p.stat().st_mode & 0o001 for p in [*path.parents, path] if p.is_dir())
-
-
-def wrapper(lab: Path, before: str = "", python: str = sys.executable) -> str:
-    """A host's `panther`: this checkout's, on the host's lab (`before`: shell run first).
+def wrapper(
+    lab: Path, before: str = "", python: str = sys.executable, path: Path = REPO / "src"
+) -> str:
+    """A host's `panther`: this checkout's (from `path`), on the host's lab (`before`: shell run
+    first).
 
     The host's /run is its own, so panther's state directory (the lab's mount record) is the
     one the lab was made with (state_dir), never /run/pantheros.
@@ -372,7 +369,7 @@ def wrapper(lab: Path, before: str = "", python: str = sys.executable) -> str:
         "#!/bin/sh\n"
         f"{before}"
         f"PANTHER_STATE_DIR={shlex.quote(state)} "
-        f"PYTHONPATH={shlex.quote(str(REPO / 'src'))} NO_COLOR=1 "
+        f"PYTHONPATH={shlex.quote(str(path))} NO_COLOR=1 "
         f'exec {shlex.quote(python)} -m pantheros "$@" --lab {shlex.quote(str(lab))}\n'
     )
 

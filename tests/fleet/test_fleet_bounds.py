@@ -19,7 +19,7 @@ import pytest
 
 from tests.fleet import sshlab
 from tests.fleet.conftest import environment, labs_under
-from tests.helpers import REPO
+from tests.helpers import REPO, runtime_copy
 
 pytestmark = pytest.mark.root
 
@@ -211,8 +211,6 @@ def _login_reason() -> str | None:
         return "needs sudo (scripts/setup --tests)"
     if not Path(SYSTEM_PYTHON).exists():
         return f"needs {SYSTEM_PYTHON} (python3), which a user who is not root may run"
-    if not sshlab.open_to_all(REPO / "src"):
-        return f"{REPO / 'src'} is not readable by a user who is not root"
     return None
 
 
@@ -221,11 +219,12 @@ def test_a_login_that_is_not_root_needs_become(ssh: sshlab.SshLab, labs: dict[st
     """The way deploy-rs users log in (sshUser = "deploy"; sudo to root): without `become`,
     panther says it needs root and the row says how to fix it; with it, the host answers.
 
-    The host's panther runs on the system's Python here: the test's own may live under a home
-    directory that user cannot enter, where a real host's panther is in the Nix store."""
+    The host's panther runs on the system's Python with a copy of its runtime any user may read:
+    the checkout may live under a directory that user cannot enter, where a real host's panther
+    is in the Nix store."""
     server = ssh.server(
         "deployer",
-        panther=sshlab.wrapper(labs["deployer"], python=SYSTEM_PYTHON),
+        panther=sshlab.wrapper(labs["deployer"], python=SYSTEM_PYTHON, path=runtime_copy()),
         login="fleetuser",
     )
     inventory = write_inventory(ssh, [])
