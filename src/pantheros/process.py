@@ -127,7 +127,7 @@ def start(
     how it ends."""
     args = list(argv)
     require(args[0])
-    log.debug("start: %s", " ".join(args))
+    log.debug("run: %s", " ".join(args))
     try:
         return subprocess.Popen(
             args, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=new_session
