@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "pantheros.ui",
         "pantheros.process",
         "pantheros.btrfs",
+        "pantheros.files",
         "pantheros.locking",
         "pantheros.manifest",
         "pantheros.sendstream",

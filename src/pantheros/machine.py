@@ -54,6 +54,12 @@ class Machine:
         """The machine's /run/pantheros: runtime files such as the login warning."""
         return self.lab.run_dir if self.lab is not None else mounts.state_dir()
 
+    @property
+    def run_base(self) -> Path:
+        """Where run_dir is reached from without a symlink: the lab's directory, or the state
+        directory itself on the host (pantheros.files, `beneath`)."""
+        return self.lab.directory if self.lab is not None else mounts.state_dir()
+
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """This machine's writer lock (see pantheros.locking)."""
         if self.lab is not None:

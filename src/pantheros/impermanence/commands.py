@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode, Refused, UsageError
+from pantheros.errors import ExitCode, UsageError
 from pantheros.impermanence import oldroots, rollback, status
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.machine import Machine
-from pantheros.storage import blockdev, mounts
 
 # roots
 
@@ -130,14 +129,14 @@ def cmd_roots_list(args: argparse.Namespace) -> int:
     if table.roots and table.size_note:
         ui.result(f"note: {table.size_note}")
     for note in table.notes:
-        ui.result(f"note: {note}")
+        ui.result(f"note: {ui.printable(note)}")
     return ExitCode.OK
 
 
 def cmd_roots_pin(args: argparse.Namespace) -> int:
     machine = Machine.select(args.lab)
     pin = args.roots_action == "pin"
-    with machine.top_level() as top:
+    with machine.lock(wait=not args.no_wait), machine.top_level() as top:
         changed = OldRoots(top, machine.manifest.storage).set_pinned(args.root, pin)
     word = "pinned" if pin else "unpinned"
     if args.json:
@@ -166,26 +165,21 @@ def cmd_roots_gc(args: argparse.Namespace) -> int:
         return ExitCode.OK
     for d in plan.decisions:
         verb = "keep  " if d.keep else ("would delete" if args.dry_run else "delete")
-        ui.result(f"{verb} {d.root.name}: {d.reason}")
+        ui.result(f"{verb} {ui.printable(d.root.name)}: {ui.printable(d.reason)}")
     for note in plan.notes:
-        ui.result(f"note: {note}")
+        ui.result(f"note: {ui.printable(note)}")
     if not plan.decisions:
         ui.result("no old roots")
     return ExitCode.OK
 
 
 def cmd_roots_mount(args: argparse.Namespace) -> int:
-    machine = Machine.select(args.lab)
+    from pantheros.impermanence import restore
+
     target = Path(args.directory)
-    if not target.is_dir():
-        raise UsageError(f"{target} is not a directory")
-    if blockdev.mount_at(target) is not None:
-        raise Refused(f"something is already mounted at {target}")
-    with machine.top_level(readonly=True) as top:
-        root = OldRoots(top, machine.manifest.storage).get(args.root)
-        subvol = f"{machine.manifest.storage.old_roots}/{root.name}"
-    with machine.device() as device:
-        mounts.mount(device, target, ["ro", f"subvol={subvol}"], fstype="btrfs")
+    root = restore.mount_old_root(
+        Machine.select(args.lab), args.root, target, wait=not args.no_wait
+    )
     if args.json:
         ui.emit_json({"root": root.name, "mountpoint": str(target), "readonly": True})
         return ExitCode.OK
@@ -230,12 +224,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     root = report.root
     paint = {"fresh": "green", "dirty": "red", "untrusted": "red"}.get(root.state, "yellow")
     ui.result(f"{report.machine} ({report.host})")
-    ui.result(f"root       {ui.paint(root.state, paint)}: {root.why}")
+    ui.result(f"root       {ui.paint(root.state, paint)}: {ui.printable(root.why)}")
     since = _since_made(root)
     if since:
         ui.result(f"           {since}")
     if not report.blank.trusted:
-        ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {report.blank.problem}")
+        problem = ui.printable(report.blank.problem or "")
+        ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {problem}")
     olds = report.old_roots
     ui.result(
         f"old roots  {olds.count} ({olds.pinned} pinned); "
@@ -247,7 +242,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     last = report.last_rollback
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))
-        ui.result(f"last run   {last.result} at {when} (policy {last.policy})")
+        ui.result(f"last run   {last.result} at {when} (policy {ui.printable(last.policy)})")
     return code
 
 

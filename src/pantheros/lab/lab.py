@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import fsutil, locking, ui
+from pantheros import files, locking, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
 from pantheros.lab.report import LabDown, LabStatus, LabUp
@@ -91,7 +91,7 @@ class Lab:
         return locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait)
 
     def manifest(self) -> manifests.Manifest:
-        return manifests.load(self.manifest_path)
+        return manifests.load(self.manifest_path, beneath=self.directory)
 
     def record(self) -> MountRecord | None:
         """The mount record, if its loop device is still backed by this lab's image.
@@ -185,13 +185,12 @@ class Lab:
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))
-                try:
-                    content = Path(source).read_bytes()
-                except OSError as exc:
-                    raise UsageError(f"{source}: cannot read: {exc.strerror}") from None
+                content = files.read_bytes(Path(source), beneath=None, what="the manifest")
+                if content is None:
+                    raise UsageError(f"{source}: cannot read: file not found")
                 # The bytes checked are the bytes kept: the source may change meanwhile.
-                manifests.loads(content.decode("utf-8", errors="replace"), source)
-                fsutil.replace_file(self.manifest_path, content)
+                manifests.loads(content, source)
+                files.replace_file(self.manifest_path, content, beneath=self.directory)
             elif manifest_source:
                 raise UsageError(
                     f"the lab at {self.directory} already has a manifest; "

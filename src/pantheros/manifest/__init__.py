@@ -12,6 +12,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pantheros import files
 from pantheros.errors import ManifestError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
 from pantheros.manifest.schema import Validator, child_path, show
@@ -22,6 +23,7 @@ __all__ = [
     "Validator",
     "bundled",
     "bundled_names",
+    "entry_problem",
     "load",
     "load_document",
 ]
@@ -53,32 +55,26 @@ def bundled(name: str) -> Manifest:
     return load(bundled_path(name))
 
 
-def load(path: str | Path) -> Manifest:
+def load(path: str | Path, *, beneath: Path | None = None) -> Manifest:
+    """The manifest in the file at path, read as every file panther reads is (pantheros.files:
+    a regular file, bounded; beneath: a lab's own, reached without a symlink)."""
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(source, "$", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(source, "$", f"cannot read: {exc}") from None
-    return loads(text, source)
+        data = files.read_bytes(Path(path), beneath=beneath, what="the manifest")
+    except files.Unreadable as exc:
+        raise ManifestError(source, "$", exc.reason) from None
+    if data is None:
+        raise ManifestError(source, "$", "file not found")
+    return loads(data, source)
 
 
-def loads(text: str, source: str = "<manifest>") -> Manifest:
+def loads(text: str | bytes, source: str = "<manifest>") -> Manifest:
     """A manifest from its JSON text (source names it in errors)."""
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    except RecursionError:
-        raise ManifestError(source, "$", "not a manifest: nested too deeply") from None
-    except ValueError as exc:  # an integer past Python's digit limit, NaN, Infinity
-        raise ManifestError(source, "$", f"not JSON: {exc}") from None
+        doc = files.parse_json(text)
+    except ValueError as exc:  # deep nesting, a huge integer, NaN, Infinity, not UTF-8
+        raise ManifestError(source, "$", str(exc)) from None
     return load_document(doc, source)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
@@ -95,6 +91,14 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
     _check_text(doc, "$", source)
     _check_semantics(doc, source)
     return build(doc, source)
+
+
+def entry_problem(entry: Any, path: str) -> str | None:
+    """Why entry is not a persistence entry as the manifest's schema has it (path, kind,
+    user, group, mode: a normalised absolute path, a mode of 0 to 07777), or None."""
+    rule = {"$ref": "#/$defs/persistenceEntry"}
+    violation = next(Validator(schema()).errors(entry, rule, path), None)
+    return None if violation is None else f"{violation.path}: {violation.reason}"
 
 
 def _check_text(value: Any, path: str, source: str) -> None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pantheros import process
-from pantheros.errors import NotRoot
+from pantheros.errors import NotRoot, PantherError
 
 CLONE_NEWNS = 0x00020000
 
@@ -28,12 +28,19 @@ def require_root(action: str) -> None:
 
 
 def mount(source: str, target: str | Path, options: list[str], fstype: str | None = None) -> None:
+    """mount(8). Each option must be one option: nothing in it that mount(8) would read as
+    the start of another (a comma) or as quoting, so no name can add options of its own."""
+    for option in options:
+        if not option or any(c in option for c in ',"\'\\\0\n'):
+            raise PantherError(f"refusing to mount with the option {option!r}: not one option")
+    if not source.startswith("/"):  # a device or a directory: never read as an option
+        raise PantherError(f"refusing to mount {source!r}: not an absolute path")
     argv = ["mount"]
     if fstype:
         argv += ["-t", fstype]
     if options:
         argv += ["-o", ",".join(options)]
-    process.run([*argv, source, str(target)], check=True)
+    process.run([*argv, source, os.path.abspath(target)], check=True)
 
 
 def unmount(target: str | Path) -> None:

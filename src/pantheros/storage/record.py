@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import enum
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from pantheros import fsutil
+from pantheros import files
 from pantheros.errors import PantherError
 from pantheros.storage import blockdev
 from pantheros.storage.mounts import state_dir
@@ -84,12 +83,12 @@ class MountRecord:
     def load(cls, directory: Path) -> Self | None:
         """The record for directory, None when there is none; RecordError when it is not valid."""
         path = record_file(directory)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        # Under the state directory, without a symlink: one planted there is refused.
+        data = files.read_bytes(path, beneath=state_dir(), what="the mount record")
+        if data is None:
             return None
         try:
-            return cls._parse(json.loads(text), directory)
+            return cls._parse(files.parse_json(data), directory)
         except (ValueError, TypeError) as exc:
             raise RecordError(
                 f"the mount record {path} is not valid ({exc}); nothing in it is trusted: "
@@ -148,12 +147,10 @@ class MountRecord:
         }
 
     def save(self) -> None:
-        path = record_file(Path(self.directory))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fsutil.write_json(path, self.as_json())
+        files.write_json(record_file(Path(self.directory)), self.as_json(), beneath=state_dir())
 
     def forget(self) -> None:
-        record_file(Path(self.directory)).unlink(missing_ok=True)
+        files.remove_file(record_file(Path(self.directory)), beneath=state_dir())
 
     def at(self, path: str) -> RecordedMount | None:
         return next((m for m in self.mounts if m.path == path), None)
