@@ -15,6 +15,7 @@ import pytest
 
 from pantheros import manifest as manifests
 from pantheros.lab.lab import Lab
+from pantheros.storage.record import record_file
 from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -647,3 +648,40 @@ def test_a_record_written_by_the_previous_version_is_read_and_undone(lab: Path) 
     down = panther("lab", "down", str(lab))
     assert down.returncode == 0, down.stderr
     assert_down(lab)
+
+
+def test_a_refused_down_leaves_no_record_it_made(lab: Path, workdir: Path) -> None:
+    """`down` adopts a device no record names (a run killed before recording), to undo it;
+    refused (its disk mounted elsewhere), it must not leave that adopted record behind."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    [root] = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"]
+    view = workdir / "view"
+    view.mkdir()
+    assert panther("roots", "mount", root["name"], str(view), "--lab", str(lab)).returncode == 0
+    record = _record()
+    record.unlink()  # as a run killed between attaching and recording leaves it
+    try:
+        proc = panther("lab", "down", str(lab))
+        assert f"also mounted at {view}" in one_line_error(proc)
+        assert not record.exists()
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_an_image_that_is_a_link_to_another_lab_s_is_refused(lab: Path, workdir: Path) -> None:
+    """A lab whose disk.img links to another lab's would take that lab's loop device and
+    mounts for its own: every command refuses it, and no record naming that device is made."""
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    (other / "disk.img").symlink_to(lab / "disk.img")
+    dev = assert_whole(lab)
+    for argv in (["down"], ["down", "--purge"], ["status"], ["up"]):
+        proc = panther("lab", *argv, str(other))
+        assert "not this lab's image" in one_line_error(proc)
+        assert proc.returncode == 5
+    assert not record_file((other / "mnt").resolve()).exists()
+    assert assert_whole(lab) == dev

@@ -106,8 +106,11 @@ def kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def _shown(path: Path, what: str) -> str:
-    return f"{what} {path}" if what else str(path)
+def _shown(path: Path, what: str, known_as: str | None = None) -> str:
+    """The file in messages: what it is, and its path, or the name it is known by (a path in
+    a private mount of the top level means nothing to the user: `/persist/.pantheros/...`)."""
+    named = known_as or str(path)
+    return f"{what} {named}" if what else named
 
 
 def _relative(path: Path, beneath: Path) -> str:
@@ -159,16 +162,36 @@ def _check(st: os.stat_result, shown: str, *, ours: bool) -> None:
         raise Unreadable(shown, "writable by everyone: not panther's, not used")
 
 
+def open_regular(path: str | bytes | os.PathLike[str]) -> int | None:
+    """A read descriptor of the regular file at path (not followed if it is a symlink); None when
+    it is anything else now (a FIFO, a device: opened with O_PATH first, so no driver is
+    asked to open and no FIFO is waited on). OSError when it cannot be opened at all."""
+    pathfd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(pathfd).st_mode):
+            return None
+        flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+        return os.open(f"/proc/self/fd/{pathfd}", flags)
+    finally:
+        os.close(pathfd)
+
+
 def read_bytes(
-    path: Path, *, beneath: Path | None, what: str = "", limit: int = MAX_BYTES
+    path: Path,
+    *,
+    beneath: Path | None,
+    what: str = "",
+    known_as: str | None = None,
+    limit: int = MAX_BYTES,
 ) -> bytes | None:
     """The content of the regular file at path, or None when there is none.
 
     beneath: the directory panther's own path starts from (no symlink or mount after it), or
     None for a path a user named. Anything but a regular file, or a file past limit, is
-    refused with one line naming it (`what`: the file in words, "the rollback record").
+    refused with one line naming it (`what`: the file in words, "the rollback record";
+    known_as: the name to show instead of path).
     """
-    shown = _shown(path, what)
+    shown = _shown(path, what, known_as)
     pathfd = _open_path(path, beneath, shown)
     if pathfd is None:
         return None
@@ -255,15 +278,17 @@ def _require_text(value: Any) -> None:
             stack.extend(item)
 
 
-def read_json(path: Path, *, beneath: Path | None, what: str = "") -> Any:
+def read_json(
+    path: Path, *, beneath: Path | None, what: str = "", known_as: str | None = None
+) -> Any:
     """The JSON document in the file at path (read as `read_bytes` does); None when absent."""
-    data = read_bytes(path, beneath=beneath, what=what)
+    data = read_bytes(path, beneath=beneath, what=what, known_as=known_as)
     if data is None:
         return None
     try:
         return parse_json(data)
     except ValueError as exc:
-        shown = _shown(path, what)
+        shown = _shown(path, what, known_as)
         raise BadRecord(f"{shown} is not valid: {exc}; nothing in it is used") from None
 
 
@@ -308,20 +333,22 @@ def _directory(path: Path, beneath: Path | None, *, create: bool, shown: str) ->
 
 
 @contextlib.contextmanager
-def _in_directory(path: Path, beneath: Path | None) -> Iterator[int]:
+def _in_directory(path: Path, beneath: Path | None, shown: str) -> Iterator[int]:
     try:
-        fd = _directory(path.parent, beneath, create=beneath is not None, shown=str(path))
+        fd = _directory(path.parent, beneath, create=beneath is not None, shown=shown)
     except OSError as exc:
-        raise PantherError(f"cannot write {path}: {exc.strerror}") from None
+        raise PantherError(f"cannot write {shown}: {exc.strerror}") from None
     if fd is None:
-        raise PantherError(f"cannot write {path}: {path.parent} does not exist")
+        raise PantherError(f"cannot write {shown}: {path.parent} does not exist")
     try:
         yield fd
     finally:
         os.close(fd)
 
 
-def replace_file(path: Path, content: bytes, *, beneath: Path | None) -> None:
+def replace_file(
+    path: Path, content: bytes, *, beneath: Path | None, known_as: str | None = None
+) -> None:
     """Replace path with content (mode 0644): after a crash, the whole old or new file.
 
     Written to a fresh private name in the same directory (O_EXCL: nobody pre-creates or
@@ -329,7 +356,8 @@ def replace_file(path: Path, content: bytes, *, beneath: Path | None) -> None:
     rename never lands ahead of the data. beneath: as for `read_bytes`; the directories on
     the way are made when missing.
     """
-    with _in_directory(path, beneath) as directory:
+    shown = known_as or str(path)
+    with _in_directory(path, beneath, shown) as directory:
         while True:
             tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -339,7 +367,7 @@ def replace_file(path: Path, content: bytes, *, beneath: Path | None) -> None:
             except FileExistsError:
                 continue
             except OSError as exc:
-                raise PantherError(f"cannot write {path}: {exc.strerror}") from None
+                raise PantherError(f"cannot write {shown}: {exc.strerror}") from None
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(content)
@@ -353,22 +381,30 @@ def replace_file(path: Path, content: bytes, *, beneath: Path | None) -> None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp, dir_fd=directory)
             if isinstance(exc, OSError):
-                raise PantherError(f"cannot write {path}: {exc.strerror}") from None
+                raise PantherError(f"cannot write {shown}: {exc.strerror}") from None
             raise
 
 
-def write_json(path: Path, data: object, *, beneath: Path | None, sort_keys: bool = False) -> None:
+def write_json(
+    path: Path,
+    data: object,
+    *,
+    beneath: Path | None,
+    known_as: str | None = None,
+    sort_keys: bool = False,
+) -> None:
     """Replace path with data as indented JSON, as `replace_file` does."""
     text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
-    replace_file(path, text.encode("utf-8"), beneath=beneath)
+    replace_file(path, text.encode("utf-8"), beneath=beneath, known_as=known_as)
 
 
-def remove_file(path: Path, *, beneath: Path) -> None:
+def remove_file(path: Path, *, beneath: Path, known_as: str | None = None) -> None:
     """Remove panther's file at path (a symlink there goes itself); absent is fine."""
+    shown = known_as or str(path)
     try:
-        directory = _directory(path.parent, beneath, create=False, shown=str(path))
+        directory = _directory(path.parent, beneath, create=False, shown=shown)
     except OSError as exc:
-        raise PantherError(f"cannot remove {path}: {exc.strerror}") from None
+        raise PantherError(f"cannot remove {shown}: {exc.strerror}") from None
     if directory is None:
         return
     try:
@@ -376,6 +412,6 @@ def remove_file(path: Path, *, beneath: Path) -> None:
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise PantherError(f"cannot remove {path}: {exc.strerror}") from None
+        raise PantherError(f"cannot remove {shown}: {exc.strerror}") from None
     finally:
         os.close(directory)

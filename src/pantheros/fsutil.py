@@ -21,7 +21,7 @@ from pathlib import Path
 
 from pantheros import process
 from pantheros.errors import PantherError, Refused
-from pantheros.files import STRICT, openat2
+from pantheros.files import STRICT, open_regular, openat2
 from pantheros.storage import blockdev
 
 FS_IOC_FIEMAP = 0xC020660B
@@ -40,7 +40,10 @@ def extents(path: Path_, batch: int = 256) -> list[tuple[int, int, int]] | None:
     """(logical, physical, length) of every extent (FIEMAP), or None where that says nothing."""
     found: list[tuple[int, int, int]] = []
     start = 0
-    with open(path, "rb") as f:
+    fd = open_regular(path)
+    if fd is None:
+        return None
+    with open(fd, "rb") as f:
         while True:
             buf = bytearray(_FIEMAP.size + batch * _EXTENT.size)
             _FIEMAP.pack_into(buf, 0, start, 2**64 - 1 - start, _FLAG_SYNC, 0, batch, 0)
@@ -73,7 +76,14 @@ def same_bytes(a: Path_, b: Path_) -> bool:
         mine = extents(a)
         if mine and mine == extents(b):
             return True
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    # Opened as regular files only: one swapped for a FIFO meanwhile differs, it is not waited on.
+    fd_a = open_regular(a)
+    fd_b = open_regular(b) if fd_a is not None else None
+    if fd_a is None or fd_b is None:
+        if fd_a is not None:
+            os.close(fd_a)
+        return False
+    with open(fd_a, "rb") as fa, open(fd_b, "rb") as fb:
         while True:
             block_a, block_b = fa.read(1 << 20), fb.read(1 << 20)
             if block_a != block_b:

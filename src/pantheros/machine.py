@@ -20,6 +20,11 @@ from pantheros.manifest.models import Subvolume
 from pantheros.storage import blockdev, mounts, tree
 
 
+def host_lock(*, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The running host's writer lock, `<state dir>/host.lock`."""
+    return locking.exclusive(mounts.state_dir() / "host.lock", what="this machine", wait=wait)
+
+
 @dataclass(frozen=True)
 class Machine:
     manifest: manifests.Manifest
@@ -64,7 +69,7 @@ class Machine:
         """This machine's writer lock (see pantheros.locking)."""
         if self.lab is not None:
             return self.lab.lock(wait=wait)
-        return locking.exclusive(mounts.state_dir() / "host.lock", what=self.name, wait=wait)
+        return host_lock(wait=wait)
 
     def host_path(self, path: str) -> Path:
         """Where a path of the machine (absolute, as it sees it) is on this host."""

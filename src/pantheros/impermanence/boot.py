@@ -12,7 +12,7 @@ from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.impermanence import bootstep, rollback
 from pantheros.impermanence.bootstep import Outcome
-from pantheros.machine import Machine
+from pantheros.machine import Machine, host_lock
 from pantheros.manifest.models import FailPolicy
 from pantheros.storage import blockdev, mounts
 
@@ -54,7 +54,7 @@ def _rollback_top(args: argparse.Namespace, manifest: manifests.Manifest) -> Ite
     device = args.device or default_device(manifest)
     if not blockdev.is_block_device(device):
         raise UsageError(f"{device} is not a block device (give --device)")
-    with mounts.top_level_mount(device, readonly=args.dry_run) as top:
+    with host_lock(), mounts.top_level_mount(device, readonly=args.dry_run) as top:
         yield top
 
 

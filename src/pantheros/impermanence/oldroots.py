@@ -222,13 +222,25 @@ class OldRoots:
 
     def pins(self) -> dict[str, str]:
         """Pinned roots by UUID, read from the top level without a symlink on the way."""
-        path = self.location / PIN_FILE
-        data = read_json(path, beneath=self.top, what="the pin file")
+        data = read_json(
+            self._pin_path, beneath=self.top, what="the pin file", known_as=self._pin_name
+        )
         if data is None:
             return {}
         if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-            raise BadRecord(f"the pin file {path} is not valid: not a JSON object of names")
+            raise BadRecord(
+                f"the pin file {self._pin_name} is not valid: not a JSON object of names"
+            )
         return dict(data)
+
+    @property
+    def _pin_path(self) -> Path:
+        return self.location / PIN_FILE
+
+    @property
+    def _pin_name(self) -> str:
+        """The pin file in messages: its place in the top level, not the private mount's path."""
+        return f"{self.storage.old_roots}/{PIN_FILE} (btrfs top level)"
 
     def set_pinned(self, name: str, pinned: bool) -> bool:
         """Pin or unpin; returns whether anything changed."""
@@ -241,7 +253,7 @@ class OldRoots:
             pins[key] = root.name
         else:
             del pins[key]
-        write_json(self.location / PIN_FILE, pins, beneath=self.top, sort_keys=True)
+        write_json(self._pin_path, pins, beneath=self.top, known_as=self._pin_name, sort_keys=True)
         btrfs.sync(self.top)
         return True
 

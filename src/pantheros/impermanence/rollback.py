@@ -41,6 +41,13 @@ def record_path(top: Path, manifest: Manifest) -> Path:
     return top / persist.name / RECORD_DIR / RECORD_FILE
 
 
+def record_name(manifest: Manifest) -> str:
+    """The record as the machine sees it, for messages: the top level's mount is private."""
+    persist = manifest.persist
+    assert persist is not None, "validated manifests have a persist subvolume"
+    return f"{persist.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
+
+
 def write_record(top: Path, manifest: Manifest, outcome: Outcome) -> None:
     """Keep the outcome in the persist subvolume, reached from the top level without a symlink
     (one planted in persist would put the record on the host, and a planted file be read back)."""
@@ -51,7 +58,7 @@ def write_record(top: Path, manifest: Manifest, outcome: Outcome) -> None:
         "design": manifest.impermanence.design.value,
         **asdict(outcome),
     }
-    write_json(record_path(top, manifest), data, beneath=top)
+    write_json(record_path(top, manifest), data, beneath=top, known_as=record_name(manifest))
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from typing import Any
 from pantheros import btrfs, files
 from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.impermanence.rollback import boot_id, record_path
+from pantheros.impermanence.rollback import boot_id, record_name, record_path
 from pantheros.machine import Machine
 from pantheros.manifest import Manifest
 
@@ -67,15 +67,15 @@ class RollbackRecord:
     def read(cls, top: Path, manifest: Manifest) -> RollbackRecord | None:
         """The record under the top level (reached without a symlink, bounded, checked whole);
         None before the first rollback. A record that is not one is refused in one line."""
-        path = record_path(top, manifest)
-        data = files.read_json(path, beneath=top, what="the rollback record")
+        path, name = record_path(top, manifest), record_name(manifest)
+        data = files.read_json(path, beneath=top, what="the rollback record", known_as=name)
         if data is None:
             return None
         try:
             return cls.from_json(data)
         except (ValueError, TypeError) as exc:
             raise files.BadRecord(
-                f"the rollback record {path} is not valid: {exc}; nothing in it is used"
+                f"the rollback record {name} is not valid: {exc}; nothing in it is used"
             ) from None
 
     @classmethod

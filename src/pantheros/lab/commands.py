@@ -6,8 +6,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from pantheros import files, ui
 from pantheros import manifest as manifests
-from pantheros import ui
 from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.lab.lab import Lab, default_dir, parse_size
 from pantheros.machine import Machine
@@ -101,7 +101,7 @@ def cmd_lab_reboot(args: argparse.Namespace) -> int:
             raise Refused(f"{lab.run_dir} is not a directory (a symlink?): not booting into it")
         ui.progress("shutting down: unmounting the lab tree")
         tree.unmount_tree(str(lab.mnt), keep_device=True)
-        report.unlink(missing_ok=True)  # /run does not survive a reboot
+        files.remove_file(report, beneath=lab.directory)  # /run does not survive a reboot
         ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
         with machine.top_level() as top:
             try:

@@ -44,6 +44,31 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+def owning(*paths: str | Path) -> Lab | None:
+    """The lab a path belongs to: its image (DIR/disk.img, DIR/disk.img.new), its tree (DIR/mnt
+    or anything under it), or a directory whose mount record names its image; None for paths
+    of no lab. A lab is a directory holding the lock or the manifest `up` makes first: a
+    mount record alone (`disk mount ... /mnt`) does not make `/` a lab."""
+    for given in paths:
+        real = Path(os.path.realpath(given))
+        record = MountRecord.load(real) if real.is_dir() else None
+        candidates = [real, *real.parents] + ([Path(record.target)] if record else [])
+        for path in candidates:
+            lab = Lab(path.parent)
+            mine = path.name == "mnt" or path in (lab.image, lab.new_image)
+            made = lab.lock_path.exists() or lab.manifest_path.exists()
+            if mine and path.parent != path and made:
+                return lab
+    return None
+
+
+def guard(*paths: str | Path, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The lock of the lab that owns any of paths (see owning): `panther disk` commands on a
+    lab's image or tree hold it, as every command that changes the lab does."""
+    lab = owning(*paths)
+    return lab.lock(wait=wait) if lab is not None else contextlib.nullcontext()
+
+
 @dataclass(frozen=True)
 class Lab:
     """A lab directory. Every command here is idempotent and finishes what a killed one left.
@@ -98,6 +123,7 @@ class Lab:
 
         `panther persist` records its bind mounts here (MountRecord.add_bind, drop_bind).
         """
+        self.check_image()
         record = MountRecord.load(self.mnt.resolve())
         if record is None or record.loop is None:
             return record
@@ -144,6 +170,13 @@ class Lab:
             any(path.exists() for path in made) or MountRecord.load(self.mnt.resolve()) is not None
         )
 
+    def check_image(self) -> None:
+        """The image must be the lab's own file: through a symlink (to another lab's image,
+        say) that lab's loop device and mounts would be taken for this one's, and undone."""
+        for image in (self.image, self.new_image):
+            if image.is_symlink() or (image.exists() and not image.is_file()):
+                raise Refused(f"{image} is not a regular file (a symlink?): not this lab's image")
+
     def check_place(self) -> None:
         """Refuse, before anything is made, a lab directory `up` could not finish in.
 
@@ -152,6 +185,7 @@ class Lab:
         """
         if self.directory.exists() and not self.directory.is_dir():
             raise UsageError(f"{self.directory} is not a directory: give a directory for the lab")
+        self.check_image()
         if self.mnt.is_symlink():
             # The tree would be mounted wherever the link points, outside the lab.
             raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
@@ -263,6 +297,7 @@ class Lab:
             # Nothing is touched: `down --purge /` must not be a way to delete /mnt or /run files.
             ui.info(f"there is no lab at {self.directory}")
             return LabDown(self.directory, was_up=False, purged=False)
+        self.check_image()
         with self.lock():
             was_up = self._take_down()
             if purge:
@@ -280,8 +315,17 @@ class Lab:
         leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
         for dev in leftovers:
             # A run killed after attaching, before recording: adopt the device, then undo it.
-            MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
-            tree.unmount_tree(str(root))
+            adopted = MountRecord(
+                directory=str(root), target=str(self.image), manifest="", loop=dev
+            )
+            adopted.save()
+            try:
+                tree.unmount_tree(str(root))
+            except BaseException:
+                # Refused (its disk mounted elsewhere, say): the record made here would name
+                # a device this lab never recorded; what was there before stays as it was.
+                adopted.forget()
+                raise
         # A layout killed half-way left disk.img.new, perhaps attached: useless, and a purge
         # that only unlinked it would leak the loop device on a deleted file.
         half_made = self.new_image.exists()

@@ -93,12 +93,31 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
     return build(doc, source)
 
 
-def entry_problem(entry: Any, path: str) -> str | None:
+def entry_problem(entry: Any, path: str, *, path_key: str = "path") -> str | None:
     """Why entry is not a persistence entry as the manifest's schema has it (path, kind,
-    user, group, mode: a normalised absolute path, a mode of 0 to 07777), or None."""
+    user, group, mode: a normalised absolute path, a mode of 0 to 07777), or None.
+    path_key: what the entry's path is called where it came from (`directory`, `file`)."""
     rule = {"$ref": "#/$defs/persistenceEntry"}
     violation = next(Validator(schema()).errors(entry, rule, path), None)
-    return None if violation is None else f"{violation.path}: {violation.reason}"
+    if violation is None:
+        return None
+    field = violation.path.rsplit(".", 1)[-1]
+    said = _ENTRY_RULES.get(field) if violation.path != path else None
+    where = violation.path.removesuffix(".path") + f".{path_key}"
+    if field != "path":
+        where = violation.path
+    if said is not None:
+        return f"{where}: {show(entry[field])} is not {said}"
+    return f"{where}: {violation.reason}"
+
+
+# The rules of a persistence entry's fields in words (the schema's patterns say the same).
+_ENTRY_RULES = {
+    "path": "an absolute, normalised path (no empty, '.' or '..' part, no control character)",
+    "mode": "a mode: 0 to 07777 in octal, such as 0755",
+    "user": "a user name",
+    "group": "a group name",
+}
 
 
 def _check_text(value: Any, path: str, source: str) -> None:

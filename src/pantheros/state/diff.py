@@ -25,6 +25,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pantheros import btrfs, process, sendstream
+from pantheros.errors import PantherError
 from pantheros.fsutil import same_bytes, xattrs
 from pantheros.sendstream import Attr, Cmd
 
@@ -454,6 +455,9 @@ def run(
     keep: Filter,
 ) -> Result:
     """Diff the root subvolume against its baseline through a temporary read-only snapshot."""
+    if baseline_rel is not None and not btrfs.is_subvolume(top / baseline_rel):
+        # Said in the machine's words: top is a private mount nobody else can look at.
+        raise PantherError(f"the blank snapshot {baseline_rel} is missing: nothing to diff against")
     snap_rel = f".pantheros-diff-{os.getpid()}"
     snapshot = top / snap_rel
     btrfs.snapshot(top / root_rel, snapshot, readonly=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
+from pantheros.lab import lab
 from pantheros.storage import blockdev, layout, tree
 from pantheros.storage.luks import Secret
 
@@ -56,7 +57,8 @@ def cmd_disk_plan(args: argparse.Namespace) -> int:
 def cmd_disk_format(args: argparse.Namespace) -> int:
     manifest, _ = load_manifest(args.manifest)
     secret = _secret(args, manifest)
-    layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
+    with lab.guard(args.target):
+        layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
     if args.json:
         ui.emit_json({"target": args.target, "manifest": manifest.source, "host": manifest.host})
     else:
@@ -67,7 +69,8 @@ def cmd_disk_format(args: argparse.Namespace) -> int:
 def cmd_disk_mount(args: argparse.Namespace) -> int:
     manifest, path = load_manifest(args.manifest)
     secret = _secret(args, manifest)
-    record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
+    with lab.guard(args.target, args.directory):
+        record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
     if args.json:
         mounted = [m.as_json() for m in record.mounts]
         ui.emit_json({"directory": record.directory, "target": record.target, "mounts": mounted})
@@ -80,5 +83,6 @@ def cmd_disk_unmount(args: argparse.Namespace) -> int:
     directory = args.paths[-1]
     if len(args.paths) > 2:
         raise UsageError("panther disk unmount: give [TARGET] DIR")
-    tree.unmount_tree(directory)
+    with lab.guard(*args.paths):
+        tree.unmount_tree(directory)
     return ExitCode.OK

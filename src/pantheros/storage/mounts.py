@@ -31,7 +31,7 @@ def mount(source: str, target: str | Path, options: list[str], fstype: str | Non
     """mount(8). Each option must be one option: nothing in it that mount(8) would read as
     the start of another (a comma) or as quoting, so no name can add options of its own."""
     for option in options:
-        if not option or any(c in option for c in ',"\'\\\0\n'):
+        if not option or any(c in option for c in ",\"'\\\0\n"):
             raise PantherError(f"refusing to mount with the option {option!r}: not one option")
     if not source.startswith("/"):  # a device or a directory: never read as an option
         raise PantherError(f"refusing to mount {source!r}: not an absolute path")

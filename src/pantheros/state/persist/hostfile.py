@@ -60,7 +60,7 @@ def read(host_file: HostFile | None) -> dict[str, Any]:
             raise UsageError(f'{path}: "{listing}" is not a list of {{"{key}": PATH, ...}} items')
         for index, item in enumerate(items):
             entry = {"path": item[key], "kind": kind} | {k: v for k, v in item.items() if k != key}
-            problem = manifests.entry_problem(entry, f"$.{listing}[{index}]")
+            problem = manifests.entry_problem(entry, f"$.{listing}[{index}]", path_key=key)
             if problem is not None:
                 raise BadRecord(f"the persistence file {path} is not valid: {problem}")
     return data
