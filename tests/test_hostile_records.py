@@ -44,6 +44,8 @@ def records(lab: Path) -> Path:
 
 
 def reboot(lab: Path) -> None:
+    """A reboot that archives the root: something is written to it first."""
+    (lab / "mnt" / f"written-{time.monotonic_ns()}").write_text("x")
     proc = run("lab", "reboot", str(lab))
     assert proc.returncode == 0, proc.stderr
 
@@ -93,6 +95,7 @@ def test_records_never_go_through_a_symlinked_records_directory(lab: Path, workd
     reasons = {f["id"]: f["reason"] for f in json.loads(audit.stdout)["findings"]}
     assert "a symlink on its way" in reasons["impermanence.rollback"]
 
+    (lab / "mnt" / "etc").mkdir(exist_ok=True)
     (lab / "mnt" / "etc" / "app.conf").write_text("live")
     proc = run("persist", "add", "/etc/app.conf", "--lab", str(lab))
     assert "a symlink on its way" in one_line_error(proc)
@@ -313,24 +316,39 @@ def test_roots_mount_mounts_by_id_whatever_the_name(lab: Path, workdir: Path) ->
 # Item 6: `disk` commands on a lab's tree hold the lab's lock.
 
 
-def test_disk_unmount_of_a_lab_waits_for_its_lock(lab: Path) -> None:
-    holder = subprocess.Popen(["flock", str(lab / ".lock"), "sleep", "600"])
+@contextmanager
+def lock_held(path: Path) -> Iterator[None]:
+    """Another process holds the flock on path for the duration (as a panther command would)."""
+    code = (
+        "import fcntl, sys, time\n"
+        "f = open(sys.argv[1], 'a')\n"
+        "fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    holder = subprocess.Popen([sys.executable, "-c", code, str(path)], stdout=subprocess.PIPE)
     try:
-        time.sleep(0.5)
+        assert holder.stdout is not None
+        assert holder.stdout.readline() == b"held\n"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_disk_unmount_of_a_lab_waits_for_its_lock(lab: Path) -> None:
+    with lock_held(lab / ".lock"):
         assert run("lab", "status", str(lab), "--no-wait").returncode == 5
         env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": str(REPO / "src")}
         argv = [sys.executable, "-m", "pantheros", "disk", "unmount", str(lab / "mnt")]
         waiting = subprocess.Popen(argv, env=env, stderr=subprocess.PIPE, text=True)
         time.sleep(3)
         assert waiting.poll() is None, "disk unmount went ahead while the lab was busy"
-        assert (lab / "mnt" / "persist").is_mount()
-    finally:
-        holder.kill()
-        holder.wait()
+        assert blockdev.mount_at(lab / "mnt" / "persist") is not None
     _, err = waiting.communicate(timeout=PATIENCE)
     assert waiting.returncode == 0, err
     assert "waiting for another panther command" in err
-    assert not (lab / "mnt" / "persist").is_mount()
+    assert blockdev.mount_at(lab / "mnt" / "persist") is None
 
 
 def test_roots_pin_and_mount_hold_the_machine_lock(lab: Path, workdir: Path) -> None:
@@ -338,16 +356,11 @@ def test_roots_pin_and_mount_hold_the_machine_lock(lab: Path, workdir: Path) -> 
     [root] = json.loads(run("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"]
     view = workdir / "view"
     view.mkdir()
-    holder = subprocess.Popen(["flock", str(lab / ".lock"), "sleep", "600"])
-    try:
-        time.sleep(0.5)
+    with lock_held(lab / ".lock"):
         for args in (("roots", "pin", root["name"]), ("roots", "mount", root["name"], str(view))):
             proc = run(*args, "--no-wait", "--lab", str(lab))
             assert proc.returncode == 5
             assert "busy" in one_line_error(proc)
-    finally:
-        holder.kill()
-        holder.wait()
     assert blockdev.mount_at(view) is None
 
 
@@ -375,9 +388,10 @@ def test_old_root_names_are_printed_escaped_everywhere(lab: Path) -> None:
     proc = run("roots", "pin", hostile, "--lab", str(lab))
     assert proc.stderr == f"{shown} pinned\n"
     assert run("roots", "unpin", hostile, "--lab", str(lab)).returncode == 0
+    (lab / "mnt" / "next").write_text("x")
     proc = run("lab", "reboot", str(lab))  # prunes it: max_count 1
     assert proc.returncode == 0, proc.stderr
-    assert f"  pruned: {shown}\n" in proc.stdout
+    assert f"  pruned: old_roots/{shown}\n" in proc.stdout
 
     _retention(lab, 3)
     reboot(lab)
@@ -400,3 +414,37 @@ def test_messages_escape_what_they_quote(capsys: pytest.CaptureFixture[str]) -> 
     ui.error("e\u2028f")
     err = capsys.readouterr().err
     assert err == "warning: a\\nb\\x1b[31m\nc\\rd\npanther: error: e\\u2028f\n"
+
+
+def test_a_mount_by_descriptor_follows_no_symlink_swapped_in(workdir: Path) -> None:
+    """What persist's bind mounts and the lab's tree mount on: the directory that was checked,
+    even when a process on the machine swaps its path for a symlink to the host afterwards."""
+    from pantheros import files
+    from pantheros.storage import mounts
+
+    machine = workdir / "machine"
+    (machine / "copy").mkdir(parents=True)
+    (machine / "copy" / "mine").write_text("the machine's")
+    (machine / "live").mkdir()
+    host = workdir / "host"
+    host.mkdir()
+    (host / "secret").write_text("the host's")
+    source = files.open_beneath(machine / "copy", beneath=machine)
+    target = files.open_beneath(machine / "live", beneath=machine)
+    os.rename(machine / "copy", machine / "copy-moved")
+    (machine / "copy").symlink_to(host)
+    try:
+        mounts.mount(source, target, ["bind"])
+    finally:
+        os.close(source)
+        os.close(target)
+    try:
+        assert sorted(p.name for p in (machine / "live").iterdir()) == ["mine"]
+    finally:
+        subprocess.run(["umount", str(machine / "live")], check=True)
+    with pytest.raises(files.Unreadable, match="a symlink"):
+        files.open_beneath(machine / "copy", beneath=machine)
+    (machine / "live").rmdir()
+    (machine / "live").symlink_to(host)
+    with pytest.raises(files.Unreadable, match="a symlink"):
+        files.open_beneath(machine / "live", beneath=machine)

@@ -141,6 +141,8 @@ def _open_path(path: Path, beneath: Path | None, shown: str) -> int | None:
         if beneath is None:
             return os.open(path, os.O_PATH | os.O_CLOEXEC)
         base = os.open(beneath, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if path == beneath:
+            return base
         try:
             return openat2(base, _relative(path, beneath), os.O_PATH | os.O_NOFOLLOW, STRICT)
         finally:
@@ -174,6 +176,40 @@ def open_regular(path: str | bytes | os.PathLike[str]) -> int | None:
         return os.open(f"/proc/self/fd/{pathfd}", flags)
     finally:
         os.close(pathfd)
+
+
+def open_beneath(path: Path, *, beneath: Path, what: str = "") -> int:
+    """An O_PATH descriptor of path (a directory or a file), reached from beneath without a
+    symlink, a mount or `..` on the way, the last component included: what a mount is made on
+    or from (mounts.mount takes it), so that nothing swapped in meanwhile is followed."""
+    shown = _shown(path, what)
+    fd = _open_path(path, beneath, shown)
+    if fd is None:
+        raise Unreadable(shown, "does not exist", refused=False)
+    if stat.S_ISLNK(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise Unreadable(shown, "a symlink (panther mounts on and from none)")
+    return fd
+
+
+@contextlib.contextmanager
+def open_directory(path: Path, *, beneath: Path) -> Iterator[int]:
+    """A descriptor of the existing directory path, reached as `open_beneath` reaches it."""
+    fd = _directory(path, beneath, create=False, shown=str(path))
+    if fd is None:
+        raise Unreadable(str(path), "does not exist", refused=False)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
+
+
+def make_directories(path: Path, *, beneath: Path) -> None:
+    """Make the directory path and its missing parents (0755) under beneath, never through a
+    symlink or a mount."""
+    fd = _directory(path, beneath, create=True, shown=str(path))
+    if fd is not None:
+        os.close(fd)
 
 
 def read_bytes(
@@ -359,7 +395,10 @@ def replace_file(
     shown = known_as or str(path)
     with _in_directory(path, beneath, shown) as directory:
         while True:
-            tmp = f".{path.name}.{secrets.token_hex(6)}.tmp"
+            # Hidden, and named after the record (`.pantheros-pins.json.<hex>.tmp`: what a
+            # killed write leaves is known for what it is by whoever lists the directory).
+            dot = "" if path.name.startswith(".") else "."
+            tmp = f"{dot}{path.name}.{secrets.token_hex(6)}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(tmp, flags, 0o600, dir_fd=directory)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -209,3 +210,20 @@ def test_a_missing_blank_is_one_line_in_the_machine_s_words(lab: Path) -> None:
         with machine.top_level() as top:
             os.rename(top / "kept-blank", top / "root-blank")
     assert panther("diff", "--lab", str(lab)).returncode == 0
+
+
+def test_a_killed_diff_s_snapshot_is_removed_by_the_next(lab: Path) -> None:
+    machine = Machine.select(str(lab))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with machine.top_level() as top:
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{dead.pid}", readonly=True)
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{os.getpid()}", readonly=True)
+        (top / f".pantheros-diff-empty-{dead.pid}").mkdir()  # not a subvolume: not touched
+    proc = panther("diff", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    with machine.top_level() as top:
+        left = sorted(p.name for p in top.iterdir() if p.name.startswith(".pantheros-diff"))
+        assert left == [f".pantheros-diff-{os.getpid()}", f".pantheros-diff-empty-{dead.pid}"]
+        btrfs.delete_subvolume(top / f".pantheros-diff-{os.getpid()}")
+        (top / f".pantheros-diff-empty-{dead.pid}").rmdir()

@@ -62,11 +62,13 @@ def owning(*paths: str | Path) -> Lab | None:
     return None
 
 
-def guard(*paths: str | Path, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+def guard(*paths: str | Path, action: str) -> contextlib.AbstractContextManager[None]:
     """The lock of the lab that owns any of paths (see owning): `panther disk` commands on a
-    lab's image or tree hold it, as every command that changes the lab does."""
+    lab's image or tree hold it, as every command that changes the lab does. action needs
+    root, which is said first (a user cannot even look at the paths)."""
+    mounts.require_root(action)
     lab = owning(*paths)
-    return lab.lock(wait=wait) if lab is not None else contextlib.nullcontext()
+    return lab.lock() if lab is not None else contextlib.nullcontext()
 
 
 @dataclass(frozen=True)

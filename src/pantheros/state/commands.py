@@ -86,7 +86,9 @@ def cmd_diff(args: argparse.Namespace) -> int:
         patterns=tuple(ignore_patterns(machine, args.ignore, args.ignore_file)),
     )
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
-    with machine.top_level() as top:
+    # Under the lock: the diff makes a temporary snapshot in the top level (and removes those
+    # of killed diffs), and the boot step must not exchange the root meanwhile.
+    with machine.lock(), machine.top_level() as top:
         # The diff is against the blank: one that changed hides what was planted in it.
         distrust = blank.problem(top, machine.manifest)
         result = diff.run(

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -458,6 +459,7 @@ def run(
     if baseline_rel is not None and not btrfs.is_subvolume(top / baseline_rel):
         # Said in the machine's words: top is a private mount nobody else can look at.
         raise PantherError(f"the blank snapshot {baseline_rel} is missing: nothing to diff against")
+    remove_stale_snapshots(top)
     snap_rel = f".pantheros-diff-{os.getpid()}"
     snapshot = top / snap_rel
     btrfs.snapshot(top / root_rel, snapshot, readonly=True)
@@ -473,6 +475,34 @@ def run(
         return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep)
     finally:
         btrfs.delete_subvolume(snapshot)
+
+
+_TEMPORARY = re.compile(r"\.pantheros-diff-(?:empty-)?([0-9]+)")
+
+
+def remove_stale_snapshots(top: Path) -> None:
+    """Delete the temporary subvolumes of diffs that were killed (their process is gone).
+
+    Only a subvolume directly in the top level, named as `run` names them, whose process no
+    longer runs; the caller holds the machine's lock, so no other diff is making one.
+    """
+    for entry in os.scandir(top):
+        found = _TEMPORARY.fullmatch(entry.name)
+        if found is None or _running(int(found.group(1))):
+            continue
+        path = top / entry.name
+        if btrfs.is_subvolume(path) and btrfs.subvolume_info(path).parent_id == btrfs.TOP_LEVEL_ID:
+            btrfs.delete_subvolume(path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _auto_method(baseline: Path, enough: int = 100) -> str:

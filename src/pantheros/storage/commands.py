@@ -57,7 +57,7 @@ def cmd_disk_plan(args: argparse.Namespace) -> int:
 def cmd_disk_format(args: argparse.Namespace) -> int:
     manifest, _ = load_manifest(args.manifest)
     secret = _secret(args, manifest)
-    with lab.guard(args.target):
+    with lab.guard(args.target, action="panther disk format"):
         layout.format_disk(manifest, args.target, yes_wipe=args.yes_wipe, secret=secret)
     if args.json:
         ui.emit_json({"target": args.target, "manifest": manifest.source, "host": manifest.host})
@@ -69,7 +69,7 @@ def cmd_disk_format(args: argparse.Namespace) -> int:
 def cmd_disk_mount(args: argparse.Namespace) -> int:
     manifest, path = load_manifest(args.manifest)
     secret = _secret(args, manifest)
-    with lab.guard(args.target, args.directory):
+    with lab.guard(args.target, args.directory, action="panther disk mount"):
         record = tree.mount_tree(manifest, path, args.target, args.directory, secret)
     if args.json:
         mounted = [m.as_json() for m in record.mounts]
@@ -83,6 +83,6 @@ def cmd_disk_unmount(args: argparse.Namespace) -> int:
     directory = args.paths[-1]
     if len(args.paths) > 2:
         raise UsageError("panther disk unmount: give [TARGET] DIR")
-    with lab.guard(*args.paths):
+    with lab.guard(*args.paths, action="panther disk unmount"):
         tree.unmount_tree(directory)
     return ExitCode.OK

@@ -11,6 +11,7 @@ checked the same way, and written in today's format when it is next saved.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import os
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from pantheros import files
+from pantheros import files, locking
 from pantheros.errors import PantherError
 from pantheros.storage import blockdev
 from pantheros.storage.mounts import state_dir
@@ -61,6 +62,13 @@ class RecordedMount:
 
 class RecordError(PantherError):
     """A record file that is not a record panther wrote: nothing in it is used."""
+
+
+def lock(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """One `disk mount` or `disk unmount` at a time per directory (a lab's commands hold the
+    lab's lock around theirs as well)."""
+    path = record_file(directory).with_suffix(".lock")
+    return locking.exclusive(path, what=f"the mounts at {directory}")
 
 
 def record_file(directory: Path) -> Path:

@@ -10,13 +10,14 @@ import contextlib
 import os
 from pathlib import Path
 
-from pantheros import ui
+from pantheros import files, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
 from pantheros.storage import blockdev, luks, mounts
 from pantheros.storage.luks import Secret
 from pantheros.storage.mounts import require_root
 from pantheros.storage.record import MountKind, MountRecord, RecordedMount
+from pantheros.storage.record import lock as record_lock
 
 ESP_UNMOUNTABLE = "this kernel cannot mount vfat: the EFI system partition is left unmounted"
 
@@ -66,6 +67,30 @@ def _verified_record(root: Path) -> MountRecord | None:
 
 
 def mount_tree(
+    manifest: Manifest,
+    manifest_path: str,
+    target: str,
+    directory: str,
+    secret: Secret | None,
+    *,
+    adopt_loop: bool = False,
+    warn_esp: bool = True,
+) -> MountRecord:
+    """`_mount_tree` under the directory's lock (record.lock)."""
+    require_root("panther disk mount")
+    with record_lock(Path(directory).resolve()):
+        return _mount_tree(
+            manifest,
+            manifest_path,
+            target,
+            directory,
+            secret,
+            adopt_loop=adopt_loop,
+            warn_esp=warn_esp,
+        )
+
+
+def _mount_tree(
     manifest: Manifest,
     manifest_path: str,
     target: str,
@@ -174,11 +199,24 @@ def _mount_all(
         current = blockdev.mount_at(mount.path)
         if current is None or os.path.realpath(current.source) not in devices:
             ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {mount.path}")
-            mounts.mount(source, mount.path, options, fstype=fstype)
+            # By descriptor, reached without a symlink: one swapped in after the check above
+            # is not followed out of the tree.
+            target = files.open_beneath(Path(mount.path), beneath=root, what="the mount point")
+            try:
+                mounts.mount(source, target, options, fstype=fstype)
+            finally:
+                os.close(target)
         record.add(mount)
 
 
 def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = False) -> MountRecord:
+    """`_unmount_tree` under the directory's lock (record.lock)."""
+    require_root("panther disk unmount")
+    with record_lock(Path(directory).resolve()):
+        return _unmount_tree(directory, quiet=quiet, keep_device=keep_device)
+
+
+def _unmount_tree(directory: str, *, quiet: bool, keep_device: bool) -> MountRecord:
     """Undo what mount_tree did under directory, innermost first; touch nothing else.
 
     Every mount under directory whose source is our device goes, recorded or not (a run killed
