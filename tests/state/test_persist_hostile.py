@@ -410,6 +410,8 @@ def test_a_malformed_persistence_file_or_journal_is_one_line_and_changes_nothing
         ({"directory": "/var/lib/app\n"}, "$.directories[0].directory"),
         ({"directory": "/var/lib/app", "user": "a b"}, "$.directories[0].user"),
         ({"directory": "/var/lib/app", "owner": "root"}, "$.directories[0]"),
+        ({"directory": "/home/alice"}, "/home/alice lies on the home subvolume"),
+        ({"directory": "/var"}, "/var holds the mount point /var/log"),
     ],
 )
 def test_a_persistence_entry_is_held_to_the_manifest_s_rules(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,11 +45,13 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
-def owning(*paths: str | Path) -> Lab | None:
-    """The lab a path belongs to: its image (DIR/disk.img, DIR/disk.img.new), its tree (DIR/mnt
-    or anything under it), or a directory whose mount record names its image; None for paths
-    of no lab. A lab is a directory holding the lock or the manifest `up` makes first: a
-    mount record alone (`disk mount ... /mnt`) does not make `/` a lab."""
+def owning(*paths: str | Path) -> list[Lab]:
+    """The labs the paths belong to, in the order of their directories: a lab owns its image
+    (DIR/disk.img, DIR/disk.img.new), its tree (DIR/mnt and anything under it: a lab inside
+    another's tree belongs to both) and a directory whose mount record names its image. A lab
+    is a directory holding the lock or the manifest `up` makes first: a mount record alone
+    (`disk mount ... /mnt`) does not make `/` a lab."""
+    found: dict[Path, Lab] = {}
     for given in paths:
         real = Path(os.path.realpath(given))
         record = MountRecord.load(real) if real.is_dir() else None
@@ -58,17 +61,20 @@ def owning(*paths: str | Path) -> Lab | None:
             mine = path.name == "mnt" or path in (lab.image, lab.new_image)
             made = lab.lock_path.exists() or lab.manifest_path.exists()
             if mine and path.parent != path and made:
-                return lab
-    return None
+                found[lab.directory] = lab
+    return [found[directory] for directory in sorted(found)]
 
 
-def guard(*paths: str | Path, action: str) -> contextlib.AbstractContextManager[None]:
-    """The lock of the lab that owns any of paths (see owning): `panther disk` commands on a
-    lab's image or tree hold it, as every command that changes the lab does. action needs
-    root, which is said first (a user cannot even look at the paths)."""
+@contextlib.contextmanager
+def guard(*paths: str | Path, action: str) -> Iterator[None]:
+    """The locks of the labs that own any of paths (see owning), taken in one order: `panther
+    disk` commands on a lab's image or tree hold them, as every command that changes a lab
+    does. action needs root, which is said first (a user cannot even look at the paths)."""
     mounts.require_root(action)
-    lab = owning(*paths)
-    return lab.lock() if lab is not None else contextlib.nullcontext()
+    with contextlib.ExitStack() as stack:
+        for lab in owning(*paths):
+            stack.enter_context(lab.lock())
+        yield
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,7 @@ class RecordError(PantherError):
 def lock(directory: Path) -> contextlib.AbstractContextManager[None]:
     """One `disk mount` or `disk unmount` at a time per directory (a lab's commands hold the
     lab's lock around theirs as well)."""
-    path = record_file(directory).with_suffix(".lock")
+    path = state_dir() / "locks" / f"mounts-{record_file(directory).stem}.lock"
     return locking.exclusive(path, what=f"the mounts at {directory}")
 
 

@@ -104,9 +104,16 @@ def remove_entry(host_file: HostFile, data: dict[str, Any], path: str) -> None:
 
 
 def declared(machine: Machine) -> list[PersistenceEntry]:
-    """Entries the manifest declares, and those the persistence file adds."""
+    """Entries the manifest declares, and those the persistence file adds (each held to the
+    manifest's rules for this machine's layout: on the rolled-back root, no mount point in it)."""
     found = {e.path: e for e in machine.manifest.persistence}
-    for entry in entries(read(host_file_for(machine, None))):
+    host_file = host_file_for(machine, None)
+    for entry in entries(read(host_file)):
+        problem = machine.manifest.storage.not_persistable(entry.path)
+        if problem is not None:
+            raise BadRecord(
+                f"the persistence file {host_file} is not valid: {entry.path} {problem}"
+            )
         found.setdefault(entry.path, entry)
     return sorted(found.values(), key=lambda e: e.path)
 
