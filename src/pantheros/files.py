@@ -131,7 +131,7 @@ def _way_refused(exc: OSError, shown: str) -> Unreadable:
         errno.ENOTDIR: "something that is not a directory",
     }.get(exc.errno or 0)
     if why is not None:
-        return Unreadable(shown, f"{why} on its way (panther's records are reached without one)")
+        return Unreadable(shown, f"{why} on its way, where panther follows none")
     return Unreadable(shown, f"cannot open: {exc.strerror}", refused=False)
 
 
