@@ -277,3 +277,22 @@ def test_not_utf8_is_one_line(tmp_path: Path) -> None:
         "a": 1.5,
         "b": [int("1" * 40)],
     }
+
+
+def test_a_killed_write_of_a_hidden_record_leaves_a_name_starting_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`.pantheros-pins.json.<hex>.tmp`: the old-roots listing knows it for the pins' own."""
+
+    def killed(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", killed)
+    real_unlink = os.unlink
+    monkeypatch.setattr(os, "unlink", lambda *a, **k: None)  # as if killed before cleaning up
+    with pytest.raises(KeyboardInterrupt):
+        files.write_json(tmp_path / ".pantheros-pins.json", {}, beneath=tmp_path)
+    monkeypatch.setattr(os, "unlink", real_unlink)
+    [left] = tmp_path.iterdir()
+    assert left.name.startswith(".pantheros-pins.json.")
+    assert left.name.endswith(".tmp")

@@ -685,3 +685,26 @@ def test_an_image_that_is_a_link_to_another_lab_s_is_refused(lab: Path, workdir:
         assert proc.returncode == 5
     assert not record_file((other / "mnt").resolve()).exists()
     assert assert_whole(lab) == dev
+
+
+def test_the_labs_a_disk_command_touches_are_each_locked(workdir: Path) -> None:
+    """`disk` commands hold the lock of every lab a path belongs to: its image, its tree, a lab
+    inside another lab's tree (both), a directory whose record names a lab's image."""
+    from pantheros.lab.lab import owning
+
+    outer, inner = workdir / "outer", workdir / "outer" / "mnt" / "srv" / "inner"
+    for lab in (outer, inner):
+        (lab / "mnt").mkdir(parents=True)
+        (lab / ".lock").touch()
+    nowhere = workdir / "nowhere"
+    (nowhere / "mnt").mkdir(parents=True)  # no lock, no manifest: not a lab
+    (workdir / "mnt").mkdir()
+
+    def dirs(*paths: Path) -> list[Path]:
+        return [lab.directory for lab in owning(*paths)]
+
+    assert dirs(outer / "disk.img") == [outer]
+    assert dirs(outer / "mnt" / "etc") == [outer]
+    assert dirs(inner / "mnt", workdir / "decoy.img") == [outer, inner]
+    assert dirs(inner / "disk.img") == [outer, inner]  # the image lies in the outer tree
+    assert dirs(nowhere / "mnt", workdir / "mnt", Path("/")) == []
