@@ -708,3 +708,26 @@ def test_the_labs_a_disk_command_touches_are_each_locked(workdir: Path) -> None:
     assert dirs(inner / "mnt", workdir / "decoy.img") == [outer, inner]
     assert dirs(inner / "disk.img") == [outer, inner]  # the image lies in the outer tree
     assert dirs(nowhere / "mnt", workdir / "mnt", Path("/")) == []
+
+
+def test_an_image_hard_linked_to_an_attached_one_is_not_attached_again(
+    lab: Path, workdir: Path
+) -> None:
+    """The same file under two names: a second loop device would let btrfs mount the one
+    filesystem twice (a clone gets a temporary fsid), two writers on one disk."""
+    dev = assert_whole(lab)
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    os.link(lab / "disk.img", other / "disk.img")
+    proc = panther("lab", "up", str(other))
+    line = one_line_error(proc)
+    assert proc.returncode == 5
+    assert f"already attached to {dev}" in line
+    assert loops_of(other / "disk.img").splitlines() == loops_of(lab / "disk.img").splitlines()
+    assert len(loops_of(lab / "disk.img").splitlines()) == 1
+    proc = panther("disk", "format", "--manifest", "lab", "--yes-wipe", str(other / "disk.img"))
+    assert "mount one filesystem twice" in one_line_error(proc)
+    assert assert_whole(lab) == dev
+    assert (lab / "mnt" / "persist").is_dir()
