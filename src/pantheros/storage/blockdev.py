@@ -15,8 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import process
+from pantheros import locking, process
 from pantheros.errors import PantherError, Refused, UsageError
+from pantheros.storage.mounts import state_dir
 
 
 @dataclass(frozen=True)
@@ -300,14 +301,17 @@ def attach_loop(image: str | Path) -> str:
     Refused when the same file is attached already under another name: a second device would
     let its filesystem be mounted twice at once (btrfs mounts a clone under a temporary fsid),
     two writers on one disk."""
-    elsewhere = attached_elsewhere(image)
-    if elsewhere:
-        dev, path = elsewhere[0]
-        raise Refused(
-            f"{image} is the file {path}, already attached to {dev}: attaching it again would "
-            "mount one filesystem twice"
-        )
-    proc = process.run(["losetup", "--find", "--show", "--partscan", str(image)], check=True)
+    # One check-and-attach at a time among panther's commands: two `lab up` of two names of
+    # one file would otherwise both find it free.
+    with locking.exclusive(state_dir() / "locks" / "attach.lock", what="loop devices"):
+        elsewhere = attached_elsewhere(image)
+        if elsewhere:
+            dev, path = elsewhere[0]
+            raise Refused(
+                f"{image} is the file {path}, already attached to {dev}: attaching it again "
+                "would mount one filesystem twice"
+            )
+        proc = process.run(["losetup", "--find", "--show", "--partscan", str(image)], check=True)
     dev = proc.stdout.strip()
     if not dev.startswith("/dev/"):
         raise PantherError(f"losetup gave no device for {image}")
