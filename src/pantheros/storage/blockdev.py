@@ -315,9 +315,14 @@ def attach_loop(image: str | Path) -> str:
     dev = proc.stdout.strip()
     if not dev.startswith("/dev/"):
         raise PantherError(f"losetup gave no device for {image}")
-    # Some kernels do not scan partitions on attach; partx asks again (harmless when seen).
-    process.run(["partx", "--update", dev], check=False)
+    scan_partitions(dev)
     return dev
+
+
+def scan_partitions(dev: str) -> None:
+    """Make dev's partitions visible: some kernels do not scan them on attach, and a losetup
+    killed half-way leaves a device without its scan. partx asks again (harmless when seen)."""
+    process.run(["partx", "--update", dev], check=False)
 
 
 def detach_if_backed_by(dev: str, image: str | Path) -> bool:

@@ -123,6 +123,9 @@ def _mount_tree(
             if existing and not adopt_loop:
                 raise Refused(f"image {target} is already attached to {', '.join(existing)}")
             record.loop = existing[0] if existing else None
+            if record.loop is not None:
+                # Left by a killed run: perhaps killed inside losetup, before the scan.
+                blockdev.scan_partitions(record.loop)
     devices = record.devices() or set()
     _refuse_foreign(root, devices)
     if is_image and record.loop is None:
