@@ -18,6 +18,7 @@ import pytest
 
 from pantheros import manifest as manifests
 from pantheros.lab.lab import Lab
+from pantheros.storage.record import record_file
 from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -743,3 +744,86 @@ def test_a_lab_that_is_down_is_said_to_be_down(lab: Path, workdir: Path) -> None
     image = str((lab / "disk.img").resolve())
     listed = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True)
     assert image not in listed.stdout
+
+
+def test_a_refused_down_leaves_no_record_it_made(lab: Path, workdir: Path) -> None:
+    """`down` adopts a device no record names (a run killed before recording), to undo it;
+    refused (its disk mounted elsewhere), it must not leave that adopted record behind."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    [root] = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"]
+    view = workdir / "view"
+    view.mkdir()
+    assert panther("roots", "mount", root["name"], str(view), "--lab", str(lab)).returncode == 0
+    record = _record()
+    record.unlink()  # as a run killed between attaching and recording leaves it
+    try:
+        proc = panther("lab", "down", str(lab))
+        assert f"also mounted at {view}" in one_line_error(proc)
+        assert not record.exists()
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_an_image_that_is_a_link_to_another_lab_s_is_refused(lab: Path, workdir: Path) -> None:
+    """A lab whose disk.img links to another lab's would take that lab's loop device and
+    mounts for its own: every command refuses it, and no record naming that device is made."""
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    (other / "disk.img").symlink_to(lab / "disk.img")
+    dev = assert_whole(lab)
+    for argv in (["down"], ["down", "--purge"], ["status"], ["up"]):
+        proc = panther("lab", *argv, str(other))
+        assert "not this lab's image" in one_line_error(proc)
+        assert proc.returncode == 5
+    assert not record_file((other / "mnt").resolve()).exists()
+    assert assert_whole(lab) == dev
+
+
+def test_the_labs_a_disk_command_touches_are_each_locked(workdir: Path) -> None:
+    """`disk` commands hold the lock of every lab a path belongs to: its image, its tree, a lab
+    inside another lab's tree (both), a directory whose record names a lab's image."""
+    from pantheros.lab.lab import owning
+
+    outer, inner = workdir / "outer", workdir / "outer" / "mnt" / "srv" / "inner"
+    for lab in (outer, inner):
+        (lab / "mnt").mkdir(parents=True)
+        (lab / ".lock").touch()
+    nowhere = workdir / "nowhere"
+    (nowhere / "mnt").mkdir(parents=True)  # no lock, no manifest: not a lab
+    (workdir / "mnt").mkdir()
+
+    def dirs(*paths: Path) -> list[Path]:
+        return [lab.directory for lab in owning(*paths)]
+
+    assert dirs(outer / "disk.img") == [outer]
+    assert dirs(outer / "mnt" / "etc") == [outer]
+    assert dirs(inner / "mnt", workdir / "decoy.img") == [outer, inner]
+    assert dirs(inner / "disk.img") == [outer, inner]  # the image lies in the outer tree
+    assert dirs(nowhere / "mnt", workdir / "mnt", Path("/")) == []
+
+
+def test_an_image_hard_linked_to_an_attached_one_is_not_attached_again(
+    lab: Path, workdir: Path
+) -> None:
+    """The same file under two names: a second loop device would let btrfs mount the one
+    filesystem twice (a clone gets a temporary fsid), two writers on one disk."""
+    dev = assert_whole(lab)
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    os.link(lab / "disk.img", other / "disk.img")
+    proc = panther("lab", "up", str(other))
+    line = one_line_error(proc)
+    assert proc.returncode == 5
+    assert f"already attached to {dev}" in line
+    assert loops_of(other / "disk.img").splitlines() == loops_of(lab / "disk.img").splitlines()
+    assert len(loops_of(lab / "disk.img").splitlines()) == 1
+    proc = panther("disk", "format", "--manifest", "lab", "--yes-wipe", str(other / "disk.img"))
+    assert "mount one filesystem twice" in one_line_error(proc)
+    assert assert_whole(lab) == dev
+    assert (lab / "mnt" / "persist").is_dir()

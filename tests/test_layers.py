@@ -34,7 +34,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "pantheros.btrfs",
         "pantheros.sendstream",
     ),
-    ("pantheros.process", "pantheros.ui", "pantheros.mounttable"),
+    ("pantheros.process", "pantheros.ui", "pantheros.mounttable", "pantheros.files"),
     ("pantheros.errors", "pantheros"),  # `pantheros` itself: the version
 )
 SPEC = "panther_spec"

@@ -272,7 +272,7 @@ def test_dollar_means_the_end_of_the_string(pattern: str, text: str, found: bool
 @pytest.mark.parametrize(
     ("content", "words"),
     [
-        ('{"version": ' + "9" * 5000 + "}", "not JSON: Exceeds the limit"),
+        ('{"version": ' + "9" * 5000 + "}", "an integer of 5000 digits"),
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         ('{"version": NaN}', "NaN is not a JSON number"),
         ('{"version": 1, "host": Infinity}', "Infinity is not a JSON number"),

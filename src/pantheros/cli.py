@@ -14,6 +14,7 @@ import argparse
 import dataclasses
 import errno
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -207,6 +208,7 @@ def _lab(sub: Any) -> None:
 def _pin_args(q: argparse.ArgumentParser) -> None:
     q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
     q.add_argument("--json", action="store_true", help="the outcome as JSON")
+    _no_wait_arg(q)
     _lab_arg(q)
 
 
@@ -260,6 +262,7 @@ def _impermanence(sub: Any) -> None:
     q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
     q.add_argument("directory", metavar="DIR", help="an existing, empty mount point")
     q.add_argument("--json", action="store_true", help="the outcome as JSON")
+    _no_wait_arg(q)
     _lab_arg(q)
     _on(q, lambda: commands.impermanence.cmd_roots_mount)
 
@@ -572,7 +575,7 @@ _OS_EXIT = {
 
 def _failed(message: str, code: ExitCode | None) -> int:
     """The one line every failure ends in, and its exit code."""
-    print(ui.paint(f"panther: error: {message}", "red", sys.stderr), file=sys.stderr)
+    ui.error(message)
     return int(ExitCode.FAILURE if code is None else code)
 
 
@@ -600,5 +603,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the system refused on a path the user gave (too long, /proc, no permission):
         # one line, as for a PantherError; -v shows where it was raised.
         logging.getLogger(__name__).debug("raised here", exc_info=True)
-        where = f"{exc.filename}: " if exc.filename is not None else ""
+        named = isinstance(exc.filename, str | bytes)  # not a descriptor's number
+        where = f"{os.fsdecode(exc.filename)}: " if named else ""
         return _failed(f"{where}{exc.strerror or exc}", _OS_EXIT.get(exc.errno or 0))

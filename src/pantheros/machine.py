@@ -20,6 +20,11 @@ from pantheros.manifest.models import Subvolume
 from pantheros.storage import blockdev, mounts, tree
 
 
+def host_lock(*, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The running host's writer lock, `<state dir>/host.lock`."""
+    return locking.exclusive(mounts.state_dir() / "host.lock", what="this machine", wait=wait)
+
+
 @dataclass(frozen=True)
 class Machine:
     manifest: manifests.Manifest
@@ -60,11 +65,17 @@ class Machine:
         """The machine's /run/pantheros: runtime files such as the login warning."""
         return self.lab.run_dir if self.lab is not None else mounts.state_dir()
 
+    @property
+    def run_base(self) -> Path:
+        """Where run_dir is reached from without a symlink: the lab's directory, or the state
+        directory itself on the host (pantheros.files, `beneath`)."""
+        return self.lab.directory if self.lab is not None else mounts.state_dir()
+
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """This machine's writer lock (see pantheros.locking)."""
         if self.lab is not None:
             return self.lab.lock(wait=wait)
-        return locking.exclusive(mounts.state_dir() / "host.lock", what=self.name, wait=wait)
+        return host_lock(wait=wait)
 
     def host_path(self, path: str) -> Path:
         """Where a path of the machine (absolute, as it sees it) is on this host."""

@@ -57,12 +57,14 @@ def run(
     pass_stderr: bool = False,
     env: Mapping[str, str] | None = None,
     errors: str = "strict",
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run argv and return the completed process; raise CommandFailed when check is set.
 
     `capture` collects stdout and stderr; `pass_stderr` leaves stderr on ours (a tool whose
     messages are for the user, whose stdout is for us). `errors` is how undecodable output is
-    decoded ("surrogateescape" keeps file names exact).
+    decoded ("surrogateescape" keeps file names exact). `pass_fds`: descriptors the command
+    inherits (a path it opens as /proc/self/fd/N).
     """
     args = list(argv)
     require(args[0])
@@ -78,6 +80,7 @@ def run(
             env=full_env,
             text=True,
             errors=errors,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
         raise CommandFailed(args, -1, str(exc)) from exc

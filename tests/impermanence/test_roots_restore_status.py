@@ -350,7 +350,10 @@ def test_restore_from_a_word_and_status_notices_the_write(bare_lab: Path) -> Non
     record = mnt / "persist" / ".pantheros" / "rollback.json"
     record.write_text('{"time": 1}')
     proc = panther("status", "--lab", str(lab))
-    assert "cannot read the rollback record" in one_line_error(proc)
+    assert (
+        "the rollback record /persist/.pantheros/rollback.json is not valid: it has no result"
+        in (one_line_error(proc))
+    )
 
 
 def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:

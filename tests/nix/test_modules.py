@@ -424,7 +424,7 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
     assert files["/var/lib/app/key"] == {"user": "app", "group": "app", "mode": "0750"}
     assert files["/etc/from-file.conf"] == {"user": "root", "group": "root", "mode": "0755"}
     # One table, two readers: panther fills in what the file leaves out as the module does.
-    for entry in hostfile.entries(hostfile.read(data)):
+    for entry in hostfile.entries(hostfile.read(hostfile.HostFile(data, None))):
         assert dataclasses.asdict(entry) == paths[entry.path]
 
 

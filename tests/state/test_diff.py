@@ -194,3 +194,39 @@ def test_hostile_names_and_nested_subvolumes_are_listed_once_a_line_each(lab: Pa
     paths = [c["path"] for c in found]
     assert len(paths) == len(set(paths)) == 6
     assert {c["path"]: c["type"] for c in found}["/outer/inner"] == "subvolume"
+
+
+def test_a_missing_blank_is_one_line_in_the_machine_s_words(lab: Path) -> None:
+    """The top level is a private mount: its path means nothing to the user, and a path is
+    text, never a bytes repr."""
+    machine = Machine.select(str(lab))
+    with machine.top_level() as top:
+        os.rename(top / "root-blank", top / "kept-blank")
+    try:
+        proc = panther("diff", "--lab", str(lab))
+        line = one_line_error(proc)
+        assert line == (
+            "panther: error: the blank snapshot root-blank is missing: nothing to diff against"
+        )
+        assert proc.returncode == 1
+    finally:
+        with machine.top_level() as top:
+            os.rename(top / "kept-blank", top / "root-blank")
+    assert panther("diff", "--lab", str(lab)).returncode == 0
+
+
+def test_a_killed_diff_s_snapshot_is_removed_by_the_next(lab: Path) -> None:
+    machine = Machine.select(str(lab))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with machine.top_level() as top:
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{dead.pid}", readonly=True)
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{os.getpid()}", readonly=True)
+        (top / f".pantheros-diff-empty-{dead.pid}").mkdir()  # not a subvolume: not touched
+    proc = panther("diff", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    with machine.top_level() as top:
+        left = sorted(p.name for p in top.iterdir() if p.name.startswith(".pantheros-diff"))
+        assert left == [f".pantheros-diff-{os.getpid()}", f".pantheros-diff-empty-{dead.pid}"]
+        btrfs.delete_subvolume(top / f".pantheros-diff-{os.getpid()}")
+        (top / f".pantheros-diff-empty-{dead.pid}").rmdir()

@@ -399,3 +399,56 @@ def test_a_malformed_persistence_file_or_journal_is_one_line_and_changes_nothing
     assert proc.returncode == 2
     assert (app / "db").read_text() == "data"
     assert mounts_under(app) == []
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ({"directory": "/var/lib/app", "mode": "07777777"}, "$.directories[0].mode"),
+        ({"directory": "/var/lib/app", "mode": "8"}, "$.directories[0].mode"),
+        ({"directory": "/../../../etc"}, "$.directories[0].directory"),
+        ({"directory": "/var//lib"}, "$.directories[0].directory"),
+        ({"directory": "/var/lib/app\n"}, "$.directories[0].directory"),
+        ({"directory": "/var/lib/app", "user": "a b"}, "$.directories[0].user"),
+        ({"directory": "/var/lib/app", "owner": "root"}, "$.directories[0]"),
+        ({"directory": "/home/alice"}, "/home/alice lies on the home subvolume"),
+        ({"directory": "/var"}, "/var holds the mount point /var/log"),
+    ],
+)
+def test_a_persistence_entry_is_held_to_the_manifest_s_rules(
+    lab: Path, item: dict[str, str], says: str
+) -> None:
+    """A mode is 0 to 07777 and a path absolute and normalised, as in the manifest: what the
+    file says is what the NixOS module would declare, so a bad one is refused, not guessed."""
+    host_file = lab / "persistence.json"
+    host_file.write_text(json.dumps({"version": 1, "directories": [item]}))
+    for argv in (["list"], ["stray"], ["add", "/etc"]):
+        proc = panther("persist", *argv, "--lab", str(lab))
+        line = one_line_error(proc)
+        assert line.startswith(f"panther: error: the persistence file {host_file} is not valid: ")
+        assert says in line
+        assert "symlink" not in line
+        assert proc.returncode == 2
+    proc = panther("diff", "--lab", str(lab))
+    assert says in one_line_error(proc)
+    assert not (lab / "mnt" / "persist" / "etc").exists()
+
+
+def test_stray_never_lists_through_a_symlink(lab: Path, workdir: Path) -> None:
+    host = workdir / "host-secrets"
+    host.mkdir()
+    (host / "lib").mkdir()
+    (host / "lib" / "host-only").write_text("x")
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    assert panther("persist", "add", "/var/lib/app", "--lab", str(lab)).returncode == 0
+    persist = lab / "mnt" / "persist"
+    os.rename(persist / "var", persist / "var-kept")
+    (persist / "var").symlink_to(host)  # /persist/var/lib/app's parent, now the host's
+    proc = panther("persist", "stray", "--lab", str(lab), "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert "/var" in found
+    assert not any("host-only" in path for path in found)
+    states = json.loads(panther("persist", "list", "--lab", str(lab), "--json").stdout)
+    assert {s["path"]: s["state"] for s in states}["/var/lib/app"] == "symlink on the path"

@@ -7,12 +7,11 @@ there is no filesystem to ask and they are skipped for lack of evidence.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,11 @@ from pantheros import btrfs, mounttable
 from pantheros.audit import fixes
 from pantheros.audit.checks import Finding, Status, impermanence_findings, waive
 from pantheros.audit.system import System
-from pantheros.audit.tree import Tree
 from pantheros.errors import PantherError
 from pantheros.impermanence import blank, retention
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import RECORD_FILE, boot_id
+from pantheros.impermanence.status import RollbackRecord
 from pantheros.machine import Machine
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import RECORD_DIR, Design, Role, Subvolume
@@ -322,24 +321,14 @@ PROBES: dict[str, Callable[[Facts, Finding], None]] = {
 
 
 def read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str]:
-    persist_sub = machine.manifest.persist
-    assert persist_sub is not None
-    tree = Tree(top)
-    rel = f"{persist_sub.name}/{RECORD_DIR}/{RECORD_FILE}"
+    """The last rollback's record, read and checked as `panther status` reads it."""
     try:
-        text = tree.read(rel)
-    finally:
-        tree.close()
-    if text is None:
-        why = tree.problems.get(rel, "missing")
-        return None, NO_RECORD if why == "missing" else f"the record is {why}"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, "the rollback record is not JSON"
-    if not isinstance(data, dict):
-        return None, "the rollback record is not a JSON object"
-    return data, ""
+        record = RollbackRecord.read(top, machine.manifest)
+    except PantherError as exc:
+        return None, str(exc)
+    if record is None:
+        return None, "no rollback has been recorded"
+    return asdict(record), ""
 
 
 def run_checks(machine: Machine, system: System, waivers: dict[str, str]) -> Iterator[Finding]:

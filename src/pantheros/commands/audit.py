@@ -28,17 +28,17 @@ MANIFEST_IN_TREE = "etc/pantheros/manifest.json"
 
 def tree_manifest(system: System) -> Manifest | None:
     """The machine's own manifest, read inside its tree like every other file."""
-    text = system.tree.read(MANIFEST_IN_TREE)
-    if text is None:
-        return None
     from pantheros import manifest as manifests
 
     source = str(system.base / MANIFEST_IN_TREE)
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    return manifests.load_document(doc, source)
+    data = system.tree.read_bytes(MANIFEST_IN_TREE)
+    if data is None:
+        why = system.tree.problems.get(MANIFEST_IN_TREE, "missing")
+        if why == "missing":
+            return None
+        raise ManifestError(source, "$", f"cannot read: {why}")
+    # The same parser as every manifest: deep nesting or a huge integer is one error line.
+    return manifests.loads(data, source)
 
 
 @dataclass(frozen=True)

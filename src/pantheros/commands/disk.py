@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pantheros import manifest as manifests
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
+from pantheros.lab import lab
 from pantheros.storage import blockdev, layout, tree
 from pantheros.storage.luks import Secret
 
@@ -61,7 +62,8 @@ class Format(Keyed):
 def cmd_disk_format(opts: Format) -> int:
     manifest = manifests.load(opts.manifest)
     secret = _secret(opts, manifest)
-    layout.format_disk(manifest, opts.target, yes_wipe=opts.yes_wipe, secret=secret)
+    with lab.guard(opts.target, action="panther disk format"):
+        layout.format_disk(manifest, opts.target, yes_wipe=opts.yes_wipe, secret=secret)
     if opts.json:
         ui.emit_json({"target": opts.target, "manifest": manifest.source, "host": manifest.host})
     else:
@@ -78,7 +80,8 @@ def cmd_disk_mount(opts: Mount) -> int:
     path = str(manifests.resolve(opts.manifest))
     manifest = manifests.load(path)
     secret = _secret(opts, manifest)
-    record = tree.mount_tree(manifest, path, opts.target, opts.directory, secret)
+    with lab.guard(opts.target, opts.directory, action="panther disk mount"):
+        record = tree.mount_tree(manifest, path, opts.target, opts.directory, secret)
     if opts.json:
         mounted = [m.as_json() for m in record.mounts]
         ui.emit_json({"directory": record.directory, "target": record.target, "mounts": mounted})
@@ -96,5 +99,6 @@ def cmd_disk_unmount(opts: Unmount) -> int:
     directory = opts.paths[-1]
     if len(opts.paths) > 2:
         raise UsageError("panther disk unmount: give [TARGET] DIR")
-    tree.unmount_tree(directory)
+    with lab.guard(*opts.paths, action="panther disk unmount"):
+        tree.unmount_tree(directory)
     return ExitCode.OK

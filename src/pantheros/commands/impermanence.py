@@ -8,13 +8,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import btrfs, mounttable, ui
+from pantheros import btrfs, ui
 from pantheros.errors import ExitCode, Refused, UsageError
 from pantheros.impermanence import oldroots, rollback, stage2, status
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.listing import roots_table
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.machine import Machine, lab_is_down
+from pantheros.machine import Machine, host_lock, lab_is_down
 from pantheros.storage import blockdev, mounts
 
 # rollback
@@ -75,7 +75,7 @@ def _rollback_top(machine: Machine, opts: Rollback) -> Iterator[Path]:
     device = opts.device or stage2.default_device(machine.manifest)
     if not blockdev.is_block_device(device):
         raise UsageError(f"{device} is not a block device (give --device)")
-    with mounts.top_level_mount(device, readonly=opts.dry_run) as top:
+    with host_lock(), mounts.top_level_mount(device, readonly=opts.dry_run) as top:
         yield top
 
 
@@ -84,18 +84,19 @@ def show_outcome(outcome: Outcome, *, json: bool) -> None:
     if json:
         ui.emit_json(outcome.__dict__)
         return
+    # Names from the disk (old roots) and the step's words: escaped, one line each.
     for action in outcome.actions:
-        ui.result(f"  {action}")
+        ui.result(f"  {ui.printable(action)}")
     for note in outcome.notes:
-        ui.result(f"  note: {note}")
+        ui.result(f"  note: {ui.printable(note)}")
     if outcome.pruned:
-        ui.result(f"  pruned: {', '.join(outcome.pruned)}")
+        ui.result(f"  pruned: {ui.printable(', '.join(outcome.pruned))}")
+    kept = ui.printable(outcome.archived[-1]) if outcome.archived else ""
     words = {
-        "fresh": "the root is fresh"
-        + (f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""),
+        "fresh": "the root is fresh" + (f"; previous root kept as {kept}" if kept else ""),
         "already-fresh": "the root is already fresh: nothing to do",
         "would-roll-back": "dry run: nothing was changed",
-        "dirty": f"the root was NOT rolled back: {outcome.error}",
+        "dirty": f"the root was NOT rolled back: {ui.printable(str(outcome.error))}",
         "skipped": "the rollback was skipped at this boot",
     }
     ui.result(words[outcome.result])
@@ -139,7 +140,7 @@ def cmd_roots_list(machine: Machine, opts: RootsList) -> int:
     if table.roots and table.size_note:
         ui.result(f"note: {table.size_note}")
     for note in table.notes:
-        ui.result(f"note: {note}")
+        ui.result(f"note: {ui.printable(note)}")
     return ExitCode.OK
 
 
@@ -147,6 +148,7 @@ def cmd_roots_list(machine: Machine, opts: RootsList) -> int:
 class RootsPin:
     root: str
     json: bool
+    no_wait: bool
 
 
 def cmd_roots_pin(machine: Machine, opts: RootsPin) -> int:
@@ -158,7 +160,7 @@ def cmd_roots_unpin(machine: Machine, opts: RootsPin) -> int:
 
 
 def _set_pinned(machine: Machine, opts: RootsPin, *, pin: bool) -> int:
-    with machine.top_level() as top:
+    with machine.lock(wait=not opts.no_wait), machine.top_level() as top:
         changed = OldRoots(top, machine.manifest.storage).set_pinned(opts.root, pin)
     word = "pinned" if pin else "unpinned"
     if opts.json:
@@ -193,9 +195,9 @@ def cmd_roots_gc(machine: Machine, opts: RootsGc) -> int:
         return ExitCode.OK
     for d in plan.decisions:
         verb = "keep  " if d.keep else ("would delete" if opts.dry_run else "delete")
-        ui.result(f"{verb} {d.root.name}: {d.reason}")
+        ui.result(f"{verb} {ui.printable(d.root.name)}: {ui.printable(d.reason)}")
     for note in plan.notes:
-        ui.result(f"note: {note}")
+        ui.result(f"note: {ui.printable(note)}")
     if not plan.decisions:
         ui.result("no old roots")
     return ExitCode.OK
@@ -206,22 +208,17 @@ class RootsMount:
     root: str
     directory: str
     json: bool
+    no_wait: bool
 
 
 def cmd_roots_mount(machine: Machine, opts: RootsMount) -> int:
     if machine.lab is not None and machine.lab.loop() is None:
         # Its image would stay attached under the mount, with no record to take it down by.
         raise lab_is_down(machine.lab)
+    from pantheros.impermanence import restore
+
     target = Path(opts.directory)
-    if not target.is_dir():
-        raise UsageError(f"{target} is not a directory")
-    if mounttable.mount_at(target) is not None:
-        raise Refused(f"something is already mounted at {target}")
-    with machine.top_level(readonly=True) as top:
-        root = OldRoots(top, machine.manifest.storage).get(opts.root)
-        subvol = f"{machine.manifest.storage.old_roots}/{root.name}"
-    with machine.device() as device:
-        mounts.mount(device, target, ["ro", f"subvol={subvol}"], fstype="btrfs")
+    root = restore.mount_old_root(machine, opts.root, target, wait=not opts.no_wait)
     if opts.json:
         ui.emit_json({"root": root.name, "mountpoint": str(target), "readonly": True})
         return ExitCode.OK
@@ -286,12 +283,13 @@ def cmd_status(machine: Machine, opts: Status) -> int:
     root = report.root
     paint = {"fresh": "green", "dirty": "red", "untrusted": "red"}.get(root.state, "yellow")
     ui.result(f"{report.machine} ({report.host})")
-    ui.result(f"root       {ui.paint(root.state, paint)}: {root.why}")
+    ui.result(f"root       {ui.paint(root.state, paint)}: {ui.printable(root.why)}")
     since = _since_made(root)
     if since:
         ui.result(f"           {since}")
     if not report.blank.trusted:
-        ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {report.blank.problem}")
+        problem = ui.printable(report.blank.problem or "")
+        ui.result(f"blank      {ui.paint('NOT TRUSTED', 'red')}: {problem}")
     olds = report.old_roots
     ui.result(
         f"old roots  {olds.count} ({olds.pinned} pinned); "
@@ -303,7 +301,7 @@ def cmd_status(machine: Machine, opts: Status) -> int:
     last = report.last_rollback
     if last:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last.time))
-        ui.result(f"last run   {last.result} at {when} (policy {last.policy})")
+        ui.result(f"last run   {last.result} at {when} (policy {ui.printable(last.policy)})")
     return code
 
 

@@ -10,7 +10,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pantheros import fsutil, ui
+from pantheros import files, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, Refused
 from pantheros.lab import firstboot
@@ -67,7 +67,7 @@ def _boot(lab: Lab, machine: Machine) -> tuple[Outcome, int]:
 
     _check_run_dir(lab)
     report = machine.run_dir / bootstep.BOOT_REPORT.name
-    report.unlink(missing_ok=True)  # /run does not survive a reboot
+    files.remove_file(report, beneath=lab.directory)  # /run does not survive a reboot
     ui.progress("initrd: the boot step (pantheros-rollback, as the initrd runs it)")
     with machine.top_level() as top:
         try:
@@ -80,7 +80,7 @@ def _boot(lab: Lab, machine: Machine) -> tuple[Outcome, int]:
     _persistence_mounts(machine)
     ui.progress("stage 2: panther rollback --finish (record, then prune old roots)")
     outcome, code = stage2.finish(machine, report, cmdline="")
-    lab.booting_path.unlink()
+    files.remove_file(lab.booting_path, beneath=lab.directory)
     return outcome, code
 
 
@@ -172,7 +172,7 @@ def cmd_lab_reboot(lab: Lab, opts: Reboot) -> int:
         if lab.record() is None:
             raise lab_is_down(lab)
         _check_run_dir(lab)  # before anything changes
-        fsutil.replace_file(lab.booting_path, b"")
+        files.replace_file(lab.booting_path, b"", beneath=lab.directory)
         ui.progress("shutting down: unmounting the lab tree")
         tree.unmount_tree(str(lab.mnt), keep_device=True)
         outcome, code = _boot(lab, machine)

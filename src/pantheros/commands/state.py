@@ -10,6 +10,7 @@ from typing import Any
 
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
+from pantheros.files import read_bytes
 from pantheros.impermanence import blank
 from pantheros.machine import Machine
 from pantheros.manifest.models import Design
@@ -33,11 +34,11 @@ def ignore_patterns(machine: Machine, extra: list[str], files: list[str]) -> lis
     sources = [Path(f) for f in files] + ([default] if default.exists() else [])
     patterns = [diff.Ignore(pattern, "--ignore") for pattern in extra]
     for source in sources:
-        try:
-            # Byte for byte: a pattern may name a file whose name is not UTF-8, as diff shows it.
-            lines = source.read_text(encoding="utf-8", errors="surrogateescape").splitlines()
-        except OSError as exc:
-            raise UsageError(f"cannot read ignore file {source}: {exc.strerror}") from None
+        data = read_bytes(source, beneath=None, what="the ignore file")
+        if data is None:
+            raise UsageError(f"cannot read ignore file {source}: No such file or directory")
+        # Byte for byte: a pattern may name a file whose name is not UTF-8, as diff shows it.
+        lines = data.decode("utf-8", errors="surrogateescape").splitlines()
         patterns += [
             diff.Ignore(ln.strip(), str(source))
             for ln in lines
@@ -95,7 +96,9 @@ def cmd_diff(machine: Machine, opts: Diff) -> int:
         patterns=tuple(ignore_patterns(machine, opts.ignore, opts.ignore_file)),
     )
     empty_design = machine.manifest.impermanence.design is Design.EMPTY_SUBVOLUME
-    with machine.top_level() as top:
+    # Under the lock: the diff makes a temporary snapshot in the top level (and removes those
+    # of killed diffs), and the boot step must not exchange the root meanwhile.
+    with machine.lock(), machine.top_level() as top:
         # The diff is against the blank: one that changed hides what was planted in it.
         distrust = blank.problem(top, machine.manifest)
         result = diff.run(
@@ -251,7 +254,7 @@ def cmd_persist_list(machine: Machine, opts: PersistList) -> int:
         return ExitCode.OK
     for r in rows:
         colour = "green" if r.state == "ok" else "yellow"
-        ui.result(f"{r.entry.path:40} {r.entry.kind:9} {ui.paint(r.state, colour)}")
+        ui.result(f"{ui.printable(r.entry.path):40} {r.entry.kind:9} {ui.paint(r.state, colour)}")
     return ExitCode.OK
 
 

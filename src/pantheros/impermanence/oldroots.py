@@ -9,7 +9,6 @@ before deleting, deepest first.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
@@ -20,7 +19,7 @@ from pathlib import Path
 
 from pantheros import btrfs, mounttable, process
 from pantheros.errors import PantherError, UsageError
-from pantheros.fsutil import write_json
+from pantheros.files import BadRecord, read_json, write_json
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
 
@@ -221,16 +220,26 @@ class OldRoots:
     # old roots are read-only subvolumes and cannot carry an xattr.
 
     def pins(self) -> dict[str, str]:
-        path = self.location / PIN_FILE
-        if not path.exists():
+        """Pinned roots by UUID, read from the top level without a symlink on the way."""
+        data = read_json(
+            self._pin_path, beneath=self.top, what="the pin file", known_as=self._pin_name
+        )
+        if data is None:
             return {}
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise PantherError(f"cannot read the pin file {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise PantherError(f"the pin file {path} is not a JSON object")
-        return {str(k): str(v) for k, v in data.items()}
+        if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+            raise BadRecord(
+                f"the pin file {self._pin_name} is not valid: not a JSON object of names"
+            )
+        return dict(data)
+
+    @property
+    def _pin_path(self) -> Path:
+        return self.location / PIN_FILE
+
+    @property
+    def _pin_name(self) -> str:
+        """The pin file in messages: its place in the top level, not the private mount's path."""
+        return f"{self.storage.old_roots}/{PIN_FILE} (btrfs top level)"
 
     def set_pinned(self, name: str, pinned: bool) -> bool:
         """Pin or unpin; returns whether anything changed."""
@@ -243,7 +252,7 @@ class OldRoots:
             pins[key] = root.name
         else:
             del pins[key]
-        write_json(self.location / PIN_FILE, pins, sort_keys=True)
+        write_json(self._pin_path, pins, beneath=self.top, known_as=self._pin_name, sort_keys=True)
         btrfs.sync(self.top)
         return True
 

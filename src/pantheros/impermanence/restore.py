@@ -17,7 +17,9 @@ from pathlib import Path
 from pantheros import btrfs, mounttable
 from pantheros.errors import CommandFailed, PantherError, Refused, UsageError
 from pantheros.fsutil import copy_all, foreign_inside, remove_path, resolve_inside, staging_dir
+from pantheros.impermanence.oldroots import OldRoot, OldRoots
 from pantheros.machine import Machine
+from pantheros.storage import mounts
 
 
 def destination(machine: Machine, top: Path, path: str) -> tuple[str, Path]:
@@ -75,3 +77,32 @@ def restore(source_root: Path, path: str, dest: Path, *, force: bool, shown: str
     finally:
         remove_path(staging)
     return dest
+
+
+def mount_old_root(machine: Machine, name: str, target: Path, *, wait: bool = True) -> OldRoot:
+    """Mount the old root called name read-only at target (`roots mount`), under the machine's
+    lock, so gc cannot delete it between the look and the mount.
+
+    Mounted by subvolume id, never by name: a name read from the disk could carry mount
+    options of its own (`x,subvol=persist,rw`). What the kernel then shows mounted at target
+    is checked to be that subvolume, read-only; anything else is unmounted and refused.
+    """
+    if not target.is_dir():
+        raise UsageError(f"{target} is not a directory")
+    if mounttable.mount_at(target) is not None:
+        raise Refused(f"something is already mounted at {target}")
+    with machine.lock(wait=wait):
+        with machine.top_level(readonly=True) as top:
+            root = OldRoots(top, machine.manifest.storage).get(name)
+        with machine.device() as device:
+            mounts.mount(device, target, ["ro", f"subvolid={root.info.id}"], fstype="btrfs")
+        entry = mounttable.mount_at(target)
+        if (
+            entry is None
+            or entry.option("subvolid") != str(root.info.id)
+            or "ro" not in entry.options
+        ):
+            if entry is not None:
+                mounts.unmount(target)
+            raise PantherError(f"{target} did not get subvolume {root.info.id} read-only")
+    return root

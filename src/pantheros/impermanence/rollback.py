@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from pantheros import btrfs
-from pantheros.fsutil import write_json
+from pantheros.files import write_json
 from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
@@ -41,7 +41,16 @@ def record_path(top: Path, manifest: Manifest) -> Path:
     return top / persist.name / RECORD_DIR / RECORD_FILE
 
 
-def write_record(path: Path, manifest: Manifest, outcome: Outcome) -> None:
+def record_name(manifest: Manifest) -> str:
+    """The record as the machine sees it, for messages: the top level's mount is private."""
+    persist = manifest.persist
+    assert persist is not None, "validated manifests have a persist subvolume"
+    return f"{persist.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
+
+
+def write_record(top: Path, manifest: Manifest, outcome: Outcome) -> None:
+    """Keep the outcome in the persist subvolume, reached from the top level without a symlink
+    (one planted in persist would put the record on the host, and a planted file be read back)."""
     data = {
         "boot_id": boot_id(),
         "time": time.time(),
@@ -49,8 +58,7 @@ def write_record(path: Path, manifest: Manifest, outcome: Outcome) -> None:
         "design": manifest.impermanence.design.value,
         **asdict(outcome),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
+    write_json(record_path(top, manifest), data, beneath=top, known_as=record_name(manifest))
 
 
 @contextlib.contextmanager

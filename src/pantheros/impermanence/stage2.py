@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pantheros import fsutil, ui
+from pantheros import files, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError
 from pantheros.impermanence import bootstep, rollback
@@ -54,18 +54,20 @@ def run_rollback(
 
 def _record(top: Path, manifest: manifests.Manifest, outcome: Outcome) -> None:
     try:
-        rollback.write_record(rollback.record_path(top, manifest), manifest, outcome)
+        rollback.write_record(top, manifest, outcome)
     except (OSError, PantherError) as exc:
         # Loud, but the root itself is what it is: the exit code stays the rollback's own.
         ui.warn(f"could not record the rollback result: {exc}")
 
 
-def boot_outcome(report: Path, cmdline: str) -> Outcome:
-    """What happened in this boot's initrd, from the step's report (or its absence)."""
-    try:
-        return bootstep.parse_report(report.read_text(encoding="utf-8", errors="replace"))
-    except FileNotFoundError:
-        pass
+def boot_outcome(report: Path, cmdline: str, *, beneath: Path | None = None) -> Outcome:
+    """What happened in this boot's initrd, from the step's report (or its absence).
+
+    beneath: the machine's run directory's base when the report is there (read without a
+    symlink, as panther's own); a report named with --report elsewhere is read as given."""
+    data = files.read_bytes(report, beneath=beneath, what="the boot step's report")
+    if data is not None:
+        return bootstep.parse_report(data.decode("utf-8", errors="replace"))
     if NO_ROLLBACK_PARAMETER in cmdline.split():
         return Outcome(
             result="skipped",
@@ -80,7 +82,8 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
     The record goes to the persist subvolume (what `panther status` and the audit read); when
     the root was not rolled back, one line goes to the machine's login warning file, which the
     login message prints as it is."""
-    outcome = boot_outcome(report, cmdline)
+    base = machine.run_base
+    outcome = boot_outcome(report, cmdline, beneath=base if report.is_relative_to(base) else None)
     warning = machine.run_dir / LOGIN_WARNING
     with machine.lock(), machine.top_level() as top:
         if outcome.result in ("fresh", "already-fresh"):
@@ -89,7 +92,7 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
             outcome.notes += plan.notes
         _record(top, machine.manifest, outcome)
     if outcome.result in ("fresh", "already-fresh"):
-        warning.unlink(missing_ok=True)
+        files.remove_file(warning, beneath=base)
         return outcome, ExitCode.OK
     if outcome.result == "skipped":
         line = "PantherOS: the rollback was skipped at this boot (pantheros.norollback)."
@@ -98,8 +101,7 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
             f"PantherOS: the root was NOT rolled back at this boot ({outcome.error}); "
             "run 'panther status'."
         )
-    warning.parent.mkdir(parents=True, exist_ok=True)
-    # Replaced by a rename, never written through: a symlink planted there is not followed.
-    fsutil.replace_file(warning, (line + "\n").encode())
+    # Replaced by a rename, never written through, and reached without a symlink.
+    files.replace_file(warning, (line + "\n").encode(), beneath=base)
     ui.warn(line)
     return outcome, ExitCode.OK if outcome.result == "skipped" else ExitCode.BOOT_DIRTY

@@ -10,10 +10,11 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import fsutil, locking, mounttable, ui
+from pantheros import files, locking, mounttable, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
 from pantheros.lab.report import LabDown, LabStatus, LabUp
@@ -42,6 +43,38 @@ def parse_size(text: str) -> int:
     if not math.isfinite(value) or value <= 0:  # float() reads inf, nan and 1e400
         raise UsageError(f"not a size: {text!r} (try 4G or 512M)")
     return int(value)
+
+
+def owning(*paths: str | Path) -> list[Lab]:
+    """The labs the paths belong to, in the order of their directories: a lab owns its image
+    (DIR/disk.img, DIR/disk.img.new), its tree (DIR/mnt and anything under it: a lab inside
+    another's tree belongs to both) and a directory whose mount record names its image. A lab
+    is a directory holding the lock or the manifest `up` makes first: a mount record alone
+    (`disk mount ... /mnt`) does not make `/` a lab."""
+    found: dict[Path, Lab] = {}
+    for given in paths:
+        real = Path(os.path.realpath(given))
+        record = MountRecord.load(real) if real.is_dir() else None
+        candidates = [real, *real.parents] + ([Path(record.target)] if record else [])
+        for path in candidates:
+            lab = Lab(path.parent)
+            mine = path.name == "mnt" or path in (lab.image, lab.new_image)
+            made = lab.lock_path.exists() or lab.manifest_path.exists()
+            if mine and path.parent != path and made:
+                found[lab.directory] = lab
+    return [found[directory] for directory in sorted(found)]
+
+
+@contextlib.contextmanager
+def guard(*paths: str | Path, action: str) -> Iterator[None]:
+    """The locks of the labs that own any of paths (see owning), taken in one order: `panther
+    disk` commands on a lab's image or tree hold them, as every command that changes a lab
+    does. action needs root, which is said first (a user cannot even look at the paths)."""
+    mounts.require_root(action)
+    with contextlib.ExitStack() as stack:
+        for lab in owning(*paths):
+            stack.enter_context(lab.lock())
+        yield
 
 
 @dataclass(frozen=True)
@@ -98,13 +131,14 @@ class Lab:
         return locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait)
 
     def manifest(self) -> manifests.Manifest:
-        return manifests.load(self.manifest_path)
+        return manifests.load(self.manifest_path, beneath=self.directory)
 
     def record(self) -> MountRecord | None:
         """The mount record, if its loop device is still backed by this lab's image.
 
         `panther persist` records its bind mounts here (MountRecord.add_bind, drop_bind).
         """
+        self.check_image()
         record = MountRecord.load(self.mnt.resolve())
         if record is None or record.loop is None:
             return record
@@ -151,6 +185,13 @@ class Lab:
             any(path.exists() for path in made) or MountRecord.load(self.mnt.resolve()) is not None
         )
 
+    def check_image(self) -> None:
+        """The image must be the lab's own file: through a symlink (to another lab's image,
+        say) that lab's loop device and mounts would be taken for this one's, and undone."""
+        for image in (self.image, self.new_image):
+            if image.is_symlink() or (image.exists() and not image.is_file()):
+                raise Refused(f"{image} is not a regular file (a symlink?): not this lab's image")
+
     def check_place(self) -> None:
         """Refuse, before anything is made, a lab directory `up` could not finish in.
 
@@ -159,6 +200,7 @@ class Lab:
         """
         if self.directory.exists() and not self.directory.is_dir():
             raise UsageError(f"{self.directory} is not a directory: give a directory for the lab")
+        self.check_image()
         if self.mnt.is_symlink():
             # The tree would be mounted wherever the link points, outside the lab.
             raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
@@ -192,13 +234,12 @@ class Lab:
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))
-                try:
-                    content = Path(source).read_bytes()
-                except OSError as exc:
-                    raise UsageError(f"{source}: cannot read: {exc.strerror}") from None
+                content = files.read_bytes(Path(source), beneath=None, what="the manifest")
+                if content is None:
+                    raise UsageError(f"{source}: cannot read: file not found")
                 # The bytes checked are the bytes kept: the source may change meanwhile.
-                manifests.loads(content.decode("utf-8", errors="replace"), source)
-                fsutil.replace_file(self.manifest_path, content)
+                manifests.loads(content, source)
+                files.replace_file(self.manifest_path, content, beneath=self.directory)
             elif manifest_source:
                 raise UsageError(
                     f"the lab at {self.directory} already has a manifest; "
@@ -275,6 +316,7 @@ class Lab:
             # Nothing is touched: `down --purge /` must not be a way to delete /mnt or /run files.
             ui.info(f"there is no lab at {self.directory}")
             return LabDown(self.directory, was_up=False, purged=False)
+        self.check_image()
         with self.lock():
             was_up = self._take_down()
             if purge:
@@ -292,8 +334,17 @@ class Lab:
         leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
         for dev in leftovers:
             # A run killed after attaching, before recording: adopt the device, then undo it.
-            MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
-            tree.unmount_tree(str(root))
+            adopted = MountRecord(
+                directory=str(root), target=str(self.image), manifest="", loop=dev
+            )
+            adopted.save()
+            try:
+                tree.unmount_tree(str(root))
+            except BaseException:
+                # Refused (its disk mounted elsewhere, say): the record made here would name
+                # a device this lab never recorded; what was there before stays as it was.
+                adopted.forget()
+                raise
         # A layout killed half-way left disk.img.new, perhaps attached: useless, and a purge
         # that only unlinked it would leak the loop device on a deleted file.
         half_made = self.new_image.exists()

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantheros import ui
 from pantheros.manifest import Manifest
 from pantheros.storage.record import MountKind, RecordedMount
 
@@ -49,15 +50,18 @@ class LabStatus:
         }
 
     def text(self) -> list[str]:
+        """The lines of `lab status`, each name escaped (ui.printable): one per line."""
         if self.image is None:
-            return [f"no lab at {self.dir} (panther lab up {self.dir})"]
-        return [
-            f"lab      {self.dir} ({'up' if self.up else 'down'})",
-            f"image    {self.image}",
-            f"device   {self.device or '-'}",
-            f"manifest {self.manifest}",
-            *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
-        ]
+            lines = [f"no lab at {self.dir} (panther lab up {self.dir})"]
+        else:
+            lines = [
+                f"lab      {self.dir} ({'up' if self.up else 'down'})",
+                f"image    {self.image}",
+                f"device   {self.device or '-'}",
+                f"manifest {self.manifest}",
+                *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
+            ]
+        return [ui.printable(line) for line in lines]
 
 
 @dataclass(frozen=True)

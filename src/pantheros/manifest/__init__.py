@@ -13,6 +13,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from pantheros import files
 from pantheros.errors import ManifestError, UsageError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
 from pantheros.manifest.schema import child_path, first_violation, show
@@ -22,6 +23,7 @@ __all__ = [
     "Manifest",
     "bundled",
     "bundled_names",
+    "entry_problem",
     "load",
     "load_document",
     "resolve",
@@ -61,35 +63,29 @@ def resolve(given: str | Path) -> Path:
     return Path(given)
 
 
-def load(given: str | Path) -> Manifest:
-    """The manifest in a file, or the bundled one of that name when there is no such file."""
+def load(given: str | Path, *, beneath: Path | None = None) -> Manifest:
+    """The manifest in a file, or the bundled one of that name when there is no such file;
+    read as every file panther reads is (pantheros.files: a regular file, bounded; beneath: a
+    lab's own, reached without a symlink)."""
     path = resolve(given)
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
+        data = files.read_bytes(path, beneath=beneath, what="the manifest")
+    except files.Unreadable as exc:
+        raise ManifestError(source, "$", exc.reason) from None
+    if data is None:
         names = ", ".join(bundled_names())
-        raise UsageError(f"{source}: no such manifest file (nor a bundled one: {names})") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(source, "$", f"cannot read: {exc}") from None
-    return loads(text, source)
+        raise UsageError(f"{source}: no such manifest file (nor a bundled one: {names})")
+    return loads(data, source)
 
 
-def loads(text: str, source: str = "<manifest>") -> Manifest:
+def loads(text: str | bytes, source: str = "<manifest>") -> Manifest:
     """A manifest from its JSON text (source names it in errors)."""
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    except RecursionError:
-        raise ManifestError(source, "$", "not a manifest: nested too deeply") from None
-    except ValueError as exc:  # an integer past Python's digit limit, NaN, Infinity
-        raise ManifestError(source, "$", f"not JSON: {exc}") from None
+        doc = files.parse_json(text)
+    except ValueError as exc:  # deep nesting, a huge integer, NaN, Infinity, not UTF-8
+        raise ManifestError(source, "$", str(exc)) from None
     return load_document(doc, source)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
@@ -106,6 +102,32 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
     _check_text(doc, "$", source)
     _check_semantics(doc, source)
     return build(doc, source)
+
+
+def entry_problem(entry: Any, path: str, *, path_key: str = "path") -> str | None:
+    """Why entry is not a persistence entry as the manifest's schema has it (path, kind,
+    user, group, mode: a normalised absolute path, a mode of 0 to 07777), or None.
+    path_key: what the entry's path is called where it came from (`directory`, `file`)."""
+    violation = first_violation(entry, schema(), definition="persistenceEntry", base=path)
+    if violation is None:
+        return None
+    field = violation.path.rsplit(".", 1)[-1]
+    said = _ENTRY_RULES.get(field) if violation.path != path else None
+    where = violation.path.removesuffix(".path") + f".{path_key}"
+    if field != "path":
+        where = violation.path
+    if said is not None:
+        return f"{where}: {show(entry[field])} is not {said}"
+    return f"{where}: {violation.reason}"
+
+
+# The rules of a persistence entry's fields in words (the schema's patterns say the same).
+_ENTRY_RULES = {
+    "path": "an absolute, normalised path (no empty, '.' or '..' part, no control character)",
+    "mode": "a mode: 0 to 07777 in octal, such as 0755",
+    "user": "a user name",
+    "group": "a group name",
+}
 
 
 def _check_text(value: Any, path: str, source: str) -> None:

@@ -108,6 +108,19 @@ class Storage:
         mount = owning_mount(path, self.mount_points())
         return next((s for s in self.subvolumes if s.mountpoint == mount), None)
 
+    def not_persistable(self, path: str) -> str | None:
+        """Why path cannot be a persistence entry here (the rules the manifest's own entries
+        follow, and the NixOS module asserts), or None: on the rolled-back root, not / itself,
+        holding no mount point."""
+        owner = self.owner(path)
+        if path == "/":
+            return "is the whole root"
+        if owner is None or owner.role is not Role.ROOT:
+            where = f"the {owner.name} subvolume" if owner else "the ESP"
+            return f"lies on {where}, which is not rolled back"
+        inner = [m for m in self.mount_points() if m.startswith(path.rstrip("/") + "/")]
+        return f"holds the mount point {inner[0]}" if inner else None
+
 
 @dataclass(frozen=True)
 class Retention:

@@ -114,9 +114,9 @@ def _describe(value: Any) -> str:
     return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
 
 
-def _violation(error: ValidationError) -> SchemaViolation:
-    """One line for the error jsonschema found: where (a JSON path) and why."""
-    path = "$"
+def _violation(error: ValidationError, base: str = "$") -> SchemaViolation:
+    """One line for the error jsonschema found: where (a JSON path below base) and why."""
+    path = base
     for key in error.absolute_path:
         path = child_path(path, key)
     rule: Any = error.validator_value
@@ -152,7 +152,14 @@ def _violation(error: ValidationError) -> SchemaViolation:
     return SchemaViolation(path, reason)
 
 
-def first_violation(doc: Any, schema: dict[str, Any]) -> SchemaViolation | None:
-    """The first violation, in the schema's order (its keywords as written, outermost first)."""
+def first_violation(
+    doc: Any, schema: dict[str, Any], *, definition: str | None = None, base: str = "$"
+) -> SchemaViolation | None:
+    """The first violation, in the schema's order (its keywords as written, outermost first).
+
+    definition: check doc against that one of the schema's `$defs` only; base: the JSON path
+    doc has where it came from (what the violation's path starts with)."""
+    if definition is not None:
+        schema = {"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]}
     error = next(_validator_class()(schema).iter_errors(doc), None)
-    return None if error is None else _violation(error)
+    return None if error is None else _violation(error, base)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from pantheros import btrfs, process, sendstream
-from pantheros.errors import UsageError
+from pantheros.errors import PantherError, UsageError
 from pantheros.fsutil import same_bytes, xattrs
 from pantheros.sendstream import Attr, Cmd
 from pantheros.state import treediff
@@ -479,6 +480,10 @@ def run(
     keep: Filter,
 ) -> Result:
     """Diff the root subvolume against its baseline through a temporary read-only snapshot."""
+    if baseline_rel is not None and not btrfs.is_subvolume(top / baseline_rel):
+        # Said in the machine's words: top is a private mount nobody else can look at.
+        raise PantherError(f"the blank snapshot {baseline_rel} is missing: nothing to diff against")
+    remove_stale_snapshots(top)
     snap_rel = f".pantheros-diff-{os.getpid()}"
     snapshot = top / snap_rel
     btrfs.snapshot(top / root_rel, snapshot, readonly=True)
@@ -500,6 +505,34 @@ def run(
         return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep, since)
     finally:
         btrfs.delete_subvolume(snapshot)
+
+
+_TEMPORARY = re.compile(r"\.pantheros-diff-(?:empty-)?([0-9]+)")
+
+
+def remove_stale_snapshots(top: Path) -> None:
+    """Delete the temporary subvolumes of diffs that were killed (their process is gone).
+
+    Only a subvolume directly in the top level, named as `run` names them, whose process no
+    longer runs; the caller holds the machine's lock, so no other diff is making one.
+    """
+    for entry in os.scandir(top):
+        found = _TEMPORARY.fullmatch(entry.name)
+        if found is None or _running(int(found.group(1))):
+            continue
+        path = top / entry.name
+        if btrfs.is_subvolume(path) and btrfs.subvolume_info(path).parent_id == btrfs.TOP_LEVEL_ID:
+            btrfs.delete_subvolume(path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _auto_method(baseline: Path, since: int | None, enough: int = 100) -> str:

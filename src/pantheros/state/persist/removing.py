@@ -11,19 +11,20 @@ from pantheros.fsutil import copy_all, foreign_inside, remove_path, staging_dir
 from pantheros.machine import Machine
 from pantheros.state.persist import hostfile
 from pantheros.state.persist.failures import one_line
+from pantheros.state.persist.hostfile import HostFile
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where, locate, refuse_unsafe_live
 from pantheros.state.persist.mounting import is_bind_mounted
 from pantheros.storage import mounts
 
 
-def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) -> None:
+def remove(machine: Machine, path: str, host_file: HostFile | None, *, purge: bool) -> None:
     mounts.require_root("panther persist remove")
     with one_line(f"persist remove {path}"):
         _remove(machine, locate(machine, path), host_file, purge=purge)
 
 
-def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bool) -> None:
+def _remove(machine: Machine, where: Where, host_file: HostFile | None, *, purge: bool) -> None:
     persist = machine.manifest.persist
     assert persist is not None
     in_manifest = any(e.path == where.path for e in machine.manifest.persistence)
