@@ -41,6 +41,7 @@ def _lazy(name: str) -> ModuleType:
 if TYPE_CHECKING:
     from pantheros import completion
     from pantheros.audit import commands as audit_commands
+    from pantheros.commands import blank as blank_commands
     from pantheros.impermanence import boot
     from pantheros.impermanence import commands as impermanence_commands
     from pantheros.lab import commands as lab_commands
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 else:
     completion = _lazy("pantheros.completion")
     audit_commands = _lazy("pantheros.audit.commands")
+    blank_commands = _lazy("pantheros.commands.blank")
     boot = _lazy("pantheros.impermanence.boot")
     impermanence_commands = _lazy("pantheros.impermanence.commands")
     lab_commands = _lazy("pantheros.lab.commands")
@@ -305,6 +307,17 @@ def _impermanence(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the report as JSON")
     _lab_arg(p)
     _on(p, lambda: impermanence_commands.cmd_status)
+
+    p = sub.add_parser("blank", help="the blank every boot starts from: its recorded identity")
+    bsub = _subparsers(p, "blank_action")
+    q = bsub.add_parser(
+        "bless", help="show how the blank differs from its record; record it with --yes"
+    )
+    q.add_argument("--yes", action="store_true", help="record this blank as the blank")
+    q.add_argument("--json", action="store_true", help="what was compared, as JSON")
+    _lab_arg(q)
+    _no_wait_arg(q)
+    _on(q, lambda: blank_commands.cmd_blank_bless)
 
 
 def _state(sub: Any) -> None:

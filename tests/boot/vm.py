@@ -27,6 +27,7 @@ from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import OldRoot, OldRoots
 from pantheros.lab.lab import Lab
 from pantheros.machine import Machine as PantherMachine
+from tests.bootstep_variant import NEW_SUFFIX
 
 LAB = manifests.load(manifests.bundled_path("lab"))
 LABEL = LAB.storage.btrfs_label
@@ -99,6 +100,8 @@ def prepare(directory: Path) -> None:
         # The installer's root is not fresh: the first boot has something to roll back.
         (root / "junk-0").write_text("written before the first boot\n")
         btrfs.sync(top)
+    # A blank made by hand is trusted once it is blessed, as a user would.
+    sh(*panther, "blank", "bless", "--lab", str(directory), "--yes")
 
 
 def clone(source: Path, dest: Path) -> None:
@@ -230,7 +233,7 @@ def inspect(directory: Path) -> DiskState:
             old_root_files={r.name: sorted(os.listdir(r.path)) for r in roots},
             strays=len(strays),
             root_files=sorted(os.listdir(top / storage.root.name)),
-            leftovers=sorted(n for n in os.listdir(top) if n.endswith(bootstep.NEW_SUFFIX)),
+            leftovers=sorted(n for n in os.listdir(top) if n.endswith(NEW_SUFFIX)),
             blank_problem=blank.problem(top, LAB),
             record=json.loads(record.read_text()) if record.exists() else None,
         )

@@ -22,13 +22,13 @@ import pytest
 from pantheros import btrfs
 from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
-from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
+from tests import bootstep_variant
+from tests.bootstep_variant import NEW_SUFFIX, STEPS
 from tests.helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 
 pytestmark = pytest.mark.root
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-HANG_ENV = "PANTHER_ROLLBACK_HANG_AFTER"
 
 
 def script(pfs: Pfs, *override: str, top: Path | str | None = None) -> list[str]:
@@ -201,8 +201,8 @@ def test_strays_with_hostile_names_are_kept_and_do_not_block_boots(
 def _hang(pfs: Pfs, after: str) -> subprocess.Popen[str]:
     """A boot step that stops (holding its lock) right after a step."""
     proc = subprocess.Popen(
-        script(pfs),
-        env={**os.environ, HANG_ENV: after},
+        [bootstep_variant.script(), *script(pfs)[1:]],
+        env={**os.environ, **bootstep_variant.env(hang_after=after)},
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -303,10 +303,10 @@ def test_a_second_sigkill_during_recovery_is_finished_by_the_third_run(
     for number, (first, second) in enumerate(pairs):
         pfs.dirty("etc/hostname", f"boot {number}")
         before, ids = kept_hashes(pfs), subvolume_ids(pfs)
-        killed = run_rollback(env={KILL_AFTER_ENV: first})
+        killed = run_rollback(env=bootstep_variant.env(kill_after=first))
         assert "killed by SIGKILL" in killed.stderr, (first, killed.stderr)
         assert btrfs.is_subvolume(pfs.root)
-        again = run_rollback(env={KILL_AFTER_ENV: second})
+        again = run_rollback(env=bootstep_variant.env(kill_after=second))
         assert btrfs.is_subvolume(pfs.root)
         assert again.returncode == 0 or "killed by SIGKILL" in again.stderr, again.stderr
         proc = run_rollback()

@@ -16,7 +16,6 @@ from pantheros.machine import Machine
 from pantheros.manifest.models import FailPolicy
 from pantheros.storage import blockdev, mounts
 
-NO_ROLLBACK_PARAMETER = "pantheros.norollback"
 LOGIN_WARNING = "login-warning"
 
 
@@ -87,15 +86,10 @@ def _record(top: Path, manifest: manifests.Manifest, outcome: Outcome) -> None:
 def boot_outcome(report: Path, cmdline: str) -> Outcome:
     """What happened in this boot's initrd, from the step's report (or its absence)."""
     try:
-        return bootstep.parse_report(report.read_text(encoding="utf-8", errors="replace"))
+        data: bytes | None = report.read_bytes()
     except FileNotFoundError:
-        pass
-    if NO_ROLLBACK_PARAMETER in cmdline.split():
-        return Outcome(
-            result="skipped",
-            notes=[f"{NO_ROLLBACK_PARAMETER} is on the kernel command line: no rollback"],
-        )
-    return Outcome(result="dirty", error=f"no report at {report}: the boot step did not run")
+        data = None
+    return bootstep.boot_outcome(data, report, cmdline)
 
 
 def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
@@ -119,7 +113,8 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
         line = "PantherOS: the rollback was skipped at this boot (pantheros.norollback)."
     else:
         line = (
-            f"PantherOS: the root was NOT rolled back at this boot ({outcome.error}); "
+            "PantherOS: the root was NOT rolled back at this boot "
+            f"({ui.printable(str(outcome.error))}); "
             "run 'panther status'."
         )
     warning.parent.mkdir(parents=True, exist_ok=True)
@@ -131,17 +126,18 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
 
 def print_outcome(outcome: Outcome) -> None:
     for action in outcome.actions:
-        ui.result(f"  {action}")
+        ui.result(f"  {ui.printable(action)}")
     for note in outcome.notes:
-        ui.result(f"  note: {note}")
+        ui.result(f"  note: {ui.printable(note)}")
     if outcome.pruned:
-        ui.result(f"  pruned: {', '.join(outcome.pruned)}")
+        ui.result(f"  pruned: {', '.join(map(ui.printable, outcome.pruned))}")
+    kept_as = outcome.archived[-1] if outcome.archived else None
     words = {
         "fresh": "the root is fresh"
-        + (f"; previous root kept as {outcome.archived[-1]}" if outcome.archived else ""),
+        + (f"; previous root kept as {ui.printable(kept_as)}" if kept_as else ""),
         "already-fresh": "the root is already fresh: nothing to do",
         "would-roll-back": "dry run: nothing was changed",
-        "dirty": f"the root was NOT rolled back: {outcome.error}",
+        "dirty": f"the root was NOT rolled back: {ui.printable(str(outcome.error))}",
         "skipped": "the rollback was skipped at this boot",
     }
     ui.result(words[outcome.result])

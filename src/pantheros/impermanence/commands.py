@@ -166,9 +166,9 @@ def cmd_roots_gc(args: argparse.Namespace) -> int:
         return ExitCode.OK
     for d in plan.decisions:
         verb = "keep  " if d.keep else ("would delete" if args.dry_run else "delete")
-        ui.result(f"{verb} {d.root.name}: {d.reason}")
+        ui.result(f"{verb} {ui.printable(d.root.name)}: {ui.printable(d.reason)}")
     for note in plan.notes:
-        ui.result(f"note: {note}")
+        ui.result(f"note: {ui.printable(note)}")
     if not plan.decisions:
         ui.result("no old roots")
     return ExitCode.OK
