@@ -154,6 +154,10 @@ class Validator:
         if isinstance(value, str) and len(value) < rule:
             yield SchemaViolation(path, f"must have at least {rule} character(s)")
 
+    def _kw_maxLength(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
+        if isinstance(value, str) and len(value) > rule:
+            yield SchemaViolation(path, f"must have at most {rule} characters")
+
     def _kw_minimum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
         if _is_type(value, "number") and value < rule:
             yield SchemaViolation(path, f"must be at least {rule}, got {show(value)}")
