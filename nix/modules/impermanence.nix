@@ -1,6 +1,3 @@
-# pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by
-# `panther rollback`; what is declared persistent is bind-mounted from the persistent subvolume by
-# nix-community/impermanence (`environment.persistence`), which this module configures.
 # pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by the
 # boot step (nix/bootstep.nix: a bash script and a small C helper, no Python); stage 2 records the
 # outcome and prunes old roots with `panther`. What is declared persistent is bind-mounted from the
@@ -254,16 +251,19 @@ in
         Type = "oneshot";
         # The step takes well under a second; this bounds a hung device or filesystem.
         TimeoutStartSec = mkDefault "2min";
-        ExecStart = lib.concatStringsSep " " [
+        # Each argument escaped (the option types leave no `%` or `$` for systemd to expand);
+        # the options after --device are what `panther` renders for the same host
+        # (pantheros.impermanence.bootstep.options, tested equal for every example host).
+        ExecStart = lib.escapeShellArgs [
           "${bootstep}/bin/pantheros-rollback"
-          "--device ${storage.btrfsDevice}"
-          "--root ${rootSubvolume.name}"
-          "--blank ${storage.blankSnapshot}"
-          "--old-roots ${storage.oldRoots}"
-          "--design ${cfg.design}"
-          "--keep-min ${toString cfg.retention.keepMin}"
-          "--fail-policy ${cfg.failPolicy}"
-          "--report ${report}"
+          "--device" storage.btrfsDevice
+          "--root" rootSubvolume.name
+          "--blank" storage.blankSnapshot
+          "--old-roots" storage.oldRoots
+          "--design" cfg.design
+          "--keep-min" (toString cfg.retention.keepMin)
+          "--fail-policy" cfg.failPolicy
+          "--report" report
         ];
       };
     };
