@@ -16,7 +16,7 @@ import pytest
 
 from pantheros import btrfs
 from pantheros import manifest as manifests
-from pantheros.errors import PantherError
+from pantheros.errors import PantherError, Refused
 from pantheros.impermanence import bootstep
 from pantheros.impermanence.boot import boot_outcome
 from pantheros.impermanence.bootstep import Outcome, parse_report
@@ -335,3 +335,55 @@ def test_the_step_needs_only_the_tools_it_names(pfs: Pfs, workdir: Path) -> None
         assert proc.returncode == 0, proc.stderr
         assert "command not found" not in proc.stderr
     assert "result=fresh" in (workdir / "report").read_text()
+
+
+# --- the helper's cache (issue 19: owned by root, writable by nobody else) ----------------------
+
+
+@pytest.mark.parametrize("how", ["group-writable dir", "others-writable parent", "foreign owner",
+                                 "writable helper", "symlink to a shared place"])  # fmt: skip
+def test_an_unsafe_helper_cache_is_refused_before_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """What panther compiles is run as root: every part of its path, up to /, must be owned by
+    root (or the user) and writable by nobody else; checked before each run, not only once."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown to another user)")
+    base = tmp_path / "safe"
+    base.mkdir(mode=0o755)
+    monkeypatch.setenv("PANTHER_CACHE_DIR", str(base / "cache"))
+    built = bootstep.artifact_dir()  # builds, and passes
+    assert bootstep.artifact_dir() == built
+    if how == "group-writable dir":
+        built.chmod(0o770)
+    elif how == "others-writable parent":
+        base.chmod(0o757)
+    elif how == "foreign owner":
+        os.chown(built / bootstep.SCRIPT, 65534, 65534)
+    elif how == "writable helper":
+        (built / bootstep.HELPER).chmod(0o775)
+    else:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        (base / "cache").rename(shared / "cache")
+        (base / "cache").symlink_to(shared / "cache")
+    with pytest.raises(Refused, match="will not run the boot step from"):
+        bootstep.artifact_dir()
+
+
+@pytest.mark.root
+def test_an_unsafe_cache_is_one_line_and_a_root_left_alone(pfs: Pfs, workdir: Path) -> None:
+    """`panther rollback` refuses to run it: the rollback did not happen, said in one line."""
+    cache = workdir / "cache"
+    env = {"PANTHER_CACHE_DIR": str(cache)}
+    args = ["rollback", "-m", str(pfs.manifest_path), "--top", str(pfs.top)]
+    assert panther(*args, "--dry-run", env=env).returncode == 0
+    cache.chmod(0o777)
+    pfs.dirty("etc/hostname", "kept")
+    proc = panther(*args, env=env)
+    assert proc.returncode == 6, proc.stderr
+    assert "will not run the boot step from" in proc.stderr
+    assert f"{cache} is writable by" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (pfs.root / "etc/hostname").read_text() == "kept"

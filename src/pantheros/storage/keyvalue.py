@@ -48,7 +48,12 @@ def unescape_bytes(text: str | bytes) -> bytes:
         if found.group(1) == b"\\":
             return b"\\"
         if found.group(2) is not None:
-            return bytes([int(found.group(2), 16)])
+            byte = int(found.group(2), 16)
+            if 0x20 <= byte <= 0x7E and byte != 0x5C:
+                # The writers escape only what they must: one spelling for each value, so a
+                # reader comparing the text as written (the boot step) agrees with this one.
+                raise RecordError(f"a printable byte written as an escape: {escape(data)[:200]}")
+            return bytes([byte])
         raise RecordError(f"a backslash that escapes nothing: {escape(data)[:200]}")
 
     return _ESCAPE.sub(one, data)
