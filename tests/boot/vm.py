@@ -245,15 +245,18 @@ class Machine:
 
     directory: Path
     logs: Path
-    initramfs: Callable[[str], tuple[Path, Path]]
+    initramfs: Callable[[str, bool], tuple[Path, Path]]
     boots: list[Boot] = field(default_factory=list)
 
     @property
     def image(self) -> Path:
         return Lab(self.directory).image
 
-    def boot(self, policy: str, extra: str = "", kill_on: str | None = None) -> Boot:
-        image, vmlinuz = self.initramfs(policy)
+    def boot(
+        self, policy: str, extra: str = "", kill_on: str | None = None, hooks: bool = False
+    ) -> Boot:
+        """Boot once; hooks: with the step's test variant (the hang hook for a power cut)."""
+        image, vmlinuz = self.initramfs(policy, hooks)
         log = self.logs / f"serial-{len(self.boots) + 1}.log"
         result = boot(self.image, image, vmlinuz, log, extra=extra, kill_on=kill_on)
         self.boots.append(result)
@@ -276,6 +279,18 @@ class Machine:
         outcome, code = finish(this, report, self.boots[-1].cmdline)
         warning = this.run_dir / LOGIN_WARNING
         return outcome, code, warning.read_text() if warning.exists() else ""
+
+    def swap_blank(self) -> None:
+        """Issue 20.3's attack: the blank replaced by a read-only snapshot of a changed copy."""
+        with machine(self.directory).top_level() as top:
+            blank_path = top / LAB.storage.blank_snapshot
+            copy = top / "copy"
+            btrfs.snapshot(blank_path, copy)
+            (copy / "planted").write_text("in every new root\n")
+            btrfs.delete_subvolume(blank_path)
+            btrfs.snapshot(copy, blank_path, readonly=True)
+            btrfs.delete_subvolume(copy)
+            btrfs.sync(top)
 
     def remove_blank(self) -> None:
         with machine(self.directory).top_level() as top:

@@ -1,8 +1,9 @@
 """A small JSON Schema validator for the subset of draft 2020-12 that the manifest schema uses.
 
-The schema file is the single definition of a valid manifest. This validator reads it with the
-standard library alone, because the manifest is loaded in the initrd by `panther rollback`. The
-test suite checks that it agrees with the reference `jsonschema` implementation.
+The schema file is the single definition of a valid manifest (its layout name rules are
+rendered from data/layout.json by scripts/render-layout). This validator reads it with the
+standard library alone (the initrd's boot step never reads a manifest: its settings come as
+arguments). The test suite checks that it agrees with the reference `jsonschema` implementation.
 """
 
 from __future__ import annotations

@@ -1267,6 +1267,36 @@ static int destroy(int dirfd, const char *path, uint64_t id) {
     return rc;
 }
 
+/* Where the subvolume `id` (open as fd, at fs path "/" + dir + "/" + name, or "/" + dir when
+ * name is NULL) or anything nested in it is mounted; NULL when nowhere. -1 in *rc on failure. */
+static const struct mount *where_mounted(int fd, uint64_t id, const char *dir, const char *name,
+                                         const struct mounts *mounts, int *rc) {
+    struct nesting nesting = {NULL, 0, 0};
+    *rc = 0;
+    if (find_nested(fd, id, "", 1, &nesting) < 0) {
+        *rc = -1;
+        return NULL;
+    }
+    uint64_t *ids = calloc(nesting.count + 1, sizeof *ids);
+    size_t size = strlen(dir) + (name ? strlen(name) : 0) + 3;
+    char *path = malloc(size);
+    if (ids == NULL || path == NULL) {
+        perror("pantheros-btrfs");
+        exit(FAILED);
+    }
+    ids[0] = id;
+    for (size_t i = 0; i < nesting.count; i++) {
+        ids[i + 1] = nesting.items[i].id;
+        free(nesting.items[i].path);
+    }
+    snprintf(path, size, name ? "/%s/%s" : "/%s", dir, name ? name : "");
+    const struct mount *m = mounted_at(mounts, path, ids, nesting.count + 1);
+    free(nesting.items);
+    free(ids);
+    free(path);
+    return m;
+}
+
 static void kept(uint64_t id, const char *fmt, const char *what) {
     printf("kept %llu ", (unsigned long long)id);
     printf(fmt, what);
@@ -1286,38 +1316,26 @@ static int delete_one(const struct location *loc, const struct mounts *mounts,
         kept(id, "%s", "no longer the old root it was");
         return KEPT;
     }
-    struct nesting nesting = {NULL, 0, 0};
-    if (find_nested(fd, id, "", 1, &nesting) < 0) {
+    int found;
+    const struct mount *m = where_mounted(fd, id, loc->rel, r->name, mounts, &found);
+    if (found < 0) {
         int err = errno;
         close(fd);
         kept(id, "cannot list the subvolumes nested in it: %s", strerror(err));
         return KEPT;
     }
-    size_t count = nesting.count + 1;
-    uint64_t *ids = calloc(count, sizeof *ids);
-    if (ids == NULL) {
-        close(fd);
-        return FAILED;
-    }
-    ids[0] = id;
-    for (size_t i = 0; i < nesting.count; i++)
-        ids[i + 1] = nesting.items[i].id;
-    size_t pathlen = strlen(loc->rel) + strlen(r->name) + 3;
-    char *path = malloc(pathlen);
-    if (path == NULL) {
-        close(fd);
-        free(ids);
-        return FAILED;
-    }
-    snprintf(path, pathlen, "/%s/%s", loc->rel, r->name);
-    const struct mount *m = mounted_at(mounts, path, ids, count);
-    free(path);
-    free(ids);
     if (m != NULL) {
         close(fd);
         printf("kept %llu mounted at ", (unsigned long long)id);
         put_mount(stdout, m);
         putchar('\n');
+        return KEPT;
+    }
+    struct nesting nesting = {NULL, 0, 0};
+    if (find_nested(fd, id, "", 1, &nesting) < 0) {
+        int err = errno;
+        close(fd);
+        kept(id, "cannot list the subvolumes nested in it: %s", strerror(err));
         return KEPT;
     }
     /* A read-only subvolume cannot lose a nested one: make writable exactly those that hold
@@ -1428,30 +1446,20 @@ static int mounted(const struct top *top, const char *rel) {
     if (w != WALK_OK)
         return OK; /* nothing there, or not a directory: nothing of it is mounted */
     struct subvol sv;
-    struct nesting nesting = {NULL, 0, 0};
     if (subvol_of(fd, &sv) < 0 || sv.ino != SUBVOLUME_ROOT_INO) {
         close(fd);
         return OK;
     }
-    if (find_nested(fd, sv.id, "", 1, &nesting) < 0) {
-        close(fd);
-        return fail("mounted", rel);
-    }
-    close(fd);
     struct mounts mounts;
     int rc = read_mounts(top, &mounts);
-    if (rc != OK)
+    if (rc != OK) {
+        close(fd);
         return rc;
-    uint64_t *ids = calloc(nesting.count + 1, sizeof *ids);
-    size_t pathlen = strlen(rel) + 2;
-    char *path = malloc(pathlen);
-    if (ids == NULL || path == NULL)
-        return FAILED;
-    ids[0] = sv.id;
-    for (size_t i = 0; i < nesting.count; i++)
-        ids[i + 1] = nesting.items[i].id;
-    snprintf(path, pathlen, "/%s", rel);
-    const struct mount *m = mounted_at(&mounts, path, ids, nesting.count + 1);
+    }
+    const struct mount *m = where_mounted(fd, sv.id, rel, NULL, &mounts, &rc);
+    close(fd);
+    if (rc < 0)
+        return fail("mounted", rel);
     if (m != NULL) {
         put_mount(stdout, m);
         putchar('\n');
@@ -1471,29 +1479,16 @@ static int mounted_old_roots(const struct top *top, const char *rel) {
         const struct old_root *r = &loc.roots[i];
         int fd = reopen_old_root(&loc, r);
         if (fd < 0)
-            continue;
-        struct nesting nesting = {NULL, 0, 0};
-        int found = find_nested(fd, r->sv.id, "", 1, &nesting);
+            continue; /* gone since it was listed */
+        const struct mount *m = where_mounted(fd, r->sv.id, rel, r->name, &mounts, &rc);
         close(fd);
-        if (found < 0)
+        if (rc < 0)
             return fail("mounted-old-roots", r->name);
-        uint64_t *ids = calloc(nesting.count + 1, sizeof *ids);
-        size_t pathlen = strlen(rel) + strlen(r->name) + 3;
-        char *path = malloc(pathlen);
-        if (ids == NULL || path == NULL)
-            return FAILED;
-        ids[0] = r->sv.id;
-        for (size_t k = 0; k < nesting.count; k++)
-            ids[k + 1] = nesting.items[k].id;
-        snprintf(path, pathlen, "/%s/%s", rel, r->name);
-        const struct mount *m = mounted_at(&mounts, path, ids, nesting.count + 1);
         if (m != NULL) {
             printf("%llu ", (unsigned long long)r->sv.id);
             put_mount(stdout, m);
             putchar('\n');
         }
-        free(ids);
-        free(path);
     }
     return OK;
 }
