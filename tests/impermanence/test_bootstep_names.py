@@ -10,9 +10,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pantheros import btrfs
 from pantheros.impermanence import bootstep
@@ -265,3 +268,57 @@ def test_gc_keeps_an_old_root_mounted_in_another_mount_namespace(lab: Path) -> N
     gc = panther("roots", "gc", "--lab", str(lab), "--json")
     assert gc.returncode == 0, gc.stderr
     assert json.loads(gc.stdout)["deleted"] == [f"old_roots/{oldest}"]
+
+
+@pytest.mark.root
+@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    lines=st.lists(
+        st.one_of(
+            st.binary(max_size=12),
+            st.text(alphabet="aqz_09=\\x5cfF \x7f\n\r\t\u2028", max_size=14).map(
+                lambda t: t.encode("utf-8")
+            ),
+            st.sampled_from([b"name=root-blank", b"id=1", b"a=\\x0a", b"a=\\x41", b"a=\\\\"]),
+        ),
+        max_size=6,
+    ),
+    final=st.booleans(),
+)
+def test_the_helper_and_panther_read_a_record_alike(
+    record_top: Path, lines: list[bytes], final: bool
+) -> None:
+    """The blank's record is read by the boot step through the helper and by panther through
+    keyvalue.parse: for any bytes, both accept or both refuse, and agree on what they read."""
+    data = b"\n".join(lines) + (b"\n" if final and lines else b"")
+    (record_top / "record").write_bytes(data)
+    helper = subprocess.run(
+        [str(bootstep.artifact_dir() / bootstep.HELPER), "read-record", str(record_top), "record"],
+        capture_output=True,
+        check=False,
+    )
+    try:
+        keyvalue.parse(data)
+        python_ok = True
+    except keyvalue.RecordError:
+        python_ok = False
+    assert (helper.returncode == 0) == python_ok, (data, helper.stderr)
+    if python_ok:
+        assert helper.stdout == data
+
+
+@pytest.fixture(scope="module")
+def record_top(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A small btrfs top level of its own (the helper reads records only at one)."""
+    base = tmp_path_factory.mktemp("records")
+    image = base / "img"
+    with open(image, "wb") as f:
+        f.truncate(128 << 20)
+    subprocess.run(["mkfs.btrfs", "-q", "-f", str(image)], check=True, capture_output=True)
+    top = base / "top"
+    top.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(image), str(top)], check=True)
+    try:
+        yield top
+    finally:
+        subprocess.run(["umount", str(top)], check=True)

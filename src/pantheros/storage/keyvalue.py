@@ -49,7 +49,7 @@ def unescape_bytes(text: str | bytes) -> bytes:
             return b"\\"
         if found.group(2) is not None:
             byte = int(found.group(2), 16)
-            if 0x20 <= byte <= 0x7E and byte != 0x5C:
+            if 0x20 <= byte <= 0x7E:
                 # The writers escape only what they must: one spelling for each value, so a
                 # reader comparing the text as written (the boot step) agrees with this one.
                 raise RecordError(f"a printable byte written as an escape: {escape(data)[:200]}")

@@ -33,6 +33,9 @@
  *   mounted TOP REL          where the subvolume TOP/REL, or anything in it, is mounted, in any
  *                             mount namespace: one line, or nothing
  *   mounted-old-roots TOP REL  "ID WHERE" for each old root of TOP/REL mounted anywhere
+ *   read-record TOP NAME     the record TOP/NAME as it is (a regular file of at most 4 KiB in the
+ *                             record format, read without following a link or waiting on a FIFO);
+ *                             exit 1 and the reason when there is none or it is not one
  *   space TOP                "FREE DATA_USED DATA_TOTAL META_USED META_TOTAL UNALLOCATED", bytes
  *   usage PATH               "BYTES COMPLETE": what the files of the subvolume PATH occupy
  *                             (COMPLETE 0: the walk stopped at its limit; at least that much)
@@ -735,13 +738,17 @@ bad:
     return -1;
 }
 
+static int by_text(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* Whether the pins (sorted: mark_pins sorts them) name this UUID. */
 static int pinned(const struct pins *pins, const uint8_t *uuid) {
     char text[37];
+    const char *key = text;
     format_uuid(uuid, text);
-    for (size_t i = 0; i < pins->count; i++)
-        if (strcmp(pins->keys[i], text) == 0)
-            return 1;
-    return 0;
+    return pins->count > 0 &&
+           bsearch(&key, pins->keys, pins->count, sizeof *pins->keys, by_text) != NULL;
 }
 
 /* --- the old-roots location ---------------------------------------------------------------------- */
@@ -833,6 +840,8 @@ static int mark_pins(struct location *loc, struct pins *pins) {
         fprintf(stderr, "/" PIN_FILE " %s: nothing is deleted while it cannot be read\n", why);
         return FAILED;
     }
+    if (pins->count > 0)
+        qsort(pins->keys, pins->count, sizeof *pins->keys, by_text);
     for (size_t i = 0; i < loc->count; i++)
         loc->roots[i].pinned = pinned(pins, loc->roots[i].sv.uuid);
     return OK;
@@ -1493,6 +1502,90 @@ static int mounted_old_roots(const struct top *top, const char *rel) {
     return OK;
 }
 
+/* --- records ------------------------------------------------------------------------------------ */
+
+/* A line of the record format (pantheros.storage.keyvalue): key=value, the key [a-z][a-z0-9_]*,
+ * the value printable ASCII whose backslashes are `\\` or `\xHH` (lowercase) for a byte that
+ * must be escaped. */
+static int record_line_ok(const char *line, size_t n) {
+    size_t i = 0;
+    if (n == 0 || line[0] < 'a' || line[0] > 'z')
+        return 0;
+    while (i < n && line[i] != '=') {
+        char c = line[i++];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return 0;
+    }
+    if (i == n)
+        return 0;
+    for (i++; i < n; i++) {
+        unsigned char c = (unsigned char)line[i];
+        if (c < 0x20 || c > 0x7e)
+            return 0;
+        if (c != '\\')
+            continue;
+        if (i + 1 < n && line[i + 1] == '\\') {
+            i++;
+            continue;
+        }
+        const char *digits = "0123456789abcdef";
+        if (i + 3 >= n || line[i + 1] != 'x' || line[i + 2] == '\0' || line[i + 3] == '\0')
+            return 0;
+        const char *high = strchr(digits, line[i + 2]), *low = strchr(digits, line[i + 3]);
+        if (high == NULL || low == NULL)
+            return 0;
+        /* One spelling per value: a printable byte is never written as an escape. */
+        long byte = (high - digits) * 16 + (low - digits);
+        if (byte >= 0x20 && byte <= 0x7e)
+            return 0;
+        i += 3;
+    }
+    return 1;
+}
+
+/* Print the record TOP/NAME (a regular file of at most 4 KiB, not followed through a link, not
+ * waited on): "missing" on stderr with exit 1 when there is none; the reason, exit 1, when it is
+ * not a record a writer of the format makes. */
+static int read_record(const struct top *top, const char *name) {
+    int fd = openat(top->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0)
+        return errno == ENOENT ? refuse("read-record", name, "missing")
+                               : fail("read-record", name);
+    struct stat st;
+    char buf[4097];
+    ssize_t got = 0;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return refuse("read-record", name, "not a regular file");
+    }
+    for (ssize_t more; got < (ssize_t)sizeof buf; got += more) {
+        more = read(fd, buf + got, sizeof buf - (size_t)got);
+        if (more < 0) {
+            close(fd);
+            return fail("read-record", name);
+        }
+        if (more == 0)
+            break;
+    }
+    close(fd);
+    if (got > 4096)
+        return refuse("read-record", name, "larger than 4096 bytes");
+    size_t n = (size_t)got;
+    if (n > 0 && buf[n - 1] == '\n')
+        n--; /* the final newline */
+    for (size_t start = 0; got > 0;) { /* an empty file is a record with no line */
+        const char *end = memchr(buf + start, '\n', n - start);
+        size_t len = end ? (size_t)(end - (buf + start)) : n - start;
+        if (!record_line_ok(buf + start, len))
+            return refuse("read-record", name, "a line that is not a record's");
+        if (end == NULL)
+            break;
+        start += len + 1;
+    }
+    fwrite(buf, 1, (size_t)got, stdout);
+    return OK;
+}
+
 /* --- space ------------------------------------------------------------------------------------- */
 
 static int space(const struct top *top) {
@@ -1627,6 +1720,13 @@ static int dispatch(int argc, char **argv) {
         return sync_fs(argv[2]);
     if (argc == 3 && strcmp(op, "usage") == 0)
         return usage(argv[2]);
+    if (argc == 4 && strcmp(op, "read-record") == 0) {
+        struct top top;
+        if (strchr(argv[3], '/') != NULL || !rel_ok(argv[3]))
+            return refuse(op, argv[3], "not a name at the top level");
+        int rc = open_top(argv[2], &top);
+        return rc == OK ? read_record(&top, argv[3]) : rc;
+    }
     if (argc == 3 && strcmp(op, "space") == 0) {
         struct top top;
         int rc = open_top(argv[2], &top);
@@ -1650,6 +1750,7 @@ int main(int argc, char **argv) {
         fprintf(stderr,
                 "usage: pantheros-btrfs info PATH... | snapshot SRC DEST | create DEST | "
                 "exchange A B | rename A B | readonly PATH | sync PATH | usage PATH | space TOP | "
+                "read-record TOP NAME | "
                 "check-path TOP REL... | old-roots|seal-old-roots|pins|mounted|mounted-old-roots TOP REL | "
                 "delete-old-roots TOP REL ID...\n");
         return USAGE;
