@@ -22,6 +22,7 @@ import subprocess
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
@@ -162,14 +163,18 @@ def artifact_dir() -> Path:
             if not os.access(found / name, os.X_OK):
                 raise ToolMissing(f"{DIR_ENV}={override} has no executable {name}")
         return _checked(found)
+    built = _cache_root() / f"bootstep-{_digest()}"
+    if not ((built / HELPER).is_file() and (built / SCRIPT).is_file()):
+        _build(_source(), built)
+    return _checked(built)
+
+
+@cache
+def _digest() -> str:
+    """The cache key: a hash of the shipped script and the helper's source (read once)."""
     source = _source()
     script = (source / SCRIPT).read_bytes()
-    c_source = (source / HELPER_SOURCE).read_bytes()
-    digest = hashlib.sha256(script + b"\0" + c_source).hexdigest()[:16]
-    built = _cache_root() / f"bootstep-{digest}"
-    if not ((built / HELPER).is_file() and (built / SCRIPT).is_file()):
-        _build(source, built)
-    return _checked(built)
+    return hashlib.sha256(script + b"\0" + (source / HELPER_SOURCE).read_bytes()).hexdigest()[:16]
 
 
 def _build(source: Path, dest: Path) -> Path:

@@ -213,9 +213,10 @@ class OldRoots:
         btrfs.sync(self.top)
         return True
 
-    def mounted(self) -> dict[str, str]:
-        """Old root name -> where it (or something in it) is mounted, in any mount namespace."""
-        by_id = {r.info.id: r.name for r in self.scan()[0]}
+    def mounted(self, roots: Collection[OldRoot]) -> dict[str, str]:
+        """Old root name -> where it (or something in it) is mounted, in any mount namespace,
+        for each of roots (from scan) that is."""
+        by_id = {r.info.id: r.name for r in roots}
         found = {}
         for line in self._helper("mounted-old-roots"):
             sid, where = line.split(" ", 1)

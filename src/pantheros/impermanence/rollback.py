@@ -83,7 +83,7 @@ def gc(
             total_bytes=total,
         )
         if plan.deletions:
-            plan = _keep_mounted(plan, old.mounted())
+            plan = _keep_mounted(plan, old.mounted(roots))
         deleted: list[str] = []
         if not dry_run and plan.deletions:
             # The helper checks each again just before it deletes it: one mounted (or pinned)

@@ -1070,14 +1070,28 @@ static int read_mounts(const struct top *top, struct mounts *out) {
         return fail("opendir", "/proc");
     struct dirent *entry;
     char path[64];
+    ino_t *known = NULL; /* namespaces read, by their nsfs inode where it can be seen */
+    size_t known_count = 0, known_cap = 0;
     while (rc == OK && (entry = readdir(proc)) != NULL) {
         char *end;
         long pid = strtol(entry->d_name, &end, 10);
         if (*end != '\0' || pid <= 0)
             continue;
+        struct stat ns;
+        snprintf(path, sizeof path, "/proc/%ld/ns/mnt", pid);
+        int have_ns = stat(path, &ns) == 0, seen = 0;
+        for (size_t i = 0; have_ns && i < known_count && !seen; i++)
+            seen = known[i] == ns.st_ino;
+        if (seen)
+            continue; /* most processes share a namespace: not read again */
         snprintf(path, sizeof path, "/proc/%ld/mountinfo", pid);
         rc = read_namespace(&scan, path, pid, out);
+        if (have_ns) {
+            known = grow(known, known_count, &known_cap, sizeof *known);
+            known[known_count++] = ns.st_ino;
+        }
     }
+    free(known);
     closedir(proc);
     free(scan.seen);
     free(scan.line);
