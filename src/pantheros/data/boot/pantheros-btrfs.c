@@ -31,7 +31,8 @@
  *                             for each nested one, then "deleted ID NAME", or "kept ID WHY"
  *   pins TOP REL             the UUIDs the pin file names, one a line
  *   mounted TOP REL          where the subvolume TOP/REL, or anything in it, is mounted, in any
- *                             mount namespace: one line, or nothing
+ *                             mount namespace: one line, or nothing; `mounted-here` looks in
+ *                             this process's mount namespace only
  *   mounted-old-roots TOP REL  "ID WHERE" for each old root of TOP/REL mounted anywhere
  *   read-record TOP NAME     the record TOP/NAME as it is (a regular file of at most 4 KiB in the
  *                             record format, read without following a link or waiting on a FIFO);
@@ -1056,8 +1057,9 @@ static int read_namespace(struct scan *scan, const char *path, long pid, struct 
     return OK;
 }
 
-/* Every mount of this filesystem, in every mount namespace a process is in; ours first. */
-static int read_mounts(const struct top *top, struct mounts *out) {
+/* Every mount of this filesystem in our mount namespace and, unless here_only, in every mount
+ * namespace a process is in. */
+static int read_mounts(const struct top *top, struct mounts *out, int here_only) {
     char dev[64];
     struct scan scan = {dev, 0, NULL, 0, 0, 0, NULL, 0};
     out->items = NULL;
@@ -1065,6 +1067,11 @@ static int read_mounts(const struct top *top, struct mounts *out) {
     if (device_of_mount(top->mnt, dev, sizeof dev, &scan.own_ns) < 0)
         return fail("read", "/proc/self/mountinfo");
     int rc = read_namespace(&scan, "/proc/self/mountinfo", (long)getpid(), out);
+    if (rc != OK || here_only) {
+        free(scan.seen);
+        free(scan.line);
+        return rc;
+    }
     DIR *proc = opendir("/proc");
     if (proc == NULL)
         return fail("opendir", "/proc");
@@ -1428,7 +1435,7 @@ static int delete_old_roots(const struct top *top, const char *rel, char **ids, 
     if (rc == OK)
         rc = mark_pins(&loc, &pins);
     if (rc == OK)
-        rc = read_mounts(top, &mounts);
+        rc = read_mounts(top, &mounts, 0);
     if (rc != OK)
         return rc;
     for (int i = 0; i < count; i++) {
@@ -1455,7 +1462,7 @@ static int delete_old_roots(const struct top *top, const char *rel, char **ids, 
     return rc;
 }
 
-static int mounted(const struct top *top, const char *rel) {
+static int mounted(const struct top *top, const char *rel, int here_only) {
     int fd;
     size_t stop;
     enum walk w = walk_below(top, rel, &fd, &stop);
@@ -1474,7 +1481,7 @@ static int mounted(const struct top *top, const char *rel) {
         return OK;
     }
     struct mounts mounts;
-    int rc = read_mounts(top, &mounts);
+    int rc = read_mounts(top, &mounts, here_only);
     if (rc != OK) {
         close(fd);
         return rc;
@@ -1495,7 +1502,7 @@ static int mounted_old_roots(const struct top *top, const char *rel) {
     struct mounts mounts;
     int rc = open_location(top, rel, &loc);
     if (rc == OK)
-        rc = read_mounts(top, &mounts);
+        rc = read_mounts(top, &mounts, 0);
     if (rc != OK)
         return rc;
     for (size_t i = 0; i < loc.count; i++) {
@@ -1703,8 +1710,8 @@ static int with_top(int argc, char **argv, int more) {
         return seal_old_roots(&top, argv[3]);
     if (strcmp(op, "pins") == 0)
         return list_pins(&top, argv[3]);
-    if (strcmp(op, "mounted") == 0)
-        return mounted(&top, argv[3]);
+    if (strcmp(op, "mounted") == 0 || strcmp(op, "mounted-here") == 0)
+        return mounted(&top, argv[3], strcmp(op, "mounted-here") == 0);
     if (strcmp(op, "mounted-old-roots") == 0)
         return mounted_old_roots(&top, argv[3]);
     return delete_old_roots(&top, argv[3], argv + 4, argc - 4);
@@ -1746,7 +1753,7 @@ static int dispatch(int argc, char **argv) {
         int rc = open_top(argv[2], &top);
         return rc == OK ? space(&top) : rc;
     }
-    const char *with_rel[] = {"old-roots", "seal-old-roots", "pins", "mounted",
+    const char *with_rel[] = {"old-roots", "seal-old-roots", "pins", "mounted", "mounted-here",
                               "mounted-old-roots"};
     for (size_t i = 0; i < sizeof with_rel / sizeof *with_rel; i++)
         if (strcmp(op, with_rel[i]) == 0)
@@ -1765,7 +1772,8 @@ int main(int argc, char **argv) {
                 "usage: pantheros-btrfs info PATH... | snapshot SRC DEST | create DEST | "
                 "exchange A B | rename A B | readonly PATH | sync PATH | usage PATH | space TOP | "
                 "read-record TOP NAME | "
-                "check-path TOP REL... | old-roots|seal-old-roots|pins|mounted|mounted-old-roots TOP REL | "
+                "check-path TOP REL... | "
+                "old-roots|seal-old-roots|pins|mounted|mounted-here|mounted-old-roots TOP REL | "
                 "delete-old-roots TOP REL ID...\n");
         return USAGE;
     }
