@@ -15,8 +15,8 @@ from typing import Any
 
 from pantheros import btrfs
 from pantheros import manifest as manifests
-from pantheros.impermanence.bootstep import NEW_SUFFIX
 from pantheros.manifest.models import RECORD_DIR
+from tests.bootstep_variant import NEW_SUFFIX
 
 REPO = Path(__file__).resolve().parent.parent
 

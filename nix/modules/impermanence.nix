@@ -358,16 +358,19 @@ in
         Type = "oneshot";
         # The step takes well under a second; this bounds a hung device or filesystem.
         TimeoutStartSec = mkDefault "2min";
-        ExecStart = lib.concatStringsSep " " [
+        # Each argument escaped (the option types leave no `%` or `$` for systemd to expand);
+        # the options after --device are what `panther` renders for the same host
+        # (pantheros.impermanence.bootstep.options, tested equal for every example host).
+        ExecStart = lib.escapeShellArgs [
           "${bootstep}/bin/pantheros-rollback"
-          "--device ${storage.btrfsDevice}"
-          "--root ${rootSubvolume.name}"
-          "--blank ${storage.blankSnapshot}"
-          "--old-roots ${storage.oldRoots}"
-          "--design ${cfg.design}"
-          "--keep-min ${toString cfg.retention.keepMin}"
-          "--fail-policy ${cfg.failPolicy}"
-          "--report ${report}"
+          "--device" storage.btrfsDevice
+          "--root" rootSubvolume.name
+          "--blank" storage.blankSnapshot
+          "--old-roots" storage.oldRoots
+          "--design" cfg.design
+          "--keep-min" (toString cfg.retention.keepMin)
+          "--fail-policy" cfg.failPolicy
+          "--report" report
         ];
       };
     };

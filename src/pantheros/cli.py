@@ -288,6 +288,17 @@ def _impermanence(sub: Any) -> None:
     _lab_arg(p)
     _on(p, lambda: commands.impermanence.cmd_status)
 
+    p = sub.add_parser("blank", help="the blank every boot starts from: its recorded identity")
+    bsub = _subparsers(p, "blank_action")
+    q = bsub.add_parser(
+        "bless", help="show how the blank differs from its record; record it with --yes"
+    )
+    q.add_argument("--yes", action="store_true", help="record this blank as the blank")
+    q.add_argument("--json", action="store_true", help="what was compared, as JSON")
+    _lab_arg(q)
+    _no_wait_arg(q)
+    _on(q, lambda: commands.blank.cmd_blank_bless)
+
 
 def _state(sub: Any) -> None:
     p = sub.add_parser("diff", help="what the next boot would erase")

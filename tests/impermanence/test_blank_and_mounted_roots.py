@@ -14,6 +14,7 @@ import pytest
 from pantheros import btrfs
 from pantheros.impermanence import blank
 from pantheros.lab.lab import Lab
+from pantheros.storage import blankrecord
 from tests.helpers import Pfs, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -144,6 +145,9 @@ def test_the_trust_rule_on_a_blank_made_transactions_after_its_source_changed(pf
     btrfs.sync(pfs.top)
     info = btrfs.subvolume_info(blank_path)
     assert info.ctransid < info.otransid
+    # A new blank is not the one recorded until it is blessed (D80).
+    assert "is not the one recorded" in str(blank.problem(pfs.top, pfs.manifest))
+    blankrecord.record_blank(pfs.top, "root-blank", "the test blesses it")
     assert blank.problem(pfs.top, pfs.manifest) is None
     btrfs.snapshot(blank_path, pfs.top / "next-root")  # what every boot does
     btrfs.sync(pfs.top)

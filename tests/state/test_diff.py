@@ -27,6 +27,7 @@ def bless_blank(lab: Path) -> None:
         btrfs.set_readonly(blank, False)
         btrfs.delete_subvolume(blank)
         btrfs.snapshot(top / "root", blank, readonly=True)
+    assert panther("blank", "bless", "--lab", str(lab), "--yes").returncode == 0
     assert panther("lab", "up", str(lab)).returncode == 0
     assert panther("lab", "reboot", str(lab)).returncode == 0
 

@@ -150,7 +150,9 @@ def _blank(facts: Facts, f: Finding) -> None:
             f'(cd "{new}" && mkdir -p {" ".join("." + p for p in points)}) && '
             f'btrfs subvolume delete "$top/{name}" && '
             f'btrfs subvolume snapshot -r "{new}" "$top/{name}" && '
-            f'btrfs subvolume delete "{new}"; umount "$top"'
+            f'btrfs subvolume delete "{new}"; umount "$top"; '
+            # The remade blank is a new subvolume: record it as the blank (D80).
+            "panther blank bless --yes"
         )
 
 

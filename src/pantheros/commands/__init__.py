@@ -20,6 +20,9 @@ if TYPE_CHECKING:
         audit as audit,
     )
     from pantheros.commands import (
+        blank as blank,
+    )
+    from pantheros.commands import (
         completion as completion,
     )
     from pantheros.commands import (

@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from pantheros import btrfs
+from pantheros import btrfs, ui
 from pantheros.files import write_json
 from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
-from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
+from pantheros.impermanence.oldroots import OldRoots
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import RECORD_DIR
 
@@ -90,27 +90,26 @@ def gc(
             free_percent=free,
             total_bytes=total,
         )
-        plan = _keep_mounted(plan, old, by_name)
+        if plan.deletions:
+            plan = _keep_mounted(plan, old.mounted(roots))
         deleted: list[str] = []
-        if not dry_run:
-            for candidate in plan.deletions:
-                try:
-                    deleted += old.delete(by_name[candidate.name])
-                except Mounted as exc:  # mounted since the plan was made
-                    plan.notes.append(str(exc))
+        if not dry_run and plan.deletions:
+            # The helper checks each again just before it deletes it: one mounted (or pinned)
+            # since the plan was made is kept and said.
+            deleted, kept = old.delete([by_name[c.name] for c in plan.deletions])
+            plan.notes.extend(kept)
             if deleted:
                 btrfs.sync(top)
     return plan, deleted
 
 
-def _keep_mounted(
-    plan: retention.Plan, old: OldRoots, by_name: dict[str, OldRoot]
-) -> retention.Plan:
-    """Keep every root the policy would delete but that is mounted (`roots mount`, a bind)."""
+def _keep_mounted(plan: retention.Plan, mounted: dict[str, str]) -> retention.Plan:
+    """Keep every root the policy would delete but that is mounted (`roots mount`, a bind), in
+    any mount namespace."""
     decisions = []
     for decision in plan.decisions:
-        where = None if decision.keep else old.mounted_at(by_name[decision.root.name])
+        where = None if decision.keep else mounted.get(decision.root.name)
         if where is not None:
-            decision = retention.Decision(decision.root, True, f"mounted at {where}")
+            decision = retention.Decision(decision.root, True, f"mounted at {ui.printable(where)}")
         decisions.append(decision)
     return retention.Plan(decisions, plan.notes)

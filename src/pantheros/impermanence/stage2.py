@@ -17,7 +17,6 @@ from pantheros.impermanence.bootstep import Outcome
 from pantheros.machine import Machine
 from pantheros.manifest.models import FailPolicy
 
-NO_ROLLBACK_PARAMETER = "pantheros.norollback"
 LOGIN_WARNING = "login-warning"
 
 
@@ -66,14 +65,7 @@ def boot_outcome(report: Path, cmdline: str, *, beneath: Path | None = None) -> 
     beneath: the machine's run directory's base when the report is there (read without a
     symlink, as panther's own); a report named with --report elsewhere is read as given."""
     data = files.read_bytes(report, beneath=beneath, what="the boot step's report")
-    if data is not None:
-        return bootstep.parse_report(data.decode("utf-8", errors="replace"))
-    if NO_ROLLBACK_PARAMETER in cmdline.split():
-        return Outcome(
-            result="skipped",
-            notes=[f"{NO_ROLLBACK_PARAMETER} is on the kernel command line: no rollback"],
-        )
-    return Outcome(result="dirty", error=f"no report at {report}: the boot step did not run")
+    return bootstep.boot_outcome(data, report, cmdline)
 
 
 def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
@@ -98,7 +90,8 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
         line = "PantherOS: the rollback was skipped at this boot (pantheros.norollback)."
     else:
         line = (
-            f"PantherOS: the root was NOT rolled back at this boot ({outcome.error}); "
+            "PantherOS: the root was NOT rolled back at this boot "
+            f"({ui.printable(str(outcome.error))}); "
             "run 'panther status'."
         )
     # Replaced by a rename, never written through, and reached without a symlink.

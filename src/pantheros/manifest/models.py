@@ -30,7 +30,20 @@ class FailPolicy(StrEnum):
     BOOT_DIRTY = "boot-dirty"
 
 
-DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("compress=zstd", "noatime")
+def _data(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        (Path(__file__).resolve().parent.parent / "data" / name).read_text()
+    )
+    return found
+
+
+# The layout's name rules and defaults: one table, read by nix/modules/storage.nix too and
+# rendered into the schema and the boot step by scripts/render-layout.
+LAYOUT: dict[str, Any] = _data("layout.json")
+DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = tuple(LAYOUT["defaults"]["btrfs_mount_options"])
+ESP_MOUNT_OPTIONS: tuple[str, ...] = tuple(LAYOUT["defaults"]["esp_mount_options"])
+NEEDED_FOR_BOOT_ROLES: frozenset[str] = frozenset(LAYOUT["defaults"]["needed_for_boot_roles"])
+PARTITION_LABEL: str = LAYOUT["defaults"]["partition_label"]
 
 # PantherOS's own records (the last rollback, persist's journals) on the persist subvolume.
 RECORD_DIR = ".pantheros"
@@ -41,7 +54,7 @@ class Esp:
     size_mib: int
     label: str
     mountpoint: str
-    mount_options: tuple[str, ...] = ("umask=0077",)
+    mount_options: tuple[str, ...] = ESP_MOUNT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ class Storage:
     btrfs_mount_options: tuple[str, ...] = DEFAULT_MOUNT_OPTIONS
     device: str | None = None
     esp: Esp | None = None
-    partition_label: str = "pantheros"
+    partition_label: str = PARTITION_LABEL
     luks: Luks | None = None
     min_size_mib: int | None = None
 
@@ -162,11 +175,7 @@ class PersistenceEntry:
 @cache
 def _entry_defaults() -> dict[str, Any]:
     """One table, two readers: nix/modules/impermanence.nix reads the same file."""
-    text = (
-        Path(__file__).resolve().parent.parent / "data" / "persistence-defaults.json"
-    ).read_text()
-    defaults: dict[str, Any] = json.loads(text)
-    return defaults
+    return _data("persistence-defaults.json")
 
 
 @dataclass(frozen=True)
@@ -219,9 +228,7 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
                 mountpoint=s["mountpoint"],
                 role=Role(s["role"]),
                 mount_options=tuple(s.get("mount_options", ())),
-                needed_for_boot=s.get(
-                    "needed_for_boot", s["role"] in ("root", "nix", "persist", "log")
-                ),
+                needed_for_boot=s.get("needed_for_boot", s["role"] in NEEDED_FOR_BOOT_ROLES),
             )
             for s in st["subvolumes"]
         ),
@@ -234,9 +241,9 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
             size_mib=esp["size_mib"],
             label=esp["label"],
             mountpoint=esp["mountpoint"],
-            mount_options=tuple(esp.get("mount_options", ("umask=0077",))),
+            mount_options=tuple(esp.get("mount_options", ESP_MOUNT_OPTIONS)),
         ),
-        partition_label=st.get("partition_label", "pantheros"),
+        partition_label=st.get("partition_label", PARTITION_LABEL),
         luks=None
         if luks is None
         else Luks(

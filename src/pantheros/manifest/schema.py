@@ -1,6 +1,7 @@
 """The manifest's JSON Schema, checked by `jsonschema` (draft 2020-12), with what D43 adds.
 
-The schema file is the single definition of a valid manifest; `jsonschema` walks it. Two
+The schema file is the single definition of a valid manifest (its layout name rules are
+rendered from data/layout.json by scripts/render-layout); `jsonschema` walks it. Two
 keywords are adjusted: a `pattern` keeps JSON Schema's (ECMA-262) meaning of `$`, the very end
 of the string (Python's `$` also matches before a final newline), and an `integer` is an int,
 never a float such as 3.0. A violation becomes one line: the JSON path and a short reason.
@@ -134,6 +135,8 @@ def _violation(error: ValidationError, base: str = "$") -> SchemaViolation:
             reason = f"must be at {word} {rule}, got {show(value)}"
         case "minLength":
             reason = f"must have at least {rule} character(s)"
+        case "maxLength":
+            reason = f"must have at most {rule} characters"
         case "minItems":
             reason = f"must have at least {rule} item(s)"
         case "not":

@@ -14,7 +14,7 @@ from pathlib import Path
 from pantheros import btrfs, process, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
-from pantheros.storage import blockdev
+from pantheros.storage import blankrecord, blockdev
 from pantheros.storage.luks import (
     Secret,
     close_mapping,
@@ -156,6 +156,11 @@ def subvolume_steps(manifest: Manifest, top: str) -> Iterator[Step]:
         blank,
     )
     yield Step(
+        f"record the blank's identity in {top}/{blankrecord.RECORD}  # the boot step trusts "
+        "only this blank",
+        lambda: blankrecord.record_blank(Path(top), st.blank_snapshot, "laid out by panther"),
+    )
+    yield Step(
         f"mkdir -p {top}/{st.old_roots}  # where previous roots are kept",
         lambda: Path(top, st.old_roots).mkdir(parents=True, exist_ok=True),
     )
@@ -167,7 +172,7 @@ def _mountpoints(manifest: Manifest, top: str) -> list[str]:
     return [f"{top}/{st.root.name}{m}" for m in sorted(st.mount_points(root=False))]
 
 
-def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
+def preflight(manifest: Manifest, target: str, *, secret: Secret | None) -> None:
     """Refuse, before any change, what would fail or destroy data without consent."""
     path, _ = blockdev.resolve_target(target)
     for tool in ["sgdisk", "partx", "wipefs", "mkfs.btrfs", "losetup", "mount", "umount"]:
@@ -228,7 +233,7 @@ def plan(manifest: Manifest, target: str, secret: Secret | None) -> list[str]:
 
 def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
     require_root("panther disk format")
-    preflight(manifest, target, yes_wipe=yes_wipe, secret=secret)
+    preflight(manifest, target, secret=secret)
     with blockdev.attached(target) as (disk, _):
         found = blockdev.signatures(disk)
         if found and not yes_wipe:

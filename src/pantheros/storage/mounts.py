@@ -95,8 +95,10 @@ def private_namespace() -> Iterator[None]:
         _namespace_call("unshare", CLONE_NEWNS)
         _outer_namespaces.append(original)
         try:
-            # Without this a mount below a shared mount would propagate back to the host.
-            process.run(["mount", "--make-rprivate", "/"], check=True)
+            # Slave: a mount made here never propagates back to the host, and the host's
+            # unmounts reach here, so this namespace never keeps a copy of a mount the machine
+            # let go (a deletion looks at every mount namespace, D81).
+            process.run(["mount", "--make-rslave", "/"], check=True)
             yield
         finally:
             _outer_namespaces.pop()
