@@ -45,8 +45,8 @@
  * component; it is walked one component at a time, never through a symlink or across a mount.
  * An old root of TOP/REL is a subvolume whose parent subvolume and parent directory (btrfs
  * parent_id and dirid) are exactly that location, found there without crossing a mount.
- * The pin file REL/.pantheros-pins.json is a JSON object keyed by subvolume UUID (RFC 8259, a
- * regular file of at most 16 MiB, nesting at most 64 deep); a pin file that cannot be read fails
+ * The pin file REL/.pantheros-pins.json is a JSON object of strings keyed by subvolume UUID (RFC
+ * 8259, a regular file of at most 16 MiB); a pin file that cannot be read fails
  * every command that needs it, so nothing is deleted on a guess.
  * Mounts are read from /proc/PID/mountinfo of every process (one per mount namespace): a mount
  * of this filesystem whose subvolume is the one in question or nested in it, or whose root lies
@@ -637,7 +637,8 @@ static int json_members(struct json *j, int object, char ***keys, size_t *count,
             j->p++;
             json_ws(j);
         }
-        if (json_value(j) < 0)
+        /* The pin file's own members are names (strings); anything else is not a pin file. */
+        if ((keys ? json_string(j, NULL) : json_value(j)) < 0)
             return -1;
         json_ws(j);
         if (j->p < j->end && *j->p == ',') {
@@ -729,7 +730,7 @@ static int read_pins(int dirfd, struct pins *pins, const char **why) {
     json_ws(&j);
     free(buf);
     if (rc < 0 || j.p != j.end) {
-        *why = "is not a JSON object (RFC 8259, nested at most 64 deep)";
+        *why = "is not a JSON object of names (RFC 8259, nested at most 64 deep)";
         return -1;
     }
     return 0;
