@@ -31,6 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pantheros.lab",),
     ("pantheros.machine",),
     ("pantheros.impermanence", "pantheros.state", "pantheros.audit", "pantheros.spec"),
+    ("pantheros.install",),
 )
 TOP = len(LAYERS)
 ENTRY_POINTS = {
@@ -45,7 +46,11 @@ ENTRY_POINTS = {
 
 def layer(module: str) -> int:
     """The layer of module: that of its longest listed prefix."""
-    if module in ENTRY_POINTS or module.endswith(".commands"):
+    if (
+        module in ENTRY_POINTS
+        or module.endswith(".commands")
+        or module.startswith("pantheros.commands.")
+    ):
         return TOP
     found = [
         (len(prefix), number)

@@ -41,6 +41,7 @@ def _lazy(name: str) -> ModuleType:
 if TYPE_CHECKING:
     from pantheros import completion
     from pantheros.audit import commands as audit_commands
+    from pantheros.commands import install as install_commands
     from pantheros.impermanence import boot
     from pantheros.impermanence import commands as impermanence_commands
     from pantheros.lab import commands as lab_commands
@@ -52,6 +53,7 @@ if TYPE_CHECKING:
 else:
     completion = _lazy("pantheros.completion")
     audit_commands = _lazy("pantheros.audit.commands")
+    install_commands = _lazy("pantheros.commands.install")
     boot = _lazy("pantheros.impermanence.boot")
     impermanence_commands = _lazy("pantheros.impermanence.commands")
     lab_commands = _lazy("pantheros.lab.commands")
@@ -199,6 +201,17 @@ def _disk(sub: Any) -> None:
         help="the directory mount used (the device or image first, if you like)",
     )
     _on(p, lambda: disk_commands.cmd_disk_unmount)
+    p = dsub.add_parser(
+        "finish",
+        help="complete a layout another tool made (disko's hook): subvolumes, blank, "
+        "first-boot directories; keeps what exists",
+    )
+    _manifest_arg(p)
+    p.add_argument(
+        "device", metavar="DEVICE", help="the layout's btrfs (partition or LUKS mapping)"
+    )
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    _on(p, lambda: install_commands.cmd_disk_finish)
 
 
 def _lab(sub: Any) -> None:

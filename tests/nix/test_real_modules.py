@@ -320,9 +320,9 @@ def test_the_initrd_makes_the_persistent_directories_before_their_binds(
     assert unit["serviceConfig"]["ExecStart"] == [
         "/bin/mkdir -p -m 0755 /sysroot/persist/var/lib/nixos"
     ]
-    assert {"path": "/persist/var/lib/nixos", "user": "root", "group": "root", "mode": "0755"} in (
-        out["firstBoot"]["directories"]
-    )
+    nixos = {"path": "/persist/var/lib/nixos", "user": "root", "group": "root", "mode": "0755"}
+    # With the numeric owner the installer applies (root's is fixed; D134).
+    assert {**nixos, "uid": 0, "gid": 0} in out["firstBoot"]["directories"]
     [password] = [f for f in out["firstBoot"]["files"] if f["required"]]
     assert (password["path"], password["mode"]) == ("/persist/secrets/passwords/op", "0600")
 

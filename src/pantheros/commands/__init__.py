@@ -1,0 +1,1 @@
+"""Command-line handlers: each takes the parsed arguments, calls the domain packages and prints."""
