@@ -6,6 +6,7 @@ reviews is what runs. Mounting the laid-out tree is `pantheros.storage.tree`.
 
 from __future__ import annotations
 
+import logging
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -348,6 +349,7 @@ def finish(manifest: Manifest, device: str) -> None:
                 f"{manifest.storage.blank_snapshot} exists on {device} but is not a "
                 "read-only subvolume: it cannot be the blank, and finish does not replace it"
             )
+        # No line per step: each keeps what exists, so a line would claim work not done.
         for step in subvolume_steps(manifest, str(top)):
-            ui.progress(step.show)
+            logging.getLogger(__name__).debug("finish: %s", step.show)
             step.action()
