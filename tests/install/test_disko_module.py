@@ -96,14 +96,19 @@ def test_disko_declaration_is_the_manifest_layout(tmp_path: Path) -> None:
     manifest = out["manifest"]
     assert f'sgdisk --clear "{BY_ID}"' in create
     assert re.search(r"--new=1:0:\+512M \\\s+--partition-guid=\"1:[0-9a-f-]{36}\"", create)
-    assert '--change-name="1:PANTHER-ESP"' in create and "--typecode=1:ef00" in create
+    assert '--change-name="1:PANTHER-ESP"' in create
+    assert "--typecode=1:ef00" in create
     assert re.search(r"--new=2:0:-0 \\\s+--partition-guid=\"2:[0-9a-f-]{36}\"", create)
-    assert '--change-name="2:pantheros"' in create and "--typecode=2:8309" in create
-    assert "mkfs.vfat \\\n" in create and "-F 32 -n PANTHER-ESP" in create
-    assert "luksFormat" in create and "--type luks2 --label pantheros-luks" in create
+    assert '--change-name="2:pantheros"' in create
+    assert "--typecode=2:8309" in create
+    assert "mkfs.vfat \\\n" in create
+    assert "-F 32 -n PANTHER-ESP" in create
+    assert "luksFormat" in create
+    assert "--type luks2 --label pantheros-luks" in create
     # The passphrase from the file nixos-anywhere sends (`--disk-encryption-keys`).
     assert "cat /tmp/pantheros-disk.key" in create
-    assert "--allow-discards" in create and "--persistent" in create
+    assert "--allow-discards" in create
+    assert "--persistent" in create
     assert 'mkfs.btrfs "/dev/mapper/cryptroot" --force --label pantheros' in create
     for sub in manifest["storage"]["subvolumes"]:
         assert f'SUBVOL_ABS_PATH="$MNTPOINT/{sub["name"]}"' in create
@@ -141,8 +146,10 @@ def test_another_definition_of_a_layout_file_system_is_refused(tmp_path: Path) -
     )
     host = nixeval.example_host("server", imports=(hardware,))
     [message] = _failed(tmp_path, host)
-    assert '"/" is defined in' in message and '"/home" is defined in' in message
-    assert str(hardware) in message and "disko/module.nix" in message
+    assert '"/" is defined in' in message
+    assert '"/home" is defined in' in message
+    assert str(hardware) in message
+    assert "disko/module.nix" in message
     assert "nixos-generate-config --no-filesystems" in message
 
 
@@ -185,7 +192,8 @@ def test_partition_guids_are_the_hosts_own(tmp_path: Path) -> None:
     assert guids('networking.hostName = lib.mkForce "alpha";') == first
     assert set(guids('networking.hostName = lib.mkForce "beta";')).isdisjoint(first)
     for guid in first:
-        assert guid[14] == "4" and guid[19] == "8"
+        assert guid[14] == "4"
+        assert guid[19] == "8"
 
 
 def test_build_vm_with_disko_leaves_the_boot_alone(tmp_path: Path) -> None:

@@ -105,7 +105,8 @@ def test_finish_completes_the_layout_and_a_second_run_changes_nothing(
     entries = made["entries"]
     assert entries["old_roots"][0] == "0o755"
     for point in ("nix", "persist", "var/log", "home", "boot"):
-        assert f"root/{point}" in entries and f"root-blank/{point}" in entries
+        assert f"root/{point}" in entries
+        assert f"root-blank/{point}" in entries
     assert entries["persist/var/lib/nixos"][:3] == ("0o755", 0, 0)
     assert entries["persist/var/lib"][:3] == ("0o755", 0, 0)
     assert entries["persist/secrets/passwords"][:3] == ("0o700", 0, 0)
@@ -138,7 +139,8 @@ def test_finish_completes_what_an_interrupted_run_left(
     proc = panther("disk", "finish", "--manifest", str(manifest_path), btrfs_device)
     assert proc.returncode == 0, proc.stderr
     entries = look(btrfs_device, top)["entries"]
-    assert "root/etc" in entries and "root-blank/etc" in entries
+    assert "root/etc" in entries
+    assert "root-blank/etc" in entries
 
 
 def test_finish_refuses_a_device_that_is_not_the_layouts_btrfs(
