@@ -305,7 +305,7 @@ in
             (lib.unique (map (u: dirOf u.hashedPasswordFile) (lib.attrValues passwordFiles)))));
       files = map withIds (
         map (u: { path = u.hashedPasswordFile; user = "root"; group = "root"; mode = "0600"; required = true;
-          what = "the password hash of ${u.name} (mkpasswd -m yescrypt)"; }) (lib.attrValues passwordFiles)
+          login = u.name; what = "the password hash of ${u.name} (mkpasswd -m yescrypt)"; }) (lib.attrValues passwordFiles)
         ++ lib.concatMap (k: [
           { path = "${persist}${k.path}"; user = "root"; group = "root"; mode = "0600"; required = false;
             what = "the ${k.type} SSH host key (generated at the first boot when absent)"; }

@@ -169,6 +169,7 @@ class FirstBootEntry:
     gid: int | None = None
     required: bool = False
     what: str = ""
+    login: str | None = None  # the user whose password hash the file is
 
     @property
     def mode_bits(self) -> int:
@@ -308,6 +309,7 @@ def _first_boot(doc: dict[str, Any] | None) -> FirstBoot:
             gid=e.get("gid"),
             required=e.get("required", False),
             what=e.get("what", ""),
+            login=e.get("login"),
         )
 
     return FirstBoot(
