@@ -98,6 +98,9 @@
             pkgs.shellcheck
             pkgs.qemu
             pkgs.openssh
+            # `panther install`: nixos-anywhere, and mkpasswd for the password hashes it asks for.
+            pkgs.nixos-anywhere
+            pkgs.mkpasswd
             pkgs.zstd
           ];
         };

@@ -46,5 +46,12 @@ in
     (lib.optionalAttrs (options ? hardware.facter.reportPath) {
       hardware.facter.reportPath = lib.mkIf reportPresent report;
     })
+    {
+      warnings = lib.optional (reportPresent && !(options ? hardware.facter.reportPath)) ''
+        pantheros.install.hardwareReport: ${toString report} is there, but this NixOS has no
+        hardware.facter module to read it: use a nixpkgs that has it, or import
+        nix-community/nixos-facter-modules' module.
+      '';
+    }
   ];
 }

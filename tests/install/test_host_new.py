@@ -242,3 +242,16 @@ def test_install_dry_run_plans_the_new_host_from_a_fresh_clone(
         "/persist/var",
         "/persist/var/lib",
     }
+
+
+@needs_lib
+def test_a_present_hardware_report_is_read_or_said_unread(clone: Path, tmp_path: Path) -> None:
+    """Once nixos-facter's report is in the host, the plan says so (no new report is asked
+    for); a NixOS without hardware.facter (this stand-in) warns that it is not read."""
+    assert host_new(clone, "demo", "--disk", DISK).returncode == 0
+    (clone / "hosts" / "demo" / "facter.json").write_text('{"version": 1}\n')
+    module = f"{{ imports = [ {clone}/hosts/demo/default.nix ]; }}"
+    out = nixeval.evaluate(tmp_path, module)
+    assert out["installPlan"]["hardware_report_present"] is True
+    [warning] = out["warnings"]
+    assert "no\nhardware.facter module to read it" in warning

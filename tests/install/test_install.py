@@ -363,6 +363,18 @@ def test_no_hardware_report_is_asked_for_when_the_host_has_one(
             ExitCode.USAGE,
         ),
         ([], {"version": 2}, "is not version 1", ExitCode.USAGE),
+        (
+            ["--password-hash", "alice=/nonexistent"],
+            {},
+            "the password hash of alice /nonexistent: cannot read",
+            ExitCode.USAGE,
+        ),
+        (
+            ["--disk-key", "/dev/null"],
+            {},
+            "--disk-key /dev/null: a passphrase is text, not empty",
+            ExitCode.USAGE,
+        ),
     ],
 )
 def test_what_cannot_be_installed_is_refused_before_anything_runs(

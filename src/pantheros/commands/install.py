@@ -93,6 +93,8 @@ def cmd_install(args: argparse.Namespace) -> int:
     if not hostgen.NAME.fullmatch(args.host):
         raise UsageError(f"host name {args.host!r} is not a host of the flake (a hostName)")
     address = plan.check_target(args.target)
+    if args.age_key_path and not args.age_key:
+        raise UsageError("--age-key-path: give the key with --age-key FILE")
     options = anywhere.Options(flake=args.flake, target=args.target, identity=args.identity)
     sources = stage.Sources(
         password_hash_files=_password_hash_files(args.password_hash or []),
@@ -109,6 +111,7 @@ def cmd_install(args: argparse.Namespace) -> int:
             )
     if args.disk_key and host.luks_passphrase_file is None:
         raise UsageError(f"--disk-key: host {host.host} has no LUKS")
+    stage.check_sources(sources)
     entries = stage.planned(host.manifest, sources, host.host)
     disk_key = f"{anywhere.STAGING}/disk.key" if host.luks_passphrase_file else None
     shown = anywhere.argv(host, options, entries, f"{anywhere.STAGING}/tree", disk_key)

@@ -237,6 +237,23 @@ def read_password_hash(path: str, login: str) -> bytes:
     return lines[0].strip().encode() + b"\n"
 
 
+def check_sources(sources: Sources) -> None:
+    """Read every file the user named, so a bad one is refused before anything is asked."""
+    for login, path in sources.password_hash_files.items():
+        read_password_hash(path, login)
+    if sources.disk_key_file:
+        read_disk_key(sources.disk_key_file)
+    if sources.age_key_file:
+        _read_secret_file(sources.age_key_file, "--age-key")
+
+
+def read_disk_key(path: str) -> bytes:
+    data = _read_secret_file(path, "--disk-key")
+    if b"\0" in data or not data.strip():
+        raise UsageError(f"--disk-key {path}: a passphrase is text, not empty")
+    return data
+
+
 def hash_password(password: str) -> bytes:
     """password as a crypt(5) hash: yescrypt with mkpasswd (NixOS's default), else SHA-512
     with openssl. The password goes on stdin, never on a command line."""
@@ -332,9 +349,7 @@ def stage(
             raise PantherError(f"no way to stage {e.path}: its key is not made here")
     if luks:
         if sources.disk_key_file:
-            data = _read_secret_file(sources.disk_key_file, "--disk-key")
-            if b"\0" in data or not data.strip():
-                raise UsageError(f"--disk-key {sources.disk_key_file}: a passphrase is text")
+            data = read_disk_key(sources.disk_key_file)
         else:
             data = ask_twice(f"LUKS passphrase for the disk of {host}", ask).encode()
         staged.disk_key = directory / "disk.key"
