@@ -13,17 +13,27 @@
     pantheros.inputs.disko.follows = "disko";
   };
 
-  outputs = { nixpkgs, impermanence, disko, pantheros, ... }: {
-    nixosConfigurations.my-host = nixpkgs.lib.nixosSystem {
-      system = "x86_64-linux";
+  outputs = { nixpkgs, impermanence, disko, pantheros, ... }:
+    let
+      inherit (nixpkgs) lib;
       # nix-community/impermanence's module binds what is persisted, disko's lays the disk out;
       # PantherOS configures both.
-      modules = [
-        impermanence.nixosModules.impermanence
-        disko.nixosModules.disko
-        pantheros.nixosModules.default
-        ./default.nix
-      ];
+      mkHost = host: lib.nixosSystem {
+        system = "x86_64-linux";
+        modules = [
+          impermanence.nixosModules.impermanence
+          disko.nixosModules.disko
+          pantheros.nixosModules.default
+          host
+        ];
+      };
+      # More hosts: `panther host new NAME --disk /dev/disk/by-id/...` writes hosts/NAME/.
+      hosts = if builtins.pathExists ./hosts
+        then lib.attrNames (lib.filterAttrs (_: kind: kind == "directory") (builtins.readDir ./hosts))
+        else [ ];
+    in
+    {
+      nixosConfigurations = { my-host = mkHost ./default.nix; }
+        // lib.genAttrs hosts (name: mkHost ./hosts/${name});
     };
-  };
 }
