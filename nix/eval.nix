@@ -216,7 +216,7 @@ let
     }) (config.environment.persistence or { });
     manifest = config.pantheros.manifest;
     # What `panther install` reads (nix/modules/install.nix).
-    installPlan = config.pantheros.install.plan;
+    installPlan = config.pantheros.install.plan or null;
 
     # The initrd units as NixOS writes them (nixos/lib/systemd-lib.nix `serviceToUnit`), and
     # the links its `generateUnits` makes from wantedBy and requiredBy.

@@ -98,6 +98,11 @@ let
               priority = 200;
               uuid = partitionUuid "main";
               size = "100%";
+              # To the disk's last usable sector, as `panther disk format` makes it: disko runs
+              # sgdisk with --align-end, which with the default alignment would end the
+              # partition up to 1 MiB earlier. With no ESP before it, it starts at 1 MiB.
+              alignment = 1;
+              start = if cfg.esp.enable then "0" else "1M";
               type = if cfg.luks.enable then luksType else linuxType;
               label = cfg.partitionLabel;
               content = if cfg.luks.enable then luks else btrfs;

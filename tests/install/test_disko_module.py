@@ -98,7 +98,8 @@ def test_disko_declaration_is_the_manifest_layout(tmp_path: Path) -> None:
     assert re.search(r"--new=1:0:\+512M \\\s+--partition-guid=\"1:[0-9a-f-]{36}\"", create)
     assert '--change-name="1:PANTHER-ESP"' in create
     assert "--typecode=1:ef00" in create
-    assert re.search(r"--new=2:0:-0 \\\s+--partition-guid=\"2:[0-9a-f-]{36}\"", create)
+    # To the last usable sector, as panther disk format ends it.
+    assert re.search(r"--set-alignment=1 \\\s+--new=2:0:-0 \\\s+--partition-guid=\"2:", create)
     assert '--change-name="2:pantheros"' in create
     assert "--typecode=2:8309" in create
     assert "mkfs.vfat \\\n" in create
@@ -204,3 +205,10 @@ def test_build_vm_with_disko_leaves_the_boot_alone(tmp_path: Path) -> None:
     assert out["fileSystems"]["/"]["fsType"] == "ext4"
     assert "/persist" not in out["fileSystems"]
     assert any("not the PantherOS layout" in w for w in out["warnings"])
+
+
+def test_without_an_esp_the_partition_starts_at_one_mib(tmp_path: Path) -> None:
+    host = nixeval.example_host("server", "pantheros.storage.esp.enable = lib.mkForce false;")
+    create = nixeval.evaluate(tmp_path, host)["diskoScripts"]["_create"]
+    assert "--new=1:1M:-0" in create
+    assert "--new=2:" not in create

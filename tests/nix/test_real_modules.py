@@ -371,8 +371,8 @@ def test_the_flake_lock_pins_every_input_and_follows_nixpkgs() -> None:
     flake = (REPO / "flake.nix").read_text()
     nodes = lock["nodes"]
     assert lock["version"] == 7
-    assert set(nodes[lock["root"]]["inputs"]) == {"nixpkgs", "impermanence"}
-    for name in ["nixpkgs", "impermanence", "home-manager"]:
+    assert set(nodes[lock["root"]]["inputs"]) == {"nixpkgs", "impermanence", "disko"}
+    for name in ["nixpkgs", "impermanence", "home-manager", "disko"]:
         locked = nodes[name]["locked"]
         assert locked["type"] == "github"
         assert re.fullmatch(r"[0-9a-f]{40}", locked["rev"]), name
@@ -380,6 +380,7 @@ def test_the_flake_lock_pins_every_input_and_follows_nixpkgs() -> None:
         assert locked["lastModified"] > 1.7e9
     # The impermanence input (and its home-manager) use our nixpkgs.
     assert nodes["impermanence"]["inputs"]["nixpkgs"] == ["nixpkgs"]
+    assert nodes["disko"]["inputs"]["nixpkgs"] == ["nixpkgs"]
     assert nodes["home-manager"]["inputs"]["nixpkgs"] == ["impermanence", "nixpkgs"]
     assert 'inputs.nixpkgs.follows = "nixpkgs"' in flake
     # What the lock was made from is what flake.nix asks for.

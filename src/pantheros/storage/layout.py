@@ -77,8 +77,7 @@ def format_steps(
     for dev in wipe:
         yield Step(f"wipefs --all {dev}", _cmd(["wipefs", "--all", dev]))
     yield Step(f"sgdisk --zap-all {layout.disk}", _cmd(["sgdisk", "--zap-all", layout.disk]))
-    # --align-end: partitions end on the alignment boundary too, as disko makes them (D132).
-    argv = ["sgdisk", "--align-end"]
+    argv = ["sgdisk"]
     number = 1
     if st.esp:
         argv += [
