@@ -24,13 +24,13 @@ let
   luksType = "8309";
   # A partition's GUID, fixed by the host, its disk and the partition: disko gives a partition
   # without one a new random GUID each time its format script runs, so a rerun would change
-  # the table. Shaped as an RFC 9562 UUID (version 4, variant 10).
+  # the table. An RFC 9562 UUID of version 8 (made from a hash, not random) and variant 10.
   partitionUuid = name:
     let
       h = builtins.hashString "sha256" "pantheros:${config.networking.hostName}:${toString cfg.device}:${name}";
       part = start: length: builtins.substring start length h;
     in
-    "${part 0 8}-${part 8 4}-4${part 13 3}-8${part 17 3}-${part 20 12}";
+    "${part 0 8}-${part 8 4}-8${part 13 3}-8${part 17 3}-${part 20 12}";
   # As disko names a partition with a GUID: unique, where a second PantherOS disk attached to
   # the machine would share the partition label.
   mainDevice = "/dev/disk/by-partuuid/${partitionUuid "main"}";

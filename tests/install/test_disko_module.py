@@ -193,7 +193,7 @@ def test_partition_guids_are_the_hosts_own(tmp_path: Path) -> None:
     assert guids('networking.hostName = lib.mkForce "alpha";') == first
     assert set(guids('networking.hostName = lib.mkForce "beta";')).isdisjoint(first)
     for guid in first:
-        assert guid[14] == "4"
+        assert guid[14] == "8"
         assert guid[19] == "8"
 
 
