@@ -7,6 +7,12 @@
       url = "github:nix-community/impermanence";
       inputs.nixpkgs.follows = "nixpkgs";
     };
+    # Lays the disk out from pantheros.storage (nix/modules/disko.nix); nixos-anywhere and
+    # `panther install` run its scripts.
+    disko = {
+      url = "github:nix-community/disko";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs =
@@ -15,7 +21,7 @@
       nixpkgs,
       impermanence,
       ...
-    }:
+    }@inputs:
     let
       inherit (nixpkgs) lib;
       systems = [
@@ -24,17 +30,21 @@
       ];
       forAllSystems = f: lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
 
-      # The example hosts import nix-community/impermanence's module as every impermanence user
-      # does, beside ours (docs/decisions.md D92).
+      # Every host imports nix-community/impermanence's module as every impermanence user does,
+      # beside ours (docs/decisions.md D92), and disko's, so that pantheros.storage is also its
+      # disko.devices (D130).
       mkHost =
         name:
         lib.nixosSystem {
           modules = [
             impermanence.nixosModules.impermanence
+            inputs.disko.nixosModules.disko
             self.nixosModules.default
             ./hosts/${name}
           ];
         };
+      # Each directory under hosts/ is a host (`panther host new NAME` writes one).
+      hostNames = lib.attrNames (lib.filterAttrs (_: kind: kind == "directory") (builtins.readDir ./hosts));
     in
     {
       # Paths, not imported values: NixOS loads a module once however often it is imported. None
@@ -51,7 +61,7 @@
         default = ./nix/modules/default.nix;
       };
 
-      nixosConfigurations = lib.genAttrs [ "workstation" "server" "vm" ] mkHost;
+      nixosConfigurations = lib.genAttrs hostNames mkHost;
 
       packages = forAllSystems (pkgs: rec {
         pantheros-bootstep = pkgs.callPackage ./nix/bootstep.nix { };
@@ -88,6 +98,9 @@
             pkgs.shellcheck
             pkgs.qemu
             pkgs.openssh
+            # `panther install`: nixos-anywhere, and mkpasswd for the password hashes it asks for.
+            pkgs.nixos-anywhere
+            pkgs.mkpasswd
             pkgs.zstd
           ];
         };

@@ -23,6 +23,9 @@
   nixosModules ? null,
   # true: add what `nixos-rebuild build-vm` adds (qemu-vm.nix, modelled in nix/eval/qemu-vm.nix).
   qemuVm ? false,
+  # A nix-community/disko checkout: the host imports its module as its flake exports it
+  # (nixosModules.disko), as the flake's hosts do. null: the host does not import disko.
+  disko ? null,
 }:
 let
   # Paths given as strings (--argstr), so nothing is copied into the store.
@@ -57,6 +60,18 @@ let
     impermanence.nixosModules.impermanence = upstreamModule;
   };
   pantherosModules = lib.optional withPantheros flake.nixosModules.${module};
+  diskoFlake =
+    let
+      outputs = (import (/. + disko + "/flake.nix")).outputs {
+        self = outputs;
+        nixpkgs = {
+          inherit lib;
+          legacyPackages = { };
+        };
+      };
+    in
+    outputs;
+  diskoModules = lib.optional (disko != null) diskoFlake.nixosModules.disko;
   hostModules =
     if upstream == "first" then
       [ upstreamModule ] ++ pantherosModules
@@ -104,6 +119,7 @@ let
           ]
       )
       ++ [ host ]
+      ++ diskoModules
       ++ hostModules
       ++ lib.optional qemuVm ./eval/qemu-vm.nix;
   };
@@ -199,6 +215,8 @@ let
       inherit (p) hideMounts;
     }) (config.environment.persistence or { });
     manifest = config.pantheros.manifest;
+    # What `panther install` reads (nix/modules/install.nix).
+    installPlan = config.pantheros.install.plan or null;
 
     # The initrd units as NixOS writes them (nixos/lib/systemd-lib.nix `serviceToUnit`), and
     # the links its `generateUnits` makes from wantedBy and requiredBy.
@@ -216,6 +234,19 @@ let
       ) initrdServices;
       wants = links "wantedBy" initrdServices;
       requires = links "requiredBy" initrdServices;
+    };
+
+    # disko's own scripts, made by its types from the declaration the storage module wrote
+    # (with a disko checkout): format (_create), mount (_mount), and unmount, wipe, format and
+    # mount (_disko); `panther install` runs them through nixos-anywhere.
+    diskoScripts = lib.optionalAttrs (disko != null && config.pantheros.storage.enable) {
+      inherit (config.disko.devices)
+        _create
+        _mount
+        _unmount
+        _disko
+        _formatMount
+        ;
     };
 
     optionDocs =

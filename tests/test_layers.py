@@ -22,7 +22,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("pantheros.__main__",),  # python -m pantheros
     ("pantheros.cli",),  # the parser and the dispatcher
     ("pantheros.commands",),  # every handler and its printing
-    ("pantheros.audit", "pantheros.fleet"),
+    ("pantheros.audit", "pantheros.fleet", "pantheros.install"),
     ("pantheros.impermanence", "pantheros.state"),
     ("pantheros.machine",),
     ("pantheros.lab",),

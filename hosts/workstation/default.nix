@@ -8,7 +8,9 @@
   pantheros.storage = {
     enable = true;
     device = "/dev/nvme0n1";
-    luks = { enable = true; allowDiscards = true; };
+    # The passphrase is asked at every boot. disko reads it from this file when it formats
+    # the disk (`panther install` sends it there; from the NixOS installer, write it first).
+    luks = { enable = true; allowDiscards = true; passphraseFile = "/tmp/pantheros-disk.key"; };
   };
   pantheros.impermanence = {
     enable = true;

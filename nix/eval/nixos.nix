@@ -519,6 +519,14 @@ in
       default = { };
     };
 
+    # nixos/modules/system/build.nix (what disko's module adds its scripts to)
+    system.build = mkOption {
+      default = { };
+      type = types.submoduleWith {
+        modules = [ { freeformType = with types; lazyAttrsOf (uniq unspecified); } ];
+      };
+    };
+
     # nixos/modules/system/etc/etc.nix
     environment.etc = mkOption {
       type = types.attrsOf (types.submodule etcFile);

@@ -116,6 +116,12 @@ let
   deviceUnit = "${utils.escapeSystemdPath storage.btrfsDevice}.device";
   cryptUnit = "systemd-cryptsetup@${utils.escapeSystemdPath storage.luks.name}.service";
   failClosed = cfg.failPolicy == "fail-closed";
+  # The numeric owner of a first-boot entry where the declaration fixes it (null: NixOS
+  # allocates it at the first activation, so the installer cannot know it).
+  withIds = e: e // {
+    uid = if e.user == "root" then 0 else config.users.users.${e.user}.uid or null;
+    gid = if e.group == "root" then 0 else config.users.groups.${e.group}.gid or null;
+  };
   report = "/run/pantheros/rollback.report";
 in
 {
@@ -289,21 +295,30 @@ in
       ++ lib.concatMap (k: [ { file = k.path; mode = "0600"; } "${k.path}.pub" ]) hostKeysOnRoot;
 
     pantheros.impermanence.firstBoot = {
-      directories =
+      directories = map withIds (
         map (d: { path = "${persist}${d.directory}"; inherit (d) user group mode; }) bootDirectories
         ++ lib.optional (hostKeysOnRoot != [ ]) { path = "${persist}/etc/ssh"; user = "root"; group = "root"; mode = "0755"; }
+        # A password file directly in ${persist} needs no directory of its own (and the
+        # subvolume's root keeps its mode).
         ++ map (dir: { path = dir; user = "root"; group = "root"; mode = "0700"; })
-          (lib.unique (map (u: dirOf u.hashedPasswordFile) (lib.attrValues passwordFiles)));
-      files =
+          (lib.filter (dir: dir != persist)
+            (lib.unique (map (u: dirOf u.hashedPasswordFile) (lib.attrValues passwordFiles)))));
+      files = map withIds (
         map (u: { path = u.hashedPasswordFile; user = "root"; group = "root"; mode = "0600"; required = true;
-          what = "the password hash of ${u.name} (mkpasswd -m yescrypt)"; }) (lib.attrValues passwordFiles)
+          login = u.name; what = "the password hash of ${u.name} (mkpasswd -m yescrypt)"; }) (lib.attrValues passwordFiles)
         ++ lib.concatMap (k: [
           { path = "${persist}${k.path}"; user = "root"; group = "root"; mode = "0600"; required = false;
             what = "the ${k.type} SSH host key (generated at the first boot when absent)"; }
           { path = "${persist}${k.path}.pub"; user = "root"; group = "root"; mode = "0644"; required = false;
             what = "its public half"; }
-        ]) hostKeysOnRoot;
+        ]) hostKeysOnRoot
+        ++ map (f: { path = "${persist}${f.file}"; inherit (f) user group mode; required = false;
+          what = "the machine id (systemd writes one at the first boot when absent)"; })
+          (lib.filter (f: f.file == "/etc/machine-id") files));
     };
+    # The installer's copy: `panther disk finish` and `format` make the directories, and
+    # `panther install` stages the files (D134).
+    pantheros.manifest.first_boot = cfg.firstBoot;
 
     # The persistent copies of the directories impermanence binds in the initrd exist before the
     # binds, on the first boot too (the installer does not have to make them); owner and mode

@@ -79,7 +79,7 @@ let
   labelType = rule: types.strMatching "[${rule.characters}]{1,${toString rule.max}}";
 in
 {
-  imports = [ ./manifest.nix ./users.nix ];
+  imports = [ ./manifest.nix ./users.nix ./disko.nix ./install.nix ];
 
   options.pantheros.storage = {
     enable = mkEnableOption "the PantherOS btrfs layout (fileSystems for every subvolume)";
@@ -314,7 +314,8 @@ in
       boot.loader.systemd-boot.configurationLimit = mkDefault 10;
       boot.loader.grub.configurationLimit = mkDefault 10;
 
-      inherit (cfg) fileSystems;
+      # With disko's config on, disko declares them from the same layout (disko.nix).
+      fileSystems = lib.mkIf (!cfg.fromDisko) cfg.fileSystems;
 
       warnings = lib.optional (!cfg.inUse) ''
         pantheros.storage: the file systems of this configuration are not the PantherOS layout
@@ -327,7 +328,7 @@ in
 
     (mkIf (cfg.inUse && cfg.luks.enable) {
       boot.initrd.luks.devices.${cfg.luks.name} = {
-        device = "/dev/disk/by-partlabel/${cfg.partitionLabel}";
+        device = cfg.mainPartition;
         inherit (cfg.luks) allowDiscards;
       };
     })

@@ -173,6 +173,67 @@ def _disk(sub: Any) -> None:
         help="the directory mount used (the device or image first, if you like)",
     )
     _on(p, lambda: commands.disk.cmd_disk_unmount)
+    p = dsub.add_parser(
+        "finish",
+        help="complete a layout another tool made (disko's hook): subvolumes, blank, "
+        "first-boot directories; keeps what exists",
+    )
+    _manifest_arg(p)
+    p.add_argument(
+        "device", metavar="DEVICE", help="the layout's btrfs (partition or LUKS mapping)"
+    )
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    _on(p, lambda: commands.install.cmd_disk_finish)
+
+
+def _install(sub: Any) -> None:
+    p = sub.add_parser("host", help="the hosts of a flake")
+    hsub = _subparsers(p, "host_action")
+    q = hsub.add_parser("new", help="write hosts/NAME/ for a new machine")
+    q.add_argument("name", metavar="NAME", help="the host's name (its hostName)")
+    q.add_argument(
+        "--disk", required=True, metavar="/dev/disk/by-id/ID", help="the disk to lay out, by id"
+    )
+    q.add_argument(
+        "--role", choices=["workstation", "server"], default="server", help="default: server"
+    )
+    q.add_argument("--luks", action="store_true", help="encrypt the disk (LUKS2, a passphrase)")
+    q.add_argument("--user", default="admin", help="the login user, in wheel (default: admin)")
+    q.add_argument(
+        "--ssh-key", action="append", metavar="FILE", help="the user's SSH public key (.pub)"
+    )
+    q.add_argument("--flake", default=".", metavar="DIR", help="the flake's directory (default: .)")
+    q.add_argument("--json", action="store_true", help="what was written, as JSON")
+    _on(q, lambda: commands.host.cmd_host_new)
+
+    p = sub.add_parser(
+        "install", help="install a host of the flake on a machine over SSH (nixos-anywhere)"
+    )
+    p.add_argument("host", metavar="HOST", help="the host (nixosConfigurations.HOST)")
+    p.add_argument(
+        "--target", required=True, metavar="root@ADDRESS", help="the machine, reachable over SSH"
+    )
+    p.add_argument("--flake", default=".", metavar="DIR", help="the flake's directory (default: .)")
+    p.add_argument("-i", "--identity", metavar="FILE", help="the SSH key to log in with")
+    p.add_argument(
+        "--password-hash",
+        action="append",
+        metavar="USER=FILE",
+        help="USER's password hash (as mkpasswd prints it) from FILE; otherwise asked for",
+    )
+    p.add_argument(
+        "--disk-key", metavar="FILE", help="the LUKS passphrase from FILE; otherwise asked for"
+    )
+    p.add_argument("--age-key", metavar="FILE", help="an age key for sops-nix or agenix")
+    p.add_argument(
+        "--age-key-path",
+        metavar="PATH",
+        help="where the age key goes (default: /persist/var/lib/sops-nix/key.txt)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the plan and the command only")
+    p.add_argument("--yes", action="store_true", help="do not ask to type the disk's id")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
+    _on(p, lambda: commands.install.cmd_install)
 
 
 def _lab(sub: Any) -> None:
@@ -508,6 +569,7 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     _disk(sub)
+    _install(sub)
     _lab(sub)
     _impermanence(sub)
     _state(sub)

@@ -6,7 +6,7 @@
   pantheros.role = "workstation";        # or "server"
   pantheros.storage = {
     enable = true;
-    device = "/dev/nvme0n1";             # what `panther disk format` lays out
+    device = "/dev/nvme0n1";             # what disko (or `panther disk format`) lays out: prefer /dev/disk/by-id/...
   };
   pantheros.impermanence = {
     enable = true;

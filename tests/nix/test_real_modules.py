@@ -320,9 +320,9 @@ def test_the_initrd_makes_the_persistent_directories_before_their_binds(
     assert unit["serviceConfig"]["ExecStart"] == [
         "/bin/mkdir -p -m 0755 /sysroot/persist/var/lib/nixos"
     ]
-    assert {"path": "/persist/var/lib/nixos", "user": "root", "group": "root", "mode": "0755"} in (
-        out["firstBoot"]["directories"]
-    )
+    nixos = {"path": "/persist/var/lib/nixos", "user": "root", "group": "root", "mode": "0755"}
+    # With the numeric owner the installer applies (root's is fixed; D134).
+    assert {**nixos, "uid": 0, "gid": 0} in out["firstBoot"]["directories"]
     [password] = [f for f in out["firstBoot"]["files"] if f["required"]]
     assert (password["path"], password["mode"]) == ("/persist/secrets/passwords/op", "0600")
 
@@ -371,8 +371,8 @@ def test_the_flake_lock_pins_every_input_and_follows_nixpkgs() -> None:
     flake = (REPO / "flake.nix").read_text()
     nodes = lock["nodes"]
     assert lock["version"] == 7
-    assert set(nodes[lock["root"]]["inputs"]) == {"nixpkgs", "impermanence"}
-    for name in ["nixpkgs", "impermanence", "home-manager"]:
+    assert set(nodes[lock["root"]]["inputs"]) == {"nixpkgs", "impermanence", "disko"}
+    for name in ["nixpkgs", "impermanence", "home-manager", "disko"]:
         locked = nodes[name]["locked"]
         assert locked["type"] == "github"
         assert re.fullmatch(r"[0-9a-f]{40}", locked["rev"]), name
@@ -380,6 +380,7 @@ def test_the_flake_lock_pins_every_input_and_follows_nixpkgs() -> None:
         assert locked["lastModified"] > 1.7e9
     # The impermanence input (and its home-manager) use our nixpkgs.
     assert nodes["impermanence"]["inputs"]["nixpkgs"] == ["nixpkgs"]
+    assert nodes["disko"]["inputs"]["nixpkgs"] == ["nixpkgs"]
     assert nodes["home-manager"]["inputs"]["nixpkgs"] == ["impermanence", "nixpkgs"]
     assert 'inputs.nixpkgs.follows = "nixpkgs"' in flake
     # What the lock was made from is what flake.nix asks for.

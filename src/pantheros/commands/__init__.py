@@ -32,7 +32,13 @@ if TYPE_CHECKING:
         fleet as fleet,
     )
     from pantheros.commands import (
+        host as host,
+    )
+    from pantheros.commands import (
         impermanence as impermanence,
+    )
+    from pantheros.commands import (
+        install as install,
     )
     from pantheros.commands import (
         lab as lab,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -207,6 +208,29 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
         inner = [m for m in points if m.startswith(path + "/")]
         if inner:
             fail(where, f"{path!r} holds the mount point {inner[0]!r}: persist what is beside it")
+
+    _check_first_boot(doc, subvolumes, fail)
+
+
+def _check_first_boot(
+    doc: dict[str, Any], subvolumes: list[dict[str, Any]], fail: Callable[[str, str], None]
+) -> None:
+    """First-boot state is made on the persistent subvolume, below its mount point, once."""
+    first_boot = doc.get("first_boot")
+    if first_boot is None:
+        return
+    persist = next(s["mountpoint"] for s in subvolumes if s["role"] == Role.PERSIST.value)
+    points = [s["mountpoint"] for s in subvolumes]
+    seen: set[str] = set()
+    for kind in ("directories", "files"):
+        for index, entry in enumerate(first_boot[kind]):
+            path = entry["path"]
+            where = f"$.first_boot.{kind}[{index}].path"
+            if path in seen:
+                fail(where, f"{path!r} declared twice")
+            seen.add(path)
+            if path == persist or owning_mount(path, points) != persist:
+                fail(where, f"{path!r} is not below {persist!r}, the persistent subvolume")
 
 
 def _overlap(a: str, b: str) -> bool:

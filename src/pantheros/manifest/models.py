@@ -179,6 +179,34 @@ def _entry_defaults() -> dict[str, Any]:
 
 
 @dataclass(frozen=True)
+class FirstBootEntry:
+    """A directory made when the disk is laid out, or a file the installer stages, on the
+    persistent subvolume (its path as the running system sees it)."""
+
+    path: str
+    user: str
+    group: str
+    mode: str
+    uid: int | None = None  # None: allocated at the first boot, unknown to the installer
+    gid: int | None = None
+    required: bool = False
+    what: str = ""
+    login: str | None = None  # the user whose password hash the file is
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.mode, 8)
+
+
+@dataclass(frozen=True)
+class FirstBoot:
+    """What must or may exist on the persistent subvolume before the first boot (D134)."""
+
+    directories: tuple[FirstBootEntry, ...] = ()
+    files: tuple[FirstBootEntry, ...] = ()
+
+
+@dataclass(frozen=True)
 class Security:
     level: str
     waivers: dict[str, str] = field(default_factory=dict)
@@ -193,6 +221,7 @@ class Manifest:
     persistence: tuple[PersistenceEntry, ...]
     security: Security
     source: str = "<manifest>"
+    first_boot: FirstBoot = field(default_factory=FirstBoot)
 
     @property
     def persist(self) -> Subvolume | None:
@@ -282,4 +311,28 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
         persistence=persistence,
         security=security,
         source=source,
+        first_boot=_first_boot(doc.get("first_boot")),
+    )
+
+
+def _first_boot(doc: dict[str, Any] | None) -> FirstBoot:
+    if doc is None:
+        return FirstBoot()
+
+    def entry(e: dict[str, Any]) -> FirstBootEntry:
+        return FirstBootEntry(
+            path=e["path"],
+            user=e["user"],
+            group=e["group"],
+            mode=e["mode"],
+            uid=e.get("uid"),
+            gid=e.get("gid"),
+            required=e.get("required", False),
+            what=e.get("what", ""),
+            login=e.get("login"),
+        )
+
+    return FirstBoot(
+        directories=tuple(entry(e) for e in doc["directories"]),
+        files=tuple(entry(e) for e in doc["files"]),
     )

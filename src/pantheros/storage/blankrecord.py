@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pantheros import btrfs, files
-from pantheros.errors import PantherError
+from pantheros.errors import PantherError, Refused
 from pantheros.storage import keyvalue
 
 RECORD = ".pantheros-blank"
@@ -90,5 +90,18 @@ def write(top: Path, identity: BlankIdentity) -> None:
 
 
 def record_blank(top: Path, name: str, why: str) -> None:
-    """Record the subvolume at top/name as the blank."""
-    write(top, BlankIdentity.of(name, btrfs.subvolume_info(top / name), why))
+    """Record the subvolume at top/name as the blank, when no record is there yet.
+
+    A record of this very blank is kept as it is (a layout run again, disko's hook run twice,
+    changes nothing); a record of another blank is not overwritten: that is what `panther blank
+    bless` is for, after the user has seen what changed."""
+    info = btrfs.subvolume_info(top / name)
+    found = read(top)
+    if found is not None and found.matches(name, info):
+        return
+    if found is not None:
+        raise Refused(
+            f"{RECORD} records another blank ({found.name}, uuid {found.uuid}) than "
+            f"{name} (uuid {info.uuid}): check it, then `panther blank bless`"
+        )
+    write(top, BlankIdentity.of(name, info, why))
