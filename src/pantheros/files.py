@@ -242,21 +242,27 @@ def read_bytes(
     finally:
         os.close(pathfd)
     try:
-        chunks = []
-        size = 0
-        while size <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
+        data = read_at_most(fd, limit)
     except OSError as exc:
         raise Unreadable(shown, f"cannot read: {exc.strerror}", refused=False) from None
     finally:
         os.close(fd)
-    if size > limit:
+    if data is None:
         raise Unreadable(shown, f"larger than {limit // (1 << 20)} MiB: not read")
-    return b"".join(chunks)
+    return data
+
+
+def read_at_most(fd: int, limit: int) -> bytes | None:
+    """What the open file fd holds, or None when that is more than limit bytes (read no further)."""
+    chunks = []
+    size = 0
+    while size <= limit:
+        chunk = os.read(fd, min(1 << 20, limit + 1 - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return None if size > limit else b"".join(chunks)
 
 
 def _finite(text: str) -> float:

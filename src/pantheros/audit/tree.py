@@ -99,23 +99,15 @@ class Tree:
         finally:
             os.close(pathfd)
         try:
-            chunks = []
-            size = 0
-            while size <= limit:
-                chunk = os.read(fd, min(1 << 16, limit + 1 - size))
-                if not chunk:
-                    break
-                chunks.append(chunk)
-                size += len(chunk)
+            data = files.read_at_most(fd, limit)
         except OSError as exc:
             self.problems[rel] = _missing(exc)
             return None
         finally:
             os.close(fd)
-        if size > limit:
+        if data is None:
             self.problems[rel] = f"larger than {limit // (1 << 20)} MiB"
-            return None
-        return b"".join(chunks)
+        return data
 
     def read(self, rel: str) -> str | None:
         data = self.read_bytes(rel)
