@@ -24,8 +24,8 @@ def test_bare_panther_is_one_line_naming_the_commands() -> None:
     proc = panther()
     assert proc.returncode == 2
     assert one_line_error(proc) == (
-        "panther: error: choose a command: disk, host, install, lab, rollback, roots, restore, status, blank, diff, "
-        "persist, audit, fleet, spec, completion (see `panther --help`)"
+        "panther: error: choose a command: disk, host, install, lab, rollback, roots, restore, "
+        "status, blank, diff, persist, audit, fleet, spec, completion (see `panther --help`)"
     )
 
 
