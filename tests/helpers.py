@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -115,38 +116,63 @@ def runtime_copy() -> Path:
     if _RUNTIME:
         return _RUNTIME[0]
     import atexit
-    import importlib
     import tempfile
 
     base = Path(tempfile.mkdtemp(prefix="panther-runtime-"))
     atexit.register(shutil.rmtree, base, ignore_errors=True)
     os.chmod(base, 0o755)
-    for name in RUNTIME_PACKAGES:
-        module = importlib.import_module(name)
-        source = Path(module.__file__ or "")
-        if source.name == "__init__.py":
-            shutil.copytree(source.parent, base / name, ignore=shutil.ignore_patterns("*.pyc"))
-        else:
-            shutil.copy2(source, base / source.name)
+    site_tree(base)
     for path in base.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     _RUNTIME.append(base)
     return base
 
 
-# What `panther` imports at run time: its packages and their dependencies (pyproject.toml).
-RUNTIME_PACKAGES = (
-    "pantheros",
-    "panther_spec",
-    "shtab",
-    "jsonschema",
-    "jsonschema_specifications",
-    "referencing",
-    "rpds",
-    "attrs",
-    "attr",
-    "typing_extensions",
-)
+# The import packages of the `pantheros` distribution (pyproject.toml's packages).
+OWN_PACKAGES = ("pantheros", "panther_spec")
+
+
+def runtime_distributions() -> list[metadata.Distribution]:
+    """The distributions panther imports at run time: its requirements, recursively, read from
+    the installed metadata (so a new dependency in pyproject.toml is carried without a list)."""
+    seen: dict[str, metadata.Distribution] = {}
+    todo = ["pantheros"]
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        seen[key] = dist
+        for requirement in dist.requires or []:
+            if "extra ==" in requirement:
+                continue
+            todo.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
+    return [dist for key, dist in seen.items() if key != "pantheros"]
+
+
+def site_tree(dest: Path) -> None:
+    """panther's packages and their runtime dependencies, importable from dest."""
+    for name in OWN_PACKAGES:
+        source = REPO / "src" / name
+        shutil.copytree(source, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for dist in runtime_distributions():
+        for file in dist.files or []:
+            top = file.parts[0]
+            if (
+                top.endswith((".dist-info", ".egg-info"))
+                or top == ".."
+                or "__pycache__" in file.parts
+            ):
+                continue
+            source = Path(str(dist.locate_file(file)))
+            if source.is_file():
+                target = dest / file
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

@@ -25,11 +25,10 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-import pantheros
+from tests import helpers
 from tests.boot import initrd
 
 HERE = Path(__file__).resolve().parent
@@ -121,6 +120,9 @@ def base_image() -> tuple[Path, Path]:
         DRIVERS.encode(),
         Path(PYTHON).read_bytes(),
         Path(__file__).read_bytes(),
+        " ".join(
+            f"{d.metadata['Name']}={d.version}" for d in helpers.runtime_distributions()
+        ).encode(),
     )
     directory = initrd.cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
@@ -128,8 +130,15 @@ def base_image() -> tuple[Path, Path]:
     if path.exists():
         return path, vmlinuz
     dynload = sorted(str(p) for p in (STDLIB / "lib-dynload").glob("*.so"))
+    # panther's own dependencies carry extension modules too (rpds, under jsonschema).
+    dynload += sorted(
+        str(dist.locate_file(file))
+        for dist in helpers.runtime_distributions()
+        for file in dist.files or []
+        if file.suffix == ".so"
+    )
     # dracut copies the included standard library as it is: the libraries its extension
-    # modules load (libffi for ctypes, and so on) are installed by name.
+    # modules load (libffi for ctypes, libpthread for rpds, and so on) are installed by name.
     libraries = sorted({lib for module in dynload for lib in _needed(module)})
     with tempfile.TemporaryDirectory(prefix="guest-initrd-") as work:
         partial = path.with_name(path.name + ".partial")
@@ -168,52 +177,6 @@ def _needed(path: str) -> list[str]:
     return re.findall(r"=> (/\S+)", out)
 
 
-def _copy_package(source: Path, dest: Path) -> None:
-    shutil.copytree(
-        source, dest, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True
-    )
-
-
-def _runtime_distributions() -> list[metadata.Distribution]:
-    """The distributions panther imports at run time (its requirements, recursively)."""
-    seen: dict[str, metadata.Distribution] = {}
-    todo = ["pantheros"]
-    while todo:
-        name = todo.pop()
-        key = name.lower().replace("_", "-")
-        if key in seen:
-            continue
-        try:
-            dist = metadata.distribution(name)
-        except metadata.PackageNotFoundError:
-            continue
-        seen[key] = dist
-        for requirement in dist.requires or []:
-            if "extra ==" in requirement:
-                continue
-            todo.append(re.split(r"[\s;<>=!~\[(]", requirement, maxsplit=1)[0])
-    return [d for k, d in seen.items() if k != "pantheros"]
-
-
-def site_tree(dest: Path) -> None:
-    """panther's package and its runtime dependencies, importable from dest."""
-    _copy_package(Path(pantheros.__file__).resolve().parent, dest / "pantheros")
-    for dist in _runtime_distributions():
-        for file in dist.files or []:
-            top = file.parts[0]
-            if (
-                top.endswith((".dist-info", ".egg-info"))
-                or top == ".."
-                or "__pycache__" in file.parts
-            ):
-                continue
-            source = Path(str(dist.locate_file(file)))
-            if source.is_file():
-                target = dest / file
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(source, target)
-
-
 @dataclass
 class Job:
     """What the guest runs: the steps (see guest_job.py), and files laid into its /."""
@@ -229,7 +192,7 @@ class Job:
         (root / "guest-init").chmod(0o755)
         shutil.copyfile(JOB_RUNNER, root / "job" / "guest_job.py")
         (root / "job" / "steps.json").write_text(json.dumps(self.steps))
-        site_tree(root / "job" / "site")
+        helpers.site_tree(root / "job" / "site")
         for path, source in self.trees.items():
             shutil.copytree(source, root / path.lstrip("/"), dirs_exist_ok=True)
         for path, (mode, content) in self.files.items():
