@@ -298,12 +298,10 @@ def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
 INITRD_TOOLS = [
     "mount",
     "umount",
-    "flock",
     "mkdir",
     "mktemp",
     "rmdir",
     "mv",
-    "readlink",
     "sleep",
     "btrfs",
 ]
