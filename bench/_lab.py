@@ -68,16 +68,33 @@ def format_image(base: Path, name: str, size_gib: int, manifest: Path) -> Path:
 
 
 @contextlib.contextmanager
-def mounted_top(base: Path, image: Path, label: str) -> Iterator[Path]:
+def mounted_top(base: Path, image: Path, label: str, *, setup: bool = False) -> Iterator[Path]:
+    """The image's top level, mounted at base/top-<label> (and its loop device detached after).
+    setup: mounted without write barriers, for building an image fast (never for timing)."""
     dev = sh("losetup", "--find", "--show", "--partscan", str(image)).stdout.strip()
     subprocess.run(["partx", "--update", dev], check=False, capture_output=True)
     top = base / f"top-{label}"
     top.mkdir(exist_ok=True)
-    sh("mount", "-o", "subvolid=5,noatime", f"{dev}p2", str(top))
+    options = "subvolid=5,noatime" + (",nobarrier" if setup else "")
+    sh("mount", "-o", options, f"{dev}p2", str(top))
     try:
         yield top
     finally:
         sh("umount", str(top))
+        detach(dev, image)
+
+
+def detach(dev: str, image: Path) -> None:
+    """Detach our loop device. A device still open (udev probing it) is detached by the kernel
+    when let go: a second detach then finds it gone, which is what was wanted."""
+    proc = subprocess.run(["losetup", "--detach", dev], check=False, capture_output=True, text=True)
+    backing = Path("/sys/block", Path(dev).name, "loop", "backing_file")
+    try:
+        still = backing.read_text().strip() == str(image)
+    except OSError:
+        still = False
+    if proc.returncode != 0 and still:
+        sys.exit(f"losetup --detach {dev}: {proc.stderr.strip()}")
         sh("losetup", "--detach", dev)
 
 
@@ -95,3 +112,28 @@ def populate(root: Path, files: int) -> None:
                     return
                 (folder / f"f{c:05}").write_bytes(b"x" * sizes[made % len(sizes)])
                 made += 1
+
+
+def many_old_roots(top: Path, source: Path, names: list[str], *, nested_every: int = 0) -> None:
+    """Read-only snapshots of source as old roots named names, by the boot step's helper in one
+    process (`serve`: a request per snapshot). nested_every=N: every Nth holds a nested
+    subvolume (made writable, the nested one created, read-only again)."""
+    from pantheros.impermanence import bootstep
+
+    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
+    requests = []
+    for i, name in enumerate(names):
+        dest = str(top / "old_roots" / name)
+        if nested_every and i % nested_every == 0:
+            requests += [
+                ["snapshot", str(source), dest],
+                ["create", f"{dest}/nested"],
+                ["readonly", dest],
+            ]
+        else:
+            requests.append(["snapshot-readonly", str(source), dest])
+    data = b"".join(b"".join(f"{x}".encode() + b"\0" for x in [len(r), *r]) for r in requests)
+    proc = subprocess.run([helper, "serve"], input=data, capture_output=True, check=False)
+    answers = [line for line in proc.stdout.split(b"\n") if line.startswith(b"= ")]
+    if proc.returncode != 0 or answers != [b"= 0"] * len(requests):
+        sys.exit(f"making old roots failed: {proc.stderr.decode(errors='replace').strip()}")

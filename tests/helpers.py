@@ -252,10 +252,31 @@ def subvolume_ids(pfs: Pfs) -> dict[int, str]:
     return {ref.id: ref.path for ref in btrfs.list_subvolumes(pfs.top)}
 
 
+def next_root_problem(top: Path, manifest: manifests.Manifest) -> str | None:
+    """What is wrong with <root>.pantheros-new, or None: it is either absent or the root stage 2
+    prepared for the next boot (read-only, unchanged since made, from the blank or empty)."""
+    new = top / (manifest.storage.root.name + NEW_SUFFIX)
+    if not os.path.lexists(new):
+        return None
+    if not btrfs.is_subvolume(new):
+        return f"{new.name} is not a subvolume"
+    info = btrfs.subvolume_info(new)
+    if not info.readonly or info.ctransid > info.otransid:
+        return f"{new.name} was left half-made (writable or changed since made)"
+    if manifest.impermanence.design.value == "blank-snapshot":
+        blank = btrfs.subvolume_info(top / manifest.storage.blank_snapshot)
+        if info.parent_uuid != blank.uuid:
+            return f"{new.name} was not made from the blank"
+    elif info.parent_uuid is not None or any(new.iterdir()):
+        return f"{new.name} is not an empty subvolume"
+    return None
+
+
 def assert_invariants(pfs: Pfs, before: dict[str, str], ids_before: dict[int, str]) -> None:
-    """Exactly one root; kept subvolumes unchanged; nothing outside old roots deleted."""
+    """Exactly one root; kept subvolumes unchanged; nothing outside old roots deleted; no
+    half-made root left (the next boot's prepared root is not one)."""
     assert btrfs.is_subvolume(pfs.root), "there must always be a root subvolume"
-    assert not os.path.lexists(pfs.top / ("root" + NEW_SUFFIX)), "no half-made root left"
+    assert next_root_problem(pfs.top, pfs.manifest) is None
     assert kept_hashes(pfs) == before
     ids_after = subvolume_ids(pfs)
     for sid, path in ids_before.items():

@@ -352,7 +352,7 @@ in
 
     # The boot step: a bash script and its C helper (nix/bootstep.nix), nothing else, so the
     # initrd carries no Python. It needs bash and coreutils (in every systemd initrd),
-    # mount/umount (there too), flock and btrfs (added below).
+    # mount/umount (there too) and btrfs (added below); the helper takes the top level's lock.
     boot.initrd.systemd.services.pantheros-rollback = {
       description = "PantherOS: archive the root and start from a fresh one";
       wantedBy = [ "initrd.target" ];
@@ -391,7 +391,6 @@ in
     };
     boot.initrd.systemd.storePaths = [ bootstep ];
     boot.initrd.systemd.extraBin = {
-      flock = "${pkgs.util-linux}/bin/flock";
       btrfs = "${pkgs.btrfs-progs}/bin/btrfs";
     };
     boot.initrd.supportedFilesystems = [ "btrfs" ];

@@ -33,7 +33,7 @@ DRACUT_MODULES = (
 # with them; naming them again is harmless and states the need). env: the script's
 # `#!/usr/bin/env bash`, which a Nix build rewrites to the store's bash. The list is the one
 # at the head of the script: what NixOS's systemd initrd has for btrfs, nothing more.
-STEP_TOOLS = "env bash btrfs mount umount flock mktemp readlink sleep mkdir rmdir mv"
+STEP_TOOLS = "env bash btrfs mount umount mktemp sleep mkdir rmdir mv"
 # The QEMU disk is virtio; Debian's cloud kernel has its driver as a module.
 DRIVERS = "virtio_blk virtio_pci"
 BUILD_TIMEOUT = 600

@@ -22,6 +22,7 @@ pytestmark = [pytest.mark.root, pytest.mark.boot]
 
 DIRTY = "boot-dirty"
 CLOSED = "fail-closed"
+PREPARED = "using the fresh root prepared for this boot"
 
 
 def _position(serial: str, text: str) -> int:
@@ -58,6 +59,9 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
         assert len(state.boots) == n, "persist lost a line of an earlier boot"
         report = state.reports[f"boot-{n}"]
         assert report.result == "fresh"
+        # The first boot makes its own root; stage 2 prepares the next one (D150).
+        assert (PREPARED in report.notes) == (n > 1), report.notes
+        assert state.prepared, "stage 2 left no root for the next boot"
         assert state.record is not None
         assert state.record["result"] == "fresh"
         assert len(state.old_roots) == n
@@ -74,6 +78,45 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
     # The step unmounts the top level it mounted under /run, or stage 2 inherits that mount.
     for boot in machine.boots:
         assert "could not unmount" not in boot.serial, "the step left the top level mounted"
+
+
+@pytest.mark.scenario("boot-step: Power cut during the step with a prepared root")
+def test_power_cuts_with_a_prepared_root_are_finished_by_the_next_boot(machine: Machine) -> None:
+    """The same power cuts on the path of every boot after the first (D150): stage 2 of the
+    first boot prepared the next root, and the step's only commit is the flag change after the
+    exchange and the archive, so each cut boot leaves what the next boot finishes."""
+    first = machine.boot(CLOSED)
+    assert first.reached_stage2
+    assert machine.stage2()[1] == 0
+    assert machine.state().prepared
+    for step in ("exchange", "archive"):
+        cut = machine.boot(
+            CLOSED,
+            extra=f"systemd.setenv={HANG_AFTER_ENV}={step}",
+            kill_on=f"pantheros-rollback: hanging after {step}",
+            hooks=True,
+        )
+        assert cut.returncode is None, f"the VM was to be killed after {step}"
+        assert not cut.reached_stage2
+        during = machine.state()
+        assert "sbin" in during.root_files, f"no root after a power cut after {step}"
+
+    boot = machine.boot(CLOSED)
+    assert boot.reached_stage2, "the boot after the power cuts did not reach stage 2"
+    state = machine.state()
+    # A cut boot never reaches stage 2, so it writes no line: the recovery boot is boot-2.
+    assert state.boots == ["boot-1 junk-seen=[]", "boot-2 junk-seen=[]"]
+    report = state.reports["boot-2"]
+    assert report.result == "fresh"
+    assert PREPARED in report.notes, report.notes
+    assert not state.prepared, "the prepared root was used"
+    assert not state.leftovers
+    assert [f for f in state.root_files if f.startswith("junk-")] == ["junk-2"]
+    # The first boot's root (junk-0) and the root of boot 1 (junk-1), nothing else lost.
+    assert len(state.old_roots) == 2, [r.name for r in state.old_roots]
+    assert "junk-1" in state.old_root_files[state.old_roots[-1].name]
+    assert state.blank_problem is None
+    assert state.strays == 0
 
 
 @pytest.mark.scenario("boot-step: Power cut during the step")
@@ -109,7 +152,9 @@ def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machi
     assert state.reports["boot-1"].result == "fresh"
     assert not state.leftovers, "a half-made root was left"
     assert len(state.old_roots) == 1, [r.name for r in state.old_roots]
-    assert all(r.info.readonly for r in state.old_roots)
+    # The root this boot archived stays writable until stage 2 (pantheros-rollback-finish, not
+    # run by this test's stage 2) makes it read-only (D151).
+    assert all(r.info.readonly for r in state.old_roots[:-1])
     (old,) = state.old_root_files.values()
     assert "junk-0" in old, "the previous root was lost"
     assert state.blank_problem is None

@@ -28,6 +28,7 @@ from pantheros.impermanence.stage2 import LOGIN_WARNING, finish
 from pantheros.lab.lab import Lab
 from pantheros.machine import Machine as PantherMachine
 from tests.bootstep_variant import NEW_SUFFIX
+from tests.helpers import next_root_problem
 
 LAB = manifests.load(manifests.bundled_path("lab"))
 LABEL = LAB.storage.btrfs_label
@@ -207,7 +208,8 @@ class DiskState:
     old_root_files: dict[str, list[str]]
     strays: int
     root_files: list[str]
-    leftovers: list[str]
+    leftovers: list[str]  # a half-made root beside the root: never left by a finished step
+    prepared: bool  # the next boot's root, as stage 2 prepares it (D150), is beside the root
     blank_problem: str | None
     record: dict[str, Any] | None
 
@@ -226,6 +228,7 @@ def inspect(directory: Path) -> DiskState:
         )
         roots, strays = OldRoots(top, storage).scan()
         record = rollback.record_path(top, LAB)
+        problem = next_root_problem(top, LAB)
         return DiskState(
             boots=log.read_text().splitlines() if log.exists() else [],
             reports=reports,
@@ -233,7 +236,8 @@ def inspect(directory: Path) -> DiskState:
             old_root_files={r.name: sorted(os.listdir(r.path)) for r in roots},
             strays=len(strays),
             root_files=sorted(os.listdir(top / storage.root.name)),
-            leftovers=sorted(n for n in os.listdir(top) if n.endswith(NEW_SUFFIX)),
+            leftovers=[] if problem is None else [f"{storage.root.name}{NEW_SUFFIX}: {problem}"],
+            prepared=problem is None and os.path.lexists(top / (storage.root.name + NEW_SUFFIX)),
             blank_problem=blank.problem(top, LAB),
             record=json.loads(record.read_text()) if record.exists() else None,
         )

@@ -298,12 +298,10 @@ def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
 INITRD_TOOLS = [
     "mount",
     "umount",
-    "flock",
     "mkdir",
     "mktemp",
     "rmdir",
     "mv",
-    "readlink",
     "sleep",
     "btrfs",
 ]
@@ -387,3 +385,52 @@ def test_an_unsafe_cache_is_one_line_and_a_root_left_alone(pfs: Pfs, workdir: Pa
     assert f"{cache} is writable by" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (pfs.root / "etc/hostname").read_text() == "kept"
+
+
+def _requests(*requests: list[str]) -> bytes:
+    return b"".join(b"".join(f"{arg}".encode() + b"\0" for arg in [len(r), *r]) for r in requests)
+
+
+def test_the_helper_serves_requests_one_after_the_other(tmp_path: Path) -> None:
+    """`serve` (D152): each request's output, then `= RC`; a request that is not one ends it."""
+    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
+    good = _requests(["info", str(tmp_path), str(tmp_path / "missing")], ["bogus"])
+    proc = subprocess.run([helper, "serve"], input=good, capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.decode().splitlines()
+    # tmp_path: "other" off btrfs, "directory ..." on it; what is not there: "missing".
+    assert lines[0].split(" ")[0] in ("other", "directory"), lines
+    assert lines[1:] == ["missing", "= 0", "= 2"]
+    assert b"bogus: not a command with these arguments" in proc.stderr
+    for bad, says in [
+        (b"0\0", b"a request that is not one"),
+        (b"65\0", b"a request that is not one"),
+        (b"2\0info\0", b"a request cut short"),
+        (_requests(["serve"]), b"serve: not a command"),
+    ]:
+        proc = subprocess.run([helper, "serve"], input=bad, capture_output=True, check=False)
+        assert says in proc.stderr, (bad, proc.stderr)
+        assert proc.returncode == 2 or b"= 2" in proc.stdout, (bad, proc.returncode)
+
+
+def test_the_helpers_lock_lasts_while_it_runs(tmp_path: Path) -> None:
+    """`lock DIR` in `serve`: the top level's flock, held until the helper exits (D152)."""
+    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
+    serving = subprocess.Popen(
+        [helper, "serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert serving.stdin is not None
+    assert serving.stdout is not None
+    try:
+        serving.stdin.write(_requests(["lock", str(tmp_path)]))
+        serving.stdin.flush()
+        assert serving.stdout.readline() == b"= 0\n"
+        held = subprocess.run(["flock", "-n", str(tmp_path), "true"], check=False)
+        assert held.returncode == 1, "the lock is held while the helper runs"
+    finally:
+        serving.stdin.close()
+        assert serving.wait(timeout=10) == 0
+        serving.stdout.close()
+        assert serving.stderr is not None
+        serving.stderr.close()
+    assert subprocess.run(["flock", "-n", str(tmp_path), "true"], check=False).returncode == 0

@@ -23,7 +23,7 @@ from pantheros import btrfs
 from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
 from tests import bootstep_variant
-from tests.bootstep_variant import NEW_SUFFIX, STEPS
+from tests.bootstep_variant import FAST_STEPS, NEW_SUFFIX, SLOW_STEPS, STEPS
 from tests.helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 
 pytestmark = pytest.mark.root
@@ -298,9 +298,17 @@ def test_gc_waits_for_the_boot_step(pfs: Pfs) -> None:
 def test_a_second_sigkill_during_recovery_is_finished_by_the_third_run(
     pfs: Pfs, run_rollback: Run
 ) -> None:
-    """Every pair (kill after step A, then kill the recovery after step B) on one filesystem."""
-    pairs = [(a, b) for a in STEPS for b in STEPS]
-    for number, (first, second) in enumerate(pairs):
+    """Every pair (kill after step A, then kill the recovery after step B) on one filesystem, on
+    both paths: without a prepared root (the first boot's) and with one (D150). B may be a step
+    the recovery does not take: it then finishes."""
+    pairs = [("slow", a, b) for a in SLOW_STEPS for b in STEPS]
+    pairs += [("fast", a, b) for a in FAST_STEPS for b in STEPS]
+    prepared = pfs.top / ("root" + NEW_SUFFIX)
+    for number, (path, first, second) in enumerate(pairs):
+        # Each finished run prepared the next root; the slow path is the one without it.
+        if path == "slow" and os.path.lexists(prepared):
+            btrfs.delete_subvolume(prepared)
+        assert os.path.lexists(prepared) == (path == "fast"), (path, first, second)
         pfs.dirty("etc/hostname", f"boot {number}")
         before, ids = kept_hashes(pfs), subvolume_ids(pfs)
         killed = run_rollback(env=bootstep_variant.env(kill_after=first))

@@ -77,9 +77,9 @@ def _writable_old_root(pfs: Pfs, name: bytes) -> None:
 
 @pytest.mark.root
 def test_names_holding_every_byte_come_back_exact_from_the_report(pfs: Pfs) -> None:
-    """Issue 20.7 and 20.11: a writable old root is sealed and named in a note; with every byte
-    value and every line separator in names, the report stays one record a line, parses, and
-    gives each name back byte for byte."""
+    """Issue 20.7 and 20.11: a writable old root is sealed (by stage 2's `--prepare`, D151) and
+    named in a note; with every byte value and every line separator in names, the reports stay
+    one record a line, parse, and give each name back byte for byte."""
     names = [b"x" + b + b"y" for b in NAME_BYTES]
     names += [f"s{s}result=fresh{s}".encode() for s in SEPARATORS]
     names += [b"\xff\xfe-not-utf8", b".dot-named"]
@@ -89,14 +89,20 @@ def test_names_holding_every_byte_come_back_exact_from_the_report(pfs: Pfs) -> N
     proc = subprocess.run(script(pfs), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert all(0x20 <= b < 0x7F or b == 0x0A for b in proc.stdout), "the report is not ASCII"
-    outcome = bootstep.parse_report(proc.stdout)
-    assert outcome.result == "fresh"
+    stepped = bootstep.parse_report(proc.stdout)
+    assert stepped.result == "fresh"
+    proc = subprocess.run([*script(pfs), "--prepare"], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert all(0x20 <= b < 0x7F or b == 0x0A for b in proc.stdout), "the report is not ASCII"
+    outcome = bootstep.parse_report(proc.stdout, bootstep.PREPARE_RESULTS)
+    assert outcome.result == "prepared"
     sealed = {
-        os.fsencode(n.removeprefix("made ").removesuffix(" read-only (an interrupted run)"))
+        os.fsencode(n.removeprefix("made old root ").removesuffix(" read-only"))
         for n in outcome.notes
-        if n.startswith("made ")
+        if n.startswith("made old root ")
     }
-    assert sealed == set(names)
+    # Those, and the root the step just archived (writable until now).
+    assert sealed == {*names, *map(os.fsencode, stepped.archived)}
     for name in names:
         path = os.fsencode(pfs.old_roots) + b"/" + name
         assert btrfs.subvolume_info(os.fsdecode(path)).readonly, name
@@ -174,7 +180,12 @@ def test_twelve_thousand_long_names_in_the_old_roots_location(pfs: Pfs) -> None:
     assert kept_hashes(pfs) == before
     assert set(ids) <= set(subvolume_ids(pfs))
     assert len(os.listdir(base)) == 12_000 + 3
-    # The dot-named and non-UTF-8 ones were sealed too (issue 20.13).
+    # The step never lists the old roots (D151): stage 2's --prepare seals them, the dot-named
+    # and non-UTF-8 ones too (issue 20.13).
+    for name in (b".dot-writable", b"\xff-writable"):
+        assert not btrfs.subvolume_info(os.fsdecode(base + b"/" + name)).readonly
+    proc = subprocess.run([*script(pfs), "--prepare"], capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr
     for name in (b".dot-writable", b"\xff-writable"):
         assert btrfs.subvolume_info(os.fsdecode(base + b"/" + name)).readonly
 
@@ -196,7 +207,8 @@ def test_a_non_utf8_old_root_name_leaves_stage_two_running(lab: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     outcome = json.loads(proc.stdout)
     assert outcome["result"] == "fresh"
-    assert any("read-only (an interrupted run)" in n for n in outcome["notes"])
+    # Stage 2's --prepare sealed it (D151), and said so.
+    assert any(n.startswith("made old root ") for n in outcome["notes"]), outcome["notes"]
     record = json.loads((lab / "mnt" / "persist" / ".pantheros" / "rollback.json").read_text())
     assert record["result"] == "fresh"
     listing = panther("roots", "list", "--lab", str(lab))

@@ -15,13 +15,14 @@ import pytest
 from pantheros import btrfs
 from pantheros.impermanence import rollback
 from tests import bootstep_variant
-from tests.bootstep_variant import NEW_SUFFIX, STEPS
+from tests.bootstep_variant import FAST_STEPS, NEW_SUFFIX, SLOW_STEPS
 from tests.helpers import (
     Pfs,
     assert_invariants,
     attach_partitioned,
     cleanup_under,
     kept_hashes,
+    next_root_problem,
     subvolume_ids,
 )
 
@@ -263,11 +264,38 @@ def _copy_image(pfs: Pfs, dest: Path) -> None:
     subprocess.run(["cp", "--sparse=always", str(pfs.image), str(dest)], check=True)
 
 
+CRASH_POINTS = [("slow", step) for step in SLOW_STEPS] + [("fast", step) for step in FAST_STEPS]
+# A prepared root changed since made: made writable (to be moved), archived, then the slow path.
+CRASH_POINTS += [("stale", "unseal"), ("stale", "archive"), ("stale", "create")]
+
+
+def _crashed_root(pfs: Pfs, earlier: list[str], stale: bool) -> str:
+    """The old root that holds the root of the crashed run (a stale prepared root is the other
+    new one)."""
+    new = [n for n in pfs.old_root_names() if n not in earlier]
+    assert len(new) == 1 + stale, new
+    [name] = [n for n in new if (pfs.old_roots / n / "etc/hostname").exists()]
+    return name
+
+
 @pytest.mark.scenario("impermanence-rollback: Crash at any step")
-@pytest.mark.parametrize("step", STEPS)
+@pytest.mark.parametrize(("path", "step"), CRASH_POINTS)
 def test_crash_after_each_step_is_completed_by_the_next_run(
-    pfs: Pfs, run_rollback: Run, workdir: Path, step: str
+    pfs: Pfs, run_rollback: Run, workdir: Path, path: str, step: str
 ) -> None:
+    """SIGKILL after each step, then the image as the disk holds it (a power cut: only what was
+    committed), each finished by the next run. slow: no prepared root (the first boot); fast:
+    the root stage 2 prepared (a `panther rollback` made it)."""
+    prepared = pfs.top / ("root" + NEW_SUFFIX)
+    if path in ("fast", "stale"):
+        pfs.dirty("etc/hostname", "an earlier boot")
+        assert run_rollback().returncode == 0
+        assert btrfs.subvolume_info(prepared).readonly
+    if path == "stale":
+        btrfs.set_readonly(prepared, False)
+        (prepared / "planted").write_text("not fresh")
+        btrfs.set_readonly(prepared, True)
+    earlier = pfs.old_root_names()
     pfs.dirty("etc/hostname", "before the crash")
     before, ids = kept_hashes(pfs), subvolume_ids(pfs)
     killed = run_rollback(env=bootstep_variant.env(kill_after=step))
@@ -282,9 +310,11 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
     assert proc.returncode == 0, proc.stderr
     assert_invariants(pfs, before, ids)
     assert is_fresh(pfs)
-    [name] = pfs.old_root_names()
+    assert not btrfs.subvolume_info(pfs.root).readonly
+    name = _crashed_root(pfs, earlier, path == "stale")
     assert (pfs.old_roots / name / "etc/hostname").read_text() == "before the crash"
     assert btrfs.subvolume_info(pfs.old_roots / name).readonly
+    assert not (pfs.root / "planted").exists()
 
     crash_top = workdir / "crash-top"
     crash_top.mkdir()
@@ -298,9 +328,11 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
         proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(crash_top))
         assert proc.returncode == 0, proc.stderr
         assert is_fresh(copy)
-        assert not os.path.lexists(crash_top / ("root" + NEW_SUFFIX))
-        [name] = copy.old_root_names()
+        assert not btrfs.subvolume_info(copy.root).readonly
+        assert next_root_problem(crash_top, copy.manifest) is None
+        name = _crashed_root(copy, earlier, path == "stale")
         assert (copy.old_roots / name / "etc/hostname").read_text() == "before the crash"
+        assert not (copy.root / "planted").exists()
     finally:
         subprocess.run(["umount", str(crash_top)], check=True)
         subprocess.run(["losetup", "--detach", dev], check=True)

@@ -222,9 +222,8 @@ def test_the_initrd_runs_only_the_boot_step(tmp_path: Path) -> None:
     assert unit["serviceConfig"]["TimeoutStartSec"] == "2min"
     assert unit["serviceConfig"]["Type"] == "oneshot"
     assert unit["unitConfig"]["ConditionKernelCommandLine"] == "!pantheros.norollback"
-    # The script's tools beyond bash and coreutils: flock and btrfs.
+    # The script's tools beyond bash and coreutils: btrfs (its helper takes the lock: no flock).
     assert initrd["extraBin"] == {
-        "flock": "/nix/store/00000000000000000000000000000000-util-linux/bin/flock",
         "btrfs": "/nix/store/00000000000000000000000000000000-btrfs-progs/bin/btrfs",
     }
     assert initrd["supportedFilesystems"] == {"btrfs": True}

@@ -71,7 +71,6 @@ def test_nixos_facts_prints_what_the_stub_evaluation_asserts() -> None:
     assert facts["initrd"]["storePaths"] == ["<store>"]
     assert facts["initrd"]["extraBin"] == {
         "btrfs": "<store>/bin/btrfs",
-        "flock": "<store>/bin/flock",
     }
     assert "install cramfs <store>/bin/false" in facts["extraModprobeConfig"]
     assert facts["fileSystems"]["/tmp"]["options"][-1] in {"noexec", "strictatime"}

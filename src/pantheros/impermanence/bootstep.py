@@ -42,6 +42,8 @@ BOOT_REPORT = Path("/run/pantheros/rollback.report")
 NO_ROLLBACK_PARAMETER = "pantheros.norollback"
 EXIT_USAGE = 2
 RESULTS = ("fresh", "already-fresh", "would-roll-back", "dirty")
+# The results of `--prepare`, stage 2's part: the fresh root of the next boot.
+PREPARE_RESULTS = ("prepared", "already-prepared", "unprepared")
 
 
 @dataclass
@@ -55,10 +57,11 @@ class Outcome:
     error: str | None = None
 
 
-def parse_report(data: bytes | str) -> Outcome:
+def parse_report(data: bytes | str, results: Sequence[str] = RESULTS) -> Outcome:
     """The script's report as an Outcome, read with the record format's rule (one value per
     line, unescaped to bytes, names as surrogateescape str). A report this script cannot have
-    written (a malformed line, no result or two) is refused; unknown keys are ignored."""
+    written (a malformed line, no result or two, a result not among `results`) is refused;
+    unknown keys are ignored."""
     raw = data.encode("ascii", "surrogateescape") if isinstance(data, str) else data
     try:
         pairs = keyvalue.parse(raw)
@@ -71,7 +74,7 @@ def parse_report(data: bytes | str) -> Outcome:
         "action": outcome.actions,
         "note": outcome.notes,
     }
-    results = [value for key, value in pairs if key == "result"]
+    found = [value for key, value in pairs if key == "result"]
     for key, value in pairs:
         if key in lists:
             lists[key].append(value)
@@ -79,10 +82,10 @@ def parse_report(data: bytes | str) -> Outcome:
             outcome.error = value
         elif key == "root_id" and value.isascii() and value.isdigit():
             outcome.root_id = int(value)
-    if len(results) != 1 or results[0] not in RESULTS:
-        shown = ", ".join(keyvalue.escape(r) for r in results) or "none"
+    if len(found) != 1 or found[0] not in results:
+        shown = ", ".join(keyvalue.escape(r) for r in found) or "none"
         raise PantherError(f"the boot step's report has no single valid result (found: {shown})")
-    outcome.result = results[0]
+    outcome.result = found[0]
     return outcome
 
 
@@ -233,6 +236,7 @@ def argv(
     device: str | None = None,
     report: Path | None = None,
     dry_run: bool = False,
+    prepare: bool = False,
 ) -> list[str]:
     """The script's command line for this manifest."""
     where = ["--top", str(top)] if top is not None else ["--device", str(device)]
@@ -241,6 +245,8 @@ def argv(
         args += ["--report", str(report)]
     if dry_run:
         args.append("--dry-run")
+    if prepare:
+        args.append("--prepare")
     return args
 
 
@@ -254,6 +260,20 @@ def run(
 ) -> tuple[Outcome, int]:
     """Run the boot step; its messages go to our stderr, its report comes back parsed."""
     args = argv(manifest, top=top, device=device, report=report, dry_run=dry_run)
+    proc = _run(args)
+    return parse_report(proc.stdout), proc.returncode
+
+
+def prepare(manifest: Manifest, *, top: Path) -> Outcome:
+    """Stage 2's part of the step (`--prepare`), on a mounted top level: make every old root
+    read-only, and the fresh root of the next boot (a read-only snapshot of the blank beside the
+    root), so that boot costs no snapshot. Its result is one of PREPARE_RESULTS."""
+    return parse_report(_run(argv(manifest, top=top, prepare=True)).stdout, PREPARE_RESULTS)
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Run the script (its report is its stdout); PantherError when it was killed or refused
+    its arguments."""
     proc = process.run(args, check=False, pass_stderr=True, errors="surrogateescape")
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
@@ -261,7 +281,7 @@ def run(
     if proc.returncode == EXIT_USAGE:
         shown = " ".join(keyvalue.escape(a) for a in args[1:])
         raise PantherError(f"the boot step refused its arguments: {shown}")
-    return parse_report(proc.stdout), proc.returncode
+    return proc
 
 
 def helper_lines(result: subprocess.CompletedProcess[str]) -> Sequence[str]:

@@ -1,8 +1,11 @@
-"""After the boot step: record its outcome, prune old roots, and be loud when it failed.
+"""After the boot step: record its outcome, prune old roots, prepare the next boot's root, and
+be loud when it failed.
 
 `finish` is stage 2 of every boot (`panther rollback --finish`, run by a unit after the initrd):
-it reads the report the initrd's step left. `run_rollback` is the same recording for the step
-run by hand on a mounted top level (`panther rollback`).
+it reads the report the initrd's step left. `run_rollback` is the same for the step run by hand
+on a mounted top level (`panther rollback`). Both then run the step's `--prepare`: the old root
+the step archived is made read-only, and the fresh root of the next boot is made now, off the
+boot path (D150).
 """
 
 from __future__ import annotations
@@ -46,9 +49,37 @@ def run_rollback(
         plan, deleted = rollback.gc(top, manifest, dry_run=False)
         outcome.pruned += deleted
         outcome.notes += plan.notes
+    if not dry_run and outcome.result in READY:
+        outcome.notes += prepare_next(top, manifest)
     if not dry_run:
         _record(top, manifest, outcome)
     return outcome, code
+
+
+# After these the next boot's root is made: the blank was trusted, and the root is the one to
+# keep running. (After a failed step the next boot takes its own path, and says why.)
+READY = ("fresh", "already-fresh", "skipped")
+
+
+def prepare_next(top: Path, manifest: manifests.Manifest) -> list[str]:
+    """The step's `--prepare` (old roots read-only; the next boot's root, read-only, beside the
+    root): its notes for the record. A failure is said on stderr and noted: the next boot then
+    makes its fresh root itself, as the first boot does."""
+    try:
+        prepared = bootstep.prepare(manifest, top=top)
+    except PantherError as exc:
+        prepared = Outcome(result="unprepared", error=str(exc))
+    notes = list(prepared.notes)
+    if prepared.result == "unprepared":
+        line = (
+            f"the root for the next boot was not prepared ({ui.printable(str(prepared.error))}); "
+            "that boot makes it itself"
+        )
+        ui.warn(line)
+        notes.append(line)
+    elif prepared.result == "prepared":
+        notes += [f"for the next boot: {action}" for action in prepared.actions]
+    return notes
 
 
 def _record(top: Path, manifest: manifests.Manifest, outcome: Outcome) -> None:
@@ -69,7 +100,8 @@ def boot_outcome(report: Path, cmdline: str, *, beneath: Path | None = None) -> 
 
 
 def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
-    """Stage 2: record what the boot step did, prune by retention, and be loud if it failed.
+    """Stage 2: record what the boot step did, prune by retention, prepare the next boot's root,
+    and be loud if the step failed.
 
     The record goes to the persist subvolume (what `panther status` and the audit read); when
     the root was not rolled back, one line goes to the machine's login warning file, which the
@@ -82,6 +114,8 @@ def finish(machine: Machine, report: Path, cmdline: str) -> tuple[Outcome, int]:
             plan, deleted = rollback.gc(top, machine.manifest, dry_run=False)
             outcome.pruned += deleted
             outcome.notes += plan.notes
+        if outcome.result in READY:
+            outcome.notes += prepare_next(top, machine.manifest)
         _record(top, machine.manifest, outcome)
     if outcome.result in ("fresh", "already-fresh"):
         files.remove_file(warning, beneath=base)

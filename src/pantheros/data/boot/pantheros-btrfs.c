@@ -13,11 +13,21 @@
  *                             holding it); or just "missing", or "other" (a symlink, a file, not
  *                             on btrfs)
  *   snapshot SRC DEST        writable snapshot of the subvolume SRC at DEST
+ *   snapshot-readonly SRC DEST  the same, read-only from its creation
  *   create DEST              empty subvolume at DEST
  *   exchange A B             swap A and B atomically (renameat2 RENAME_EXCHANGE)
  *   rename A B               rename A to B, never replacing B (renameat2 RENAME_NOREPLACE)
- *   readonly PATH            set the subvolume read-only
+ *   readonly PATH            set the subvolume read-only (the kernel commits a flag change)
+ *   writable PATH            set the subvolume writable (the same)
  *   sync PATH                commit the filesystem's current transaction
+ *   lock DIR                 take the exclusive flock of the directory DIR and keep it until this
+ *                             process exits (with `serve`: the whole run)
+ *   serve                    run the commands read from stdin, one after the other, until its
+ *                             end: each is its number of arguments then the arguments, every
+ *                             one ended by a NUL byte; answered with the command's output and
+ *                             "= RC", its exit code. The boot step runs one helper process for
+ *                             its whole run this way, as its coprocess: a process costs a
+ *                             millisecond, a request microseconds.
  *   check-path TOP REL...    per REL, one line: the first component of TOP/REL that is a symlink
  *                             or a mount point ("PREFIX is a symlink", "PREFIX is a mount point"),
  *                             or "ok" (a missing component or a file is the caller's to judge)
@@ -67,6 +77,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -270,9 +281,11 @@ static int open_parent(const char *path, char *name, size_t size) {
     return open(copy_[0] ? copy_ : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 }
 
-static int make_subvolume(const char *source, const char *dest) {
+static int make_subvolume(const char *source, const char *dest, int readonly) {
     struct btrfs_ioctl_vol_args_v2 args;
     memset(&args, 0, sizeof args);
+    if (readonly)
+        args.flags = BTRFS_SUBVOL_RDONLY;
     int dfd = open_parent(dest, args.name, sizeof args.name);
     if (dfd < 0)
         return fail(source ? "snapshot" : "create", dest);
@@ -306,13 +319,22 @@ static int set_readonly_fd(int fd, int readonly) {
     return ioctl(fd, BTRFS_IOC_SUBVOL_SETFLAGS, &want) < 0 ? -1 : 0;
 }
 
-static int set_readonly(const char *path) {
+static int set_readonly(const char *path, int readonly) {
+    const char *op = readonly ? "readonly" : "writable";
     int fd = open_dir(path);
     if (fd < 0)
-        return fail("readonly", path);
-    int rc = set_readonly_fd(fd, 1) < 0 ? fail("readonly", path) : OK;
+        return fail(op, path);
+    int rc = set_readonly_fd(fd, readonly) < 0 ? fail(op, path) : OK;
     close(fd);
     return rc;
+}
+
+/* The descriptor stays open: the lock lasts while this process does. */
+static int lock_dir(const char *path) {
+    int fd = open_dir(path);
+    if (fd < 0 || flock(fd, LOCK_EX) < 0)
+        return fail("lock", path);
+    return OK;
 }
 
 static int sync_fs(const char *path) {
@@ -832,6 +854,14 @@ static int open_location(const struct top *top, const char *rel, struct location
     return OK;
 }
 
+/* What a command keeps open of the location: closed when it is done (`serve` runs many). */
+static int close_location(struct location *loc, int rc) {
+    if (loc->fd >= 0)
+        close(loc->fd);
+    loc->fd = -1;
+    return rc;
+}
+
 static int mark_pins(struct location *loc, struct pins *pins) {
     const char *why = "";
     if (loc->fd < 0)
@@ -856,7 +886,7 @@ static int list_old_roots(const struct top *top, const char *rel) {
     if (rc == OK)
         rc = mark_pins(&loc, &pins);
     if (rc != OK)
-        return rc;
+        return close_location(&loc, rc);
     for (size_t i = 0; i < loc.count; i++) {
         const struct old_root *r = &loc.roots[i];
         printf("%llu %llu %d %d ", (unsigned long long)r->sv.id,
@@ -864,7 +894,7 @@ static int list_old_roots(const struct top *top, const char *rel) {
         put_str(stdout, r->name);
         putchar('\n');
     }
-    return OK;
+    return close_location(&loc, OK);
 }
 
 static int list_pins(const struct top *top, const char *rel) {
@@ -874,12 +904,12 @@ static int list_pins(const struct top *top, const char *rel) {
     if (rc == OK)
         rc = mark_pins(&loc, &pins);
     if (rc != OK || loc.fd < 0)
-        return rc;
+        return close_location(&loc, rc);
     for (size_t i = 0; i < pins.count; i++) {
         put_str(stdout, pins.keys[i]);
         putchar('\n');
     }
-    return OK;
+    return close_location(&loc, OK);
 }
 
 /* Re-open an old root by name and check it is still the subvolume listed. */
@@ -901,7 +931,7 @@ static int seal_old_roots(const struct top *top, const char *rel) {
     struct location loc;
     int rc = open_location(top, rel, &loc);
     if (rc != OK)
-        return rc;
+        return close_location(&loc, rc);
     for (size_t i = 0; i < loc.count; i++) {
         const struct old_root *r = &loc.roots[i];
         if (r->sv.readonly)
@@ -913,13 +943,13 @@ static int seal_old_roots(const struct top *top, const char *rel) {
             fprintf(stderr, "pantheros-btrfs: cannot make old root ");
             put_str(stderr, r->name);
             fprintf(stderr, " read-only: %s\n", strerror(errno));
-            return FAILED;
+            return close_location(&loc, FAILED);
         }
         close(fd);
         put_str(stdout, r->name);
         putchar('\n');
     }
-    return OK;
+    return close_location(&loc, OK);
 }
 
 /* --- mounts in every mount namespace ------------------------------------------------------------ */
@@ -1438,13 +1468,13 @@ static int delete_old_roots(const struct top *top, const char *rel, char **ids, 
     if (rc == OK)
         rc = read_mounts(top, &mounts, 0);
     if (rc != OK)
-        return rc;
+        return close_location(&loc, rc);
     for (int i = 0; i < count; i++) {
         char *end;
         errno = 0;
         unsigned long long id = strtoull(ids[i], &end, 10);
         if (errno != 0 || *end != '\0' || ids[i][0] == '\0' || !isdigit((unsigned char)ids[i][0]))
-            return refuse("delete-old-roots", ids[i], "not a subvolume id");
+            return close_location(&loc, refuse("delete-old-roots", ids[i], "not a subvolume id"));
         const struct old_root *found = NULL;
         for (size_t k = 0; k < loc.count && found == NULL; k++)
             if (loc.roots[k].sv.id == id)
@@ -1456,11 +1486,11 @@ static int delete_old_roots(const struct top *top, const char *rel, char **ids, 
         }
         int one = delete_one(&loc, &mounts, found);
         if (one == NO_SPACE || one == FAILED)
-            return one;
+            return close_location(&loc, one);
         if (one != OK)
             rc = one;
     }
-    return rc;
+    return close_location(&loc, rc);
 }
 
 static int mounted(const struct top *top, const char *rel, int here_only) {
@@ -1505,7 +1535,7 @@ static int mounted_old_roots(const struct top *top, const char *rel) {
     if (rc == OK)
         rc = read_mounts(top, &mounts, 0);
     if (rc != OK)
-        return rc;
+        return close_location(&loc, rc);
     for (size_t i = 0; i < loc.count; i++) {
         const struct old_root *r = &loc.roots[i];
         int fd = reopen_old_root(&loc, r);
@@ -1514,14 +1544,14 @@ static int mounted_old_roots(const struct top *top, const char *rel) {
         const struct mount *m = where_mounted(fd, r->sv.id, rel, r->name, &mounts, &rc);
         close(fd);
         if (rc < 0)
-            return fail("mounted-old-roots", r->name);
+            return close_location(&loc, fail("mounted-old-roots", r->name));
         if (m != NULL) {
             printf("%llu ", (unsigned long long)r->sv.id);
             put_mount(stdout, m);
             putchar('\n');
         }
     }
-    return OK;
+    return close_location(&loc, OK);
 }
 
 /* --- records ------------------------------------------------------------------------------------ */
@@ -1698,24 +1728,28 @@ static int with_top(int argc, char **argv, int more) {
             return refuse(op, argv[i], "not a path below the top level");
     struct top top;
     int rc = open_top(argv[2], &top);
-    if (rc != OK)
-        return rc;
-    if (strcmp(op, "check-path") == 0) {
-        for (int i = 3; rc == OK && i < argc; i++)
-            rc = check_path(&top, argv[i]);
+    if (rc != OK) {
+        if (top.fd >= 0)
+            close(top.fd);
         return rc;
     }
-    if (strcmp(op, "old-roots") == 0)
-        return list_old_roots(&top, argv[3]);
-    if (strcmp(op, "seal-old-roots") == 0)
-        return seal_old_roots(&top, argv[3]);
-    if (strcmp(op, "pins") == 0)
-        return list_pins(&top, argv[3]);
-    if (strcmp(op, "mounted") == 0 || strcmp(op, "mounted-here") == 0)
-        return mounted(&top, argv[3], strcmp(op, "mounted-here") == 0);
-    if (strcmp(op, "mounted-old-roots") == 0)
-        return mounted_old_roots(&top, argv[3]);
-    return delete_old_roots(&top, argv[3], argv + 4, argc - 4);
+    if (strcmp(op, "check-path") == 0)
+        for (int i = 3; rc == OK && i < argc; i++)
+            rc = check_path(&top, argv[i]);
+    else if (strcmp(op, "old-roots") == 0)
+        rc = list_old_roots(&top, argv[3]);
+    else if (strcmp(op, "seal-old-roots") == 0)
+        rc = seal_old_roots(&top, argv[3]);
+    else if (strcmp(op, "pins") == 0)
+        rc = list_pins(&top, argv[3]);
+    else if (strcmp(op, "mounted") == 0 || strcmp(op, "mounted-here") == 0)
+        rc = mounted(&top, argv[3], strcmp(op, "mounted-here") == 0);
+    else if (strcmp(op, "mounted-old-roots") == 0)
+        rc = mounted_old_roots(&top, argv[3]);
+    else
+        rc = delete_old_roots(&top, argv[3], argv + 4, argc - 4);
+    close(top.fd);
+    return rc;
 }
 
 static int dispatch(int argc, char **argv) {
@@ -1729,15 +1763,21 @@ static int dispatch(int argc, char **argv) {
         return OK;
     }
     if (argc == 4 && strcmp(op, "snapshot") == 0)
-        return make_subvolume(argv[2], argv[3]);
+        return make_subvolume(argv[2], argv[3], 0);
+    if (argc == 4 && strcmp(op, "snapshot-readonly") == 0)
+        return make_subvolume(argv[2], argv[3], 1);
     if (argc == 3 && strcmp(op, "create") == 0)
-        return make_subvolume(NULL, argv[2]);
+        return make_subvolume(NULL, argv[2], 0);
     if (argc == 4 && strcmp(op, "exchange") == 0)
         return rename2("exchange", argv[2], argv[3], RENAME_EXCHANGE);
     if (argc == 4 && strcmp(op, "rename") == 0)
         return rename2("rename", argv[2], argv[3], RENAME_NOREPLACE);
     if (argc == 3 && strcmp(op, "readonly") == 0)
-        return set_readonly(argv[2]);
+        return set_readonly(argv[2], 1);
+    if (argc == 3 && strcmp(op, "writable") == 0)
+        return set_readonly(argv[2], 0);
+    if (argc == 3 && strcmp(op, "lock") == 0)
+        return lock_dir(argv[2]);
     if (argc == 3 && strcmp(op, "sync") == 0)
         return sync_fs(argv[2]);
     if (argc == 3 && strcmp(op, "usage") == 0)
@@ -1747,12 +1787,18 @@ static int dispatch(int argc, char **argv) {
         if (strchr(argv[3], '/') != NULL || !rel_ok(argv[3]))
             return refuse(op, argv[3], "not a name at the top level");
         int rc = open_top(argv[2], &top);
-        return rc == OK ? read_record(&top, argv[3]) : rc;
+        rc = rc == OK ? read_record(&top, argv[3]) : rc;
+        if (top.fd >= 0)
+            close(top.fd);
+        return rc;
     }
     if (argc == 3 && strcmp(op, "space") == 0) {
         struct top top;
         int rc = open_top(argv[2], &top);
-        return rc == OK ? space(&top) : rc;
+        rc = rc == OK ? space(&top) : rc;
+        if (top.fd >= 0)
+            close(top.fd);
+        return rc;
     }
     const char *with_rel[] = {"old-roots", "seal-old-roots", "pins", "mounted", "mounted-here",
                               "mounted-old-roots"};
@@ -1766,16 +1812,69 @@ static int dispatch(int argc, char **argv) {
     return -1;
 }
 
+#define SERVE_ARGS_MAX 64
+
+/* One argument of a request, read up to its NUL; NULL at the end of input. */
+static char *next_arg(void) {
+    char *arg = NULL;
+    size_t cap = 0;
+    ssize_t n = getdelim(&arg, &cap, '\0', stdin);
+    if (n <= 0 || arg[n - 1] != '\0') {
+        free(arg);
+        return NULL;
+    }
+    return arg;
+}
+
+static int serve(void) {
+    for (;;) {
+        char *count_text = next_arg();
+        if (count_text == NULL)
+            return feof(stdin) ? OK : FAILED;
+        char *end;
+        long count = strtol(count_text, &end, 10);
+        int bad = *end != '\0' || count < 1 || count > SERVE_ARGS_MAX;
+        free(count_text);
+        if (bad) {
+            fprintf(stderr, "pantheros-btrfs: serve: a request that is not one\n");
+            return USAGE;
+        }
+        char *argv[SERVE_ARGS_MAX + 2] = {"pantheros-btrfs"};
+        for (long i = 1; i <= count; i++) {
+            argv[i] = next_arg();
+            if (argv[i] == NULL) {
+                fprintf(stderr, "pantheros-btrfs: serve: a request cut short\n");
+                return USAGE;
+            }
+        }
+        argv[count + 1] = NULL;
+        usage_bytes = 0;
+        usage_entries = 0;
+        int rc = strcmp(argv[1], "serve") == 0 ? -1 : dispatch((int)count + 1, argv);
+        if (rc < 0) {
+            fprintf(stderr, "pantheros-btrfs: %s: not a command with these arguments\n",
+                    argv[1]);
+            rc = USAGE;
+        }
+        for (long i = 1; i <= count; i++)
+            free(argv[i]);
+        printf("= %d\n", rc);
+        if (fflush(stdout) != 0)
+            return FAILED;
+    }
+}
+
 int main(int argc, char **argv) {
-    int rc = dispatch(argc, argv);
+    int rc = argc == 2 && strcmp(argv[1], "serve") == 0 ? serve() : dispatch(argc, argv);
     if (rc < 0) {
         fprintf(stderr,
-                "usage: pantheros-btrfs info PATH... | snapshot SRC DEST | create DEST | "
-                "exchange A B | rename A B | readonly PATH | sync PATH | usage PATH | space TOP | "
+                "usage: pantheros-btrfs info PATH... | snapshot[-readonly] SRC DEST | "
+                "create DEST | exchange A B | rename A B | readonly PATH | writable PATH | "
+                "sync PATH | lock DIR | usage PATH | space TOP | "
                 "read-record TOP NAME | "
                 "check-path TOP REL... | "
                 "old-roots|seal-old-roots|pins|mounted|mounted-here|mounted-old-roots TOP REL | "
-                "delete-old-roots TOP REL ID...\n");
+                "delete-old-roots TOP REL ID... | serve\n");
         return USAGE;
     }
     if (fflush(stdout) != 0) {
