@@ -15,6 +15,7 @@ import pytest
 from pantheros import btrfs
 from pantheros.impermanence import bootstep
 from pantheros.storage import blankrecord
+from pantheros.storage.blankrecord import BlankIdentity
 from tests.bootstep_variant import NEW_SUFFIX
 from tests.helpers import Pfs, next_root_problem
 from tests.impermanence.test_blank_identity import swap_the_blank
@@ -156,7 +157,9 @@ def test_a_root_prepared_from_a_blank_since_replaced_is_stale(pfs: Pfs) -> None:
     prepare(pfs)
     stale_id = btrfs.subvolume_info(new_root(pfs)).id
     swap_the_blank(pfs.top)
-    blankrecord.record_blank(pfs.top, "root-blank", "test: a new blank, blessed")
+    # As `panther blank bless` records it (record_blank keeps a record of another blank).
+    blessed = btrfs.subvolume_info(pfs.top / "root-blank")
+    blankrecord.write(pfs.top, BlankIdentity.of("root-blank", blessed, "test: blessed"))
     btrfs.sync(pfs.top)
     pfs.dirty("etc/hostname", "this boot")
     outcome = step(pfs)
