@@ -45,7 +45,11 @@ ENTRY_POINTS = {
 
 def layer(module: str) -> int:
     """The layer of module: that of its longest listed prefix."""
-    if module in ENTRY_POINTS or module.endswith(".commands"):
+    if (
+        module in ENTRY_POINTS
+        or module.endswith(".commands")
+        or module.startswith("pantheros.commands")
+    ):
         return TOP
     found = [
         (len(prefix), number)

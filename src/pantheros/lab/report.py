@@ -14,6 +14,33 @@ def _path(value: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class VMStatus:
+    """The lab's VM (`panther lab boot`): whether QEMU runs, and how to reach it."""
+
+    running: bool
+    pid: int | None = None
+    ssh_port: int | None = None
+    console_log: Path | None = None
+    tpm: bool = False
+    level: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "ssh_port": self.ssh_port,
+            "console_log": _path(self.console_log),
+            "tpm": self.tpm,
+            "level": self.level,
+        }
+
+    def text(self) -> str:
+        if not self.running:
+            return "not running"
+        return f"running (pid {self.pid}, SSH on 127.0.0.1:{self.ssh_port})"
+
+
+@dataclass(frozen=True)
 class LabStatus:
     """`panther lab status`: the lab's image, device and manifest, and what is mounted where."""
 
@@ -26,6 +53,7 @@ class LabStatus:
     host: str | None
     root: Path
     mounts: tuple[RecordedMount, ...]  # recorded and in place, in mount order
+    vm: VMStatus = VMStatus(running=False)
 
     def of_kind(self, kind: MountKind) -> dict[str, str | None]:
         return {m.path: m.of for m in self.mounts if m.kind is kind}
@@ -45,16 +73,18 @@ class LabStatus:
             "mounts": self.of_kind(MountKind.SUBVOLUME),
             "binds": self.of_kind(MountKind.BIND),
             "esp": next(iter(self.of_kind(MountKind.ESP)), None),
+            "vm": self.vm.as_json(),
         }
 
     def text(self) -> list[str]:
         if self.image is None:
             return [f"no lab at {self.dir} (panther lab up {self.dir})"]
         return [
-            f"lab      {self.dir} ({'up' if self.up else 'down'})",
+            f"lab      {self.dir} ({'booted' if self.vm.running else 'up' if self.up else 'down'})",
             f"image    {self.image}",
             f"device   {self.device or '-'}",
             f"manifest {self.manifest}",
+            f"vm       {self.vm.text()}",
             *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
         ]
 

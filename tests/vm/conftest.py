@@ -1,0 +1,93 @@
+"""Fixtures of the VM tests: a lab directory per test, driven through the real command line, and
+everything it starts (QEMU, swtpm, loop devices, mounts) ended afterwards, also on failure.
+
+The lab's OS, kernel and initramfs are built once and cached in $PANTHER_BOOT_CACHE (default
+~/.cache/pantheros/boot): the first test that boots pays for them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+from collections.abc import Generator, Iterator
+from pathlib import Path
+
+import pytest
+
+from pantheros.lab import qemu
+from tests.helpers import ROOT_REASON, cleanup_under
+from tests.vm.labvm import LabVM
+
+
+def _vm_reason() -> str | None:
+    if ROOT_REASON:
+        return ROOT_REASON
+    tools = ("qemu-system-x86_64", "swtpm", "mmdebstrap", "dracut", "mcopy", "ssh", "cc")
+    for tool in tools:
+        if shutil.which(tool) is None:
+            return f"needs {tool} (scripts/setup --tests installs it)"
+    for path in (qemu.OVMF_CODE, Path("/usr/lib/systemd/boot/efi/systemd-bootx64.efi")):
+        if not path.exists():
+            return f"needs {path} (scripts/setup --tests installs it)"
+    if not list(Path("/boot").glob("vmlinuz-*-cloud-amd64")):
+        return "needs Debian's cloud kernel (linux-image-cloud-amd64; scripts/setup --tests)"
+    return None
+
+
+VM_REASON = _vm_reason()
+FAILED = pytest.StashKey[bool]()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("vm") and VM_REASON:
+            item.add_marker(pytest.mark.skip(reason=VM_REASON))
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if call.when == "call":
+        item.stash[FAILED] = report.failed
+    return report
+
+
+def end_vm(directory: Path) -> None:
+    """Pull the plug of the lab's QEMU and end its swtpm, checked by pid file and command line;
+    the installer's too."""
+    for files in (qemu.Files(directory / "vm"), qemu.Files(directory / "vm" / "installer")):
+        if not files.directory.is_dir():
+            continue
+        pid = qemu.running(files.pidfile)
+        if pid is not None and pid > 0:
+            qemu.kill(files, pid)
+            qemu.wait_gone(files.pidfile, 20)
+        swtpm = qemu.swtpm_pid(files)
+        if swtpm is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(swtpm, signal.SIGKILL)
+
+
+@pytest.fixture
+def lab(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LabVM]:
+    """A lab directory of its own (its state directory too), driven by the command line."""
+    directory = tmp_path / "lab"
+    env = {
+        "PANTHER_STATE_DIR": str(tmp_path / "state"),
+        "PANTHER_LAB_DIR": str(directory),
+    }
+    machine = LabVM(directory, env)
+    try:
+        yield machine
+    finally:
+        failed = request.node.stash.get(FAILED, False)
+        if failed:
+            machine.print_logs()
+        end_vm(directory)
+        cleanup_under(tmp_path)
+        for image in (directory / "disk.img", directory / "disk.img.new"):
+            image.unlink(missing_ok=True)
