@@ -7,10 +7,7 @@ The lab's OS, kernel and initramfs are built once and cached in $PANTHER_BOOT_CA
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
-import signal
 from collections.abc import Generator, Iterator
 from pathlib import Path
 
@@ -18,7 +15,7 @@ import pytest
 
 from pantheros.lab import qemu
 from tests.helpers import ROOT_REASON, cleanup_under
-from tests.vm.labvm import LabVM
+from tests.vm.labvm import FAILED, LabVM, end_vm
 
 
 def _vm_reason() -> str | None:
@@ -37,7 +34,6 @@ def _vm_reason() -> str | None:
 
 
 VM_REASON = _vm_reason()
-FAILED = pytest.StashKey[bool]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -54,22 +50,6 @@ def pytest_runtest_makereport(
     if call.when == "call":
         item.stash[FAILED] = report.failed
     return report
-
-
-def end_vm(directory: Path) -> None:
-    """Pull the plug of the lab's QEMU and end its swtpm, checked by pid file and command line;
-    the installer's too."""
-    for files in (qemu.Files(directory / "vm"), qemu.Files(directory / "vm" / "installer")):
-        if not files.directory.is_dir():
-            continue
-        pid = qemu.running(files.pidfile)
-        if pid is not None and pid > 0:
-            qemu.kill(files, pid)
-            qemu.wait_gone(files.pidfile, 20)
-        swtpm = qemu.swtpm_pid(files)
-        if swtpm is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(swtpm, signal.SIGKILL)
 
 
 @pytest.fixture

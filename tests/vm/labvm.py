@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from pantheros.lab import qemu
 from tests.helpers import REPO
 
 BOOT_TIMEOUT = 1200.0
+# Set by tests/vm/conftest.py: whether the test's call failed (its logs are printed then).
+FAILED = pytest.StashKey[bool]()
 
 
 class LabVM:
@@ -123,3 +129,19 @@ class LabVM:
 
 def _quote(text: str) -> str:
     return "'" + text.replace("'", "'\\''") + "'"
+
+
+def end_vm(directory: Path) -> None:
+    """Pull the plug of the lab's QEMU and end its swtpm, checked by pid file and command line;
+    the installer's too."""
+    for files in (qemu.Files(directory / "vm"), qemu.Files(directory / "vm" / "installer")):
+        if not files.directory.is_dir():
+            continue
+        pid = qemu.running(files.pidfile)
+        if pid is not None and pid > 0:
+            qemu.kill(files, pid)
+            qemu.wait_gone(files.pidfile, 20)
+        swtpm = qemu.swtpm_pid(files)
+        if swtpm is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(swtpm, signal.SIGKILL)

@@ -13,8 +13,10 @@ same work (pantheros.lab.guestos names the units).
 
 from __future__ import annotations
 
+import grp
 import json
 import os
+import pwd
 import re
 import secrets
 import subprocess
@@ -24,8 +26,11 @@ from pathlib import Path
 from pantheros import manifest as manifests
 from pantheros import process, ui
 from pantheros.errors import PantherError
+from pantheros.fsutil import resolve_inside
 from pantheros.lab import guestos
 from pantheros.machine import Machine
+from pantheros.state.persist.hostfile import declared
+from pantheros.state.persist.location import where_of
 from pantheros.state.persist.mounting import apply
 from pantheros.storage import luks, mounts
 
@@ -48,6 +53,16 @@ def persistence() -> int:
             ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "", "-f", str(key)], check=True
         )
         print(f"pantheros-lab: made the SSH host key in {key}")
+    for entry in declared(machine):
+        where = where_of(machine, entry.path)
+        # impermanence makes a declared directory's persistent copy when there is none yet.
+        if entry.kind == "directory" and not os.path.lexists(where.copy):
+            if resolve_inside(where.persist_root, entry.path) != entry.path:
+                print(f"pantheros-lab: {where.copy}: a symlink on its way; not made")
+                continue
+            where.copy.mkdir(parents=True)
+            os.chown(where.copy, pwd.getpwnam(entry.user).pw_uid, grp.getgrnam(entry.group).gr_gid)
+            where.copy.chmod(int(entry.mode, 8))
     count = apply(machine)
     print(f"pantheros-lab: {count} persistent path(s) bind-mounted")
     return 0

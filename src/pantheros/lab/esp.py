@@ -90,6 +90,10 @@ def write_esp(image: Path, esp: Partition, kernel: Path, initramfs: Path, cmdlin
         (tree / "pantheros").mkdir()
         shutil.copyfile(kernel, tree / "pantheros" / "vmlinuz")
         shutil.copyfile(initramfs, tree / "pantheros" / "initrd.img")
+        # The ESP is the machine's /boot: where the audit reads the kernel's configuration.
+        config = kernel.with_name(kernel.name.replace("vmlinuz-", "config-", 1))
+        if config.exists():
+            shutil.copyfile(config, tree / config.name)
         target = f"{image}@@{esp.offset}"
-        sources = [str(tree / name) for name in ("EFI", "loader", "pantheros")]
+        sources = [str(path) for path in sorted(tree.iterdir())]
         process.run(["mcopy", "-i", target, "-s", "-o", "-Q", *sources, "::/"], check=True)

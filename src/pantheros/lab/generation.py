@@ -20,7 +20,7 @@ from typing import Any
 
 from pantheros import manifest as manifests
 from pantheros.lab.guestos import USER
-from pantheros.lab.initrd import Overlay
+from pantheros.lab.initrd import Overlay, add_lab_basics
 from pantheros.manifest.models import PersistenceEntry
 
 LEVELS = ("baseline", "hardened", "strict")
@@ -30,13 +30,7 @@ TPM2_ENROLL = "etc/pantheros/lab/tpm2-enroll"
 # The login user's key, kept in /persist like the host keys and the machine-id.
 CREDENTIALS = (PersistenceEntry("/etc/ssh/authorized_keys.d", "directory", "root", "root", "0755"),)
 # What every lab boot puts on the kernel command line (the serial console is the lab's log).
-BASE_CMDLINE = (
-    "console=ttyS0",
-    "rd.shell=0",
-    "rd.emergency=poweroff",
-    "systemd.journald.forward_to_console=1",
-    "systemd.log_color=0",
-)
+BASE_CMDLINE = ("console=ttyS0", "systemd.log_color=0")
 FIREWALL = """\
 #!/usr/sbin/nft -f
 # PantherOS lab: default-deny input (the level's firewall.enabled); SSH and DHCP let in.
@@ -65,6 +59,7 @@ Before=initrd-root-fs.target initrd-parse-etc.service
 
 [Service]
 Type=oneshot
+RemainAfterExit=yes
 ExecStart=/usr/bin/cp -a /usr/lib/pantheros-lab/generation/. /sysroot/
 
 [Install]
@@ -80,6 +75,7 @@ RequiresMountsFor={persist}
 
 [Service]
 Type=oneshot
+RemainAfterExit=yes
 ExecStart=/usr/bin/bash /usr/lib/pantheros-lab/identity
 
 [Install]
@@ -263,7 +259,8 @@ class Boot:
             files[AUTHORIZED_KEYS] = (0o644, self.authorized_key.strip() + "\n")
         if level.sysctls:
             text = "".join(f"{key} = {_ssh_value(v)}\n" for key, v in level.sysctls.items())
-            files["etc/sysctl.d/90-pantheros-hardening.conf"] = (0o644, text)
+            # Last of all sysctl.d files by name (Debian's protect-links.conf sets one of these).
+            files["etc/sysctl.d/zz-pantheros-hardening.conf"] = (0o644, text)
         if level.modules_off:
             text = "".join(f"install {m} /bin/false\nblacklist {m}\n" for m in level.modules_off)
             files["etc/modprobe.d/pantheros-hardening.conf"] = (0o644, text)
@@ -284,6 +281,7 @@ class Boot:
 
     def add_to(self, overlay: Overlay) -> None:
         """The generation and the two initrd units that put it in place."""
+        add_lab_basics(overlay)
         for path, (mode, text) in self.files().items():
             overlay.add(f"{GENERATION}/{path}", text, mode)
         for path, target in self.links().items():

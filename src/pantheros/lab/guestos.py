@@ -57,7 +57,7 @@ HOOKS = (
     'systemctl --root="$1" enable systemd-networkd.service nftables.service',
     # The machine-id is bind-mounted from /persist: there is nothing for this unit to commit.
     'systemctl --root="$1" mask systemd-networkd-wait-online.service'
-    " systemd-machine-id-commit.service",
+    " systemd-machine-id-commit.service e2scrub_reap.service",
     'systemctl --root="$1" disable auditd.service',
 )
 EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
@@ -160,7 +160,8 @@ GUEST_FILES: dict[str, tuple[int, str]] = {
     "etc/sudoers.d/pantheros-lab": (0o440, "%wheel ALL=(ALL:ALL) NOPASSWD: ALL\n"),
     "usr/lib/tmpfiles.d/pantheros-lab.conf": (
         0o644,
-        f"d /home/{USER} 0700 {USER} {USER} -\n",
+        # /var/log is the log subvolume, mounted over the image's: auditd needs its directory.
+        f"d /home/{USER} 0700 {USER} {USER} -\nd /var/log/audit 0700 root root -\n",
     ),
     # NixOS's environment.loginShellInit from the impermanence module.
     "etc/profile.d/pantheros-login-warning.sh": (

@@ -32,10 +32,11 @@ from pantheros.errors import PantherError, ToolMissing, UsageError
 REPO = Path(__file__).resolve().parents[3]
 UNITS_JSON = REPO / "nix" / "generated" / "initrd-units.json"
 LUKS_UNITS_JSON = REPO / "nix" / "generated" / "initrd-units-luks.json"
-# The boot tests' modules, plus LUKS2 (crypt, dm) and the TPM2 libraries systemd-cryptsetup loads.
+# The boot tests' modules, plus LUKS2 (crypt, dm) and the TPM2 libraries systemd-cryptsetup loads;
+# without dracut-systemd: systemd's own generators read root= and the crypttab, and dracut's shell
+# hooks (seconds each under TCG) are not run. What a failed boot does is the overlay's (below).
 DRACUT_MODULES = (
-    "systemd systemd-initrd dracut-systemd udev-rules base rootfs-block fs-lib btrfs bash"
-    " crypt dm tpm2-tss"
+    "systemd systemd-initrd udev-rules base rootfs-block fs-lib btrfs bash crypt dm tpm2-tss"
 )
 # The boot step's tools (tests/boot/initrd.py says why each), and what the lab's activation runs.
 TOOLS = (
@@ -190,6 +191,19 @@ class Overlay:
             entry(path, stat.S_IFLNK | 0o777, target.encode())
         entry("TRAILER!!!", 0, b"")
         return bytes(out)
+
+
+# The initrd's journal on the console (the boot step's lines are the lab's record of a boot
+# that stops there); stage 2 reads its own journald.conf, so this ends at the switch to the root.
+JOURNAL_TO_CONSOLE = "[Journal]\nForwardToConsole=yes\n"
+# A boot that fails in the initrd (fail-closed) powers the VM off, which `lab boot` sees and
+# reports with the step's words; NixOS's initrd opens a shell only with emergencyAccess.
+EMERGENCY_POWEROFF = "[Service]\nExecStart=\nExecStart=/usr/bin/systemctl --no-block poweroff\n"
+
+
+def add_lab_basics(overlay: Overlay) -> None:
+    overlay.add("etc/systemd/journald.conf.d/pantheros-lab.conf", JOURNAL_TO_CONSOLE)
+    overlay.add("etc/systemd/system/emergency.service.d/pantheros-lab.conf", EMERGENCY_POWEROFF)
 
 
 def write_initramfs(base: Path, overlay: Overlay, output: Path) -> None:

@@ -324,6 +324,9 @@ class Lab:
         # Directories go only when empty: the lab never deletes what it did not make.
         if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
             self.mnt.rmdir()
+        from pantheros.lab import qemu  # the VM's files, by name
+
+        qemu.purge(self.directory / "vm")
         # By name only: DIR/run may be anything when DIR is not what the user thinks it is.
         if self.run_dir.is_dir() and not self.run_dir.is_symlink():
             for name in RUN_FILES:

@@ -98,6 +98,33 @@ class Files:
         return self.directory / "config.json"
 
 
+# What the lab's VM makes in DIR/vm (and DIR/vm/installer), by name: what `lab down --purge`
+# removes, nothing else. swtpm's state files are in tpm/.
+FILES = (
+    *("qemu.pid", "qmp.sock", "console.sock", "console.log", "console.log.1", "qemu.log"),
+    *("efivars.fd", "swtpm.sock", "swtpm.pid", "swtpm.log", "ssh-port", "initrd.img"),
+    *("id_ed25519", "id_ed25519.pub", "known_hosts", "config.json"),
+    *("luks-passphrase", "luks-recovery-key"),
+)
+SWTPM_FILES = (".lock", "tpm2-00.permall", "tpm2-00.volatilestate", "tpm2-00.savestate")
+
+
+def purge(directory: Path) -> None:
+    """Remove what the VM made in directory (DIR/vm), by name, then the directories if empty."""
+    if not directory.is_dir() or directory.is_symlink():
+        return
+    for sub, names in (("tpm", SWTPM_FILES), ("installer/tpm", SWTPM_FILES)):
+        for name in names:
+            (directory / sub / name).unlink(missing_ok=True)
+    for sub in ("installer", ""):
+        for name in FILES:
+            (directory / sub / name).unlink(missing_ok=True)
+    for sub in ("installer/tpm", "tpm", "installer", ""):
+        path = directory / sub
+        if path.is_dir() and not path.is_symlink() and not any(path.iterdir()):
+            path.rmdir()
+
+
 def status(files: Files) -> VMStatus:
     """Whether the VM runs (its pid file held), its SSH port, what it was booted with."""
     if not files.directory.is_dir():

@@ -41,12 +41,13 @@ LUKS_NAME = "cryptroot"  # the NixOS module's default (nix/modules/storage.nix)
 LUKS_LABEL = "pantheros-luks"
 RECOVERY_KEY = "/run/pantheros/lab/recovery-key"
 # What the console log shows, in boot order, and what `lab boot` says when it first sees it.
+# systemd's status lines shorten a long unit name: the markers are what is left of it.
 MILESTONES = (
     ("Linux version", "kernel started (systemd-boot loaded it from the lab's ESP)"),
-    ("PantherOS: archive the root", "initrd: the boot step (pantheros-rollback.service)"),
-    ("Switching root", "stage 2: switched to the new root"),
-    ("PantherOS: record this boot", "stage 2: panther rollback --finish"),
-    ("OpenBSD Secure Shell server", "sshd starting"),
+    ("Starting pantheros-rollback.service", "initrd: the boot step (pantheros-rollback.service)"),
+    ("Starting initrd-switch-root.service", "switching to the new root"),
+    ("Starting pantheros-rollback-fin", "stage 2: panther rollback --finish"),
+    ("Starting ssh.service", "sshd starting"),
 )
 TOOLS = {
     "qemu-system-x86_64": "qemu-system-x86",
@@ -484,13 +485,13 @@ class LabVM:
         self.say_outcome()
 
     def _why_down(self, console_from: int) -> str:
-        text = self.console_text(console_from)
-        lines = [
-            line.strip()
-            for line in text.splitlines()
-            if "pantheros-rollback:" in line or "fail-closed" in line
-        ]
-        reason = f": {lines[-1]}" if lines else ""
+        """What the console said about the boot step before the VM powered off."""
+        said = []
+        for line in self.console_text(console_from).splitlines():
+            _, found, words = line.partition("pantheros-rollback: ")
+            if found and words.strip() not in said:
+                said.append(words.strip())
+        reason = f": {'; '.join(said[-2:])}" if said else ""
         return (
             f"the lab's VM powered off before it let SSH in{reason} (console log: "
             f"{self.files.console_log})"
