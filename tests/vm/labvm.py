@@ -68,10 +68,15 @@ class LabVM:
         return self.ssh(f"sudo sh -c {_quote(command)}", check=check)
 
     def boot_id(self) -> str | None:
-        proc = self.panther(
-            "lab", "ssh", str(self.directory), "--", "cat /proc/sys/kernel/random/boot_id",
-            check=False, timeout=60,
-        )  # fmt: skip
+        """This boot's id, or None while SSH does not answer (a guest rebooting may hold the
+        connection QEMU accepted for it)."""
+        try:
+            proc = self.panther(
+                "lab", "ssh", str(self.directory), "--", "cat /proc/sys/kernel/random/boot_id",
+                check=False, timeout=60,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            return None
         return proc.stdout.strip() if proc.returncode == 0 else None
 
     def reboot_inside(self) -> None:

@@ -104,6 +104,24 @@ if [[ ! -e "$keys/{user}" && -s /sysroot/{authorized_keys} ]]; then
   mv "$keys/{user}.new" "$keys/{user}"
   echo "pantheros-lab: the login key of {user} is in {persist}/etc/ssh/authorized_keys.d"
 fi
+# D90's rule: a password hash comes from /persist at every boot, never from the root's shadow.
+password="$persist/secrets/passwords/{user}"
+if [[ -s "$password" ]]; then
+  read -r hash <"$password"
+  if [[ -n "$hash" && "$hash" != *:* ]]; then
+    new=/sysroot/etc/shadow.pantheros-new
+    while IFS= read -r line || [[ -n "$line" ]]; do
+      if [[ "$line" == "{user}:"* ]]; then
+        rest="${{line#{user}:}}"
+        line="{user}:$hash:${{rest#*:}}"
+      fi
+      printf '%s\n' "$line"
+    done </sysroot/etc/shadow >"$new"
+    chmod --reference=/sysroot/etc/shadow "$new"
+    chown --reference=/sysroot/etc/shadow "$new"
+    mv "$new" /sysroot/etc/shadow
+  fi
+fi
 """
 
 

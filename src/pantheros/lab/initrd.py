@@ -40,7 +40,8 @@ DRACUT_MODULES = (
 )
 # The boot step's tools (tests/boot/initrd.py says why each), and what the lab's activation runs.
 TOOLS = (
-    "env bash btrfs mount umount flock sort mktemp readlink sleep mkdir rmdir mv cp ln chmod cat tr"
+    "env bash btrfs mount umount flock sort mktemp readlink sleep mkdir rmdir mv"
+    " cp ln chmod chown cat tr"
 )
 DRIVERS = "virtio_blk virtio_pci dm_crypt"
 BUILD_TIMEOUT = 900
@@ -197,13 +198,22 @@ class Overlay:
 # that stops there); stage 2 reads its own journald.conf, so this ends at the switch to the root.
 JOURNAL_TO_CONSOLE = "[Journal]\nForwardToConsole=yes\n"
 # A boot that fails in the initrd (fail-closed) powers the VM off, which `lab boot` sees and
-# reports with the step's words; NixOS's initrd opens a shell only with emergencyAccess.
-EMERGENCY_POWEROFF = "[Service]\nExecStart=\nExecStart=/usr/bin/systemctl --no-block poweroff\n"
+# reports with the step's words; NixOS's initrd opens a shell only with emergencyAccess. The
+# initrd's emergency.target and OnFailure= name this unit; without dracut-systemd it is ours.
+EMERGENCY_POWEROFF = """\
+[Unit]
+Description=PantherOS lab: the boot failed in the initrd; power off
+DefaultDependencies=no
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/systemctl --no-block poweroff
+"""
 
 
 def add_lab_basics(overlay: Overlay) -> None:
     overlay.add("etc/systemd/journald.conf.d/pantheros-lab.conf", JOURNAL_TO_CONSOLE)
-    overlay.add("etc/systemd/system/emergency.service.d/pantheros-lab.conf", EMERGENCY_POWEROFF)
+    overlay.add("etc/systemd/system/emergency.service", EMERGENCY_POWEROFF)
 
 
 def write_initramfs(base: Path, overlay: Overlay, output: Path) -> None:

@@ -234,13 +234,19 @@ class LabVM:
             "StrictHostKeyChecking=accept-new",
             "-o",
             f"HostKeyAlias={HOST_KEY_ALIAS}",
+            # QEMU accepts the connection at once, even while the guest reboots: these bound
+            # the wait for its banner and for a guest that went away.
             "-o",
             "ConnectTimeout=10",
+            "-o",
+            "ServerAliveInterval=5",
+            "-o",
+            "ServerAliveCountMax=3",
             "-o",
             "LogLevel=ERROR",
         ]
         if batch:
-            argv += ["-o", "BatchMode=yes", "-o", "ServerAliveInterval=5"]
+            argv += ["-o", "BatchMode=yes"]
         if tty:
             argv.append("-t")
         return [*argv, f"{guestos.USER}@127.0.0.1", *(["--", *command] if command else [])]
