@@ -8,8 +8,10 @@ import os
 import select
 import sys
 import termios
+import time
 import tty
 from pathlib import Path
+from typing import Any
 
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
@@ -19,6 +21,7 @@ from pantheros.lab.lab import Lab, default_dir, parse_size
 from pantheros.state.persist import hostfile
 
 ESCAPE = b"\x1d"  # Ctrl-]
+LINGER = 3.0  # seconds of console output shown after stdin (a pipe) ended
 
 
 def _lab(args: argparse.Namespace) -> Lab:
@@ -57,10 +60,13 @@ def cmd_lab_boot(args: argparse.Namespace) -> int:
         raise UsageError("--kernel-param: one parameter, without spaces, each time")
     lab.check_place()
     step_dir = bootstep.artifact_dir()
+    machine = lab_vm.LabVM(lab)
     with lab.lock(wait=not args.no_wait, vm_ok=True):
         lab_vm.create_if_missing(lab, options, step_dir)
         persistence = hostfile.entries(hostfile.read(lab.persistence_path))
-        lab_vm.LabVM(lab).boot(options, step_dir, persistence)
+        machine.boot(options, step_dir, persistence)
+    if options.wait:
+        machine.wait_up(console_from=0, options=options, boot_id=None)
     return ExitCode.OK
 
 
@@ -88,8 +94,13 @@ def cmd_lab_console(args: argparse.Namespace) -> int:
         try:
             if saved is not None:
                 tty.setraw(stdin)
+            inputs: list[Any] = [console, stdin]
+            linger: float | None = None  # stdin ended: show what the console says, then leave
             while True:
-                ready, _, _ = select.select([console, stdin], [], [])
+                timeout = None if linger is None else max(0.0, linger - time.monotonic())
+                ready, _, _ = select.select(inputs, [], [], timeout)
+                if not ready:
+                    break
                 if console in ready:
                     data = console.recv(65536)
                     if not data:
@@ -97,10 +108,12 @@ def cmd_lab_console(args: argparse.Namespace) -> int:
                     os.write(sys.stdout.fileno(), data)
                 if stdin in ready:
                     data = os.read(stdin, 1024)
-                    if not data or ESCAPE in data:
-                        console.sendall(data.split(ESCAPE, 1)[0])
+                    console.sendall(data.split(ESCAPE, 1)[0])
+                    if ESCAPE in data:
                         break
-                    console.sendall(data)
+                    if not data:
+                        inputs = [console]
+                        linger = time.monotonic() + LINGER
         finally:
             if saved is not None:
                 termios.tcsetattr(stdin, termios.TCSADRAIN, saved)

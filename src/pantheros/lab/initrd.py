@@ -207,7 +207,9 @@ DefaultDependencies=no
 
 [Service]
 Type=oneshot
-ExecStart=/usr/bin/systemctl --no-block poweroff
+# At once (the failing boot's jobs would refuse a clean poweroff); systemctl syncs first, and
+# nothing of the disk is mounted once the step failed.
+ExecStart=/usr/bin/systemctl --force --force poweroff
 """
 
 

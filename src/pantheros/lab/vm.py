@@ -36,6 +36,7 @@ from pantheros.storage import blockdev, layout, mounts, tree
 
 HOST_KEY_ALIAS = "pantheros-lab"
 PASSPHRASE_PROMPT = "Please enter passphrase"  # noqa: S105 - the console's words
+UNLOCKED = "Finished systemd-cryptsetup@"
 BOOT_TIMEOUT = 900.0  # TCG on a busy 2-core machine: minutes, not seconds
 LUKS_NAME = "cryptroot"  # the NixOS module's default (nix/modules/storage.nix)
 LUKS_LABEL = "pantheros-luks"
@@ -104,7 +105,7 @@ class Waited:
     """What the console showed while `lab boot` or `lab reboot` waited."""
 
     said: set[str] = field(default_factory=set)
-    answered: int = 0
+    typed_at: int = -1  # where in the console log the prompt `lab boot` answered is
 
 
 def require_tools(*, tpm: bool) -> None:
@@ -286,13 +287,11 @@ class LabVM:
     def boot(
         self, options: BootOptions, step_dir: Path, persistence: Sequence[PersistenceEntry]
     ) -> None:
-        """Boot the lab's image (made first when there is none), then wait until SSH lets us in
-        and the system finished starting (unless options.wait is false). The lab's lock is held
-        by the caller."""
+        """Start the lab's VM on its image (laid in first when the OS changed); the caller holds
+        the lab's lock, and waits for it afterwards (wait_up) without: once QEMU runs, the disk
+        is the VM's, whoever holds the lock."""
         if (pid := self.pid()) is not None:
             ui.info(f"the lab's VM is already running (pid {pid})")
-            if options.wait:
-                self.wait_up(console_from=0, options=options, boot_id=None)
             return
         manifest = self.lab.manifest()
         config = Config.load(self.config_path)
@@ -358,8 +357,6 @@ class LabVM:
             f"the VM is booting (level {level}{', LUKS2' if luks else ''}"
             f"{', TPM2' if tpm else ''}); console log: {self.files.console_log}"
         )
-        if options.wait:
-            self.wait_up(console_from=0, options=options, boot_id=None)
 
     def _lay_in_blank(self, manifest: manifests.Manifest, tarball: Path, os_key: str) -> None:
         with (
@@ -458,8 +455,9 @@ class LabVM:
                 if marker in text and marker not in waited.said:
                     waited.said.add(marker)
                     ui.progress(words)
-            prompts = text.count(PASSPHRASE_PROMPT)
-            if prompts > waited.answered:
+            # A prompt is pending until the volume is unlocked after it (by whoever typed).
+            at = text.rfind(PASSPHRASE_PROMPT)
+            if at >= 0 and UNLOCKED not in text[at:] and at != waited.typed_at:
                 if enrolled:
                     raise Refused(
                         "the boot asks for the LUKS passphrase on the console: the TPM2 did not "
@@ -469,18 +467,22 @@ class LabVM:
                     )
                 ui.progress("typing the lab's LUKS passphrase at the console prompt")
                 self.type_on_console(self.passphrase_path.read_text() + "\r")
-                waited.answered = prompts
+                waited.typed_at = at
             current = self._ssh_answers()
             if current is not None and current != boot_id:
-                break
+                state = self.ssh(
+                    ["systemctl", "is-system-running", "--wait"], check=False
+                ).stdout.strip()
+                if state != "stopping":
+                    break
+                boot_id = current  # it was going down: wait for the next boot
             if time.monotonic() > deadline:
                 raise PantherError(
                     f"the lab's VM did not let SSH in within {options.timeout:.0f} s "
                     f"(console log: {self.files.console_log})"
                 )
             time.sleep(2)
-        ui.progress("SSH is up; waiting for the system to finish starting")
-        state = self.ssh(["systemctl", "is-system-running", "--wait"], check=False).stdout.strip()
+        ui.progress("SSH is up and the system started")
         if state != "running":
             failed = self.ssh(
                 ["systemctl", "--failed", "--plain", "--no-legend"], check=False
