@@ -20,7 +20,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,6 +32,7 @@ import pytest
 from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.lab import qemu
+from pantheros.lab.vm import type_on_console
 from pantheros.machine import Machine
 from tests.helpers import REPO, cleanup_under
 from tests.vm.labvm import FAILED, LabVM, end_vm
@@ -385,10 +385,8 @@ def test_luks_tpm_unlocks_unattended_and_asks_after_a_pcr_change(luks: Started) 
     assert waiting.returncode == 5
     assert "the TPM2 did not unlock the root" in waiting.stderr
     passphrase = (lab.directory / "vm" / "luks-passphrase").read_text()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as console:
-        console.connect(str(lab.files.console))
-        console.sendall(passphrase.encode() + b"\r")
-        time.sleep(1)
+    type_on_console(lab.files.console, passphrase + "\r")
+    lab.wait_for_log("Password query on /dev/ttyS0 finished", start)
     answered = lab.boot()  # the VM runs: this waits for SSH on the new boot
     assert "already running" in answered.stderr
     assert lab.boot_id() != before

@@ -36,7 +36,8 @@ from pantheros.storage import blockdev, layout, mounts, tree
 
 HOST_KEY_ALIAS = "pantheros-lab"
 PASSPHRASE_PROMPT = "Please enter passphrase"  # noqa: S105 - the console's words
-UNLOCKED = "Finished systemd-cryptsetup@"
+# After a prompt, either of these says it was answered (by `lab boot`, or at `lab console`).
+ANSWERED = ("Password query on", "Finished systemd-cryptsetup@")
 BOOT_TIMEOUT = 900.0  # TCG on a busy 2-core machine: minutes, not seconds
 LUKS_NAME = "cryptroot"  # the NixOS module's default (nix/modules/storage.nix)
 LUKS_LABEL = "pantheros-luks"
@@ -426,12 +427,8 @@ class LabVM:
             return 0
 
     def type_on_console(self, text: str) -> None:
-        """Send keys to the serial console (what `lab console` does for a person)."""
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(10)
-            s.connect(str(self.files.console))
-            s.sendall(text.encode())
-            time.sleep(0.5)
+        """Type on the serial console (what a person does in `lab console`)."""
+        type_on_console(self.files.console, text)
 
     def tpm_enrolled(self) -> bool:
         manifest = self.lab.manifest()
@@ -455,9 +452,10 @@ class LabVM:
                 if marker in text and marker not in waited.said:
                     waited.said.add(marker)
                     ui.progress(words)
-            # A prompt is pending until the volume is unlocked after it (by whoever typed).
+            # A prompt is pending until the console says it was answered (whoever typed).
             at = text.rfind(PASSPHRASE_PROMPT)
-            if at >= 0 and UNLOCKED not in text[at:] and at != waited.typed_at:
+            answered = any(word in text[at:] for word in ANSWERED)
+            if at >= 0 and not answered and at != waited.typed_at:
                 if enrolled:
                     raise Refused(
                         "the boot asks for the LUKS passphrase on the console: the TPM2 did not "
@@ -581,6 +579,19 @@ class LabVM:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
             s.connect(str(self.files.console))
             yield s
+
+
+def type_on_console(path: Path, text: str) -> None:
+    """Type text on the serial console at path, a few keys at a time: the emulated UART holds 16
+    bytes, and QEMU drops what it still buffers when the connection closes."""
+    data = text.encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(10)
+        s.connect(str(path))
+        for start in range(0, len(data), 4):
+            s.sendall(data[start : start + 4])
+            time.sleep(0.1)
+        time.sleep(1)
 
 
 def new_passphrase() -> str:
