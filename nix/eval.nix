@@ -16,23 +16,72 @@
   withPantheros ? true,
   # Which of the flake's nixosModules the host imports.
   module ? "default",
+  # Where the host imports nix-community/impermanence's module: before ours ("first", as the
+  # example hosts do), after them ("last"), or not at all ("none").
+  upstream ? "first",
+  # A directory with NixOS's own module files (see above), or null for the stand-in.
+  nixosModules ? null,
+  # true: add what `nixos-rebuild build-vm` adds (qemu-vm.nix, modelled in nix/eval/qemu-vm.nix).
+  qemuVm ? false,
+  # A nix-community/disko checkout: the host imports its module as its flake exports it
+  # (nixosModules.disko), as the flake's hosts do. null: the host does not import disko.
+  disko ? null,
 }:
 let
   # Paths given as strings (--argstr), so nothing is copied into the store.
   lib = import (/. + nixpkgsLib + "/lib");
   pkgs = import ./eval/pkgs.nix { inherit lib; };
   systemd = import ./eval/systemd.nix { inherit lib pkgs; };
-  # The modules as users import them: the flake's nixosModules.default, with the real
-  # impermanence module when its checkout is given, a declaration of its options otherwise.
+  real = nixosModules != null;
+  # nix-community/impermanence's module exactly as its flake exports it (a function value), or,
+  # without a checkout, a declaration of its options imported the same way.
+  upstreamModule =
+    if impermanence != null then
+      let
+        upstreamFlake = (import (/. + impermanence + "/flake.nix")).outputs {
+          self = upstreamFlake;
+          nixpkgs = {
+            inherit lib;
+            legacyPackages = { };
+          };
+          home-manager = { };
+        };
+      in
+      upstreamFlake.nixosModules.impermanence
+    else
+      import ./eval/persistence.nix;
+  # The modules as users import them: the flake's nixosModules.
   flake = (import ../flake.nix).outputs {
     self = flake;
     nixpkgs = {
       inherit lib;
       legacyPackages = { };
     };
-    impermanence.nixosModules.impermanence =
-      if impermanence != null then /. + impermanence + "/nixos.nix" else ./eval/persistence.nix;
+    impermanence.nixosModules.impermanence = upstreamModule;
   };
+  pantherosModules = lib.optional withPantheros flake.nixosModules.${module};
+  diskoFlake =
+    let
+      outputs = (import (/. + disko + "/flake.nix")).outputs {
+        self = outputs;
+        nixpkgs = {
+          inherit lib;
+          legacyPackages = { };
+        };
+      };
+    in
+    outputs;
+  diskoModules = lib.optional (disko != null) diskoFlake.nixosModules.disko;
+  hostModules =
+    if upstream == "first" then
+      [ upstreamModule ] ++ pantherosModules
+    else if upstream == "last" then
+      pantherosModules ++ [ upstreamModule ]
+    else
+      pantherosModules;
+
+  # NixOS's own files for the options the stand-in declares (nix/eval/real-files.nix names them).
+  nixosFiles = import ./eval/real-files.nix { root = /. + nixosModules; };
   # nixos/lib/utils.nix: what the modules and impermanence use.
   utils = rec {
     inherit (systemd) escapeSystemdPath;
@@ -51,14 +100,28 @@ let
   };
 
   eval = lib.evalModules {
-    # `modulesPath + "/profiles/..."` in a host resolves to the stand-ins in nix/eval-stubs.
-    specialArgs.modulesPath = ./eval-stubs;
-    modules = [
-      ./eval/nixos.nix
-      { _module.args = { inherit pkgs utils; }; }
-      host
-    ]
-    ++ lib.optional withPantheros flake.nixosModules.${module};
+    # `modulesPath + "/profiles/..."` in a host resolves to the stand-ins in nix/eval-stubs, or
+    # to NixOS's own files.
+    specialArgs.modulesPath = if real then nixosFiles.modulesPath else ./eval-stubs;
+    modules =
+      (
+        if real then
+          nixosFiles.modules
+          ++ [
+            (import ./eval/nixos-rest.nix { real = true; })
+            { _module.args = { inherit pkgs; }; }
+          ]
+        else
+          [
+            ./eval/nixos.nix
+            (import ./eval/nixos-rest.nix { real = false; })
+            { _module.args = { inherit pkgs utils; }; }
+          ]
+      )
+      ++ [ host ]
+      ++ diskoModules
+      ++ hostModules
+      ++ lib.optional qemuVm ./eval/qemu-vm.nix;
   };
   inherit (eval) config;
 
@@ -152,16 +215,38 @@ let
       inherit (p) hideMounts;
     }) (config.environment.persistence or { });
     manifest = config.pantheros.manifest;
+    # What `panther install` reads (nix/modules/install.nix).
+    installPlan = config.pantheros.install.plan or null;
 
     # The initrd units as NixOS writes them (nixos/lib/systemd-lib.nix `serviceToUnit`), and
     # the links its `generateUnits` makes from wantedBy and requiredBy.
+    # Over the real files, the units as NixOS's own initrd.nix renders them.
     initrdUnits = {
       bootstep = toString config.pantheros.bootstep;
       units = lib.mapAttrs' (
-        _: s: lib.nameValuePair s.name (systemd.serviceText config.systemd.globalEnvironment s)
+        _: s:
+        lib.nameValuePair s.name (
+          if real then
+            config.boot.initrd.systemd.units.${s.name}.text
+          else
+            systemd.serviceText config.systemd.globalEnvironment s
+        )
       ) initrdServices;
       wants = links "wantedBy" initrdServices;
       requires = links "requiredBy" initrdServices;
+    };
+
+    # disko's own scripts, made by its types from the declaration the storage module wrote
+    # (with a disko checkout): format (_create), mount (_mount), and unmount, wipe, format and
+    # mount (_disko); `panther install` runs them through nixos-anywhere.
+    diskoScripts = lib.optionalAttrs (disko != null && config.pantheros.storage.enable) {
+      inherit (config.disko.devices)
+        _create
+        _mount
+        _unmount
+        _disko
+        _formatMount
+        ;
     };
 
     optionDocs =

@@ -32,7 +32,9 @@ in
 unstore {
   sysctl = lib.filterAttrs (k: v: lib.elem k sysctlKeys && v != null) config.boot.kernel.sysctl;
   sshSettings = lib.filterAttrs (k: _: lib.elem k (tableKeys "ssh")) config.services.openssh.settings;
-  inherit (config.boot) kernelParams blacklistedKernelModules extraModprobeConfig;
+  inherit (config.boot) blacklistedKernelModules extraModprobeConfig;
+  # Sorted: their order follows the order NixOS's modules are listed in, not a fact of the host.
+  kernelParams = lib.sort lib.lessThan config.boot.kernelParams;
   # Sorted: the order of merged definitions differs between the two evaluations.
   fileSystems = lib.mapAttrs (_: fs: {
     inherit (fs) device fsType neededForBoot;
@@ -54,4 +56,15 @@ unstore {
   };
   services = lib.mapAttrs (_: unit) (ours config.systemd.services);
   manifest = config.pantheros.manifest;
+  # As NixOS reports them: the assertions that fail and the warnings.
+  failedAssertions = map (a: a.message) (lib.filter (a: !a.assertion) config.assertions);
+  inherit (config) warnings;
+  # Who can log in and become root after any number of reboots (nix/modules/users.nix).
+  users = {
+    inherit (config.users) mutableUsers;
+    loginUsers = config.pantheros.users.loginUsers or null;
+    administrators = config.pantheros.users.administrators or null;
+    hostKeys = map (k: k.path) config.services.openssh.hostKeys;
+  };
+  firstBoot = config.pantheros.impermanence.firstBoot or null;
 }

@@ -25,8 +25,11 @@ python3Packages.buildPythonApplication {
     ];
   };
   build-system = [ python3Packages.setuptools ];
-  # Runtime: the standard library, and shtab for `panther completion`.
-  dependencies = [ python3Packages.shtab ];
+  # Runtime: jsonschema checks the manifest (D72); shtab writes `panther completion`.
+  dependencies = [
+    python3Packages.jsonschema
+    python3Packages.shtab
+  ];
   makeWrapperArgs = [
     "--prefix"
     "PATH"

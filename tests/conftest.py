@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -85,5 +86,20 @@ def lab(workdir: Path) -> Path:
     """A 1 GiB lab machine, up; removed with everything else under workdir."""
     directory = workdir / "lab"
     proc = panther("lab", "up", str(directory), "--size", "1G")
+    assert proc.returncode == 0, proc.stderr
+    return directory
+
+
+@pytest.fixture
+def bare_lab(workdir: Path) -> Path:
+    """A lab whose manifest declares no persistent path: nothing is bind-mounted into its root,
+    so a boot leaves the root exactly as the rollback made it (a real boot, and the bundled
+    lab's, write the bind mounts' mount points into it)."""
+    manifest = json.loads(manifests.bundled_path("lab").read_text())
+    manifest["persistence"] = []
+    path = workdir / "bare.json"
+    path.write_text(json.dumps(manifest))
+    directory = workdir / "lab"
+    proc = panther("lab", "up", str(directory), "--size", "1G", "--manifest", str(path))
     assert proc.returncode == 0, proc.stderr
     return directory

@@ -15,8 +15,8 @@ from typing import Any
 
 from pantheros import btrfs
 from pantheros import manifest as manifests
-from pantheros.impermanence.bootstep import NEW_SUFFIX
 from pantheros.manifest.models import RECORD_DIR
+from tests.bootstep_variant import NEW_SUFFIX
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -87,15 +87,66 @@ def cleanup_under(base: Path) -> None:
 def panther(
     *args: str, input: str | None = None, env: dict[str, str] | None = None, user: int | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """Run the real command line in a subprocess."""
+    """Run the real command line in a subprocess (as another user: see runtime_copy)."""
     argv = [sys.executable, "-m", "pantheros", *args]
-    if user is not None:
-        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *argv]
     full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
     full_env["PYTHONPATH"] = str(REPO / "src")
+    cwd = None
+    if user is not None:
+        python = os.path.realpath(sys.executable)  # the system's, not the checkout's venv link
+        argv = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", python]
+        argv += ["-m", "pantheros", *args]
+        full_env["PYTHONPATH"] = str(runtime_copy())
+        cwd = "/"
     return subprocess.run(
-        argv, capture_output=True, text=True, input=input, env=full_env, check=False
+        argv, capture_output=True, text=True, input=input, env=full_env, check=False, cwd=cwd
     )
+
+
+_RUNTIME: list[Path] = []
+
+
+def runtime_copy() -> Path:
+    """panther and its runtime libraries, copied where any user may read them.
+
+    The checkout (and its .venv) may sit under a directory only root may enter: CI clones where
+    it likes, `mktemp -d` makes 0700 directories. Made once, removed when the tests end.
+    """
+    if _RUNTIME:
+        return _RUNTIME[0]
+    import atexit
+    import importlib
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="panther-runtime-"))
+    atexit.register(shutil.rmtree, base, ignore_errors=True)
+    os.chmod(base, 0o755)
+    for name in RUNTIME_PACKAGES:
+        module = importlib.import_module(name)
+        source = Path(module.__file__ or "")
+        if source.name == "__init__.py":
+            shutil.copytree(source.parent, base / name, ignore=shutil.ignore_patterns("*.pyc"))
+        else:
+            shutil.copy2(source, base / source.name)
+    for path in base.rglob("*"):
+        os.chmod(path, 0o755 if path.is_dir() else 0o644)
+    _RUNTIME.append(base)
+    return base
+
+
+# What `panther` imports at run time: its packages and their dependencies (pyproject.toml).
+RUNTIME_PACKAGES = (
+    "pantheros",
+    "panther_spec",
+    "shtab",
+    "jsonschema",
+    "jsonschema_specifications",
+    "referencing",
+    "rpds",
+    "attrs",
+    "attr",
+    "typing_extensions",
+)
 
 
 def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:

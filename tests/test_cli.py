@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import io
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from pantheros import cli, ui
 from pantheros import manifest as manifests
+from pantheros.errors import UsageError
 from tests.helpers import REPO, one_line_error, panther
 
 
-def test_bare_panther_shows_usage_and_one_error_line() -> None:
+def test_bare_panther_is_one_line_naming_the_commands() -> None:
     proc = panther()
     assert proc.returncode == 2
-    assert proc.stderr.startswith("usage: panther")
-    errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert errors == [
-        "panther: error: the following arguments are required: COMMAND (see `panther --help`)"
-    ]
+    assert one_line_error(proc) == (
+        "panther: error: choose a command: disk, host, install, lab, rollback, roots, restore, "
+        "status, blank, diff, persist, audit, fleet, spec, completion (see `panther --help`)"
+    )
 
 
-def test_a_bare_group_names_itself_once() -> None:
-    proc = panther("roots")
+@pytest.mark.parametrize(
+    ("group", "actions"),
+    [
+        ("roots", "list, pin, unpin, gc, mount"),
+        ("persist", "add, remove, list, stray"),
+        ("spec", "list, show, validate, archive, new, diff, trace, status, view"),
+    ],
+)
+def test_a_bare_group_is_one_line_naming_its_actions(group: str, actions: str) -> None:
+    proc = panther(group)
     assert proc.returncode == 2
-    assert "usage: panther roots" in proc.stderr
-    assert proc.stderr.count("panther: error:") == 1
-    assert "panther: error: roots: the following arguments are required: ACTION" in proc.stderr
-    assert "panther: error: panther" not in proc.stderr
+    assert one_line_error(proc) == (
+        f"panther: error: {group}: choose an action: {actions} (see `panther {group} --help`)"
+    )
+
+
+def test_verbose_is_taken_after_the_command_too(tmp_path: Path) -> None:
+    nowhere = str(tmp_path / "no-lab")
+    for argv in (["-v", "lab", "status", nowhere], ["lab", "status", nowhere, "-v"]):
+        proc = panther(*argv)
+        assert proc.returncode == 0, proc.stderr
+        assert "lab at" in proc.stdout
+    quiet = panther("lab", "status", nowhere)
+    assert quiet.returncode == 0
+    assert cli.build_parser().parse_args(["lab", "status", "-v"]).verbose is True
+    assert cli.build_parser().parse_args(["-v", "lab", "status"]).verbose is True
+    assert cli.build_parser().parse_args(["lab", "status"]).verbose is False
 
 
 @pytest.mark.parametrize(
@@ -100,25 +122,105 @@ def _leaf_parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentPars
     return leaves
 
 
+TARGETS = {"Machine", "Machine | None", "Lab", "argparse.ArgumentParser"}
+
+
+def _leaf_handlers(
+    parser: argparse.ArgumentParser, inherited: Any = None
+) -> list[tuple[argparse.ArgumentParser, Any]]:
+    """Each leaf parser with its handler factory, its own or that of the group above it."""
+    factory = parser.get_default("handler") or inherited
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [(parser, factory)]
+    return [
+        found
+        for group in groups
+        for child in group.choices.values()
+        for found in _leaf_handlers(child, factory)
+    ]
+
+
 def test_every_command_has_a_handler_that_resolves() -> None:
-    leaves = _leaf_parsers(cli.build_parser())
+    """Each handler is in the commands layer and takes typed options whose every field is one
+    of its command's arguments, and first, if anything, what the dispatcher builds for it."""
+    leaves = _leaf_handlers(cli.build_parser())
     assert len(leaves) >= 29
-    for leaf in leaves:
-        factory = leaf.get_default("handler")
+    typed = 0
+    for leaf, factory in leaves:
         assert callable(factory), leaf.prog
         handler = factory()
         assert inspect.isfunction(handler), leaf.prog
-        assert handler.__module__.startswith("pantheros."), leaf.prog
-        assert list(inspect.signature(handler).parameters) == ["args"], leaf.prog
+        assert handler.__module__.startswith("pantheros.commands."), leaf.prog
+        params = list(inspect.signature(handler).parameters.values())
+        assert 1 <= len(params) <= 2, leaf.prog
+        dests = {a.dest for a in leaf._actions}
+        if params[-1].annotation == "argparse.Namespace":
+            # The spec tool's own parser: its actions name their handlers themselves.
+            spec_handler = leaf.get_default("spec_handler")()
+            assert spec_handler.__module__.startswith("panther_spec."), leaf.prog
+            continue
+        options = getattr(sys.modules[handler.__module__], params[-1].annotation)
+        assert dataclasses.is_dataclass(options), leaf.prog
+        assert getattr(options, "__dataclass_params__").frozen, leaf.prog  # noqa: B009
+        missing = {f.name for f in dataclasses.fields(options)} - dests
+        assert missing == set(), leaf.prog
+        typed += 1
+        if len(params) == 2:
+            assert params[0].annotation in TARGETS, leaf.prog
+            if params[0].annotation.startswith("Machine"):
+                assert "lab" in dests, leaf.prog
+            if params[0].annotation == "Lab":
+                assert "dir" in dests, leaf.prog
+    assert typed >= 20
+
+
+def test_the_dispatcher_builds_the_machine_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rollback --lab DIR` selected the lab twice (its manifest read twice); the dispatcher
+    selects it once, after the options are checked, and hands it to the handler."""
+    from pantheros.commands import impermanence
+    from pantheros.machine import Machine
+
+    calls: list[tuple[str | None, str | None, str]] = []
+
+    def select(lab: str | None, manifest: str | None = None, *, instead: str = "") -> str:
+        calls.append((lab, manifest, instead))
+        return "the machine"
+
+    monkeypatch.setattr(Machine, "select", select)
+    seen: list[tuple[object, object]] = []
+
+    def handler(machine: object, opts: object) -> int:
+        seen.append((machine, opts))
+        return 0
+
+    handler.__annotations__ = {"machine": "Machine", "opts": "Rollback", "return": "int"}
+    handler.__module__ = impermanence.__name__
+    parser = cli.build_parser()
+    args = parser.parse_args(["rollback", "--lab", "/x", "--dry-run"])
+    assert cli.dispatch(handler, args, parser) == 0
+    assert calls == [("/x", None, "--manifest M or --lab DIR")]
+    [(machine, opts)] = seen
+    assert machine == "the machine"
+    assert isinstance(opts, impermanence.Rollback)
+    assert opts.dry_run is True
+    # Options that contradict each other are refused before any machine is looked at.
+    calls.clear()
+    args = parser.parse_args(["rollback", "--finish", "--lab", "/x"])
+    with pytest.raises(UsageError, match="--finish"):
+        cli.dispatch(handler, args, parser)
+    assert calls == []
 
 
 def test_building_the_parser_runs_no_command_module() -> None:
     # In a fresh interpreter: the command line's start-up must not pay for every command.
     code = (
         "import sys\nfrom pantheros import cli\ncli.build_parser()\n"
-        "heavy = ['pantheros.spec.parse', 'pantheros.audit.checks', 'pantheros.state.diff',"
-        " 'pantheros.storage.layout', 'shtab']\n"
-        "print(sorted(m for m in heavy if m in sys.modules))"
+        "heavy = ['panther_spec.parse', 'panther_spec.commands', 'panther_spec.trace',"
+        " 'pantheros.audit.checks',"
+        " 'pantheros.state.diff', 'pantheros.storage.layout', 'pantheros.machine', 'shtab']\n"
+        "ran = [m for m, v in sys.modules.items() if type(v).__name__ != '_LazyModule']\n"
+        "print(sorted(m for m in ran if m in heavy or m.startswith('pantheros.commands.')))"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == "[]"
@@ -228,13 +330,13 @@ def _keys(report: type) -> set[str]:
 
 @pytest.mark.parametrize(
     ("command", "report"),
-    [("status", "status.StatusReport"), ("roots list", "commands.RootsTable")],
+    [("status", "status.StatusReport"), ("roots list", "listing.RootsTable")],
 )
 def test_json_keys_are_documented(command: str, report: str) -> None:
-    from pantheros.impermanence import commands, status
+    from pantheros.impermanence import listing, status
 
     module, name = report.split(".")
-    keys = _keys(getattr({"status": status, "commands": commands}[module], name))
+    keys = _keys(getattr({"status": status, "listing": listing}[module], name))
     assert len(keys) > 10
     bullet = _documented(command)
     assert {k for k in keys if f"`{k}`" not in bullet} == set()

@@ -5,6 +5,9 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
+import signal
+import stat
 import subprocess
 import sys
 import time
@@ -15,6 +18,7 @@ import pytest
 
 from pantheros import manifest as manifests
 from pantheros.lab.lab import Lab
+from pantheros.storage.record import record_file
 from tests.helpers import REPO, attach_partitioned, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -355,10 +359,10 @@ def test_purge_after_a_reboot_removes_the_boot_report(lab: Path) -> None:
 
 
 def test_the_run_files_purge_removes_are_those_the_boot_writes() -> None:
-    from pantheros.impermanence import boot, bootstep
+    from pantheros.impermanence import bootstep, stage2
     from pantheros.lab.lab import RUN_FILES
 
-    assert sorted(RUN_FILES) == sorted([bootstep.BOOT_REPORT.name, boot.LOGIN_WARNING])
+    assert sorted(RUN_FILES) == sorted([bootstep.BOOT_REPORT.name, stage2.LOGIN_WARNING])
 
 
 def test_down_and_status_of_a_directory_that_is_no_lab_touch_nothing(workdir: Path) -> None:
@@ -610,7 +614,8 @@ def test_lab_up_when_up_says_one_line_and_warns_only_when_laying_out(workdir: Pa
     assert "warning:" not in up.stderr
 
 
-def test_lab_status_shows_a_persisted_path_as_a_bind_mount(lab: Path) -> None:
+def test_lab_status_shows_a_persisted_path_as_a_bind_mount(bare_lab: Path) -> None:
+    lab = bare_lab
     app = lab / "mnt" / "var" / "lib" / "app"
     app.mkdir(parents=True)
     added = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
@@ -647,3 +652,178 @@ def test_a_record_written_by_the_previous_version_is_read_and_undone(lab: Path) 
     down = panther("lab", "down", str(lab))
     assert down.returncode == 0, down.stderr
     assert_down(lab)
+
+
+FIRST_BOOT = (
+    "/etc/machine-id",
+    "/etc/ssh/ssh_host_ed25519_key",
+    "/etc/ssh/ssh_host_ed25519_key.pub",
+    "/var/lib/nixos",
+    "/var/lib/systemd/timers",
+)
+
+
+def test_a_new_lab_has_what_its_first_boot_makes(lab: Path) -> None:
+    """The bundled manifest persists what systemd, sshd and activation make at a first boot; the
+    lab makes it in persistent storage and mounts it, so `persist list` and the audit are clean."""
+    listed = json.loads(panther("persist", "list", "--json", "--lab", str(lab)).stdout)
+    assert {row["path"]: row["state"] for row in listed} == dict.fromkeys(FIRST_BOOT, "ok")
+    copy = lab / "mnt" / "persist"
+    machine_id = (copy / "etc/machine-id").read_text()
+    assert re.fullmatch(r"[0-9a-f]{32}\n", machine_id)
+    assert (lab / "mnt/etc/machine-id").read_text() == machine_id  # through the bind mount
+    key = copy / "etc/ssh/ssh_host_ed25519_key"
+    assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    assert stat.S_IMODE((copy / "var/lib/nixos").stat().st_mode) == 0o755
+    derived = subprocess.run(
+        ["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True
+    ).stdout.split()[:2]
+    assert (copy / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2] == derived
+    audit = json.loads(panther("audit", "--lab", str(lab), "--json").stdout)
+    failing = [f["id"] for f in audit["findings"] if f["status"] == "fail"]
+    assert not [f for f in failing if f.startswith("impermanence.")], failing
+    # A boot makes again what is gone, and leaves alone what is there.
+    (copy / "etc/machine-id").unlink()
+    (copy / "etc/ssh/ssh_host_ed25519_key.pub").unlink()
+    reboot = panther("lab", "reboot", str(lab))
+    assert reboot.returncode == 0, reboot.stderr
+    assert (copy / "etc/machine-id").read_text() != machine_id
+    public = (copy / "etc/ssh/ssh_host_ed25519_key.pub").read_text().split()[:2]
+    assert public == derived  # made again from the private key, which was kept
+    listed = json.loads(panther("persist", "list", "--json", "--lab", str(lab)).stdout)
+    assert {row["state"] for row in listed} == {"ok"}
+
+
+def test_up_finishes_a_reboot_cut_short(lab: Path) -> None:
+    """Ctrl-C during `lab reboot` left the lab down with its junk; `up` rolls back first."""
+    (lab / "mnt" / "junk").write_text("from the last boot")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pantheros", "lab", "reboot", str(lab)],
+        env={**os.environ, "PYTHONPATH": str(REPO / "src"), "NO_COLOR": "1"},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        if "initrd: the boot step" in line:
+            proc.send_signal(signal.SIGINT)  # as Ctrl-C, once the tree is unmounted
+            break
+    proc.communicate()
+    assert proc.returncode == 130
+    assert (lab / "booting").exists()
+    up = panther("lab", "up", str(lab))
+    assert up.returncode == 0, up.stderr
+    assert "initrd: the boot step" in up.stderr
+    assert not (lab / "mnt" / "junk").exists()
+    assert not (lab / "booting").exists()
+    status = json.loads(panther("status", "--json", "--lab", str(lab)).stdout)
+    assert status["root"]["state"] == "fresh"
+    assert status["last_rollback"]["result"] in ("fresh", "already-fresh")
+
+
+def test_a_lab_that_is_down_is_said_to_be_down(lab: Path, workdir: Path) -> None:
+    """Commands that need the lab's tree say so in one line, and leave nothing attached or
+    mounted (`roots mount` mounted the old root and left the image attached, then waited 10 s
+    to say the loop device was busy)."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    name = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"][0]
+    assert panther("lab", "down", str(lab)).returncode == 0
+    target = workdir / "view"
+    target.mkdir()
+    down = f"panther: error: the lab at {lab} is down (panther lab up {lab})"
+    for argv in (
+        ["roots", "mount", name["name"], str(target), "--lab", str(lab)],
+        ["restore", "/etc/machine-id", "--from", "latest", "--to", "/x", "--lab", str(lab)],
+        ["persist", "add", "/etc/hostname", "--lab", str(lab)],
+        ["lab", "reboot", str(lab)],
+    ):
+        proc = panther(*argv)
+        assert one_line_error(proc) == down, argv
+        assert proc.returncode == 2, argv
+    assert not os.path.ismount(target)
+    image = str((lab / "disk.img").resolve())
+    listed = subprocess.run(["losetup", "--json", "--list"], capture_output=True, text=True)
+    assert image not in listed.stdout
+
+
+def test_a_refused_down_leaves_no_record_it_made(lab: Path, workdir: Path) -> None:
+    """`down` adopts a device no record names (a run killed before recording), to undo it;
+    refused (its disk mounted elsewhere), it must not leave that adopted record behind."""
+    assert panther("lab", "reboot", str(lab)).returncode == 0
+    [root] = json.loads(panther("roots", "list", "--json", "--lab", str(lab)).stdout)["roots"]
+    view = workdir / "view"
+    view.mkdir()
+    assert panther("roots", "mount", root["name"], str(view), "--lab", str(lab)).returncode == 0
+    record = _record()
+    record.unlink()  # as a run killed between attaching and recording leaves it
+    try:
+        proc = panther("lab", "down", str(lab))
+        assert f"also mounted at {view}" in one_line_error(proc)
+        assert not record.exists()
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+    assert panther("lab", "down", str(lab)).returncode == 0
+    assert_down(lab)
+
+
+def test_an_image_that_is_a_link_to_another_lab_s_is_refused(lab: Path, workdir: Path) -> None:
+    """A lab whose disk.img links to another lab's would take that lab's loop device and
+    mounts for its own: every command refuses it, and no record naming that device is made."""
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    (other / "disk.img").symlink_to(lab / "disk.img")
+    dev = assert_whole(lab)
+    for argv in (["down"], ["down", "--purge"], ["status"], ["up"]):
+        proc = panther("lab", *argv, str(other))
+        assert "not this lab's image" in one_line_error(proc)
+        assert proc.returncode == 5
+    assert not record_file((other / "mnt").resolve()).exists()
+    assert assert_whole(lab) == dev
+
+
+def test_the_labs_a_disk_command_touches_are_each_locked(workdir: Path) -> None:
+    """`disk` commands hold the lock of every lab a path belongs to: its image, its tree, a lab
+    inside another lab's tree (both), a directory whose record names a lab's image."""
+    from pantheros.lab.lab import owning
+
+    outer, inner = workdir / "outer", workdir / "outer" / "mnt" / "srv" / "inner"
+    for lab in (outer, inner):
+        (lab / "mnt").mkdir(parents=True)
+        (lab / ".lock").touch()
+    nowhere = workdir / "nowhere"
+    (nowhere / "mnt").mkdir(parents=True)  # no lock, no manifest: not a lab
+    (workdir / "mnt").mkdir()
+
+    def dirs(*paths: Path) -> list[Path]:
+        return [lab.directory for lab in owning(*paths)]
+
+    assert dirs(outer / "disk.img") == [outer]
+    assert dirs(outer / "mnt" / "etc") == [outer]
+    assert dirs(inner / "mnt", workdir / "decoy.img") == [outer, inner]
+    assert dirs(inner / "disk.img") == [outer, inner]  # the image lies in the outer tree
+    assert dirs(nowhere / "mnt", workdir / "mnt", Path("/")) == []
+
+
+def test_an_image_hard_linked_to_an_attached_one_is_not_attached_again(
+    lab: Path, workdir: Path
+) -> None:
+    """The same file under two names: a second loop device would let btrfs mount the one
+    filesystem twice (a clone gets a temporary fsid), two writers on one disk."""
+    dev = assert_whole(lab)
+    other = workdir / "other"
+    other.mkdir()
+    (other / ".lock").touch()
+    (other / "manifest.json").write_text((lab / "manifest.json").read_text())
+    os.link(lab / "disk.img", other / "disk.img")
+    proc = panther("lab", "up", str(other))
+    line = one_line_error(proc)
+    assert proc.returncode == 5
+    assert f"already attached to {dev}" in line
+    assert loops_of(other / "disk.img").splitlines() == loops_of(lab / "disk.img").splitlines()
+    assert len(loops_of(lab / "disk.img").splitlines()) == 1
+    proc = panther("disk", "format", "--manifest", "lab", "--yes-wipe", str(other / "disk.img"))
+    assert "mount one filesystem twice" in one_line_error(proc)
+    assert assert_whole(lab) == dev
+    assert (lab / "mnt" / "persist").is_dir()

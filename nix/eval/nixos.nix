@@ -14,6 +14,8 @@
 let
   inherit (lib) mkDefault mkOption types;
   systemd = import ./systemd.nix { inherit lib pkgs; };
+  usersConfig = config.users;
+  osConfig = config;
 
   bool = default: mkOption { type = types.bool; inherit default; };
   enableOption = bool false;
@@ -77,8 +79,8 @@ let
       ]) (mkDefault config.fsType);
     };
 
-  # nixos/modules/tasks/filesystems.nix `fileSystemOpts`, with `neededForBoot` from
-  # nixos/modules/system/boot/stage-1.nix.
+  # nixos/modules/tasks/filesystems.nix `fileSystemOpts` (`neededForBoot` comes from
+  # nixos/modules/system/boot/stage-1.nix, declared in nixos-rest.nix).
   fileSystem =
     { config, ... }:
     {
@@ -90,14 +92,23 @@ let
         autoFormat = bool false;
         autoResize = bool false;
         noCheck = bool false;
-        neededForBoot = bool false;
       };
       config.device = lib.mkIf (config.label != null) (mkDefault "/dev/disk/by-label/${config.label}");
-      config.options = lib.mkMerge [
-        (lib.mkIf config.autoResize [ "x-systemd.growfs" ])
-        (lib.mkIf config.autoFormat [ "x-systemd.makefs" ])
-        (lib.mkIf (utils.fsNeededForBoot config) [ "x-initrd.mount" ])
-      ];
+      config.options =
+        let
+          inInitrd = utils.fsNeededForBoot config;
+        in
+        lib.mkMerge [
+          (lib.mkIf config.autoResize [ "x-systemd.growfs" ])
+          (lib.mkIf config.autoFormat [ "x-systemd.makefs" ])
+          (lib.mkIf inInitrd [ "x-initrd.mount" ])
+          # `depends`: under the systemd initrd, a requirement on the mounts that hold them.
+          (lib.mkIf (config.depends != [ ] && (inInitrd -> osConfig.boot.initrd.systemd.enable)) (
+            map (
+              x: "x-systemd.requires-mounts-for=${lib.optionalString inInitrd "/sysroot"}${x}"
+            ) config.depends
+          ))
+        ];
     };
 
   # nixos/modules/config/sysctl.nix: each key is defined once after priorities
@@ -124,6 +135,16 @@ let
   # nixos/modules/config/users-groups.nix `passwdEntry`-checked strings, and the user options
   # (with `openssh.authorizedKeys` from nixos/modules/services/networking/ssh/sshd.nix).
   passwdStr = types.passwdEntry types.str;
+  # users-groups.nix `allowsLogin`.
+  allowsLogin =
+    hash:
+    hash == ""
+    || !(lib.elem hash [
+      null
+      "!"
+      "!!"
+      "*"
+    ]);
   nullStr = mkOption {
     type = types.nullOr passwdStr;
     default = null;
@@ -132,6 +153,7 @@ let
     { name, config, ... }:
     {
       options = {
+        enable = bool true;
         name = mkOption {
           type = passwdStr;
           default = name;
@@ -182,11 +204,20 @@ let
           };
         };
       };
-      config = lib.mkIf config.isNormalUser {
-        group = mkDefault "users";
-        createHome = mkDefault true;
-        home = mkDefault "/home/${config.name}";
-      };
+      config = lib.mkMerge [
+        (lib.mkIf config.isNormalUser {
+          group = mkDefault "users";
+          createHome = mkDefault true;
+          home = mkDefault "/home/${config.name}";
+        })
+        # With immutable users the initial password is the password.
+        (lib.mkIf (!usersConfig.mutableUsers && config.initialPassword != null) {
+          password = mkDefault config.initialPassword;
+        })
+        (lib.mkIf (!usersConfig.mutableUsers && config.initialHashedPassword != null) {
+          hashedPassword = mkDefault config.initialHashedPassword;
+        })
+      ];
     };
 
   # nixos/modules/system/etc/etc.nix: one file of /etc.
@@ -414,36 +445,11 @@ in
       default = [ ];
     };
 
-    # nixos/modules/misc/nixpkgs.nix
-    nixpkgs.hostPlatform = mkOption { type = types.either types.str types.attrs; };
-    # nixos/modules/misc/version.nix
-    system.stateVersion = mkOption { type = types.str; };
     # nixos/modules/system/activation/activation-script.nix
     system.activationScripts = mkOption {
       type = types.attrsOf activationScript;
       default = { };
     };
-    # nixos/modules/misc/documentation.nix
-    documentation.enable = bool true;
-    # nixos/modules/hardware/cpu/intel-microcode.nix, nixos/modules/hardware/all-firmware.nix
-    hardware.cpu.intel.updateMicrocode = enableOption;
-    hardware.enableRedistributableFirmware = enableOption;
-    # nixos/modules/services/hardware/bluetooth.nix
-    hardware.bluetooth.enable = enableOption;
-
-    # nixos/modules/tasks/network-interfaces.nix
-    networking.hostName = mkOption {
-      type = types.strMatching "^$|^[[:alnum:]]([[:alnum:]_-]{0,61}[[:alnum:]])?$";
-      default = "nixos";
-    };
-    # nixos/modules/services/networking/firewall.nix
-    networking.firewall.enable = bool true;
-    networking.firewall.allowedTCPPorts = mkOption {
-      type = types.listOf types.port;
-      default = [ ];
-    };
-    # nixos/modules/services/networking/networkmanager.nix
-    networking.networkmanager.enable = enableOption;
 
     # nixos/modules/services/networking/ssh/sshd.nix
     services.openssh = {
@@ -457,16 +463,33 @@ in
         type = types.submodule sshSettings;
         default = { };
       };
+      hostKeys = mkOption {
+        type = types.listOf types.attrs;
+        default = [
+          {
+            bits = 4096;
+            path = "/etc/ssh/ssh_host_rsa_key";
+            type = "rsa";
+          }
+          {
+            path = "/etc/ssh/ssh_host_ed25519_key";
+            type = "ed25519";
+          }
+        ];
+      };
     };
 
-    # nixos/modules/security/auditd.nix, nixos/modules/security/apparmor.nix,
     # nixos/modules/security/sudo.nix
-    security.auditd.enable = enableOption;
-    security.apparmor.enable = enableOption;
-    security.sudo.execWheelOnly = enableOption;
+    security.sudo = {
+      enable = bool true;
+      wheelNeedsPassword = bool true;
+      execWheelOnly = enableOption;
+    };
+
 
     # nixos/modules/config/users-groups.nix
     users.mutableUsers = bool true;
+    users.allowNoPasswordLogin = bool false;
     users.users = mkOption {
       type = types.attrsOf (types.submodule userOptions);
       default = { };
@@ -496,13 +519,14 @@ in
       default = { };
     };
 
-    # nixos/modules/config/shells-environment.nix
-    environment.loginShellInit = lines;
-    # nixos/modules/config/system-path.nix
-    environment.systemPackages = mkOption {
-      type = types.listOf types.package;
-      default = [ ];
+    # nixos/modules/system/build.nix (what disko's module adds its scripts to)
+    system.build = mkOption {
+      default = { };
+      type = types.submoduleWith {
+        modules = [ { freeformType = with types; lazyAttrsOf (uniq unspecified); } ];
+      };
     };
+
     # nixos/modules/system/etc/etc.nix
     environment.etc = mkOption {
       type = types.attrsOf (types.submodule etcFile);
@@ -519,11 +543,6 @@ in
       );
       default = { };
       apply = lib.filterAttrs (_: fs: fs.enable);
-    };
-    # nixos/modules/config/swap.nix
-    swapDevices = mkOption {
-      type = types.listOf (types.submodule swapDevice);
-      default = [ ];
     };
 
     boot = {
@@ -554,7 +573,12 @@ in
       initrd.availableKernelModules = strings;
       initrd.kernelModules = strings;
       # nixos/modules/system/boot/modprobe.nix
-      blacklistedKernelModules = strings;
+      blacklistedKernelModules = mkOption {
+        type = attrNamesToTrue;
+        default = { };
+        # A set of names: the list NixOS uses is sorted and without duplicates.
+        apply = mods: lib.attrNames (lib.filterAttrs (_: v: v) mods);
+      };
       extraModprobeConfig = lines;
       # nixos/modules/tasks/filesystems.nix
       supportedFilesystems = mkOption {
@@ -591,47 +615,27 @@ in
           ];
           default = "never";
         };
-        tmpfsFinalOptions = mkOption {
-          type = types.listOf types.str;
-          readOnly = true;
-          internal = true;
-        };
       };
-      # nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
-      loader.systemd-boot = {
-        enable = enableOption;
-        configurationLimit = mkOption {
-          type = types.nullOr types.int;
-          default = null;
-        };
-      };
-      # nixos/modules/system/boot/loader/grub/grub.nix
-      loader.grub = {
-        enable = bool true;
-        configurationLimit = mkOption {
-          type = types.int;
-          default = 100;
-        };
-      };
-      # nixos/modules/system/boot/loader/efi.nix
-      loader.efi.canTouchEfiVariables = enableOption;
 
       initrd = {
-        # nixos/modules/system/boot/stage-1.nix
-        enable = bool true;
-        supportedFilesystems = mkOption {
-          type = attrNamesToTrue;
-          default = { };
-        };
-        postMountCommands = lines;
         # nixos/modules/system/boot/luksroot.nix
         luks.devices = mkOption {
           type = types.attrsOf (types.submodule luksDevice);
           default = { };
         };
-        # nixos/modules/system/boot/systemd/initrd.nix
+        luks.mitigateDMAAttacks = bool true;
+        # nixos/modules/system/boot/systemd/initrd.nix (on by default since NixOS 26.05)
         systemd = {
-          enable = enableOption;
+          enable = bool true;
+          root = mkOption {
+            type = types.nullOr (
+              types.enum [
+                "fstab"
+                "gpt-auto"
+              ]
+            );
+            default = "fstab";
+          };
           emergencyAccess = mkOption {
             type = types.oneOf [
               types.bool
@@ -672,41 +676,35 @@ in
         };
       };
     };
-
-    # nixos/modules/system/boot/systemd.nix
-    systemd = {
-      globalEnvironment = mkOption {
-        type = systemd.types.environment;
-        default = { };
-      };
-      services = mkOption {
-        type = systemd.types.services;
-        default = { };
-      };
-      timers = mkOption {
-        type = systemd.types.timers;
-        default = { };
-      };
-      mounts = mkOption {
-        type = systemd.types.mounts;
-        default = [ ];
-      };
-      # nixos/modules/system/boot/systemd/tmpfiles.nix
-      tmpfiles.rules = strings;
-    };
   };
 
   config = {
     # nixos/modules/config/sysctl.nix (and kernel.nix): NixOS's own sysctl defaults, at mkDefault
     # priority. A module that sets the same key with mkDefault collides with them.
     boot.kernel.sysctl = {
+      "fs.inotify.max_user_instances" = mkDefault 524288;
+      "fs.inotify.max_user_watches" = mkDefault 524288;
       "kernel.kptr_restrict" = mkDefault 1;
-      "kernel.yama.ptrace_scope" = mkDefault 0;
       "vm.max_map_count" = mkDefault 1048576;
       # nixos/modules/system/boot/kernel.nix
       "kernel.printk" = mkDefault config.boot.consoleLogLevel;
     };
-    boot.kernelParams = [ "loglevel=${toString config.boot.consoleLogLevel}" ];
+    boot.kernelParams = [
+      "loglevel=${toString config.boot.consoleLogLevel}"
+    ]
+    # nixos/modules/system/boot/systemd/initrd.nix: the systemd initrd finds the root in fstab.
+    ++ lib.optional (
+      config.boot.initrd.systemd.enable && config.boot.initrd.systemd.root != null
+    ) "root=${config.boot.initrd.systemd.root}";
+    # nixos/modules/system/boot/luksroot.nix: with a LUKS device, FireWire (DMA) is blacklisted.
+    boot.blacklistedKernelModules =
+      lib.optionals
+        (config.boot.initrd.luks.devices != { } && config.boot.initrd.luks.mitigateDMAAttacks)
+        [
+          "firewire_ohci"
+          "firewire_core"
+          "firewire_sbp2"
+        ];
 
     # nixos/modules/tasks/filesystems.nix: the special file systems (the ones PantherOS
     # changes, with NixOS's options).
@@ -734,26 +732,22 @@ in
     boot.supportedFilesystems = map (fs: fs.fsType) (lib.attrValues config.fileSystems);
 
     # nixos/modules/system/boot/tmp.nix
-    boot.tmp.tmpfsFinalOptions = [
-      "mode=1777"
-      "strictatime"
-      "rw"
-      "nosuid"
-      "nodev"
-      "size=${toString config.boot.tmp.tmpfsSize}"
-      "huge=${config.boot.tmp.tmpfsHugeMemoryPages}"
-    ];
     systemd.mounts = lib.mkIf config.boot.tmp.useTmpfs [
       {
         what = "tmpfs";
         where = "/tmp";
         type = "tmpfs";
-        mountConfig.Options = lib.concatStringsSep "," config.boot.tmp.tmpfsFinalOptions;
+        mountConfig.Options = lib.concatStringsSep "," [
+          "mode=1777"
+          "strictatime"
+          "rw"
+          "nosuid"
+          "nodev"
+          "size=${toString config.boot.tmp.tmpfsSize}"
+          "huge=${config.boot.tmp.tmpfsHugeMemoryPages}"
+        ];
       }
     ];
-
-    # nixos/modules/system/boot/loader/systemd-boot/systemd-boot.nix
-    boot.loader.grub.enable = lib.mkIf config.boot.loader.systemd-boot.enable (mkDefault false);
 
     # nixos/modules/config/users-groups.nix (ids from nixos/modules/misc/ids.nix): the users and
     # groups NixOS always has, and the rule that every user has a group.
@@ -779,6 +773,28 @@ in
         assertion = user.group != "";
         message = "users.users.${name}.group is unset.";
       }) config.users.users
+      # users-groups.nix: with immutable users, root or a wheel user must be able to log in.
+      ++ [
+        {
+          assertion =
+            !config.users.mutableUsers
+            -> !config.users.allowNoPasswordLogin
+            -> lib.any lib.id (
+              lib.mapAttrsToList (
+                name: user:
+                (name == "root" || user.group == "wheel" || lib.elem "wheel" user.extraGroups)
+                && (
+                  allowsLogin user.hashedPassword
+                  || user.password != null
+                  || user.hashedPasswordFile != null
+                  || user.openssh.authorizedKeys.keys != [ ]
+                  || user.openssh.authorizedKeys.keyFiles != [ ]
+                )
+              ) config.users.users
+            );
+          message = "Neither the root account nor any wheel user has a password or SSH authorized key.";
+        }
+      ]
       ++ lib.mapAttrsToList (name: user: {
         assertion = !(user.isNormalUser && user.isSystemUser);
         message = "Exactly one of users.users.${name}.isSystemUser and users.users.${name}.isNormalUser must be set.";

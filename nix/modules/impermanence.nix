@@ -1,12 +1,10 @@
-# pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by
-# `panther rollback`; what is declared persistent is bind-mounted from the persistent subvolume by
-# nix-community/impermanence (`environment.persistence`), which this module configures.
 # pantheros.impermanence: the root is rolled back at every boot, in the systemd initrd, by the
 # boot step (nix/bootstep.nix: a bash script and a small C helper, no Python); stage 2 records the
 # outcome and prunes old roots with `panther`. What is declared persistent is bind-mounted from the
 # persistent subvolume by nix-community/impermanence (`environment.persistence`), which this
-# module configures; the flake's nixosModules.impermanence brings that module along.
-{ config, lib, pkgs, utils, ... }:
+# module configures; the host imports that module itself, beside PantherOS's (docs/decisions.md
+# D92). Credentials and the state the first boot needs live on the persistent subvolume (D90, D91).
+{ config, options, lib, pkgs, utils, ... }:
 let
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
   cfg = config.pantheros.impermanence;
@@ -80,13 +78,54 @@ let
     if declared == null then defaultsFor "directory"
     else { inherit (declared) user group mode; };
 
+  # The layout is the one this machine boots (qemu-vm.nix's file systems replace it for
+  # `nixos-rebuild build-vm`: then nothing is rolled back, see pantheros.storage.inUse).
+  active = cfg.enable && storage.inUse;
+  # nix-community/impermanence's module, imported by the host (D92).
+  upstream = options ? environment.persistence;
+  persist = cfg.persistentStoragePath;
+
+  # The deepest file system NixOS mounts that holds path.
+  fileSystemOf = path: lib.foldl'
+    (best: mp: if (mp == "/" || path == mp || lib.hasPrefix "${mp}/" path)
+      && lib.stringLength mp > lib.stringLength best then mp else best) "/"
+    (lib.attrNames config.fileSystems);
+  # A credential survives the rollback, and is there when the users activation reads it, only on
+  # a file system mounted in the initrd that is not the root the rollback replaces.
+  survives = path:
+    let mp = fileSystemOf path; in
+    mp != "/" && config.fileSystems ? ${mp} && utils.fsNeededForBoot config.fileSystems.${mp};
+  loginUsers = lib.filterAttrs (_: u: u.enable or true) config.users.users;
+  passwordFiles = lib.filterAttrs (_: u: u.hashedPasswordFile != null) loginUsers;
+  lostCredentials = lib.attrNames (lib.filterAttrs (_: u: !(survives u.hashedPasswordFile)) passwordFiles);
+
+  # SSH host keys on the root are persisted (and only the types listed are generated at all);
+  # keys a host keeps elsewhere already survive.
+  # ed25519 only unless the host lists others (sshd.nix declares hostKeys; a configuration
+  # without it gets sshd's usual ed25519 key).
+  keptHostKeys = [ { type = "ed25519"; path = "/etc/ssh/ssh_host_ed25519_key"; } ];
+  hostKeys = if options ? services.openssh.hostKeys then config.services.openssh.hostKeys else keptHostKeys;
+  hostKeysOnRoot = lib.filter (k: fileSystemOf k.path == "/")
+    (lib.optionals config.services.openssh.enable hostKeys);
+  # Persisted directories that impermanence binds in the initrd (NixOS's paths needed for
+  # boot, /var/lib/nixos among them): their persistent copy must exist before the bind, also on
+  # the first boot, so an initrd unit makes them.
+  bootDirectories = lib.filter (d: lib.elem d.directory utils.pathsNeededForBoot) directories;
+  sysrootPath = path: "/sysroot${persist}${path}";
+
   deviceUnit = "${utils.escapeSystemdPath storage.btrfsDevice}.device";
   cryptUnit = "systemd-cryptsetup@${utils.escapeSystemdPath storage.luks.name}.service";
   failClosed = cfg.failPolicy == "fail-closed";
+  # The numeric owner of a first-boot entry where the declaration fixes it (null: NixOS
+  # allocates it at the first activation, so the installer cannot know it).
+  withIds = e: e // {
+    uid = if e.user == "root" then 0 else config.users.users.${e.user}.uid or null;
+    gid = if e.group == "root" then 0 else config.users.groups.${e.group}.gid or null;
+  };
   report = "/run/pantheros/rollback.report";
 in
 {
-  imports = [ ./storage.nix ./manifest.nix ];
+  imports = [ ./storage.nix ./manifest.nix ./users.nix ];
 
   options.pantheros.impermanence = {
     enable = mkEnableOption "rolling the root back to a blank state at every boot";
@@ -166,11 +205,25 @@ in
       default = "daily";
       description = "When `panther roots gc` prunes old roots (systemd calendar event).";
     };
+
+    firstBoot = mkOption {
+      type = types.attrsOf (types.listOf (types.attrsOf types.anything));
+      default = { directories = [ ]; files = [ ]; };
+      internal = true;
+      description = ''
+        What must or may be on the persistent subvolume before the first boot, for the
+        installer (`nix eval .#nixosConfigurations.HOST.config.pantheros.impermanence.firstBoot`):
+        `directories` (made at boot by the module too: the initrd unit and impermanence), and
+        `files`, each with its owner, mode, whether it is `required` (a password hash: without it
+        the user cannot log in with a password) and `what` it is. docs/decisions.md D91.
+      '';
+    };
   };
 
   config = lib.mkMerge [ {
     pantheros.manifest.impermanence = {
-      inherit (cfg) enable design;
+      enable = active;
+      inherit (cfg) design;
       fail_policy = cfg.failPolicy;
       retention = {
         keep_min = cfg.retention.keepMin;
@@ -181,10 +234,6 @@ in
     };
   } (mkIf cfg.enable {
     pantheros.installManifest = true;
-    pantheros.manifest.persistence =
-      map (d: { path = d.directory; kind = "directory"; inherit (d) user group mode; }) directories
-      ++ map (f: { path = f.file; kind = "file"; inherit (f) user group mode; }) files;
-
     assertions = [
       {
         assertion = config.boot.initrd.systemd.enable;
@@ -193,6 +242,17 @@ in
       {
         assertion = storage.enable;
         message = "pantheros.impermanence needs pantheros.storage.enable = true (it rolls back its root subvolume).";
+      }
+    ];
+  }) (mkIf active {
+    pantheros.manifest.persistence =
+      map (d: { path = d.directory; kind = "directory"; inherit (d) user group mode; }) directories
+      ++ map (f: { path = f.file; kind = "file"; inherit (f) user group mode; }) files;
+
+    assertions = [
+      {
+        assertion = upstream;
+        message = "pantheros.impermanence binds the persisted paths with nix-community/impermanence's module, which the host imports itself: add inputs.impermanence.nixosModules.impermanence to the host's modules (PantherOS does not bring it along, so that a host that already imports it works; docs/decisions.md D92).";
       }
       {
         assertion = (config.fileSystems.${cfg.persistentStoragePath}.neededForBoot or false);
@@ -206,7 +266,24 @@ in
         assertion = misplaced == [ ];
         message = "pantheros.impermanence: these persisted paths lie on a subvolume that is never rolled back, so persisting them does nothing: ${lib.concatStringsSep ", " misplaced}";
       }
+      {
+        assertion = !config.users.mutableUsers;
+        message = "pantheros.impermanence: users.mutableUsers = true keeps users and passwords in /etc/passwd and /etc/shadow on the root that every boot archives: the root password nixos-install sets and every password set with passwd are gone after the first reboot. Leave users.mutableUsers = false (PantherOS's default) and declare each login user's credential: openssh.authorizedKeys.keys, or hashedPasswordFile on ${persist} (docs/decisions.md D90).";
+      }
+      {
+        assertion = lostCredentials == [ ];
+        message = "pantheros.impermanence: the hashedPasswordFile of ${lib.concatMapStringsSep ", " (n: "users.users.${n} (${passwordFiles.${n}.hashedPasswordFile})") lostCredentials} is not on a file system mounted in the initrd that survives the rollback, so the user is locked out after a reboot (the users activation reads it at every boot). Keep it under ${persist}, for example ${persist}/secrets/passwords/NAME (docs/decisions.md D90).";
+      }
     ];
+
+    # NixOS rewrites /etc/passwd and /etc/shadow from the declaration at every activation: what
+    # is declared is what survives (D90).
+    users.mutableUsers = mkDefault false;
+
+    # Only the host key types that are kept are generated (sshd-keygen makes every type listed).
+    services.openssh = lib.optionalAttrs (options ? services.openssh.hostKeys) {
+      hostKeys = mkDefault keptHostKeys;
+    };
 
     # Sensible defaults: the machine's identity and NixOS's own state.
     pantheros.impermanence.directories = [
@@ -215,21 +292,63 @@ in
       "/var/lib/systemd/timers"
     ];
     pantheros.impermanence.files = [ { file = "/etc/machine-id"; mode = "0444"; } ]
-      ++ lib.optionals config.services.openssh.enable [
-        { file = "/etc/ssh/ssh_host_ed25519_key"; mode = "0600"; }
-        "/etc/ssh/ssh_host_ed25519_key.pub"
-      ];
+      ++ lib.concatMap (k: [ { file = k.path; mode = "0600"; } "${k.path}.pub" ]) hostKeysOnRoot;
 
+    pantheros.impermanence.firstBoot = {
+      directories = map withIds (
+        map (d: { path = "${persist}${d.directory}"; inherit (d) user group mode; }) bootDirectories
+        ++ lib.optional (hostKeysOnRoot != [ ]) { path = "${persist}/etc/ssh"; user = "root"; group = "root"; mode = "0755"; }
+        # A password file directly in ${persist} needs no directory of its own (and the
+        # subvolume's root keeps its mode).
+        ++ map (dir: { path = dir; user = "root"; group = "root"; mode = "0700"; })
+          (lib.filter (dir: dir != persist)
+            (lib.unique (map (u: dirOf u.hashedPasswordFile) (lib.attrValues passwordFiles)))));
+      files = map withIds (
+        map (u: { path = u.hashedPasswordFile; user = "root"; group = "root"; mode = "0600"; required = true;
+          login = u.name; what = "the password hash of ${u.name} (mkpasswd -m yescrypt)"; }) (lib.attrValues passwordFiles)
+        ++ lib.concatMap (k: [
+          { path = "${persist}${k.path}"; user = "root"; group = "root"; mode = "0600"; required = false;
+            what = "the ${k.type} SSH host key (generated at the first boot when absent)"; }
+          { path = "${persist}${k.path}.pub"; user = "root"; group = "root"; mode = "0644"; required = false;
+            what = "its public half"; }
+        ]) hostKeysOnRoot
+        ++ map (f: { path = "${persist}${f.file}"; inherit (f) user group mode; required = false;
+          what = "the machine id (systemd writes one at the first boot when absent)"; })
+          (lib.filter (f: f.file == "/etc/machine-id") files));
+    };
+    # The installer's copy: `panther disk finish` and `format` make the directories, and
+    # `panther install` stages the files (D134).
+    pantheros.manifest.first_boot = cfg.firstBoot;
+
+    # The persistent copies of the directories impermanence binds in the initrd exist before the
+    # binds, on the first boot too (the installer does not have to make them); owner and mode
+    # are applied in stage 2 by tmpfiles.
+    boot.initrd.systemd.services.pantheros-persist-dirs = mkIf (bootDirectories != [ ]) {
+      description = "PantherOS: make the persistent directories bound in the initrd";
+      wantedBy = [ "initrd.target" ];
+      before = map (d: "${utils.escapeSystemdPath "/sysroot${d.directory}"}.mount") bootDirectories;
+      unitConfig = {
+        DefaultDependencies = false;
+        RequiresMountsFor = "/sysroot${persist}";
+      };
+      serviceConfig = {
+        Type = "oneshot";
+        ExecStart = map (d: "/bin/mkdir -p -m ${d.mode} ${sysrootPath d.directory}") bootDirectories;
+      };
+    };
+  }) (lib.optionalAttrs upstream (mkIf active {
     environment.persistence.${cfg.persistentStoragePath} = {
       hideMounts = mkDefault true;
       directories = map (d: { inherit (d) directory user group mode; }) directories;
       files = map (f: { inherit (f) file; parentDirectory = parentOf f.file; }) files;
     };
+  })) (mkIf active {
     # impermanence has no owner or mode for a file: tmpfiles sets them on the persistent copy
     # (which the bind mount shows), at every boot, once the file exists.
     systemd.tmpfiles.rules = map
       (f: "z ${cfg.persistentStoragePath}${f.file} ${f.mode} ${f.user} ${f.group} - -")
-      files;
+      files
+      ++ map (d: "z ${cfg.persistentStoragePath}${d.directory} ${d.mode} ${d.user} ${d.group} - -") bootDirectories;
 
     # The boot step: a bash script and its C helper (nix/bootstep.nix), nothing else, so the
     # initrd carries no Python. It needs bash and coreutils (in every systemd initrd),
@@ -254,16 +373,19 @@ in
         Type = "oneshot";
         # The step takes well under a second; this bounds a hung device or filesystem.
         TimeoutStartSec = mkDefault "2min";
-        ExecStart = lib.concatStringsSep " " [
+        # Each argument escaped (the option types leave no `%` or `$` for systemd to expand);
+        # the options after --device are what `panther` renders for the same host
+        # (pantheros.impermanence.bootstep.options, tested equal for every example host).
+        ExecStart = lib.escapeShellArgs [
           "${bootstep}/bin/pantheros-rollback"
-          "--device ${storage.btrfsDevice}"
-          "--root ${rootSubvolume.name}"
-          "--blank ${storage.blankSnapshot}"
-          "--old-roots ${storage.oldRoots}"
-          "--design ${cfg.design}"
-          "--keep-min ${toString cfg.retention.keepMin}"
-          "--fail-policy ${cfg.failPolicy}"
-          "--report ${report}"
+          "--device" storage.btrfsDevice
+          "--root" rootSubvolume.name
+          "--blank" storage.blankSnapshot
+          "--old-roots" storage.oldRoots
+          "--design" cfg.design
+          "--keep-min" (toString cfg.retention.keepMin)
+          "--fail-policy" cfg.failPolicy
+          "--report" report
         ];
       };
     };

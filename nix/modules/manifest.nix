@@ -51,6 +51,7 @@ in
           retention.keep_min = 1;
         };
         persistence = mkOptionDefault [ ];
+        first_boot = mkOptionDefault { directories = [ ]; files = [ ]; };
         security = mkOptionDefault { level = "baseline"; waivers = { }; };
       };
       pantheros.manifestFile = pkgs.writeText "pantheros-manifest.json" (builtins.toJSON config.pantheros.manifest);

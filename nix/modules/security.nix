@@ -3,7 +3,7 @@
 # against: one table, two readers. Nothing changes until `enable`; every value is set at a priority
 # a host's own definition overrides; a waiver drops a check on purpose, with a reason that the
 # audit reports.
-{ config, lib, pkgs, ... }:
+{ config, options, lib, pkgs, ... }:
 let
   inherit (lib) mkDefault mkIf mkOption types;
   cfg = config.pantheros.security;
@@ -22,24 +22,38 @@ let
   # with ours, and a host can still override any value.
   hardening = lib.mkOverride 900;
 
-  # NixOS's /tmp (boot.tmp.useTmpfs) is nosuid,nodev; its options are read-only, so a level
-  # that wants more (noexec) mounts /tmp itself with NixOS's options plus those.
+  # NixOS's /tmp (boot.tmp.useTmpfs) is nosuid,nodev, with the options of boot/tmp.nix (newer
+  # NixOS exposes them as boot.tmp.tmpfsFinalOptions, older NixOS writes the same list into its
+  # mount unit). A level that wants more (noexec) mounts /tmp itself with those options plus its
+  # own.
+  tmpfsOptions =
+    if options.boot.tmp ? tmpfsFinalOptions then config.boot.tmp.tmpfsFinalOptions
+    else [
+      "mode=1777"
+      "strictatime"
+      "rw"
+      "nosuid"
+      "nodev"
+      "size=${toString config.boot.tmp.tmpfsSize}"
+      "huge=${config.boot.tmp.tmpfsHugeMemoryPages}"
+    ];
   tmpOptions = mountOptions "/tmp";
-  tmpExtra = lib.subtractLists config.boot.tmp.tmpfsFinalOptions tmpOptions;
+  tmpExtra = lib.subtractLists tmpfsOptions tmpOptions;
 
-  # hidepid on /proc breaks with cgroups v2 (NixOS removed security.hideProcessInformation for
-  # that reason): the table's check is waived with this reason, and the login services get
-  # systemd's per-service ProtectProc instead (docs/decisions.md D29).
+  # hidepid on /proc breaks logind and user sessions with cgroups v2 (NixOS removed
+  # security.hideProcessInformation for that reason), and systemd's per-service ProtectProc on
+  # the login services gives every login a private mount namespace (a mount made in a session,
+  # `panther roots mount` included, is invisible to the rest of the system): the table's check is
+  # waived on NixOS with that reason (docs/decisions.md D94).
   hidepidInTable = lib.any (c: c.id == "mount.proc" && c.levels ? ${cfg.level}) table.checks;
   # Users other than root who can log in at all.
   canLogIn = lib.attrNames (lib.filterAttrs (name: u: name != "root" && (
     u.openssh.authorizedKeys.keys != [ ] || u.openssh.authorizedKeys.keyFiles != [ ]
     || lib.any (p: p != null) [ u.hashedPassword u.hashedPasswordFile u.password u.initialPassword u.initialHashedPassword ]
   )) config.users.users);
-  loginServices = [ "getty@" "serial-getty@" ] ++ lib.optional config.services.openssh.enable "sshd";
 in
 {
-  imports = [ ./storage.nix ./manifest.nix ];
+  imports = [ ./storage.nix ./manifest.nix ./users.nix ];
 
   options.pantheros.security = {
     enable = lib.mkEnableOption "the PantherOS hardening at `level`";
@@ -47,10 +61,16 @@ in
       type = types.enum table.levels;
       default = "baseline";
       description = ''
-        Hardening level (with `enable`). `baseline` breaks nothing; `hardened` adds kernel
-        parameters, module blacklists, strict SSH, auditd and sudo for wheel only; `strict` adds
-        AppArmor, lockdown, per-service ProtectProc for logins and noexec /tmp (which can break
-        some workloads).
+        Hardening level (with `enable`). `baseline` changes no mount, no service and no boot
+        parameter: it sets sysctls most distributions ship (kernel pointers and log for root,
+        ptrace of descendants only, no unprivileged BPF, protected links, no ICMP redirects) and
+        keeps NixOS's defaults for SSH root login (keys only) and the firewall. `hardened` adds
+        kernel parameters, module blacklists, strict SSH, auditd, sudo for wheel only, and /tmp
+        on a RAM tmpfs (nosuid,nodev; NixOS's boot.tmp.useTmpfs, half the RAM at most).
+        `strict` adds AppArmor, io_uring off, auditing from early boot, `lockdown=confidentiality`
+        (in force only on a kernel built with the lockdown LSM, which NixOS's kernels are not:
+        the audit reports that check as not applicable there), and noexec on /tmp, which can break
+        some workloads. /proc is not restricted: docs/decisions.md D94.
       '';
     };
     waivers = mkOption {
@@ -107,7 +127,7 @@ in
       fileSystems."/tmp" = {
         device = "tmpfs";
         fsType = "tmpfs";
-        options = config.boot.tmp.tmpfsFinalOptions ++ tmpExtra;
+        options = tmpfsOptions ++ tmpExtra;
       };
       # Nix builds run programs from their build directory: keep it off a noexec /tmp.
       systemd.services.nix-daemon.environment.TMPDIR = mkDefault "/var/tmp";
@@ -117,8 +137,7 @@ in
     })
     (mkIf hidepidInTable {
       pantheros.security.waivers."mount.proc".reason = mkDefault
-        "hidepid on /proc breaks with cgroups v2 on NixOS; ProtectProc=invisible on the login services instead";
-      systemd.services = lib.genAttrs loginServices (_: { serviceConfig.ProtectProc = hardening "invisible"; });
+        "not applied on NixOS: hidepid on /proc breaks logind and user sessions with cgroups v2, and ProtectProc on the login services would give every login a private mount namespace";
     })
     # Only the ESP that pantheros.storage mounts at /boot (reading config.fileSystems here to
     # find out would make the definition depend on itself).

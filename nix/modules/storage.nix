@@ -5,7 +5,7 @@ let
   inherit (lib) mkDefault mkEnableOption mkIf mkOption types;
   cfg = config.pantheros.storage;
 
-  subvolumeType = types.submodule ({ name, ... }: {
+  subvolumeType = types.submodule ({ name, config, ... }: {
     options = {
       enable = mkOption {
         type = types.bool;
@@ -23,7 +23,7 @@ let
         example = "/var/log";
       };
       role = mkOption {
-        type = types.enum [ "root" "nix" "persist" "log" "home" "other" ];
+        type = types.enum layout.roles;
         default = "other";
         description = "What the subvolume is for; the rollback and the tools find root and persist by role.";
       };
@@ -34,17 +34,19 @@ let
       };
       neededForBoot = mkOption {
         type = types.bool;
-        default = false;
+        default = lib.elem config.role layout.defaults.needed_for_boot_roles;
+        defaultText = lib.literalExpression
+          "lib.elem role [ ${lib.concatMapStringsSep " " builtins.toJSON layout.defaults.needed_for_boot_roles} ]";
         description = "Mount in the initrd (needed for persistent storage and the log).";
       };
     };
   });
 
   defaultSubvolumes = {
-    root = { mountPoint = "/"; role = "root"; neededForBoot = true; };
-    nix = { mountPoint = "/nix"; role = "nix"; neededForBoot = true; };
-    persist = { mountPoint = "/persist"; role = "persist"; neededForBoot = true; };
-    log = { mountPoint = "/var/log"; role = "log"; neededForBoot = true; };
+    root = { mountPoint = "/"; role = "root"; };
+    nix = { mountPoint = "/nix"; role = "nix"; };
+    persist = { mountPoint = "/persist"; role = "persist"; };
+    log = { mountPoint = "/var/log"; role = "log"; };
     home = { mountPoint = "/home"; role = "home"; };
   };
   enabled = cfg.enabledSubvolumes;
@@ -57,12 +59,27 @@ let
   overlapping =
     lib.filter (n: overlaps cfg.blankSnapshot n || overlaps cfg.oldRoots n) names
     ++ lib.optional (overlaps cfg.blankSnapshot cfg.oldRoots) "${cfg.blankSnapshot} and ${cfg.oldRoots}";
+  # The layout's name rules and defaults: one table, which panther reads too and whose name
+  # rules are rendered into the manifest's schema and the boot step (scripts/render-layout).
+  layout = builtins.fromJSON (builtins.readFile ../../src/pantheros/data/layout.json);
+  nameRule = layout.names.subvolume;
   # Subvolume and directory names at the btrfs top level (the boot step takes them as
-  # arguments, so they are plain names).
-  topLevelName = types.strMatching "[A-Za-z0-9@_.+-]+(/[A-Za-z0-9@_.+-]+)*";
+  # arguments, so they are plain names), checked part by part so a long string never reaches
+  # the regex engine.
+  topLevelName = types.addCheck types.str (name:
+    lib.stringLength name <= nameRule.max
+    && lib.all (part:
+      lib.stringLength part >= 1 && lib.stringLength part <= nameRule.component_max
+      && part != "." && part != ".."
+      && builtins.match "[${nameRule.characters}]+" part != null)
+      (lib.splitString "/" name)) // {
+    description = "path below the btrfs top level (parts of ${nameRule.characters}, at most ${toString nameRule.component_max} each and ${toString nameRule.max} in all, none `.` or `..`)";
+  };
+  # A label or mapping name of the table.
+  labelType = rule: types.strMatching "[${rule.characters}]{1,${toString rule.max}}";
 in
 {
-  imports = [ ./manifest.nix ];
+  imports = [ ./manifest.nix ./users.nix ./disko.nix ./install.nix ];
 
   options.pantheros.storage = {
     enable = mkEnableOption "the PantherOS btrfs layout (fileSystems for every subvolume)";
@@ -75,26 +92,26 @@ in
     };
 
     label = mkOption {
-      type = types.strMatching "[A-Za-z0-9_-]{1,255}";
+      type = labelType layout.names.btrfs_label;
       default = "pantheros";
       description = "Label of the btrfs filesystem.";
     };
 
     partitionLabel = mkOption {
-      type = types.strMatching "[A-Za-z0-9_-]{1,36}";
-      default = "pantheros";
+      type = labelType layout.names.partition_label;
+      default = layout.defaults.partition_label;
       description = "GPT partition name of the main (btrfs or LUKS) partition.";
     };
 
     luks = {
       enable = mkEnableOption "LUKS2 encryption of the btrfs partition";
       name = mkOption {
-        type = types.strMatching "[A-Za-z0-9_-]{1,64}";
+        type = labelType layout.names.luks_name;
         default = "cryptroot";
         description = "Name of the opened mapping (/dev/mapper/NAME).";
       };
       label = mkOption {
-        type = types.nullOr (types.strMatching "[A-Za-z0-9_-]{1,47}");
+        type = types.nullOr (labelType layout.names.luks_label);
         default = "pantheros-luks";
         description = "LUKS2 header label.";
       };
@@ -117,7 +134,7 @@ in
         description = "Size of the EFI system partition.";
       };
       label = mkOption {
-        type = types.strMatching "[A-Z0-9_-]{1,11}";
+        type = labelType layout.names.esp_label;
         default = "PANTHER-ESP";
         description = "FAT label of the EFI system partition.";
       };
@@ -130,7 +147,7 @@ in
 
     mountOptions = mkOption {
       type = types.listOf types.str;
-      default = [ "compress=zstd" "noatime" ];
+      default = layout.defaults.btrfs_mount_options;
       description = "Mount options of every subvolume.";
     };
 
@@ -178,6 +195,17 @@ in
       readOnly = true;
       description = "The btrfs device as the running system and the initrd address it.";
     };
+    inUse = mkOption {
+      type = types.bool;
+      internal = true;
+      readOnly = true;
+      description = ''
+        Whether the layout is the machine's: enabled, and the root file system NixOS mounts is
+        its root subvolume (btrfs, `subvol=` the root's name; the device may be named otherwise). It is not when a definition of higher priority replaces `fileSystems`
+        (qemu-vm.nix does, with mkVMOverride, for `nixos-rebuild build-vm`): the other PantherOS
+        modules then leave the boot alone, and a warning says so.
+      '';
+    };
     fileSystems = mkOption {
       type = types.attrsOf types.anything;
       internal = true;
@@ -197,6 +225,16 @@ in
       pantheros.storage.enabledSubvolumes = lib.filterAttrs (_: sv: sv.enable) cfg.subvolumes;
       pantheros.storage.btrfsDevice =
         if cfg.luks.enable then "/dev/mapper/${cfg.luks.name}" else "/dev/disk/by-label/${cfg.label}";
+      # Read from fileSystems as NixOS resolved it; the layout's own definition (below) depends
+      # on cfg.enable only, so this cannot feed back into it.
+      pantheros.storage.inUse =
+        let
+          root = lib.findFirst (s: s.role == "root") null (lib.attrValues enabled);
+          mounted = config.fileSystems."/" or { };
+        in
+        cfg.enable && root != null
+        && (mounted.fsType or null) == "btrfs"
+        && lib.elem "subvol=${root.name}" (mounted.options or [ ]);
 
       pantheros.storage.fileSystems = lib.mapAttrs' (_: sv: lib.nameValuePair sv.mountPoint {
         inherit device;
@@ -208,7 +246,7 @@ in
         ${cfg.esp.mountPoint} = {
           device = "/dev/disk/by-label/${cfg.esp.label}";
           fsType = "vfat";
-          options = [ "umask=0077" ];
+          options = layout.defaults.esp_mount_options;
         };
       };
 
@@ -219,7 +257,7 @@ in
             size_mib = cfg.esp.sizeMiB;
             inherit (cfg.esp) label;
             mountpoint = cfg.esp.mountPoint;
-            mount_options = [ "umask=0077" ];
+            mount_options = layout.defaults.esp_mount_options;
           } else null;
         partition_label = cfg.partitionLabel;
         luks =
@@ -276,21 +314,34 @@ in
       boot.loader.systemd-boot.configurationLimit = mkDefault 10;
       boot.loader.grub.configurationLimit = mkDefault 10;
 
-      inherit (cfg) fileSystems;
+      # With disko's config on, disko declares them from the same layout (disko.nix).
+      fileSystems = lib.mkIf (!cfg.fromDisko) cfg.fileSystems;
+
+      warnings = lib.optional (!cfg.inUse) ''
+        pantheros.storage: the file systems of this configuration are not the PantherOS layout
+        (a definition of higher priority replaced `fileSystems`, as qemu-vm.nix does for
+        `nixos-rebuild build-vm`): the LUKS device, the swap file and the rollback are left out,
+        and nothing is rolled back. Hardening and users apply as declared. To boot the layout
+        itself, use the flake's VM tests (`nix flake check`) or `panther lab boot`.
+      '';
     })
 
-    (mkIf (cfg.enable && cfg.luks.enable) {
+    (mkIf (cfg.inUse && cfg.luks.enable) {
       boot.initrd.luks.devices.${cfg.luks.name} = {
-        device = "/dev/disk/by-partlabel/${cfg.partitionLabel}";
+        device = cfg.mainPartition;
         inherit (cfg.luks) allowDiscards;
       };
     })
 
+    # The subvolume is part of the layout (fileSystems depend on it); the swap file is used only
+    # where the layout is mounted.
     (mkIf (cfg.enable && cfg.swap.sizeMiB > 0) {
       pantheros.storage.subvolumes.swap = {
         mountPoint = "/swap";
         mountOptions = [ "noatime" ];
       };
+    })
+    (mkIf (cfg.inUse && cfg.swap.sizeMiB > 0) {
       swapDevices = [{ device = "/swap/swapfile"; size = cfg.swap.sizeMiB; }];
     })
   ];

@@ -41,6 +41,7 @@ rec {
     { config, ... }:
     {
       imports = [
+        self.inputs.impermanence.nixosModules.impermanence
         self.nixosModules.default
         pantheros
       ];

@@ -1,8 +1,8 @@
 """btrfs through its ioctls, with the standard library alone.
 
-`panther rollback` runs in the initrd, so it cannot depend on compiled bindings; parsing the
-text of `btrfs subvolume show` would tie it to one btrfs-progs version. The kernel's ioctl ABI
-is stable, so subvolume info, listing, snapshot, delete and sync are done here directly
+The Python bindings are compiled and bound to a btrfs-progs version (D8); parsing the text of
+`btrfs subvolume show` would tie panther to one version too. The kernel's ioctl ABI is stable,
+so subvolume info, listing, snapshot, delete and sync are done here directly
 (numbers from <linux/btrfs.h>; asm-generic ioctl encoding: x86_64, aarch64, riscv64).
 """
 
@@ -31,6 +31,7 @@ IOC_SUBVOL_GETFLAGS = 0x80089419
 IOC_SUBVOL_SETFLAGS = 0x4008941A
 IOC_GET_SUBVOL_INFO = 0x81F8943C
 IOC_TREE_SEARCH = 0xD0009411
+IOC_TREE_SEARCH_V2 = 0xC0709411
 IOC_INO_LOOKUP = 0xD0009412
 
 SUBVOL_RDONLY = 1 << 1  # in SUBVOL_GETFLAGS/SETFLAGS
@@ -39,6 +40,16 @@ FIRST_FREE_OBJECTID = 256  # inode number of every subvolume's root directory
 TOP_LEVEL_ID = 5
 ROOT_TREE_ID = 1
 ROOT_BACKREF_KEY = 144
+# Item types of a subvolume's tree (the key's type field), from <linux/btrfs_tree.h>.
+INODE_ITEM_KEY = 1
+INODE_REF_KEY = 12
+INODE_EXTREF_KEY = 13
+XATTR_ITEM_KEY = 24
+DIR_ITEM_KEY = 84
+DIR_INDEX_KEY = 96
+EXTENT_DATA_KEY = 108
+ROOT_ITEM_KEY = 132
+LAST_FREE_OBJECTID = 2**64 - 256  # inode numbers lie between FIRST_FREE and this
 QUOTA_TREE_ID = 8
 QGROUP_STATUS_KEY = 240
 QGROUP_INFO_KEY = 242
@@ -50,9 +61,10 @@ U64_MAX = 2**64 - 1
 _VOL_ARGS_V2 = struct.Struct("=qQQ32x4040s")  # fd, transid, flags, unused, name
 _SUBVOL_INFO = struct.Struct("=Q256sQQQQ16s16s16sQQQQ" + "QI4x" * 4 + "64x")
 _SEARCH_KEY = struct.Struct("=QQQQQQQIIII32x")
-_SEARCH_HEADER = struct.Struct("=QQQII")
+SEARCH_HEADER = struct.Struct("=QQQII")
 _ROOT_REF = struct.Struct("=QQH")
 _SEARCH_ARGS_SIZE = 4096
+SEARCH_ITEMS = _SEARCH_KEY.size + 8  # the key, then buf_size, then the items
 _INO_LOOKUP = struct.Struct("=QQ4080s")
 
 RENAME_NOREPLACE = 1
@@ -253,8 +265,8 @@ def _tree_search(
             return
         pos = _SEARCH_KEY.size
         for _ in range(count):
-            _transid, objectid, offset, found_type, length = _SEARCH_HEADER.unpack_from(args, pos)
-            pos += _SEARCH_HEADER.size
+            _transid, objectid, offset, found_type, length = SEARCH_HEADER.unpack_from(args, pos)
+            pos += SEARCH_HEADER.size
             if found_type == item_type:
                 yield objectid, offset, bytes(args[pos : pos + length])
             pos += length
@@ -268,6 +280,138 @@ def _tree_search(
             if min_obj == max_obj:
                 return
             min_obj, min_type, min_off = min_obj + 1, item_type, 0
+
+
+Key = tuple[int, int, int]  # (objectid, type, offset): the order of every btrfs tree
+
+
+def search_call(
+    fd: int,
+    tree: int,
+    start: Key,
+    last: Key,
+    min_transid: int,
+    buffer_size: int,
+    most: int = 2**32 - 1,
+    reuse: bytearray | None = None,
+) -> tuple[bytearray, int]:
+    """One TREE_SEARCH_V2 call: the buffer and how many items it holds, from SEARCH_ITEMS on,
+    each a SEARCH_HEADER (leaf generation, objectid, offset, type, length) and its data.
+
+    Keys compare as whole (objectid, type, offset) tuples with the bounds, so every type of the
+    objectids strictly between them is read. With `min_transid`, only leaves written in that
+    transaction or later are read: the kernel skips every older subtree, which is how `btrfs
+    subvolume find-new` finds new data. At most `most` items are returned. `reuse`: a buffer
+    of a previous call to fill again (when nothing of it is kept), which spares the kernel
+    the faulting in of fresh pages.
+    """
+    while True:
+        if reuse is not None and len(reuse) >= SEARCH_ITEMS + buffer_size:
+            args = reuse
+        else:
+            args = bytearray(SEARCH_ITEMS + buffer_size)
+        _SEARCH_KEY.pack_into(
+            args, 0, tree, start[0], last[0], start[2], last[2], min_transid, U64_MAX,
+            start[1], last[1], most, 0,
+        )  # fmt: skip
+        struct.pack_into("=Q", args, _SEARCH_KEY.size, buffer_size)
+        try:
+            fcntl.ioctl(fd, IOC_TREE_SEARCH_V2, args, True)
+        except OSError as exc:
+            if exc.errno != errno.EOVERFLOW:
+                raise
+            # The first item is larger than the buffer: the kernel says how large it must be.
+            (buffer_size,) = struct.unpack_from("=Q", args, _SEARCH_KEY.size)
+            continue
+        return args, _SEARCH_KEY.unpack_from(args)[9]
+
+
+def after(key: Key) -> Key:
+    objectid, item_type, offset = key
+    if offset < U64_MAX:
+        return objectid, item_type, offset + 1
+    if item_type < 255:
+        return objectid, item_type + 1, 0
+    return objectid + 1, 0, 0
+
+
+def search(
+    fd: int,
+    tree: int,
+    first: Key,
+    last: Key,
+    *,
+    min_transid: int = 0,
+    types: frozenset[int] | None = None,
+    buffer_size: int = 16 * 1024,
+) -> Iterator[tuple[int, int, int, memoryview]]:
+    """(objectid, type, offset, item data) of the items from `first` to `last`, in key order.
+
+    `types` keeps only the items of those types (the kernel reads them all); see _search_call.
+    Each call has its own buffer, so an item's memoryview stays valid.
+    """
+    start = first
+    unpack = SEARCH_HEADER.unpack_from
+    while True:
+        args, count = search_call(fd, tree, start, last, min_transid, buffer_size)
+        if count == 0:
+            return
+        view = memoryview(args)
+        pos = SEARCH_ITEMS
+        for _ in range(count):
+            _generation, objectid, offset, item_type, length = unpack(args, pos)
+            pos += 32
+            if types is None or item_type in types:
+                yield objectid, item_type, offset, view[pos : pos + length]
+            pos += length
+        if (objectid, item_type, offset) >= last:
+            return
+        start = after((objectid, item_type, offset))
+
+
+def count(fd: int, tree: int, first: Key, last: Key, size: int, likely: int = 4096) -> int:
+    """How many items there are from `first` to `last`, none with more than `size` bytes of
+    data. The buffer holds one more than `likely` of them (at most 4096); a full one is
+    continued after its last item."""
+    capacity = min(likely, 4096) + 1
+    found = 0
+    while True:
+        args, got = search_call(fd, tree, first, last, 0, capacity * (SEARCH_HEADER.size + size))
+        found += got
+        if got < capacity:  # the buffer had room for more: the range is done
+            return found
+        pos = SEARCH_ITEMS
+        for _ in range(got):
+            _generation, objectid, offset, item_type, length = SEARCH_HEADER.unpack_from(args, pos)
+            pos += SEARCH_HEADER.size + length
+        if (objectid, item_type, offset) >= last:
+            return found
+        first = after((objectid, item_type, offset))
+
+
+def last_offset(fd: int, tree: int, objectid: int, item_type: int) -> int | None:
+    """The largest key offset among the items (objectid, item_type, *), None if there are none.
+
+    The search only goes forward: a doubling then halving of one-item probes."""
+
+    def any_from(low: int) -> bool:
+        return (
+            search_call(
+                fd, tree, (objectid, item_type, low), (objectid, item_type, U64_MAX), 0, 4096, 1
+            )[1]
+            > 0
+        )
+
+    if not any_from(0):
+        return None
+    low, step = 0, 1  # an item at >= low exists
+    while low + step <= U64_MAX and any_from(low + step):
+        low, step = low + step, step * 2
+    high = min(low + step, U64_MAX + 1)  # none at >= high
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if any_from(middle) else (low, middle)
+    return low
 
 
 def _root_backrefs(fd: int) -> Iterator[tuple[int, int, int, str]]:
@@ -301,15 +445,18 @@ def qgroup_sizes(top: str | Path) -> dict[int, tuple[int, int]] | None:
     return sizes
 
 
-def _ino_path(fd: int, tree: int, inode: int) -> str:
-    """Path of directory `inode` inside subvolume `tree`, '' for its root, else ending in '/'."""
+def ino_path(fd: int, tree: int, inode: int) -> bytes:
+    """Path of directory `inode` inside subvolume `tree`: b"" for its root, else ending in b"/".
+
+    INO_LOOKUP (CAP_SYS_ADMIN); `fd` is any open file of the same filesystem.
+    """
     if inode == FIRST_FREE_OBJECTID:
-        return ""
+        return b""
     args = bytearray(_INO_LOOKUP.pack(tree, inode, b""))
     fcntl.ioctl(fd, IOC_INO_LOOKUP, args, True)
     # The kernel builds the path from the end of the buffer: keep what precedes the first NUL.
-    raw = _INO_LOOKUP.unpack(args)[2].split(b"\0", 1)[0]
-    return os.fsdecode(raw)
+    path: bytes = _INO_LOOKUP.unpack(args)[2].split(b"\0", 1)[0]
+    return path
 
 
 def list_subvolumes(top: str | Path) -> list[SubvolumeRef]:
@@ -327,7 +474,7 @@ def list_subvolumes(top: str | Path) -> list[SubvolumeRef]:
                     parent, dirid, name = refs[sid]
                     base = path_of(parent)
                     prefix = base + "/" if base else ""
-                    paths[sid] = prefix + _ino_path(fd, parent, dirid) + name
+                    paths[sid] = prefix + os.fsdecode(ino_path(fd, parent, dirid)) + name
                 return paths[sid]
 
             return sorted(

@@ -1,67 +1,31 @@
-"""The `panther` command line.
+"""The `panther` command line: the parser, and the dispatcher that runs a command's handler.
 
-argparse, not a third-party framework: `panther rollback` runs in the initrd with the standard
-library only. The whole command surface is declared here; each command's module is imported
-only when that command runs, so the boot-time rollback does not pay for the rest.
-Results go to stdout, messages to stderr; exit codes are in pantheros.errors.ExitCode.
+argparse, not a third-party framework (D7). The whole command surface is declared here; each
+handler lives in its area's module under `pantheros.commands`, which runs only when its command
+does (D14): building the parser imports none of them. The dispatcher turns the parsed arguments
+into the handler's typed options and builds what the command acts on (the machine, the lab, the
+parser itself) once, before the handler runs. Results go to stdout, messages to stderr; exit
+codes are in pantheros.errors.ExitCode (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import errno
-import importlib.util
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
-from pantheros import __version__, ui
+from panther_spec import cli as spec_cli
+from pantheros import __version__, commands, ui
 from pantheros import manifest as manifests
 from pantheros.errors import ExitCode, PantherError, UsageError
 
-Handler = Callable[[argparse.Namespace], int]
-
-
-def _lazy(name: str) -> ModuleType:
-    """A module that runs at the first use of one of its attributes (D14)."""
-    if name in sys.modules:
-        return sys.modules[name]
-    found = importlib.util.find_spec(name)
-    assert found is not None, name
-    assert found.loader is not None, name
-    found.loader = importlib.util.LazyLoader(found.loader)
-    module = importlib.util.module_from_spec(found)
-    sys.modules[name] = module
-    found.loader.exec_module(module)
-    return module
-
-
-if TYPE_CHECKING:
-    from pantheros import completion
-    from pantheros.audit import commands as audit_commands
-    from pantheros.commands import lab_vm as lab_vm_commands
-    from pantheros.impermanence import boot
-    from pantheros.impermanence import commands as impermanence_commands
-    from pantheros.lab import commands as lab_commands
-    from pantheros.spec import commands as spec_commands
-    from pantheros.spec import progress as spec_progress
-    from pantheros.spec import trace as spec_trace
-    from pantheros.state import commands as state_commands
-    from pantheros.storage import commands as disk_commands
-else:
-    completion = _lazy("pantheros.completion")
-    audit_commands = _lazy("pantheros.audit.commands")
-    boot = _lazy("pantheros.impermanence.boot")
-    impermanence_commands = _lazy("pantheros.impermanence.commands")
-    lab_commands = _lazy("pantheros.lab.commands")
-    lab_vm_commands = _lazy("pantheros.commands.lab_vm")
-    spec_commands = _lazy("pantheros.spec.commands")
-    spec_progress = _lazy("pantheros.spec.progress")
-    spec_trace = _lazy("pantheros.spec.trace")
-    state_commands = _lazy("pantheros.state.commands")
-    disk_commands = _lazy("pantheros.storage.commands")
+Handler = Callable[..., int]
 
 
 class Parser(argparse.ArgumentParser):
@@ -80,13 +44,21 @@ class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         where = self.prog.removeprefix("panther").strip()
         hint = _suggestion(message) or _option_suggestion(self, message)
-        if "the following arguments are required: COMMAND" in message or (
-            "required: ACTION" in message
-        ):
-            # A bare `panther` or a bare group: what there is to choose from, then the line.
-            self.print_usage(sys.stderr)
+        choices = _choices(self)
+        if choices and message.startswith("the following arguments are required: "):
+            # A bare `panther` or a bare group: one line, with what there is to choose from.
+            word = "action" if where else "command"
+            message = f"choose a{'n' if word == 'action' else ''} {word}: {', '.join(choices)}"
             hint = f" (see `{self.prog} --help`)"
         raise UsageError(f"{where + ': ' if where else ''}{message}{hint}")
+
+
+def _choices(parser: argparse.ArgumentParser) -> list[str]:
+    """The commands or actions parser offers, when it is a group."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return list(action.choices)
+    return []
 
 
 def _option_suggestion(parser: argparse.ArgumentParser, message: str) -> str:
@@ -126,8 +98,8 @@ def _suggestion(message: str) -> str:
 def _on(parser: argparse.ArgumentParser, handler: Callable[[], Handler]) -> None:
     """The command's handler, named where a reader and mypy can follow it.
 
-    It is returned by a lambda so that the handler's module (a lazy module above) runs only when
-    its command does.
+    It is returned by a lambda so that the handler's module (imported by its first use, see
+    pantheros.commands) runs only when its command does.
     """
     parser.set_defaults(handler=handler, command_parser=parser)
 
@@ -177,21 +149,21 @@ def _disk(sub: Any) -> None:
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("--json", action="store_true", help="the steps as JSON")
     _secret_args(p)
-    _on(p, lambda: disk_commands.cmd_disk_plan)
+    _on(p, lambda: commands.disk.cmd_disk_plan)
     p = dsub.add_parser("format", help="partition and format TARGET with the manifest's layout")
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("--yes-wipe", action="store_true", help="erase what is on TARGET")
     p.add_argument("--json", action="store_true", help="the result as JSON")
     _secret_args(p)
-    _on(p, lambda: disk_commands.cmd_disk_format)
+    _on(p, lambda: commands.disk.cmd_disk_format)
     p = dsub.add_parser("mount", help="mount the whole tree under DIR")
     _manifest_arg(p)
     p.add_argument("target", metavar="TARGET", help="block device or image file")
     p.add_argument("directory", metavar="DIR", help="where the root subvolume is mounted")
     p.add_argument("--json", action="store_true", help="what was mounted where, as JSON")
     _secret_args(p)
-    _on(p, lambda: disk_commands.cmd_disk_mount)
+    _on(p, lambda: commands.disk.cmd_disk_mount)
     p = dsub.add_parser("unmount", help="undo exactly what mount did at DIR")
     _manifest_arg(p, required=False)
     p.add_argument(
@@ -200,7 +172,68 @@ def _disk(sub: Any) -> None:
         metavar="[TARGET] DIR",
         help="the directory mount used (the device or image first, if you like)",
     )
-    _on(p, lambda: disk_commands.cmd_disk_unmount)
+    _on(p, lambda: commands.disk.cmd_disk_unmount)
+    p = dsub.add_parser(
+        "finish",
+        help="complete a layout another tool made (disko's hook): subvolumes, blank, "
+        "first-boot directories; keeps what exists",
+    )
+    _manifest_arg(p)
+    p.add_argument(
+        "device", metavar="DEVICE", help="the layout's btrfs (partition or LUKS mapping)"
+    )
+    p.add_argument("--json", action="store_true", help="the result as JSON")
+    _on(p, lambda: commands.install.cmd_disk_finish)
+
+
+def _install(sub: Any) -> None:
+    p = sub.add_parser("host", help="the hosts of a flake")
+    hsub = _subparsers(p, "host_action")
+    q = hsub.add_parser("new", help="write hosts/NAME/ for a new machine")
+    q.add_argument("name", metavar="NAME", help="the host's name (its hostName)")
+    q.add_argument(
+        "--disk", required=True, metavar="/dev/disk/by-id/ID", help="the disk to lay out, by id"
+    )
+    q.add_argument(
+        "--role", choices=["workstation", "server"], default="server", help="default: server"
+    )
+    q.add_argument("--luks", action="store_true", help="encrypt the disk (LUKS2, a passphrase)")
+    q.add_argument("--user", default="admin", help="the login user, in wheel (default: admin)")
+    q.add_argument(
+        "--ssh-key", action="append", metavar="FILE", help="the user's SSH public key (.pub)"
+    )
+    q.add_argument("--flake", default=".", metavar="DIR", help="the flake's directory (default: .)")
+    q.add_argument("--json", action="store_true", help="what was written, as JSON")
+    _on(q, lambda: commands.host.cmd_host_new)
+
+    p = sub.add_parser(
+        "install", help="install a host of the flake on a machine over SSH (nixos-anywhere)"
+    )
+    p.add_argument("host", metavar="HOST", help="the host (nixosConfigurations.HOST)")
+    p.add_argument(
+        "--target", required=True, metavar="root@ADDRESS", help="the machine, reachable over SSH"
+    )
+    p.add_argument("--flake", default=".", metavar="DIR", help="the flake's directory (default: .)")
+    p.add_argument("-i", "--identity", metavar="FILE", help="the SSH key to log in with")
+    p.add_argument(
+        "--password-hash",
+        action="append",
+        metavar="USER=FILE",
+        help="USER's password hash (as mkpasswd prints it) from FILE; otherwise asked for",
+    )
+    p.add_argument(
+        "--disk-key", metavar="FILE", help="the LUKS passphrase from FILE; otherwise asked for"
+    )
+    p.add_argument("--age-key", metavar="FILE", help="an age key for sops-nix or agenix")
+    p.add_argument(
+        "--age-key-path",
+        metavar="PATH",
+        help="where the age key goes (default: /persist/var/lib/sops-nix/key.txt)",
+    )
+    p.add_argument("--dry-run", action="store_true", help="show the plan and the command only")
+    p.add_argument("--yes", action="store_true", help="do not ask to type the disk's id")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
+    _on(p, lambda: commands.install.cmd_install)
 
 
 def _lab(sub: Any) -> None:
@@ -212,12 +245,12 @@ def _lab(sub: Any) -> None:
     p.add_argument("--manifest", "-m", metavar="M", help="lay out with this manifest, not lab's")
     p.add_argument("--json", action="store_true", help="the result as JSON, without the tour")
     _no_wait_arg(p)
-    _on(p, lambda: lab_commands.cmd_lab_up)
+    _on(p, lambda: commands.lab.cmd_lab_up)
     p = lsub.add_parser("status", help="what the lab has mounted where")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--json", action="store_true", help="the lab's state as JSON")
     _no_wait_arg(p)
-    _on(p, lambda: lab_vm_commands.cmd_lab_status)
+    _on(p, lambda: commands.lab.cmd_lab_status)
     p = lsub.add_parser(
         "reboot",
         help="simulate a boot: unmount, roll back as the initrd does, mount (a booted lab: "
@@ -226,13 +259,13 @@ def _lab(sub: Any) -> None:
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--json", action="store_true", help="stage 2's outcome as JSON")
     _no_wait_arg(p)
-    _on(p, lambda: lab_vm_commands.cmd_lab_reboot)
+    _on(p, lambda: commands.lab.cmd_lab_reboot)
     p = lsub.add_parser("down", help="unmount and detach what up attached")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--purge", action="store_true", help="also delete everything the lab made")
     p.add_argument("--json", action="store_true", help="the result as JSON")
     _no_wait_arg(p)
-    _on(p, lambda: lab_commands.cmd_lab_down)
+    _on(p, lambda: commands.lab.cmd_lab_down)
     _lab_vm(lsub)
 
 
@@ -265,7 +298,7 @@ def _lab_vm(lsub: Any) -> None:
         "--flake", metavar="FLAKE#HOST", help="install that NixOS host (nixos-install) and boot it"
     )
     _no_wait_arg(p)
-    _on(p, lambda: lab_vm_commands.cmd_lab_boot)
+    _on(p, lambda: commands.lab_vm.cmd_lab_boot)
     p = lsub.add_parser("ssh", help="log in to the booted lab (-- CMD: run CMD there)")
     p.add_argument(
         "rest",
@@ -273,14 +306,21 @@ def _lab_vm(lsub: Any) -> None:
         metavar="[DIR] [-- CMD ...]",
         help="the lab's directory, then the command to run after --",
     )
-    _on(p, lambda: lab_vm_commands.cmd_lab_ssh)
+    _on(p, lambda: commands.lab_vm.cmd_lab_ssh)
     p = lsub.add_parser("console", help="the booted lab's serial console (Ctrl-] leaves)")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
-    _on(p, lambda: lab_vm_commands.cmd_lab_console)
+    _on(p, lambda: commands.lab_vm.cmd_lab_console)
     p = lsub.add_parser("poweroff", help="power the booted lab off")
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--force", action="store_true", help="pull the plug (no clean shutdown)")
-    _on(p, lambda: lab_vm_commands.cmd_lab_poweroff)
+    _on(p, lambda: commands.lab_vm.cmd_lab_poweroff)
+
+
+def _pin_args(q: argparse.ArgumentParser) -> None:
+    q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
+    q.add_argument("--json", action="store_true", help="the outcome as JSON")
+    _no_wait_arg(q)
+    _lab_arg(q)
 
 
 def _impermanence(sub: Any) -> None:
@@ -304,7 +344,7 @@ def _impermanence(sub: Any) -> None:
         help="with --finish: the boot step's report (default: %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="the outcome as JSON")
-    _on(p, lambda: boot.cmd_rollback)
+    _on(p, lambda: commands.impermanence.cmd_rollback)
 
     p = sub.add_parser("roots", help="list, pin, prune and mount old roots")
     rsub = _subparsers(p, "roots_action")
@@ -316,25 +356,26 @@ def _impermanence(sub: Any) -> None:
         help="without quotas, measure each root with btrfs filesystem du (slow on big roots)",
     )
     _lab_arg(q)
-    _on(q, lambda: impermanence_commands.cmd_roots_list)
-    for action, text in (("pin", "never prune ROOT"), ("unpin", "let retention decide again")):
-        q = rsub.add_parser(action, help=text)
-        q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
-        q.add_argument("--json", action="store_true", help="the outcome as JSON")
-        _lab_arg(q)
-        _on(q, lambda: impermanence_commands.cmd_roots_pin)
+    _on(q, lambda: commands.impermanence.cmd_roots_list)
+    q = rsub.add_parser("pin", help="never prune ROOT")
+    _pin_args(q)
+    _on(q, lambda: commands.impermanence.cmd_roots_pin)
+    q = rsub.add_parser("unpin", help="let retention decide again")
+    _pin_args(q)
+    _on(q, lambda: commands.impermanence.cmd_roots_unpin)
     q = rsub.add_parser("gc", help="apply the retention policy, explaining each decision")
     q.add_argument("--dry-run", action="store_true", help="say what would go; delete nothing")
     q.add_argument("--json", action="store_true", help="each decision as JSON")
     _no_wait_arg(q)
     _lab_arg(q)
-    _on(q, lambda: impermanence_commands.cmd_roots_gc)
+    _on(q, lambda: commands.impermanence.cmd_roots_gc)
     q = rsub.add_parser("mount", help="mount ROOT read-only at DIR")
     q.add_argument("root", metavar="ROOT", help="the old root's name (panther roots list)")
     q.add_argument("directory", metavar="DIR", help="an existing, empty mount point")
     q.add_argument("--json", action="store_true", help="the outcome as JSON")
+    _no_wait_arg(q)
     _lab_arg(q)
-    _on(q, lambda: impermanence_commands.cmd_roots_mount)
+    _on(q, lambda: commands.impermanence.cmd_roots_mount)
 
     p = sub.add_parser("restore", help="copy a file or tree back from an old root")
     p.add_argument("path", metavar="PATH", help="as the machine sees it, e.g. /etc/hosts")
@@ -351,19 +392,30 @@ def _impermanence(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(p)
     _no_wait_arg(p)
-    _on(p, lambda: impermanence_commands.cmd_restore)
+    _on(p, lambda: commands.impermanence.cmd_restore)
 
     p = sub.add_parser("status", help="root freshness, old roots, last rollback")
     p.add_argument("--json", action="store_true", help="the report as JSON")
     _lab_arg(p)
-    _on(p, lambda: impermanence_commands.cmd_status)
+    _on(p, lambda: commands.impermanence.cmd_status)
+
+    p = sub.add_parser("blank", help="the blank every boot starts from: its recorded identity")
+    bsub = _subparsers(p, "blank_action")
+    q = bsub.add_parser(
+        "bless", help="show how the blank differs from its record; record it with --yes"
+    )
+    q.add_argument("--yes", action="store_true", help="record this blank as the blank")
+    q.add_argument("--json", action="store_true", help="what was compared, as JSON")
+    _lab_arg(q)
+    _no_wait_arg(q)
+    _on(q, lambda: commands.blank.cmd_blank_bless)
 
 
 def _state(sub: Any) -> None:
     p = sub.add_parser("diff", help="what the next boot would erase")
     out = p.add_mutually_exclusive_group()
     out.add_argument("--json", action="store_true", help="every change as JSON")
-    out.add_argument("--list", action="store_true", help="one change a line")
+    out.add_argument("--list", dest="lines", action="store_true", help="one change a line")
     p.add_argument("--times", action="store_true", help="also timestamp-only changes")
     p.add_argument(
         "--show-excluded",
@@ -386,12 +438,13 @@ def _state(sub: Any) -> None:
     )
     p.add_argument(
         "--method",
-        choices=["auto", "send", "walk"],
+        choices=["auto", "tree", "send", "walk"],
         default="auto",
-        help="send stream (fast when the baseline has content) or a full walk",
+        help="btrfs's metadata (auto when the root is a snapshot of the blank), a send stream, "
+        "or a full walk",
     )
     _lab_arg(p)
-    _on(p, lambda: state_commands.cmd_diff)
+    _on(p, lambda: commands.state.cmd_diff)
 
     p = sub.add_parser("persist", help="keep state across reboots, safely")
     psub = _subparsers(p, "persist_action")
@@ -406,7 +459,7 @@ def _state(sub: Any) -> None:
     q.add_argument("--host-file", metavar="FILE", help="the host's persistence JSON to record in")
     _lab_arg(q)
     _no_wait_arg(q)
-    _on(q, lambda: state_commands.cmd_persist_add)
+    _on(q, lambda: commands.state.cmd_persist_add)
     q = psub.add_parser("remove", help="make PATH ephemeral again (data kept unless --purge)")
     q.add_argument("path", metavar="PATH", help="a declared persistent path, e.g. /var/lib/app")
     q.add_argument("--purge", action="store_true", help="delete the persistent copy too")
@@ -416,15 +469,15 @@ def _state(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="the outcome as JSON")
     _lab_arg(q)
     _no_wait_arg(q)
-    _on(q, lambda: state_commands.cmd_persist_remove)
+    _on(q, lambda: commands.state.cmd_persist_remove)
     q = psub.add_parser("list", help="declared entries and their state")
     q.add_argument("--json", action="store_true", help="the entries as JSON")
     _lab_arg(q)
-    _on(q, lambda: state_commands.cmd_persist_list)
+    _on(q, lambda: commands.state.cmd_persist_list)
     q = psub.add_parser("stray", help="data in persistent storage that nothing declares")
     q.add_argument("--json", action="store_true", help="the paths as a JSON list")
     _lab_arg(q)
-    _on(q, lambda: state_commands.cmd_persist_stray)
+    _on(q, lambda: commands.state.cmd_persist_stray)
 
 
 def _audit(sub: Any) -> None:
@@ -454,126 +507,106 @@ def _audit(sub: Any) -> None:
     where = p.add_mutually_exclusive_group()
     where.add_argument("--root", metavar="DIR", help="audit an offline tree (image, built system)")
     _lab_arg(where)
-    _on(p, lambda: audit_commands.cmd_audit)
+    _on(p, lambda: commands.audit.cmd_audit)
 
 
 def _spec(sub: Any) -> None:
-    spec = sub.add_parser(
-        "spec", help="OpenSpec change management (compatible with the OpenSpec CLI)"
-    )
-    ssub = _subparsers(spec, "spec_action")
-    p = ssub.add_parser("list", help="changes (default) or specs")
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--specs", action="store_true", help="list the specs")
-    which.add_argument("--changes", action="store_true", help="list the active changes (default)")
+    p = sub.add_parser("spec", help="OpenSpec change management (compatible with the OpenSpec CLI)")
+    _on(p, lambda: commands.spec.cmd_spec)
+    spec_cli.add_commands(p)
+
+
+def _fleet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--sort",
-        choices=["recent", "name"],
-        default="recent",
-        help="changes by last modification (default) or by name",
-    )
-    p.add_argument("--json", action="store_true", help="the list as JSON")
-    _on(p, lambda: spec_commands.cmd_list)
-    p = ssub.add_parser("show", help="a change or a spec")
-    p.add_argument("item", metavar="ITEM", help="a change id or a spec id")
-    p.add_argument("--json", action="store_true", help="the item as JSON")
-    p.add_argument(
-        "--type", choices=["change", "spec"], help="what ITEM is, when a change and a spec share it"
-    )
-    p.add_argument(
-        "--deltas-only",
-        action="store_true",
-        help="accepted as the OpenSpec CLI does; no effect here",
-    )
-    p.add_argument(
-        "--requirements", action="store_true", help="spec JSON: requirements without scenarios"
-    )
-    p.add_argument("--no-scenarios", action="store_true", help="spec JSON: leave scenarios out")
-    p.add_argument(
-        "-r", "--requirement", type=int, metavar="N", help="spec JSON: only requirement N (from 1)"
-    )
-    p.add_argument(
-        "--no-interactive",
-        action="store_true",
-        help="accepted as the OpenSpec CLI does; no effect here",
-    )
-    _on(p, lambda: spec_commands.cmd_show)
-    p = ssub.add_parser("validate", help="validate changes and specs")
-    p.add_argument("item", nargs="?", metavar="ITEM", help="a change id or a spec id")
-    p.add_argument("--all", action="store_true", help="every change and spec")
-    p.add_argument("--changes", action="store_true", help="every active change")
-    p.add_argument("--specs", action="store_true", help="every spec")
-    p.add_argument(
-        "--type", choices=["change", "spec"], help="what ITEM is, when a change and a spec share it"
-    )
-    p.add_argument("--strict", action="store_true", help="warnings fail too")
-    p.add_argument("--json", action="store_true", help="the results as JSON")
-    p.add_argument(
-        "--no-interactive",
-        action="store_true",
-        help="accepted as the OpenSpec CLI does; no effect here",
-    )
-    p.add_argument(
-        "--concurrency",
-        type=int,
-        metavar="N",
-        help="accepted as the OpenSpec CLI does; no effect here",
-    )
-    _on(p, lambda: spec_commands.cmd_validate)
-    p = ssub.add_parser("archive", help="apply a change's deltas to the specs and archive it")
-    p.add_argument("change", nargs="?", metavar="CHANGE", help="the change id (optional with one)")
-    p.add_argument(
-        "-y",
-        "--yes",
-        action="store_true",
-        help="confirm: incomplete tasks, spec updates, no checks",
-    )
-    p.add_argument(
-        "--skip-specs", action="store_true", help="archive without applying the deltas to specs"
-    )
-    p.add_argument(
-        "--no-validate",
-        dest="validate",
-        action="store_false",
-        help="skip validation (needs --yes)",
-    )
-    p.add_argument("--json", action="store_true", help="the outcome as JSON")
-    _on(p, lambda: spec_commands.cmd_archive)
-    p = ssub.add_parser("new", help="scaffold a change: proposal, tasks and a delta spec")
-    p.add_argument("change", metavar="CHANGE", help="the new change's id, in kebab-case")
-    p.add_argument("--capability", metavar="CAP", help="the capability its delta spec touches")
-    p.add_argument("--json", action="store_true", help="what was made, as JSON")
-    _on(p, lambda: spec_commands.cmd_new)
-    p = ssub.add_parser("diff", help="the requirement-level effect of a change, before archiving")
-    p.add_argument("change", metavar="CHANGE", help="the change id")
-    p.add_argument("--json", action="store_true", help="the effect as JSON")
-    _on(p, lambda: spec_commands.cmd_diff)
-    p = ssub.add_parser("trace", help="which tests exercise each scenario; --run runs them")
-    p.add_argument("--tests", metavar="DIR", help="test directory (default: tests/ at the root)")
-    how = p.add_mutually_exclusive_group()
-    how.add_argument("--run", action="store_true", help="run the traced tests (pytest) and report")
-    how.add_argument(
-        "--results",
+        "--inventory",
+        "-i",
+        action="append",
+        default=[],
         metavar="FILE",
-        help="report from a test run that loaded -p pantheros.spec.pytest_trace",
+        help="hosts file, TOML or JSON (default: fleet.toml or fleet.json here)",
     )
-    p.add_argument("--strict", action="store_true", help="exit 1 also if a scenario is untested")
-    p.add_argument("--json", action="store_true", help="the trace as JSON")
-    _on(p, lambda: spec_trace.cmd_trace)
-    p = ssub.add_parser("status", help="artifact completion of a change")
-    p.add_argument("--change", metavar="ID", help="the change (needed when there are several)")
-    p.add_argument("--all", action="store_true", help="every active change")
-    p.add_argument("--json", action="store_true", help="the status as JSON")
-    _on(p, lambda: spec_progress.cmd_status)
-    p = ssub.add_parser("view", help="dashboard of changes, tasks and specs")
-    p.add_argument("--json", action="store_true", help="the dashboard as JSON")
-    _on(p, lambda: spec_progress.cmd_view)
+    p.add_argument(
+        "--colmena",
+        action="append",
+        default=[],
+        metavar="JSON|FLAKE",
+        help="colmena's nodes: a JSON file, or a flake to run nix eval on (colmenaHive)",
+    )
+    p.add_argument(
+        "--deploy-rs",
+        action="append",
+        default=[],
+        metavar="JSON|FLAKE",
+        help="deploy-rs's nodes: a JSON file, or a flake to run nix eval on (deploy)",
+    )
+    p.add_argument(
+        "--on",
+        action="append",
+        default=[],
+        metavar="TAG|NAME",
+        help="only these hosts: a name, a tag (@tag), a glob; repeatable or comma-separated",
+    )
+    p.add_argument(
+        "--limit", type=int, default=10, help="hosts asked at the same time (default: 10)"
+    )
+    p.add_argument(
+        "--connect-timeout",
+        type=int,
+        default=10,
+        metavar="SECONDS",
+        help="give up on a host that does not answer SSH within this (default: 10)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="end a host's connection after this, whatever it is doing (default: 120)",
+    )
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="add the key of a host known_hosts lacks (a changed key is still refused)",
+    )
+    p.add_argument(
+        "--ssh-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an ssh option for every host (after each host's own), e.g. ProxyJump=bastion",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress lines on stderr")
+
+
+def _fleet(sub: Any) -> None:
+    fleet = sub.add_parser("fleet", help="status and audit of many hosts over SSH")
+    fsub = _subparsers(fleet, "fleet_action")
+    p = fsub.add_parser(
+        "status", help="per host: booted system, last rollback, blank, next boot's erasure, audit"
+    )
+    _fleet_args(p)
+    p.add_argument("--json", action="store_true", help="every host's row as JSON")
+    _on(p, lambda: commands.fleet.cmd_fleet_status)
+    p = fsub.add_parser("audit", help="panther audit on every host; SARIF with a run per host")
+    _fleet_args(p)
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="every host's audit as JSON")
+    out.add_argument("--sarif", action="store_true", help="SARIF 2.1.0, one run per host")
+    p.add_argument("--output", "-o", metavar="FILE", help="write the report to FILE")
+    p.add_argument(
+        "--fail-on",
+        choices=["low", "medium", "high"],
+        default="low",
+        help="a host fails when a check of this severity or above fails (default: low)",
+    )
+    p.add_argument("--level", help="audit against this level (default: each host's own)")
+    _on(p, lambda: commands.fleet.cmd_fleet_audit)
 
 
 def _completion(sub: Any) -> None:
     p = sub.add_parser("completion", help="print a shell completion script for panther")
     p.add_argument("shell", choices=["bash", "zsh", "fish"], help="the shell to complete in")
-    _on(p, lambda: completion.cmd_completion)
+    _on(p, lambda: commands.completion.cmd_completion)
 
 
 def build_parser() -> Parser:
@@ -582,19 +615,75 @@ def build_parser() -> Parser:
         description="PantherOS toolkit: btrfs impermanence made safe, hardening made provable.",
     )
     parser.add_argument("--version", action="version", version=f"panther {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="log every external command (debug)"
-    )
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     _disk(sub)
+    _install(sub)
     _lab(sub)
     _impermanence(sub)
     _state(sub)
     _audit(sub)
+    _fleet(sub)
     _spec(sub)
     _completion(sub)
+    for leaf in _leaves(parser):
+        # Also after the command (`panther status -v`); unset there, the global one counts.
+        leaf.add_argument(
+            "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP
+        )
     return parser
+
+
+VERBOSE_HELP = "log every external command (debug)"
+
+
+def _leaves(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """The parsers of the commands that run something (those without actions below them)."""
+    groups = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not groups:
+        return [parser]
+    return [leaf for group in groups for p in group.choices.values() for leaf in _leaves(p)]
+
+
+# The dispatcher. A handler's last parameter is its options: a frozen dataclass whose fields are
+# named as the parser's destinations (or the namespace itself, for the spec tool's own parser).
+# A first parameter, when there is one, is what the command acts on, built here once.
+
+
+def _options(handler: Handler, annotation: str, args: argparse.Namespace) -> Any:
+    if annotation == "argparse.Namespace":
+        return args
+    options_type = getattr(sys.modules[handler.__module__], annotation)
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(options_type)}
+    return options_type(**given)  # validates what one option says about another
+
+
+def _target(annotation: str, args: argparse.Namespace, options: Any, parser: Parser) -> object:
+    if annotation.startswith("Machine"):
+        from pantheros.machine import Machine
+
+        if annotation == "Machine | None":  # the host or a tree unless --lab names a lab
+            return Machine.select(args.lab) if args.lab else None
+        assert annotation == "Machine", annotation
+        instead = getattr(options, "instead", "--lab DIR")
+        return Machine.select(args.lab, getattr(args, "manifest", None), instead=instead)
+    if annotation == "Lab":
+        from pantheros.lab.lab import Lab, default_dir
+
+        return Lab((Path(args.dir) if args.dir else default_dir()).resolve())
+    assert annotation == "argparse.ArgumentParser", annotation
+    return parser
+
+
+def dispatch(handler: Handler, args: argparse.Namespace, parser: Parser) -> int:
+    """Run handler with its typed options, and what it acts on when it takes that first."""
+    code = handler.__code__
+    names = code.co_varnames[: code.co_argcount]
+    options = _options(handler, handler.__annotations__[names[-1]], args)
+    if len(names) == 1:
+        return handler(options)
+    return handler(_target(handler.__annotations__[names[0]], args, options, parser), options)
 
 
 _OS_EXIT = {
@@ -609,7 +698,7 @@ _OS_EXIT = {
 
 def _failed(message: str, code: ExitCode | None) -> int:
     """The one line every failure ends in, and its exit code."""
-    print(ui.paint(f"panther: error: {message}", "red", sys.stderr), file=sys.stderr)
+    ui.error(message)
     return int(ExitCode.FAILURE if code is None else code)
 
 
@@ -623,7 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             stream=sys.stderr,
         )
         handler: Callable[[], Handler] = args.handler
-        return handler()(args)
+        return dispatch(handler(), args, parser)
     except PantherError as exc:
         return _failed(str(exc), exc.exit_code)
     except KeyboardInterrupt:
@@ -637,5 +726,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # What the system refused on a path the user gave (too long, /proc, no permission):
         # one line, as for a PantherError; -v shows where it was raised.
         logging.getLogger(__name__).debug("raised here", exc_info=True)
-        where = f"{exc.filename}: " if exc.filename is not None else ""
+        named = isinstance(exc.filename, str | bytes)  # not a descriptor's number
+        where = f"{os.fsdecode(exc.filename)}: " if named else ""
         return _failed(f"{where}{exc.strerror or exc}", _OS_EXIT.get(exc.errno or 0))

@@ -1,8 +1,7 @@
-"""Small file helpers shared by diff, persist, restore and the records panther keeps.
+"""Small file helpers shared by diff, persist and restore (records: pantheros.files).
 
 One helper per idiom: `copy_all` copies as `cp -a` does (into a `staging_dir` beside the
-destination, so the last step is a rename in one directory); `replace_file` (and `write_json`
-on it) replaces a file so that a crash leaves the whole old file or the whole new one.
+destination, so the last step is a rename in one directory).
 
 Paths inside a machine are resolved chroot-style (`resolve_inside`), and deletion goes through
 directory file descriptors opened with openat2(RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS): the kernel
@@ -12,20 +11,17 @@ subvolume, another filesystem) stops it too. Nothing is deleted across a mount.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import errno
 import fcntl
-import json
 import os
 import stat
 import struct
 import tempfile
 from pathlib import Path
 
-from pantheros import process
+from pantheros import mounttable, process
 from pantheros.errors import PantherError, Refused
-from pantheros.storage import blockdev
+from pantheros.files import STRICT, open_regular, openat2
 
 FS_IOC_FIEMAP = 0xC020660B
 _FIEMAP = struct.Struct("=QQIIII")
@@ -43,7 +39,10 @@ def extents(path: Path_, batch: int = 256) -> list[tuple[int, int, int]] | None:
     """(logical, physical, length) of every extent (FIEMAP), or None where that says nothing."""
     found: list[tuple[int, int, int]] = []
     start = 0
-    with open(path, "rb") as f:
+    fd = open_regular(path)
+    if fd is None:
+        return None
+    with open(fd, "rb") as f:
         while True:
             buf = bytearray(_FIEMAP.size + batch * _EXTENT.size)
             _FIEMAP.pack_into(buf, 0, start, 2**64 - 1 - start, _FLAG_SYNC, 0, batch, 0)
@@ -76,7 +75,14 @@ def same_bytes(a: Path_, b: Path_) -> bool:
         mine = extents(a)
         if mine and mine == extents(b):
             return True
-    with open(a, "rb") as fa, open(b, "rb") as fb:
+    # Opened as regular files only: one swapped for a FIFO meanwhile differs, it is not waited on.
+    fd_a = open_regular(a)
+    fd_b = open_regular(b) if fd_a is not None else None
+    if fd_a is None or fd_b is None:
+        if fd_a is not None:
+            os.close(fd_a)
+        return False
+    with open(fd_a, "rb") as fa, open(fd_b, "rb") as fb:
         while True:
             block_a, block_b = fa.read(1 << 20), fb.read(1 << 20)
             if block_a != block_b:
@@ -133,7 +139,7 @@ def mount_point_of(path: StrPath) -> str:
     """The mount point of the mount that holds path (its parent's, when path is a symlink)."""
     parent, name = os.path.split(os.path.abspath(path))
     real = os.path.join(os.path.realpath(parent), name)
-    points = [m.mountpoint for m in blockdev.mountinfo()]
+    points = [m.mountpoint for m in mounttable.mountinfo()]
     inside = [m for m in points if real == m or real.startswith(m.rstrip("/") + "/")]
     return max(inside, key=len)
 
@@ -146,7 +152,7 @@ def foreign_inside(path: StrPath) -> str | None:
     """
     real = os.path.realpath(path)
     prefix = real.rstrip("/") + "/"
-    for entry in blockdev.mountinfo():
+    for entry in mounttable.mountinfo():
         if entry.mountpoint.startswith(prefix):
             return entry.mountpoint
     if not os.path.isdir(path) or os.path.islink(path):
@@ -160,41 +166,10 @@ def foreign_inside(path: StrPath) -> str | None:
     return None
 
 
-# openat2(2): Python has no wrapper. 437 on every architecture NixOS runs on (not alpha).
-_SYS_OPENAT2 = 437
-RESOLVE_NO_XDEV = 0x01
-RESOLVE_NO_SYMLINKS = 0x04
-RESOLVE_BENEATH = 0x08
-_STRICT = RESOLVE_NO_XDEV | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.syscall.restype = ctypes.c_long
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = [("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64)]
-
-
-def openat2(dirfd: int, path: Path_, flags: int, resolve: int) -> int:
-    how = _OpenHow(flags | os.O_CLOEXEC, 0, resolve)
-    fd = _libc.syscall(
-        ctypes.c_long(_SYS_OPENAT2),
-        ctypes.c_int(dirfd),
-        ctypes.c_char_p(os.fsencode(path)),
-        ctypes.byref(how),
-        ctypes.c_size_t(ctypes.sizeof(how)),
-    )
-    if fd < 0:
-        err = ctypes.get_errno()
-        if err == errno.ENOSYS:
-            raise PantherError("this kernel lacks openat2 (Linux 5.6 or newer is needed)")
-        raise OSError(err, os.strerror(err), os.fsdecode(path))
-    return int(fd)
-
-
 def _open_child(parent: int, name: str, shown: str) -> int:
     """A directory entry of parent, opened only if it is a directory on the same mount."""
     try:
-        return openat2(parent, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, _STRICT)
+        return openat2(parent, name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, STRICT)
     except OSError as exc:
         if exc.errno == errno.EXDEV:
             raise Refused(f"{shown} is a mount point: nothing is deleted across a mount") from None
@@ -225,7 +200,7 @@ def open_beneath(base: StrPath, rel: str) -> int:
     """The directory rel under base, reached without a symlink, a mount or `..` on the way."""
     top = os.open(base, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:
-        return openat2(top, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, _STRICT)
+        return openat2(top, rel, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, STRICT)
     except OSError as exc:
         if exc.errno in (errno.ELOOP, errno.EXDEV):
             why = "a symlink" if exc.errno == errno.ELOOP else "a mount"
@@ -304,40 +279,3 @@ def staging_dir(dest: Path) -> Path:
 def is_staging_dir(path: Path, dest: Path) -> bool:
     """Whether path is a name `staging_dir(dest)` makes (so one of ours, safe to remove)."""
     return path.parent == dest.parent and path.name.startswith(f".{dest.name}{STAGING_MARK}")
-
-
-def replace_file(path: Path, content: bytes) -> None:
-    """Replace path with content (mode 0644): after a crash, the whole old or new file.
-
-    Written to a private temporary name in the same directory and flushed to disk before the
-    rename, and the directory after it, so the rename never lands ahead of the data.
-    """
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise PantherError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            # Readable like any record panther writes (mkstemp makes it 0600).
-            os.fchmod(f.fileno(), 0o644)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        directory = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
-    except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise PantherError(f"cannot write {path}: {exc.strerror}") from None
-        raise
-
-
-def write_json(path: Path, data: object, *, sort_keys: bool = False) -> None:
-    """Replace path with data as indented JSON, as `replace_file` does."""
-    text = json.dumps(data, indent=2, sort_keys=sort_keys) + "\n"
-    replace_file(path, text.encode("utf-8"))

@@ -12,12 +12,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import btrfs, locking
+from pantheros import btrfs, locking, mounttable
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.lab.lab import Lab
 from pantheros.manifest.models import Subvolume
 from pantheros.storage import blockdev, mounts, tree
+
+
+def host_lock(*, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+    """The running host's writer lock, `<state dir>/host.lock`."""
+    return locking.exclusive(mounts.state_dir() / "host.lock", what="this machine", wait=wait)
 
 
 @dataclass(frozen=True)
@@ -33,10 +38,7 @@ class Machine:
         """The lab in lab_dir, else the host; `instead`: the calling command's own options that
         name another machine, offered when this one is not a PantherOS machine."""
         if lab_dir is not None:
-            lab = Lab(Path(lab_dir).resolve())
-            if not lab.manifest_path.exists():
-                raise UsageError(f"no lab at {lab.directory} (panther lab up {lab.directory})")
-            return cls(manifest=lab.manifest(), root=lab.mnt, lab=lab)
+            return cls.of_lab(Lab(Path(lab_dir).resolve()))
         path = manifest_path or str(manifests.HOST_MANIFEST)
         if manifest_path is None and not manifests.HOST_MANIFEST.exists():
             raise UsageError(
@@ -44,6 +46,15 @@ class Machine:
                 f"(use {instead})"
             )
         return cls(manifest=manifests.load(path), root=Path("/"))
+
+    @classmethod
+    def of_lab(cls, lab: Lab, manifest: manifests.Manifest | None = None) -> Machine:
+        """The lab's machine, with its manifest (read from the lab unless given)."""
+        if manifest is None:
+            if not lab.manifest_path.exists():
+                raise UsageError(f"no lab at {lab.directory} (panther lab up {lab.directory})")
+            manifest = lab.manifest()
+        return cls(manifest=manifest, root=lab.mnt, lab=lab)
 
     @property
     def name(self) -> str:
@@ -54,11 +65,17 @@ class Machine:
         """The machine's /run/pantheros: runtime files such as the login warning."""
         return self.lab.run_dir if self.lab is not None else mounts.state_dir()
 
+    @property
+    def run_base(self) -> Path:
+        """Where run_dir is reached from without a symlink: the lab's directory, or the state
+        directory itself on the host (pantheros.files, `beneath`)."""
+        return self.lab.directory if self.lab is not None else mounts.state_dir()
+
     def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
         """This machine's writer lock (see pantheros.locking)."""
         if self.lab is not None:
             return self.lab.lock(wait=wait)
-        return locking.exclusive(mounts.state_dir() / "host.lock", what=self.name, wait=wait)
+        return host_lock(wait=wait)
 
     def host_path(self, path: str) -> Path:
         """Where a path of the machine (absolute, as it sees it) is on this host."""
@@ -85,7 +102,7 @@ class Machine:
                 with blockdev.attached(str(self.lab.image)) as (disk, _):
                     yield tree.btrfs_device(self.manifest, disk)
             return
-        entry = blockdev.mount_at("/")
+        entry = mounttable.mount_at("/")
         if entry is None or entry.fstype != "btrfs":
             raise PantherError("this machine's root is not on btrfs: not a PantherOS machine")
         yield entry.source
@@ -105,7 +122,7 @@ class Machine:
         """
         where = self.host_path(subvolume.mountpoint)
         return (
-            blockdev.mount_at(where) is not None
+            mounttable.mount_at(where) is not None
             and btrfs.is_subvolume(where)
             and btrfs.subvolume_info(where).uuid == btrfs.subvolume_info(top / subvolume.name).uuid
         )
@@ -117,8 +134,14 @@ class Machine:
         root's ephemeral /persist, gone at the next boot).
         """
         if not self.is_mounted(top, subvolume):
-            down = " (is the lab up?)" if self.lab is not None else ""
+            if self.lab is not None and not self.lab.mounted():
+                raise lab_is_down(self.lab)
             raise Refused(
                 f"{subvolume.mountpoint} in {self.name} is not the {subvolume.name} subvolume: "
-                f"it is not mounted there{down}; nothing was changed"
+                "it is not mounted there; nothing was changed"
             )
+
+
+def lab_is_down(lab: Lab) -> UsageError:
+    """What a command that needs the lab's tree says when nothing of it is mounted."""
+    return UsageError(f"the lab at {lab.directory} is down (panther lab up {lab.directory})")

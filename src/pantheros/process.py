@@ -33,6 +33,8 @@ PACKAGES: Mapping[str, str] = {
     "wipefs": "util-linux",
     "blkid": "util-linux",
     "lsblk": "util-linux",
+    "ssh": "openssh-client",
+    "nix": "nix-bin",
 }
 
 
@@ -55,12 +57,14 @@ def run(
     pass_stderr: bool = False,
     env: Mapping[str, str] | None = None,
     errors: str = "strict",
+    pass_fds: Sequence[int] = (),
 ) -> subprocess.CompletedProcess[str]:
     """Run argv and return the completed process; raise CommandFailed when check is set.
 
     `capture` collects stdout and stderr; `pass_stderr` leaves stderr on ours (a tool whose
     messages are for the user, whose stdout is for us). `errors` is how undecodable output is
-    decoded ("surrogateescape" keeps file names exact).
+    decoded ("surrogateescape" keeps file names exact). `pass_fds`: descriptors the command
+    inherits (a path it opens as /proc/self/fd/N).
     """
     args = list(argv)
     require(args[0])
@@ -76,6 +80,7 @@ def run(
             env=full_env,
             text=True,
             errors=errors,
+            pass_fds=tuple(pass_fds),
         )
     except OSError as exc:
         raise CommandFailed(args, -1, str(exc)) from exc
@@ -108,3 +113,27 @@ def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
     if returncode != 0:
         log.debug("exit %d: %s", returncode, stderr.strip())
         raise CommandFailed(args, returncode, stderr)
+
+
+def start(
+    argv: Sequence[str],
+    *,
+    stdin: int | IO[bytes] = subprocess.PIPE,
+    stdout: int | IO[bytes] = subprocess.PIPE,
+    stderr: int | IO[bytes] = subprocess.PIPE,
+    new_session: bool = False,
+) -> subprocess.Popen[bytes]:
+    """Start argv without waiting for it, for a caller that drives it itself (a deadline, an
+    interruption) and waits for it; logged like run(). Pipes by default: a caller that does not
+    read one passes a file instead (a pipe left unread would stop the command). `new_session`:
+    its own process group, which a Ctrl-C on the terminal does not reach, so the caller decides
+    how it ends."""
+    args = list(argv)
+    require(args[0])
+    log.debug("run: %s", " ".join(args))
+    try:
+        return subprocess.Popen(
+            args, stdin=stdin, stdout=stdout, stderr=stderr, start_new_session=new_session
+        )
+    except OSError as exc:
+        raise CommandFailed(args, -1, str(exc)) from exc

@@ -37,12 +37,21 @@ def _escape(char: str) -> str:
     return repr(char)[1:-1]
 
 
+# Messages are one line each: a name in one (read from a disk, a record, a path the user gave)
+# is escaped by printable, so it can neither split the line nor send the terminal an escape.
+
+
 def info(message: str) -> None:
-    print(message, file=sys.stderr)
+    print(printable(message), file=sys.stderr)
 
 
 def warn(message: str) -> None:
-    print(paint(f"warning: {message}", "yellow", sys.stderr), file=sys.stderr)
+    print(paint(f"warning: {printable(message)}", "yellow", sys.stderr), file=sys.stderr)
+
+
+def error(message: str) -> None:
+    """The one line a failed command ends with."""
+    print(paint(f"panther: error: {printable(message)}", "red", sys.stderr), file=sys.stderr)
 
 
 def result(text: str = "") -> None:
@@ -56,4 +65,4 @@ def emit_json(data: Any) -> None:
 
 def progress(message: str) -> None:
     """A step of long work, shown on stderr so stdout stays clean for results."""
-    print(paint(f"==> {message}", "bold", sys.stderr), file=sys.stderr)
+    print(paint(f"==> {printable(message)}", "bold", sys.stderr), file=sys.stderr)

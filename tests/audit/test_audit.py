@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -129,7 +130,9 @@ def test_mounts_from_mountinfo_and_fstab(tmp_path: Path) -> None:
         tmp_path / "off", {"etc/fstab": "proc /proc proc hidepid=invisible 0 0\n"}, live=False
     )
     assert finding(offline, "mount.proc", "strict").status is Status.PASS
-    assert finding(offline, "mount.tmp").status is Status.SKIPPED
+    assert finding(offline, "mount.tmp", "hardened").status is Status.SKIPPED
+    # baseline changes no mount, and checks none of /tmp (D94).
+    assert not [f for f in run_checks(offline, "baseline", {}) if f.id == "mount.tmp"]
 
 
 def test_ssh_config_and_defaults(tmp_path: Path) -> None:
@@ -290,6 +293,11 @@ def test_an_almost_empty_tree_is_inconclusive_not_clean(tmp_path: Path) -> None:
     assert text.returncode == 7
     assert f"coverage {cov['evaluated']}/{cov['applicable']}" in text.stdout
     assert "too little evidence to judge" in text.stdout
+    assert "too little evidence" not in text.stderr  # said once, in the report
+    # A heading says what became of the area's checks; none reads as a failure it is not.
+    assert "\nimpermanence (8 not applicable)\n" in text.stdout
+    assert "\nssh (2 not applicable)\n" in text.stdout
+    assert not re.search(r"^\S+ \(\d+/\d+ pass", text.stdout, re.MULTILINE)
     # A failure is a verdict whatever the coverage: exit 1, not 7.
     (tmp_path / "etc/shadow").write_text("root::1::::::\n")
     assert panther("audit", "--root", str(tmp_path)).returncode == 1
@@ -339,6 +347,29 @@ def test_lockdown_is_judged_by_what_the_kernel_enforces(tmp_path: Path) -> None:
     f = finding(offline, "cmdline.lockdown", "strict")
     assert f.status is Status.PASS
     assert "not its effect" in f.reason
+
+
+def test_lockdown_on_a_kernel_without_the_lsm_is_not_applicable(tmp_path: Path) -> None:
+    """NixOS's kernels are built without the lockdown LSM: lockdown= cannot hold there (D94)."""
+    asked = {"proc/cmdline": "quiet lockdown=confidentiality"}
+    lsm = {"sys/kernel/security/lsm": "capability,landlock,yama,bpf"}
+    config = f"boot/config-{os.uname().release}"
+    nixos = fake(
+        tmp_path / "a",
+        {**asked, **lsm, config: "CONFIG_SECURITY=y\n# CONFIG_SECURITY_LOCKDOWN_LSM is not set\n"},
+    )
+    f = finding(nixos, "cmdline.lockdown", "strict")
+    assert (f.status, f.applicable) == (Status.SKIPPED, False)
+    assert "built without the lockdown LSM" in f.reason
+    assert "NixOS" in f.reason
+    # Built in but not started: that is fixable, so it fails, and says how.
+    built = fake(
+        tmp_path / "b",
+        {**asked, **lsm, config: "CONFIG_SECURITY_LOCKDOWN_LSM=y\n"},
+    )
+    f = finding(built, "cmdline.lockdown", "strict")
+    assert f.status is Status.FAIL
+    assert "lsm=" in f.reason
 
 
 def test_perf_paranoid_3_is_judged_by_what_an_unprivileged_process_may_do(

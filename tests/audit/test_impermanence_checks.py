@@ -4,6 +4,7 @@ unmounted /persist each fail their check, with a fix."""
 from __future__ import annotations
 
 import json
+import shlex
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -38,16 +39,19 @@ def assert_fails_with_a_fix(f: dict[str, Any], why: str) -> None:
 @pytest.mark.scenario("audit-evidence: Tampered blank fails a check")
 def test_a_rolled_back_lab_and_three_ways_to_break_it(lab: Path) -> None:
     before = status(audit(lab))
-    # Fresh from `lab up`: the root was made by the layout, not from the blank, and no rollback
-    # has run yet.
-    assert before["root_fresh"] == "fail"
-    assert before["rollback"] == "fail"
-    assert before["blank"] == "pass"
+    # Fresh from `lab up`: nothing fails. The lab has not booted: there is no rollback to judge
+    # yet, and what a first boot makes (machine-id, SSH host keys, state directories) is there
+    # and bind-mounted.
+    assert before["root_fresh"] == "skipped"
+    assert before["rollback"] == "skipped"
+    for check in ("blank", "mounts", "persistence", "identity", "persist_top"):
+        assert before[check] == "pass", (check, before)
 
     proc = panther("lab", "reboot", str(lab))
     assert proc.returncode == 0, proc.stderr
     booted = status(audit(lab))
-    for check in ("root_fresh", "blank", "old_roots", "rollback", "mounts", "persist_top"):
+    checks = ("root_fresh", "blank", "old_roots", "rollback", "mounts", "persistence", "identity")
+    for check in (*checks, "persist_top"):
         assert booted[check] == "pass", (check, booted)
 
     # A tampered blank: writable for a moment, a file written, read-only again.
@@ -96,33 +100,28 @@ def test_writable_old_roots_and_a_world_writable_persist_entry_fail(lab: Path) -
 
 
 def test_persistent_paths_and_identity_follow_the_bind_mounts(lab: Path) -> None:
-    found = audit(lab)
-    assert (
-        "/etc/machine-id: no copy in persistent storage"
-        in (found["impermanence.identity"]["reason"])
-    )
-    root = lab / "mnt"
-    for name in (
-        "etc/machine-id",
-        "etc/ssh/ssh_host_ed25519_key",
-        "etc/ssh/ssh_host_ed25519_key.pub",
-    ):
-        (root / name).parent.mkdir(parents=True, exist_ok=True)
-        (root / name).write_text("x\n")
-    for name in ("var/lib/nixos", "var/lib/systemd/timers"):
-        (root / name).mkdir(parents=True, exist_ok=True)
-    for entry in json.loads((lab / "manifest.json").read_text())["persistence"]:
-        proc = panther("persist", "add", entry["path"], "--lab", str(lab), "--merge")
-        assert proc.returncode == 0, proc.stderr
-    found = audit(lab)
+    found = audit(lab)  # the first boot made them (lab.firstboot) and mounted them
     assert found["impermanence.persistence"]["status"] == "pass"
     assert found["impermanence.identity"]["status"] == "pass"
+    root = lab / "mnt"
     subprocess.run(["umount", str(root / "etc/machine-id")], check=True)
     found = audit(lab)
     assert_fails_with_a_fix(
         found["impermanence.identity"], "/etc/machine-id: not bind-mounted from persistent storage"
     )
     assert_fails_with_a_fix(found["impermanence.persistence"], "/etc/machine-id")
+    (root / "persist/etc/machine-id").unlink()
+    found = audit(lab)
+    identity = found["impermanence.identity"]
+    assert_fails_with_a_fix(identity, "/etc/machine-id: no copy in persistent storage")
+    # The fix names this lab, and it works.
+    command = shlex.split(identity["fix"]["other"].split(" (")[0])
+    assert command == ["panther", "lab", "reboot", str(lab)]
+    assert f"--lab '{lab}'" in found["impermanence.persistence"]["fix"]["other"]
+    assert panther(*command[1:]).returncode == 0
+    found = audit(lab)
+    assert found["impermanence.identity"]["status"] == "pass"
+    assert found["impermanence.persistence"]["status"] == "pass"
 
 
 def test_on_the_host_the_record_must_be_from_this_boot(lab: Path) -> None:

@@ -63,14 +63,15 @@ def boot_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 @pytest.fixture(scope="session")
-def initramfs() -> Callable[[str], tuple[Path, Path]]:
-    """policy -> (initramfs, vmlinuz), built once per set of inputs (cached across runs)."""
-    built: dict[str, tuple[Path, Path]] = {}
+def initramfs() -> Callable[[str, bool], tuple[Path, Path]]:
+    """(policy, hooks) -> (initramfs, vmlinuz), built once per set of inputs (cached across
+    runs); hooks: the step is the test variant with the hang hook."""
+    built: dict[tuple[str, bool], tuple[Path, Path]] = {}
 
-    def get(policy: str) -> tuple[Path, Path]:
-        if policy not in built:
-            built[policy] = initrd.cached(initrd.Overlay(policy))
-        return built[policy]
+    def get(policy: str, hooks: bool) -> tuple[Path, Path]:
+        if (policy, hooks) not in built:
+            built[policy, hooks] = initrd.cached(initrd.Overlay(policy, hooks=hooks))
+        return built[policy, hooks]
 
     return get
 
@@ -88,7 +89,7 @@ def machine(
     request: pytest.FixtureRequest,
     boot_dir: Path,
     base_disk: Path,
-    initramfs: Callable[[str], tuple[Path, Path]],
+    initramfs: Callable[[str, bool], tuple[Path, Path]],
     tmp_path: Path,
 ) -> Iterator[vm.Machine]:
     directory = tmp_path / "disk"

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
+from tests import bootstep_variant
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS_JSON = REPO / "nix" / "generated" / "initrd-units.json"
@@ -32,7 +33,7 @@ DRACUT_MODULES = (
 # with them; naming them again is harmless and states the need). env: the script's
 # `#!/usr/bin/env bash`, which a Nix build rewrites to the store's bash. The list is the one
 # at the head of the script: what NixOS's systemd initrd has for btrfs, nothing more.
-STEP_TOOLS = "env bash btrfs mount umount flock sort mktemp readlink sleep mkdir rmdir mv"
+STEP_TOOLS = "env bash btrfs mount umount flock mktemp readlink sleep mkdir rmdir mv"
 # The QEMU disk is virtio; Debian's cloud kernel has its driver as a module.
 DRIVERS = "virtio_blk virtio_pci"
 BUILD_TIMEOUT = 600
@@ -60,10 +61,16 @@ def dracut_version() -> str:
 
 @dataclass(frozen=True)
 class Overlay:
-    """What the boot step adds to the initrd for one fail policy."""
+    """What the boot step adds to the initrd for one fail policy. With `hooks`, the step is the
+    test variant (tests/bootstep_variant.py: the shipped script with the hang hook injected),
+    for the power-cut test; otherwise it is the shipped script."""
 
     policy: str
     units_json: Path = UNITS_JSON
+    hooks: bool = False
+
+    def step_dir(self) -> Path:
+        return bootstep_variant.directory() if self.hooks else bootstep.artifact_dir()
 
     def document(self) -> dict[str, object]:
         return dict(json.loads(self.units_json.read_text()))
@@ -91,7 +98,7 @@ class Overlay:
                     (links / name).symlink_to(f"../{name}")
         bin_dir = directory / self.bootstep_path().lstrip("/") / "bin"
         bin_dir.mkdir(parents=True)
-        source = bootstep.artifact_dir()
+        source = self.step_dir()
         for name in (bootstep.SCRIPT, bootstep.HELPER):
             shutil.copyfile(source / name, bin_dir / name)
             # The store's mode: executable, read-only.
@@ -99,9 +106,9 @@ class Overlay:
 
     def key_material(self) -> bytes:
         """Every input of the overlay: the unit JSON, the step's source and what was built."""
-        built = bootstep.artifact_dir()
+        built = self.step_dir()
         source = resources.files("pantheros") / "data" / "boot" / bootstep.HELPER_SOURCE
-        digest = hashlib.sha256(self.policy.encode())
+        digest = hashlib.sha256(f"{self.policy} hooks={self.hooks}".encode())
         digest.update(self.units_json.read_bytes())
         digest.update(source.read_bytes())
         for name in (bootstep.SCRIPT, bootstep.HELPER):
@@ -167,7 +174,8 @@ def cached(overlay: Overlay | None) -> tuple[Path, Path]:
         overlay.key_material() if overlay else b"baseline",
     ):
         digest.update(hashlib.sha256(part).digest())
-    name = f"{overlay.policy if overlay else 'baseline'}-{digest.hexdigest()[:20]}.img"
+    kind = (overlay.policy + ("-hooks" if overlay.hooks else "")) if overlay else "baseline"
+    name = f"{kind}-{digest.hexdigest()[:20]}.img"
     directory = cache_dir()
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / name

@@ -16,6 +16,7 @@ import pytest
 
 from pantheros.errors import ExitCode
 from tests.boot.vm import Machine
+from tests.bootstep_variant import HANG_AFTER_ENV
 
 pytestmark = [pytest.mark.root, pytest.mark.boot]
 
@@ -29,6 +30,7 @@ def _position(serial: str, text: str) -> int:
     return at
 
 
+@pytest.mark.scenario("boot-step: Three boots in a real initrd")
 def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
     """Three boots: the junk of the previous boot is gone each time, /persist keeps everything,
     one more read-only old root per boot holds the previous boot's junk, and the step finishes
@@ -74,10 +76,13 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
         assert "could not unmount" not in boot.serial, "the step left the top level mounted"
 
 
+@pytest.mark.scenario("boot-step: Power cut during the step")
 def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machine) -> None:
     """The VM is killed (SIGKILL: the guest's unwritten pages are lost, like pulling the plug)
     right after the exchange; the next boot, finishing that, is killed right after the archive;
-    the boot after that completes the rollback, and nothing is lost.
+    the boot after that completes the rollback, and nothing is lost. The two cut boots run the
+    step's test variant (the shipped script with the hang hook injected; what ships has none),
+    the recovery boot the shipped step.
 
     Debian vs NixOS: `systemd.setenv=` reaches the unit the same way in both (systemd's manager
     environment), and the hang hook's line reaches the serial console through the journal here
@@ -86,8 +91,9 @@ def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machi
     for step in ("exchange", "archive"):
         cut = machine.boot(
             CLOSED,
-            extra=f"systemd.setenv=PANTHER_ROLLBACK_HANG_AFTER={step}",
+            extra=f"systemd.setenv={HANG_AFTER_ENV}={step}",
             kill_on=f"pantheros-rollback: hanging after {step}",
+            hooks=True,
         )
         assert cut.returncode is None, f"the VM was to be killed after {step}"
         assert not cut.reached_stage2
@@ -156,6 +162,7 @@ def test_boot_dirty_without_a_blank_boots_the_previous_root(machine: Machine) ->
     assert state.old_roots == []
 
 
+@pytest.mark.scenario("boot-step: Kernel switch skips the step")
 def test_norollback_on_the_kernel_command_line_skips_the_step(machine: Machine) -> None:
     """`pantheros.norollback` on the kernel command line: the unit is skipped, the previous
     root boots with its junk, no old root is made, no report is written, and stage 2 records
@@ -177,3 +184,27 @@ def test_norollback_on_the_kernel_command_line_skips_the_step(machine: Machine) 
     assert state.reports == {}
     assert state.old_roots == []
     assert "junk-0" in state.root_files
+
+
+def test_a_replaced_blank_is_refused_in_the_initrd(machine: Machine) -> None:
+    """The blank swapped for a read-only snapshot of a changed copy (it passes "read-only and
+    unchanged since made"): the step in the initrd refuses it against the identity recorded
+    when the disk was laid out, the previous root boots (boot-dirty), and stage 2 records why.
+
+    Debian vs NixOS: the record is a file at the btrfs top level, read by the step's bash after
+    it mounts the top level itself; nothing in it depends on the initrd's make.
+    """
+    machine.swap_blank()
+    boot = machine.boot(DIRTY)
+    assert boot.reached_stage2
+    assert "the blank snapshot root-blank is not the one recorded" in boot.serial
+    outcome, code, warning = machine.stage2()
+    assert (outcome.result, code) == ("dirty", ExitCode.BOOT_DIRTY)
+    assert "is not the one recorded" in (outcome.error or "")
+    assert "NOT rolled back" in warning
+    state = machine.state()
+    assert state.boots == ["boot-1 junk-seen=[junk-0 ]"]
+    assert "planted" not in state.root_files
+    assert state.old_roots == []
+    assert state.blank_problem is not None
+    assert "is not the one recorded" in state.blank_problem

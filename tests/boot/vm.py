@@ -22,11 +22,12 @@ from typing import Any
 from pantheros import btrfs
 from pantheros import manifest as manifests
 from pantheros.impermanence import blank, bootstep, rollback
-from pantheros.impermanence.boot import LOGIN_WARNING, finish
 from pantheros.impermanence.bootstep import Outcome
 from pantheros.impermanence.oldroots import OldRoot, OldRoots
+from pantheros.impermanence.stage2 import LOGIN_WARNING, finish
 from pantheros.lab.lab import Lab
 from pantheros.machine import Machine as PantherMachine
+from tests.bootstep_variant import NEW_SUFFIX
 
 LAB = manifests.load(manifests.bundled_path("lab"))
 LABEL = LAB.storage.btrfs_label
@@ -99,6 +100,8 @@ def prepare(directory: Path) -> None:
         # The installer's root is not fresh: the first boot has something to roll back.
         (root / "junk-0").write_text("written before the first boot\n")
         btrfs.sync(top)
+    # A blank made by hand is trusted once it is blessed, as a user would.
+    sh(*panther, "blank", "bless", "--lab", str(directory), "--yes")
 
 
 def clone(source: Path, dest: Path) -> None:
@@ -230,7 +233,7 @@ def inspect(directory: Path) -> DiskState:
             old_root_files={r.name: sorted(os.listdir(r.path)) for r in roots},
             strays=len(strays),
             root_files=sorted(os.listdir(top / storage.root.name)),
-            leftovers=sorted(n for n in os.listdir(top) if n.endswith(bootstep.NEW_SUFFIX)),
+            leftovers=sorted(n for n in os.listdir(top) if n.endswith(NEW_SUFFIX)),
             blank_problem=blank.problem(top, LAB),
             record=json.loads(record.read_text()) if record.exists() else None,
         )
@@ -242,15 +245,18 @@ class Machine:
 
     directory: Path
     logs: Path
-    initramfs: Callable[[str], tuple[Path, Path]]
+    initramfs: Callable[[str, bool], tuple[Path, Path]]
     boots: list[Boot] = field(default_factory=list)
 
     @property
     def image(self) -> Path:
         return Lab(self.directory).image
 
-    def boot(self, policy: str, extra: str = "", kill_on: str | None = None) -> Boot:
-        image, vmlinuz = self.initramfs(policy)
+    def boot(
+        self, policy: str, extra: str = "", kill_on: str | None = None, hooks: bool = False
+    ) -> Boot:
+        """Boot once; hooks: with the step's test variant (the hang hook for a power cut)."""
+        image, vmlinuz = self.initramfs(policy, hooks)
         log = self.logs / f"serial-{len(self.boots) + 1}.log"
         result = boot(self.image, image, vmlinuz, log, extra=extra, kill_on=kill_on)
         self.boots.append(result)
@@ -273,6 +279,18 @@ class Machine:
         outcome, code = finish(this, report, self.boots[-1].cmdline)
         warning = this.run_dir / LOGIN_WARNING
         return outcome, code, warning.read_text() if warning.exists() else ""
+
+    def swap_blank(self) -> None:
+        """Issue 20.3's attack: the blank replaced by a read-only snapshot of a changed copy."""
+        with machine(self.directory).top_level() as top:
+            blank_path = top / LAB.storage.blank_snapshot
+            copy = top / "copy"
+            btrfs.snapshot(blank_path, copy)
+            (copy / "planted").write_text("in every new root\n")
+            btrfs.delete_subvolume(blank_path)
+            btrfs.snapshot(copy, blank_path, readonly=True)
+            btrfs.delete_subvolume(copy)
+            btrfs.sync(top)
 
     def remove_blank(self) -> None:
         with machine(self.directory).top_level() as top:

@@ -12,8 +12,11 @@ from pathlib import Path
 import pytest
 
 from pantheros import btrfs
+from pantheros.errors import Refused
 from pantheros.impermanence import blank
 from pantheros.lab.lab import Lab
+from pantheros.storage import blankrecord
+from pantheros.storage.blankrecord import BlankIdentity
 from tests.helpers import Pfs, one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -50,7 +53,8 @@ def test_a_blank_snapshotted_every_boot_is_still_trusted(lab: Path) -> None:
 
 
 @pytest.mark.scenario("state-safety: Changed blank is not trusted")
-def test_a_changed_blank_is_reported_loudly(lab: Path, workdir: Path) -> None:
+def test_a_changed_blank_is_reported_loudly(bare_lab: Path, workdir: Path) -> None:
+    lab = bare_lab
     with top_level(lab, workdir) as top:
         snapshot = top / "root-blank"
         btrfs.set_readonly(snapshot, False)
@@ -74,7 +78,7 @@ def test_a_changed_blank_is_reported_loudly(lab: Path, workdir: Path) -> None:
     result = json.loads(diff.stdout)
     assert result["trusted"] is False
     # The planted file is in the blank too, so the diff cannot see it: hence the warning.
-    assert not any(c["path"] == "/planted" for c in result["changes"])
+    assert not any(c["path"] == "/planted" for c in result["changes"]), result["changes"]
 
 
 def test_a_writable_blank_is_not_trusted(lab: Path, workdir: Path) -> None:
@@ -143,6 +147,10 @@ def test_the_trust_rule_on_a_blank_made_transactions_after_its_source_changed(pf
     btrfs.sync(pfs.top)
     info = btrfs.subvolume_info(blank_path)
     assert info.ctransid < info.otransid
+    # A new blank is not the one recorded until it is blessed (D80).
+    assert "is not the one recorded" in str(blank.problem(pfs.top, pfs.manifest))
+    blessed = btrfs.subvolume_info(blank_path)
+    blankrecord.write(pfs.top, BlankIdentity.of("root-blank", blessed, "the test blesses it"))
     assert blank.problem(pfs.top, pfs.manifest) is None
     btrfs.snapshot(blank_path, pfs.top / "next-root")  # what every boot does
     btrfs.sync(pfs.top)
@@ -176,3 +184,18 @@ def test_gc_holds_the_machine_lock(lab: Path) -> None:
     assert isinstance(deleted, list)
     assert len(deleted) == 1
     assert count() == 1
+
+
+def test_a_layout_run_again_keeps_the_record_and_never_records_another_blank(pfs: Pfs) -> None:
+    """`disk format`'s record step, run again (disko's hook twice), changes nothing; over a
+    record of another blank it refuses: re-recording is `panther blank bless`'s, after a look."""
+    before = blankrecord.read(pfs.top)
+    assert before is not None
+    blankrecord.record_blank(pfs.top, "root-blank", "run again")
+    assert blankrecord.read(pfs.top) == before
+    blank_path = pfs.top / "root-blank"
+    btrfs.delete_subvolume(blank_path)
+    btrfs.snapshot(pfs.root, blank_path, readonly=True)
+    with pytest.raises(Refused, match="records another blank"):
+        blankrecord.record_blank(pfs.top, "root-blank", "laid out by panther")
+    assert blankrecord.read(pfs.top) == before

@@ -16,10 +16,10 @@ import pytest
 
 from pantheros import btrfs
 from pantheros import manifest as manifests
-from pantheros.errors import PantherError
+from pantheros.errors import PantherError, Refused
 from pantheros.impermanence import bootstep
-from pantheros.impermanence.boot import boot_outcome
 from pantheros.impermanence.bootstep import Outcome, parse_report
+from pantheros.impermanence.stage2 import boot_outcome
 from tests.helpers import Pfs, panther
 
 SOURCE = Path(bootstep.__file__).parent.parent / "data" / "boot"
@@ -101,7 +101,7 @@ def test_device_and_top_are_exclusive_and_one_is_needed() -> None:
 def test_the_report_is_parsed_and_a_bad_one_refused() -> None:
     outcome = parse_report(
         "action=exchange root and root.pantheros-new\nnote=a note = with equals\n"
-        "archived=000000000012-20261127T120000Z\nroot_id=263\nresult=fresh\nnoise\n"
+        "archived=000000000012-20261127T120000Z\nroot_id=263\nresult=fresh\nunknown_key=x\n"
     )
     assert outcome == Outcome(
         result="fresh",
@@ -110,8 +110,26 @@ def test_the_report_is_parsed_and_a_bad_one_refused() -> None:
         actions=["exchange root and root.pantheros-new"],
         notes=["a note = with equals"],
     )
-    with pytest.raises(PantherError, match="no valid result"):
+    with pytest.raises(PantherError, match="no single valid result"):
         parse_report("result=maybe\n")
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        "result=fresh\nnoise\n",  # a line the writer cannot have written
+        "result=dirty\nresult=fresh\n",  # a second result
+        "note=x\rresult=fresh\n",  # a byte the writer escapes
+        "note=\u2028\nresult=fresh\n",
+        "note=a\\qb\nresult=fresh\n",  # an escape that does not exist
+        "note=a\\x4\nresult=fresh\n",
+        "",
+    ],
+)
+def test_a_report_the_step_cannot_have_written_is_refused(report: str) -> None:
+    """Issue 20.7: one line is one record; anything else is not a report of ours."""
+    with pytest.raises(PantherError):
+        parse_report(report.encode("utf-8"))
 
 
 def test_stage_two_knows_a_missing_report_from_a_skipped_step(tmp_path: Path) -> None:
@@ -123,8 +141,29 @@ def test_stage_two_knows_a_missing_report_from_a_skipped_step(tmp_path: Path) ->
     assert skipped.result == "skipped"
     # A parameter that merely contains the name does not count.
     assert boot_outcome(missing, "pantheros.norollbackx").result == "dirty"
+    assert boot_outcome(missing, "xpantheros.norollback").result == "dirty"
     missing.write_text("result=already-fresh\nroot_id=256\n")
     assert boot_outcome(missing, "pantheros.norollback").result == "already-fresh"
+
+
+@pytest.mark.parametrize(
+    "word", ["pantheros.norollback=1", "pantheros.norollback=0", '"pantheros.norollback=a b"']
+)
+def test_norollback_with_a_value_is_recorded_as_skipped(tmp_path: Path, word: str) -> None:
+    """Issue 20.13: systemd.unit(5) matches ConditionKernelCommandLine=!pantheros.norollback
+    against the word alone and against an assignment to it, so the unit did not run: skipped,
+    not dirty."""
+    outcome = boot_outcome(tmp_path / "rollback.report", f"quiet {word} root=LABEL=x")
+    assert outcome.result == "skipped", outcome
+
+
+def test_a_forged_report_is_recorded_as_dirty_not_trusted(tmp_path: Path) -> None:
+    """Issue 20.7: a report stage 2 cannot read is a boot that did not roll back."""
+    report = tmp_path / "rollback.report"
+    report.write_bytes(b"error=x\rresult=fresh\rresult=dirty\n")
+    outcome = boot_outcome(report, "quiet")
+    assert outcome.result == "dirty"
+    assert "not valid" in (outcome.error or "")
 
 
 @pytest.mark.root
@@ -255,23 +294,6 @@ def test_device_mode_mounts_and_unmounts_what_it_mounted(pfs: Pfs) -> None:
     assert not (pfs.root / "etc/hostname").exists()
 
 
-@pytest.mark.root
-def test_the_helper_lists_nested_subvolumes_deepest_first(pfs: Pfs) -> None:
-    """What the full-disk prune deletes before an old root, found without `find`."""
-    outer = pfs.root / "var" / "lib" / "machines"
-    outer.parent.mkdir(parents=True)
-    btrfs.create_subvolume(outer)
-    btrfs.create_subvolume(outer / "inner")
-    (pfs.root / "plain").mkdir()
-    (pfs.root / "link").symlink_to(outer)
-    helper = str(bootstep.artifact_dir() / bootstep.HELPER)
-    proc = subprocess.run([helper, "nested", str(pfs.root)], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines() == [str(outer / "inner"), str(outer)]
-    empty = subprocess.run([helper, "nested", str(outer / "inner")], capture_output=True, text=True)
-    assert (empty.returncode, empty.stdout) == (0, "")
-
-
 # What the script says it runs besides bash builtins: all NixOS's initrd has for it.
 INITRD_TOOLS = [
     "mount",
@@ -282,7 +304,6 @@ INITRD_TOOLS = [
     "rmdir",
     "mv",
     "readlink",
-    "sort",
     "sleep",
     "btrfs",
 ]
@@ -314,3 +335,55 @@ def test_the_step_needs_only_the_tools_it_names(pfs: Pfs, workdir: Path) -> None
         assert proc.returncode == 0, proc.stderr
         assert "command not found" not in proc.stderr
     assert "result=fresh" in (workdir / "report").read_text()
+
+
+# --- the helper's cache (issue 19: owned by root, writable by nobody else) ----------------------
+
+
+@pytest.mark.parametrize("how", ["group-writable dir", "others-writable parent", "foreign owner",
+                                 "writable helper", "symlink to a shared place"])  # fmt: skip
+def test_an_unsafe_helper_cache_is_refused_before_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """What panther compiles is run as root: every part of its path, up to /, must be owned by
+    root (or the user) and writable by nobody else; checked before each run, not only once."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown to another user)")
+    base = tmp_path / "safe"
+    base.mkdir(mode=0o755)
+    monkeypatch.setenv("PANTHER_CACHE_DIR", str(base / "cache"))
+    built = bootstep.artifact_dir()  # builds, and passes
+    assert bootstep.artifact_dir() == built
+    if how == "group-writable dir":
+        built.chmod(0o770)
+    elif how == "others-writable parent":
+        base.chmod(0o757)
+    elif how == "foreign owner":
+        os.chown(built / bootstep.SCRIPT, 65534, 65534)
+    elif how == "writable helper":
+        (built / bootstep.HELPER).chmod(0o775)
+    else:
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shared.chmod(0o777)
+        (base / "cache").rename(shared / "cache")
+        (base / "cache").symlink_to(shared / "cache")
+    with pytest.raises(Refused, match="will not run the boot step from"):
+        bootstep.artifact_dir()
+
+
+@pytest.mark.root
+def test_an_unsafe_cache_is_one_line_and_a_root_left_alone(pfs: Pfs, workdir: Path) -> None:
+    """`panther rollback` refuses to run it: the rollback did not happen, said in one line."""
+    cache = workdir / "cache"
+    env = {"PANTHER_CACHE_DIR": str(cache)}
+    args = ["rollback", "-m", str(pfs.manifest_path), "--top", str(pfs.top)]
+    assert panther(*args, "--dry-run", env=env).returncode == 0
+    cache.chmod(0o777)
+    pfs.dirty("etc/hostname", "kept")
+    proc = panther(*args, env=env)
+    assert proc.returncode == 6, proc.stderr
+    assert "will not run the boot step from" in proc.stderr
+    assert f"{cache} is writable by" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert (pfs.root / "etc/hostname").read_text() == "kept"

@@ -22,13 +22,13 @@ import pytest
 from pantheros import btrfs
 from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
-from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
+from tests import bootstep_variant
+from tests.bootstep_variant import NEW_SUFFIX, STEPS
 from tests.helpers import REPO, Pfs, assert_invariants, kept_hashes, subvolume_ids
 
 pytestmark = pytest.mark.root
 
 Run = Callable[..., subprocess.CompletedProcess[str]]
-HANG_ENV = "PANTHER_ROLLBACK_HANG_AFTER"
 
 
 def script(pfs: Pfs, *override: str, top: Path | str | None = None) -> list[str]:
@@ -201,8 +201,8 @@ def test_strays_with_hostile_names_are_kept_and_do_not_block_boots(
 def _hang(pfs: Pfs, after: str) -> subprocess.Popen[str]:
     """A boot step that stops (holding its lock) right after a step."""
     proc = subprocess.Popen(
-        script(pfs),
-        env={**os.environ, HANG_ENV: after},
+        [bootstep_variant.script(), *script(pfs)[1:]],
+        env={**os.environ, **bootstep_variant.env(hang_after=after)},
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         text=True,
@@ -303,10 +303,10 @@ def test_a_second_sigkill_during_recovery_is_finished_by_the_third_run(
     for number, (first, second) in enumerate(pairs):
         pfs.dirty("etc/hostname", f"boot {number}")
         before, ids = kept_hashes(pfs), subvolume_ids(pfs)
-        killed = run_rollback(env={KILL_AFTER_ENV: first})
+        killed = run_rollback(env=bootstep_variant.env(kill_after=first))
         assert "killed by SIGKILL" in killed.stderr, (first, killed.stderr)
         assert btrfs.is_subvolume(pfs.root)
-        again = run_rollback(env={KILL_AFTER_ENV: second})
+        again = run_rollback(env=bootstep_variant.env(kill_after=second))
         assert btrfs.is_subvolume(pfs.root)
         assert again.returncode == 0 or "killed by SIGKILL" in again.stderr, again.stderr
         proc = run_rollback()
@@ -588,3 +588,56 @@ def test_shell_metacharacters_in_names_are_refused(
     assert proc.stdout == ""
     assert subvolume_ids(pfs) == ids
     assert not (workdir / "pwned").exists()
+
+
+# --- a full disk whose space is not in the old roots (issue 20.1) -------------------------------
+
+
+def test_a_prune_that_frees_nothing_stops_the_pruning_and_says_where_the_space_is(
+    pfs: Pfs,
+) -> None:
+    """The space is held by the current root (and the filler snapshots beside it), not by the
+    old roots: one prune shows that, and the rest of the history is kept."""
+    for number in range(4):
+        pfs.dirty("n", str(number))
+        assert step(pfs).returncode == 0
+    names = pfs.old_root_names()
+    assert len(names) == 4
+    proc = _full_boot(pfs, "--keep-min", "1")
+    assert proc.returncode == 6, proc.stderr
+    outcome = bootstep.parse_report(proc.stdout)
+    assert len(outcome.pruned) <= 1, outcome.pruned
+    assert len(pfs.old_root_names()) >= 3
+    error = outcome.error or ""
+    assert "so the old roots do not hold the space" in error or (
+        not outcome.pruned and "no old root may be pruned" in error
+    ), error
+    assert "the current root root holds" in error
+    assert "MiB unallocated" in error
+
+
+def test_a_pin_file_that_cannot_be_read_prunes_nothing(pfs: Pfs) -> None:
+    """Nothing is deleted on a guess: a pin file that is not JSON keeps every old root."""
+    _boots_with_data(pfs, 3)
+    names = pfs.old_root_names()
+    (pfs.old_roots / ".pantheros-pins.json").write_text('{"not": "closed"')
+    proc = _full_boot(pfs, "--keep-min", "0")
+    assert proc.returncode == 6, proc.stderr
+    assert "nothing is deleted while it cannot be read" in proc.stderr
+    assert pfs.old_root_names() == names
+
+
+def test_a_pin_written_with_json_escapes_is_a_pin(pfs: Pfs) -> None:
+    """The pin file is JSON, read as JSON: a key spelled with \\u escapes names the same UUID
+    (bash matched the file as a substring and missed it)."""
+    _boots_with_data(pfs, 3)
+    names = pfs.old_root_names()
+    uuids = [str(btrfs.subvolume_info(pfs.old_roots / n).uuid) for n in names]
+    escaped = {"".join(f"\\u{ord(c):04x}" for c in u): "x" for u in uuids}
+    (pfs.old_roots / ".pantheros-pins.json").write_text(
+        "{" + ", ".join(f'"{k}": "{v}"' for k, v in escaped.items()) + "}"
+    )
+    proc = _full_boot(pfs, "--keep-min", "0")
+    assert proc.returncode == 6, proc.stderr
+    assert "pruned=" not in proc.stdout
+    assert pfs.old_root_names() == names

@@ -14,7 +14,8 @@ import pytest
 
 from pantheros import btrfs
 from pantheros.impermanence import rollback
-from pantheros.impermanence.bootstep import KILL_AFTER_ENV, NEW_SUFFIX, STEPS
+from tests import bootstep_variant
+from tests.bootstep_variant import NEW_SUFFIX, STEPS
 from tests.helpers import (
     Pfs,
     assert_invariants,
@@ -269,7 +270,7 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
 ) -> None:
     pfs.dirty("etc/hostname", "before the crash")
     before, ids = kept_hashes(pfs), subvolume_ids(pfs)
-    killed = run_rollback(env={KILL_AFTER_ENV: step})
+    killed = run_rollback(env=bootstep_variant.env(kill_after=step))
     assert killed.returncode != 0
     assert "the boot step was killed by SIGKILL" in killed.stderr, killed.stderr
     assert btrfs.is_subvolume(pfs.root)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pantheros import btrfs, process
-from pantheros.errors import CommandFailed
+from pantheros.errors import CommandFailed, ExitCode, PantherError
 from pantheros.impermanence import restore
 from tests.helpers import one_line_error, panther
 
@@ -30,9 +30,10 @@ def roots(lab: Path) -> list[dict[str, object]]:
     return rows
 
 
-def test_lab_reboot_erases_the_root_and_keeps_persist(lab: Path) -> None:
+def test_lab_reboot_erases_the_root_and_keeps_persist(bare_lab: Path) -> None:
+    lab = bare_lab
     mnt = lab / "mnt"
-    (mnt / "etc").mkdir()
+    (mnt / "etc").mkdir(exist_ok=True)
     (mnt / "etc" / "scratch").write_text("goes away")
     (mnt / "persist" / "kept").write_text("stays")
     (mnt / "home" / "notes").write_text("stays too")
@@ -50,7 +51,8 @@ def test_lab_reboot_erases_the_root_and_keeps_persist(lab: Path) -> None:
     assert status["last_rollback"]["result"] == "fresh"
 
 
-def test_restore_keeps_metadata_and_refuses_to_overwrite(lab: Path, workdir: Path) -> None:
+def test_restore_keeps_metadata_and_refuses_to_overwrite(bare_lab: Path, workdir: Path) -> None:
+    lab = bare_lab
     mnt = lab / "mnt"
     data = mnt / "var" / "lib" / "app"
     data.mkdir(parents=True)
@@ -196,9 +198,10 @@ def test_rollback_refuses_an_up_lab_but_dry_runs(lab: Path) -> None:
     assert "dry run" in dry.stdout
 
 
-def test_restore_to_stays_inside_the_machine(lab: Path, workdir: Path) -> None:
+def test_restore_to_stays_inside_the_machine(bare_lab: Path, workdir: Path) -> None:
+    lab = bare_lab
     mnt = lab / "mnt"
-    (mnt / "etc").mkdir()
+    (mnt / "etc").mkdir(exist_ok=True)
     (mnt / "etc" / "hosts").write_text("old root's")
     reboot(lab)
     name = str(roots(lab)[0]["name"])
@@ -217,7 +220,7 @@ def test_restore_to_stays_inside_the_machine(lab: Path, workdir: Path) -> None:
     assert sorted(p.name for p in host.iterdir()) == ["hosts"]
     assert not [p for p in mnt.iterdir() if ".panther-" in p.name]
     # The old fixed staging name, planted as a link to the host, is not followed.
-    (mnt / "etc").mkdir()
+    (mnt / "etc").mkdir(exist_ok=True)
     (mnt / "etc" / ".hosts.panther-restore").symlink_to(host / "hosts")
     proc = panther("restore", "/etc/hosts", "--from", name, "--lab", str(lab))
     assert proc.returncode == 0, proc.stderr
@@ -270,8 +273,13 @@ def test_a_failed_restore_leaves_no_staging(
         raise CommandFailed(argv, 1, "cp: error writing: No space left on device")
 
     monkeypatch.setattr(process, "run", half_copy)
-    with pytest.raises(CommandFailed):
-        restore.restore(old_root, "/etc/hosts", dest, force=True)
+    # Said with the machine's paths: not the host's, nor the staging directory's.
+    with pytest.raises(PantherError) as info:
+        restore.restore(old_root, "/etc/hosts", dest, force=True, shown="/etc/hosts")
+    assert (
+        str(info.value) == "cannot copy /etc/hosts from old to /etc/hosts: No space left on device"
+    )
+    assert info.value.exit_code == ExitCode.TOOL
     assert sorted(p.name for p in dest.parent.iterdir()) == ["hosts"]
     assert dest.read_text() == "current"
 
@@ -285,7 +293,8 @@ def status_of(lab: Path) -> tuple[dict[str, object], str]:
     return root, text.stdout
 
 
-def test_restore_from_a_word_and_status_notices_the_write(lab: Path) -> None:
+def test_restore_from_a_word_and_status_notices_the_write(bare_lab: Path) -> None:
+    lab = bare_lab
     mnt = lab / "mnt"
     (mnt / "note").write_text("first boot")
     reboot(lab)
@@ -341,7 +350,10 @@ def test_restore_from_a_word_and_status_notices_the_write(lab: Path) -> None:
     record = mnt / "persist" / ".pantheros" / "rollback.json"
     record.write_text('{"time": 1}')
     proc = panther("status", "--lab", str(lab))
-    assert "cannot read the rollback record" in one_line_error(proc)
+    assert (
+        "the rollback record /persist/.pantheros/rollback.json is not valid: it has no result"
+        in (one_line_error(proc))
+    )
 
 
 def test_roots_list_sizes_from_du_on_request_and_from_quotas(lab: Path) -> None:
@@ -411,4 +423,4 @@ def test_a_hostile_stray_name_is_shown_escaped(lab: Path) -> None:
     Path(os.fsdecode(persisted)).write_text("x")
     strays = panther("persist", "stray", "--lab", str(lab), env=utf8)
     assert strays.returncode == 0, strays.stderr
-    assert "/kept-\\xfe\\n" in strays.stdout.splitlines()
+    assert "/persist/kept-\\xfe\\n" in strays.stdout.splitlines()

@@ -4,7 +4,8 @@ Evaluation needs a nixpkgs lib checkout: PANTHEROS_NIXPKGS_LIB names the directo
 `lib/` (for example an extracted nix-community/nixpkgs.lib). nix/eval.nix declares the NixOS
 options with NixOS's types and merges (nix/eval/nixos.nix), so what NixOS rejects fails here too.
 PANTHEROS_IMPERMANENCE may name a nix-community/impermanence checkout, whose real module is then
-evaluated instead of a declaration of its options.
+evaluated, imported as its flake exports it, instead of a declaration of its options. The same
+evaluation over NixOS's own module files is tests/nix/test_real_modules.py.
 """
 
 from __future__ import annotations
@@ -58,22 +59,24 @@ def test_every_nix_file_parses(path: Path) -> None:
 @pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 @needs_nix
 def test_the_flake_exports_module_paths() -> None:
-    """Paths let NixOS load a module once however often it is imported; no nixpkgs needed."""
+    """Paths let NixOS load a module once however often it is imported; no nixpkgs needed.
+
+    None of them brings nix-community/impermanence along (D92): the host imports it.
+    """
     expr = f"""
       let
         flake = (import {REPO}/flake.nix).outputs {{
           self = flake;
           nixpkgs = {{ }};
-          impermanence.nixosModules.impermanence = /upstream/nixos.nix;
+          impermanence.nixosModules.impermanence = throw "a PantherOS module imports upstream";
         }};
-        kind = m: if builtins.isPath m then "path" else map toString m.imports;
+        kind = m: if builtins.isPath m then toString m else "not a path";
       in builtins.mapAttrs (_: kind) flake.nixosModules
     """
     exported = nix_eval_json(expr)
     modules = REPO / "nix" / "modules"
-    assert exported["storage"] == exported["security"] == exported["manifest"] == "path"
-    for name, file in [("impermanence", "impermanence"), ("default", "default")]:
-        assert exported[name] == [str(modules / f"{file}.nix"), "/upstream/nixos.nix"]
+    names = ["storage", "impermanence", "security", "roles", "manifest", "users", "default"]
+    assert exported == {name: str(modules / f"{name}.nix") for name in names}
     for check in ["rollback", "retention", "diff", "audit"]:
         assert f"./nix/tests/{check}.nix" in (REPO / "flake.nix").read_text()
 
@@ -128,7 +131,16 @@ def rejected(tmp_path: Path, host: str) -> str:
     return proc.stderr
 
 
-BASE = """
+# An administrator as D90/D93 want one: an SSH key to log in, a password on /persist for sudo.
+ADMIN = """
+  users.users.op = {
+    isNormalUser = true;
+    extraGroups = [ "wheel" ];
+    openssh.authorizedKeys.keys = [ "ssh-ed25519 AAAA op@x" ];
+    hashedPasswordFile = "/persist/secrets/passwords/op";
+  };
+"""
+BARE = """
 { lib, ... }: {
   networking.hostName = "demo";
   boot.initrd.systemd.enable = true;
@@ -137,7 +149,9 @@ BASE = """
   %s
 }
 """
+BASE = BARE.replace("  %s\n", ADMIN.replace("%", "%%") + "  %s\n")
 SECURE = BASE % 'pantheros.security.enable = true; pantheros.security.level = "%s"; %s'
+SECURE_BARE = BARE % 'pantheros.security.enable = true; pantheros.security.level = "%s"; %s'
 BOOTSTEP = "/nix/store/00000000000000000000000000000000-pantheros-bootstep"
 DEVICE_UNIT = "dev-disk-by\\x2dlabel-pantheros.device"
 
@@ -293,16 +307,28 @@ def test_tmp_is_nixos_tmpfs_and_noexec_moves_the_build_directory(
     tmp_path: Path, level: str
 ) -> None:
     out = evaluated(tmp_path, SECURE % (level, ""))
-    wanted = next(c for c in TABLE["checks"] if c["id"] == "mount.tmp")["levels"][level]["set"]
+    check = next(c for c in TABLE["checks"] if c["id"] == "mount.tmp")
+    if level not in check["levels"]:
+        # baseline changes no mount (D94): /tmp stays on the root.
+        assert out["tmp"]["useTmpfs"] is False
+        assert "/tmp" not in out["fileSystems"]
+        assert not [m for m in out["mounts"] if m["name"] == "tmp.mount"]
+        return
+    wanted = check["levels"][level]["set"]
+    nixos_options = [
+        *("mode=1777", "strictatime", "rw", "nosuid", "nodev"),
+        *("size=50%", "huge=never"),
+    ]
     if "noexec" in wanted:
         assert out["tmp"]["useTmpfs"] is False
         options = out["fileSystems"]["/tmp"]["options"]
-        assert options == [*out["tmp"]["tmpfsFinalOptions"], "noexec"]
+        assert options == [*nixos_options, "noexec"]
         assert out["services"]["nix-daemon"]["environment"]["TMPDIR"] == "/var/tmp"
     else:
         assert out["tmp"]["useTmpfs"] is True
         assert "/tmp" not in out["fileSystems"]
         [mount] = [m for m in out["mounts"] if m["name"] == "tmp.mount"]
+        assert mount["mountConfig"]["Options"].split(",") == nixos_options
         assert set(wanted) <= set(mount["mountConfig"]["Options"].split(","))
         assert "nix-daemon" not in out["services"]
 
@@ -314,16 +340,15 @@ def test_noexec_tmp_refuses_a_second_tmp_mount(tmp_path: Path) -> None:
 
 
 @needs_lib
-def test_strict_uses_protectproc_not_hidepid(tmp_path: Path) -> None:
-    ssh = (
-        'services.openssh.enable = true; users.users.op = { isNormalUser = true; password = "x"; };'
-    )
-    out = evaluated(tmp_path, SECURE % ("strict", ssh))
+def test_strict_leaves_proc_and_the_login_namespaces_alone(tmp_path: Path) -> None:
+    """No hidepid (logind), no ProtectProc on logins (a private mount namespace each): D94."""
+    out = evaluated(tmp_path, SECURE % ("strict", "services.openssh.enable = true;"))
     assert not any(o.startswith("hidepid") for o in out["specialFileSystems"]["/proc"]["options"])
     for service in ["getty@", "serial-getty@", "sshd"]:
-        assert out["services"][service]["serviceConfig"]["ProtectProc"] == "invisible"
+        assert "ProtectProc" not in out["services"].get(service, {}).get("serviceConfig", {})
     waiver = out["manifest"]["security"]["waivers"]["mount.proc"]["reason"]
     assert "cgroups v2" in waiver
+    assert "private mount namespace" in waiver
     # The audit reads the same manifest: the check is reported as waived, with this reason.
     assert manifests.load_document(out["manifest"]).security.waivers["mount.proc"] == waiver
 
@@ -399,7 +424,7 @@ def test_persisted_files_keep_their_mode_and_parents_their_declaration(tmp_path:
     assert files["/var/lib/app/key"] == {"user": "app", "group": "app", "mode": "0750"}
     assert files["/etc/from-file.conf"] == {"user": "root", "group": "root", "mode": "0755"}
     # One table, two readers: panther fills in what the file leaves out as the module does.
-    for entry in hostfile.entries(hostfile.read(data)):
+    for entry in hostfile.entries(hostfile.read(hostfile.HostFile(data, None))):
         assert dataclasses.asdict(entry) == paths[entry.path]
 
 
@@ -467,6 +492,7 @@ def test_what_would_break_boot_fails_evaluation(tmp_path: Path, setting: str, me
 )
 @pytest.mark.scenario("nixos-semantics: The flake exports what users import")
 @pytest.mark.scenario("nixos-modules: Typos, wrong types and priority clashes fail as in NixOS")
+@pytest.mark.scenario("nixos-semantics: Typo or wrong type fails")
 def test_typos_and_wrong_types_fail_as_in_nixos(tmp_path: Path, setting: str, error: str) -> None:
     assert error in rejected(tmp_path, BASE % setting)
 
@@ -499,8 +525,11 @@ def test_derived_values_are_read_only(tmp_path: Path) -> None:
 @needs_lib
 @pytest.mark.parametrize("role", ["workstation", "server"])
 def test_roles(tmp_path: Path, role: str) -> None:
-    extra = 'users.users.op = { isNormalUser = true; hashedPasswordFile = "/persist/op"; };'
-    out = evaluated(tmp_path, BASE % f'pantheros.role = "{role}"; {extra}')
+    extra = (
+        'users.users.op = { isNormalUser = true; extraGroups = [ "wheel" ]; '
+        'hashedPasswordFile = "/persist/op"; };'
+    )
+    out = evaluated(tmp_path, BARE % f'pantheros.role = "{role}"; {extra}')
     manifest = manifests.load_document(out["manifest"])
     expected = {"workstation": ("hardened", "boot-dirty"), "server": ("strict", "fail-closed")}[
         role
@@ -530,7 +559,9 @@ def test_role_persistence_follows_the_services_the_host_runs(tmp_path: Path) -> 
     ],
 )
 def test_ssh_without_a_way_in_is_refused(tmp_path: Path, users: str) -> None:
-    out = evaluated(tmp_path, SECURE % ("hardened", f"services.openssh.enable = true; {users}"))
+    out = evaluated(
+        tmp_path, SECURE_BARE % ("hardened", f"services.openssh.enable = true; {users}")
+    )
     assert any("the owner would be locked out" in m for m in out["failedAssertions"])
 
 
@@ -608,7 +639,7 @@ def test_importing_the_modules_changes_nothing_until_the_host_opts_in(
     ],
 )
 def test_each_feature_module_works_alone(tmp_path: Path, module: str, host: str, fact: str) -> None:
-    out = evaluated(tmp_path, f"{{ ... }}: {{ {host} }}", "--argstr", "module", module)
+    out = evaluated(tmp_path, f"{{ ... }}: {{ {host} {ADMIN} }}", "--argstr", "module", module)
     assert out["failedAssertions"] == []
     assert out["etc"] == ["pantheros/manifest.json"]
     manifests.load_document(out["manifest"], module)
@@ -684,6 +715,8 @@ def test_the_vm_tests_pantheros_settings_evaluate(tmp_path: Path) -> None:
     host = f"""
       {{ ... }}: {{
         imports = [ (import {REPO}/nix/tests/lib.nix {{ pkgs = null; self = null; }}).pantheros ];
+        # What NixOS's test driver gives root: a console login without a password.
+        users.users.root.initialHashedPassword = "";
         boot.initrd.systemd.enable = true;
         pantheros.storage.enable = true;
         pantheros.impermanence.enable = true;
@@ -758,3 +791,22 @@ def test_units_are_written_as_nixos_writes_them(tmp_path: Path) -> None:
         "sysinit.target": ["pantheros-demo.service"],
     }
     assert units["requires"] == {"sysroot.mount": ["pantheros-demo.service"]}
+
+
+@needs_lib
+def test_strict_tmp_takes_nixos_own_options_where_nixos_exposes_them(tmp_path: Path) -> None:
+    """Newer NixOS declares boot.tmp.tmpfsFinalOptions; the strict /tmp mount then uses it."""
+    newer = """
+      options.boot.tmp.tmpfsFinalOptions = lib.mkOption {
+        type = lib.types.listOf lib.types.str;
+        readOnly = true;
+      };
+      config.boot.tmp.tmpfsFinalOptions = [ "mode=1777" "rw" "nosuid" "nodev" "size=2G" ];
+    """
+    module = tmp_path / "newer-nixos.nix"
+    module.write_text(f"{{ lib, ... }}: {{ {newer} }}")
+    out = evaluated(tmp_path, SECURE % ("strict", f"imports = [ {module} ];"))
+    assert out["fileSystems"]["/tmp"]["options"] == [
+        *("mode=1777", "rw", "nosuid", "nodev", "size=2G"),
+        "noexec",
+    ]

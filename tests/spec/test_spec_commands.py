@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from pantheros.spec import archive, parse
-from tests.helpers import one_line_error
+from panther_spec import archive, parse
 from tests.spec import corpus
-from tests.spec.tools import ENV, REPO, panther
+from tests.spec.tools import ENV, REPO, one_line_error, panther
 
 
 def test_the_projects_own_specs_validate_strictly() -> None:
@@ -48,7 +48,8 @@ def test_trace_reports_an_uncovered_scenario(tmp_path: Path) -> None:
     (tmp_path / "tests").mkdir()
     proc = panther(tmp_path, "trace", "--strict")
     assert proc.returncode == 1
-    assert "✗ auth: good password" in proc.stdout
+    assert "auth: good password  (no test names it)" in proc.stdout
+    assert "✓" not in proc.stdout  # no mark that reads as a pass
 
 
 def test_new_scaffolds_a_change_that_validates(tmp_path: Path) -> None:
@@ -293,7 +294,7 @@ def test_trace_results_reports_from_a_whole_test_run(tmp_path: Path) -> None:
     root = _traced_project(tmp_path, answer=0)
     results = tmp_path / "results.json"
     run = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "pantheros.spec.pytest_trace", "-q", "tests"],
+        [sys.executable, "-m", "pytest", "-p", "panther_spec.pytest_trace", "-q", "tests"],
         cwd=root,
         env={**ENV, "PANTHER_TRACE_OUT": str(results)},
         capture_output=True,
@@ -333,7 +334,7 @@ def test_trace_results_reports_from_a_whole_test_run(tmp_path: Path) -> None:
 )
 def test_no_root_is_one_error_line_or_openspecs_json(tmp_path: Path, argv: list[str]) -> None:
     proc = panther(tmp_path, *argv)
-    assert proc.returncode == 1, proc.stderr
+    assert proc.returncode == 2, proc.stderr  # bad input (docs/cli.md); 1 with --json
     assert proc.stdout == ""
     line = one_line_error(proc)
     assert "No OpenSpec root found" in line or "Unknown change 'x'" in line
@@ -347,5 +348,46 @@ def test_an_unknown_item_is_one_error_line(tmp_path: Path) -> None:
     (tmp_path / "openspec" / "specs").mkdir(parents=True)
     for argv in (["show", "nope"], ["validate", "nope"], ["archive", "nope", "-y"]):
         proc = panther(tmp_path, *argv)
-        assert proc.returncode == 1, proc.stderr
+        assert proc.returncode == 2, proc.stderr
         assert "nope" in one_line_error(proc)
+
+
+ALONE = (
+    "import sys\n"
+    "sys.modules['pantheros'] = None  # any import of pantheros fails\n"
+    "from panther_spec.cli import main\n"
+    "raise SystemExit(main(sys.argv[1:]))\n"
+)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["list", "--json"],
+        ["list", "--specs"],
+        ["validate", "--all", "--json"],
+        ["show", "auth", "--json"],
+        ["show", "nope"],
+        ["status", "--all", "--json"],
+        ["diff", "c-full-merge"],
+        ["archive", "c-full-merge"],
+        ["view"],
+    ],
+)
+def test_panther_spec_alone_is_panther_spec(tmp_path: Path, argv: list[str]) -> None:
+    """panther_spec imports nothing of pantheros, and `panther-spec` says what `panther spec`
+    says, byte for byte but for the name in an error line, with the same exit code."""
+    corpus.write(tmp_path)
+    ours = panther(tmp_path, *argv)
+    alone = subprocess.run(
+        [sys.executable, "-c", ALONE, *argv],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    timing = re.compile(r'"durationMs": \d+')  # how long validation took differs from run to run
+    assert alone.returncode == ours.returncode
+    assert timing.sub("", alone.stdout) == timing.sub("", ours.stdout)
+    assert alone.stderr.replace("panther-spec: error:", "panther: error:") == ours.stderr

@@ -50,3 +50,12 @@ def panther(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         panther_argv(*args), cwd=cwd, env=ENV, capture_output=True, text=True, check=False
     )
+
+
+def one_line_error(proc: subprocess.CompletedProcess[str], prog: str = "panther") -> str:
+    """Assert the failure is one clear line on stderr and return it."""
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode != 0, proc.stderr
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"{prog}: error: "), proc.stderr
+    return lines[0]

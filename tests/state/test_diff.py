@@ -1,9 +1,10 @@
-"""`panther diff` against the truth a mutation script recorded, by send stream and by walk."""
+"""`panther diff` against the truth a mutation script recorded, by the trees, send and walk."""
 
 from __future__ import annotations
 
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,7 @@ def bless_blank(lab: Path) -> None:
         btrfs.set_readonly(blank, False)
         btrfs.delete_subvolume(blank)
         btrfs.snapshot(top / "root", blank, readonly=True)
+    assert panther("blank", "bless", "--lab", str(lab), "--yes").returncode == 0
     assert panther("lab", "up", str(lab)).returncode == 0
     assert panther("lab", "reboot", str(lab)).returncode == 0
 
@@ -58,7 +60,7 @@ def as_text(path: bytes) -> str:
 
 
 @pytest.mark.scenario("diff-and-persist: Every change reported")
-@pytest.mark.parametrize("method", ["send", "walk"])
+@pytest.mark.parametrize("method", ["tree", "send", "walk"])
 def test_every_change_is_reported_and_nothing_else(
     mutated: tuple[Path, mutate.Truth], method: str
 ) -> None:
@@ -76,8 +78,10 @@ def test_every_change_is_reported_and_nothing_else(
 def test_methods_agree_and_times_are_behind_a_flag(mutated: tuple[Path, mutate.Truth]) -> None:
     lab, truth = mutated
     send = diff_json(lab, "--method", "send", "--times")
-    walk = diff_json(lab, "--method", "walk", "--times")
-    assert send.keys() == walk.keys()
+    for method in ("tree", "walk"):
+        other = diff_json(lab, "--method", method, "--times")
+        kinds = {p: c["kind"] for p, c in other.items()}
+        assert kinds == {p: c["kind"] for p, c in send.items()}, method
     touched = [as_text(p) for p, k in truth.items() if k == "times"]
     for path in touched:
         assert send[path]["kind"] == "times"
@@ -103,14 +107,15 @@ def test_filters_persisted_ignored_and_managed(workdir: Path) -> None:
     lab = workdir / "lab"
     assert panther("lab", "up", str(lab), "--size", "1G").returncode == 0
     root = lab / "mnt"
-    (root / "etc").mkdir()
+    (root / "etc").mkdir(exist_ok=True)
     (root / "etc" / "keep-me").write_text("shown")
     (root / "etc" / "ignored.log").write_text("ignored")
     os.symlink("/etc/static/hosts", root / "etc" / "hosts")  # a NixOS-managed link
     (root / "var" / "cache").mkdir()
     (root / "var" / "cache" / "junk").write_text("x")
     (lab / "diff-ignore").write_text("# caches\n/var/cache\n")
-    (root / "var" / "lib" / "nixos").mkdir(parents=True)
+    # The first boot's bind mount taken away: what lies in the root's own /var/lib/nixos.
+    subprocess.run(["umount", str(root / "var" / "lib" / "nixos")], check=True)
     (root / "var" / "lib" / "nixos" / "uid-map").write_text("{}")  # declared persistent
     found = diff_json(lab, "--ignore", "*.log")
     assert "/etc/keep-me" in found
@@ -190,3 +195,39 @@ def test_hostile_names_and_nested_subvolumes_are_listed_once_a_line_each(lab: Pa
     paths = [c["path"] for c in found]
     assert len(paths) == len(set(paths)) == 6
     assert {c["path"]: c["type"] for c in found}["/outer/inner"] == "subvolume"
+
+
+def test_a_missing_blank_is_one_line_in_the_machine_s_words(lab: Path) -> None:
+    """The top level is a private mount: its path means nothing to the user, and a path is
+    text, never a bytes repr."""
+    machine = Machine.select(str(lab))
+    with machine.top_level() as top:
+        os.rename(top / "root-blank", top / "kept-blank")
+    try:
+        proc = panther("diff", "--lab", str(lab))
+        line = one_line_error(proc)
+        assert line == (
+            "panther: error: the blank snapshot root-blank is missing: nothing to diff against"
+        )
+        assert proc.returncode == 1
+    finally:
+        with machine.top_level() as top:
+            os.rename(top / "kept-blank", top / "root-blank")
+    assert panther("diff", "--lab", str(lab)).returncode == 0
+
+
+def test_a_killed_diff_s_snapshot_is_removed_by_the_next(lab: Path) -> None:
+    machine = Machine.select(str(lab))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    with machine.top_level() as top:
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{dead.pid}", readonly=True)
+        btrfs.snapshot(top / "root", top / f".pantheros-diff-{os.getpid()}", readonly=True)
+        (top / f".pantheros-diff-empty-{dead.pid}").mkdir()  # not a subvolume: not touched
+    proc = panther("diff", "--lab", str(lab))
+    assert proc.returncode == 0, proc.stderr
+    with machine.top_level() as top:
+        left = sorted(p.name for p in top.iterdir() if p.name.startswith(".pantheros-diff"))
+        assert left == [f".pantheros-diff-{os.getpid()}", f".pantheros-diff-empty-{dead.pid}"]
+        btrfs.delete_subvolume(top / f".pantheros-diff-{os.getpid()}")
+        (top / f".pantheros-diff-empty-{dead.pid}").rmdir()

@@ -11,12 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from pantheros import btrfs, locking
+from pantheros import btrfs, locking, mounttable
 from pantheros.errors import Refused
 from pantheros.fsutil import remove_path
 from pantheros.lab.lab import Lab
 from pantheros.state.persist import KILL_AFTER_ENV
-from pantheros.storage import blockdev
 from tests.helpers import one_line_error, panther
 
 pytestmark = pytest.mark.root
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.root
 
 def mounts_under(path: Path) -> list[str]:
     prefix = str(path.resolve()) + "/"
-    return sorted(m.mountpoint for m in blockdev.mountinfo() if m.mountpoint.startswith(prefix))
+    return sorted(m.mountpoint for m in mounttable.mountinfo() if m.mountpoint.startswith(prefix))
 
 
 def journals(lab: Path) -> list[str]:
@@ -99,14 +98,14 @@ def test_a_symlink_to_the_host_or_to_persist_changes_nothing(lab: Path, workdir:
 
 def test_a_symlink_itself_and_a_symlinked_copy_are_refused(lab: Path) -> None:
     mnt = lab / "mnt"
-    (mnt / "etc").mkdir()
+    (mnt / "etc").mkdir(exist_ok=True)
     (mnt / "etc" / "real").write_text("x")
     (mnt / "etc" / "link").symlink_to("real")
     proc = panther("persist", "add", "/etc/link", "--lab", str(lab))
     assert "is a symlink (to real)" in one_line_error(proc)
-    (mnt / "var" / "lib" / "app").mkdir(parents=True)
-    (mnt / "persist" / "var").symlink_to("/etc")
-    proc = panther("persist", "add", "/var/lib/app", "--lab", str(lab))
+    (mnt / "srv" / "app").mkdir(parents=True)
+    (mnt / "persist" / "srv").symlink_to("/etc")
+    proc = panther("persist", "add", "/srv/app", "--lab", str(lab))
     assert "symlink on its way in persistent storage" in one_line_error(proc)
     assert recorded(lab) == []
     assert journals(lab) == []
@@ -231,7 +230,7 @@ def test_an_unmounted_or_wrong_persist_is_refused(lab: Path) -> None:
 
 @pytest.mark.scenario("state-safety: Second writer waits or is busy")
 def test_one_writer_busy_without_waiting(lab: Path) -> None:
-    (lab / "mnt" / "etc").mkdir()
+    (lab / "mnt" / "etc").mkdir(exist_ok=True)
     (lab / "mnt" / "etc" / "x").write_text("x")
     with locking.exclusive(lab / ".lock", what="the lab"):
         for argv in (["persist", "add", "/etc/x"], ["persist", "remove", "/etc/x"],
@@ -245,7 +244,7 @@ def test_one_writer_busy_without_waiting(lab: Path) -> None:
 
 def test_list_states_and_bad_paths(lab: Path) -> None:
     mnt = lab / "mnt"
-    (mnt / "etc").mkdir()
+    (mnt / "etc").mkdir(exist_ok=True)
     (mnt / "etc" / "adjtime").write_text("0.0 0 0.0\n")
     (mnt / "var" / "lib" / "app").mkdir(parents=True)
     (mnt / "var" / "lib" / "app" / "db").write_text("db")
@@ -261,11 +260,12 @@ def test_list_states_and_bad_paths(lab: Path) -> None:
     assert states["/etc/adjtime"] == "ok"
     assert states["/var/lib/app"] == "ok"
     (lab / "mnt" / "persist" / "var" / "lib" / "app" / "db").unlink()
+    (lab / "mnt" / "persist" / "etc" / "ssh" / "ssh_host_ed25519_key.pub").unlink()
     assert panther("lab", "down", str(lab)).returncode == 0
     states = listing()
     assert states["/etc/adjtime"] == "machine down"
     assert states["/var/lib/app"] == "machine down"
-    assert states["/var/lib/nixos"] == "missing data"
+    assert states["/etc/ssh/ssh_host_ed25519_key.pub"] == "missing data"
     assert panther("lab", "up", str(lab)).returncode == 0
 
     proc = panther("persist", "add", "/", "--lab", str(lab))
@@ -304,8 +304,9 @@ def test_two_adds_of_one_path_at_once(lab: Path) -> None:
     with ThreadPoolExecutor(2) as pool:
         procs = list(pool.map(lambda _: panther("persist", "add", "/var/lib/app", "--lab",
                                                 str(lab)), range(2)))  # fmt: skip
-    assert sorted(p.returncode for p in procs) == [0, 5], [p.stderr for p in procs]
-    loser = next(p for p in procs if p.returncode == 5)
+    # The second finds it done: "already persistent" is bad input (2), as in docs/cli.md.
+    assert sorted(p.returncode for p in procs) == [0, 2], [p.stderr for p in procs]
+    loser = next(p for p in procs if p.returncode == 2)
     assert loser.stderr.splitlines()[-1].endswith("/var/lib/app is already persistent")
     assert (app / "db").read_bytes() == before
     assert journals(lab) == []
@@ -398,3 +399,58 @@ def test_a_malformed_persistence_file_or_journal_is_one_line_and_changes_nothing
     assert proc.returncode == 2
     assert (app / "db").read_text() == "data"
     assert mounts_under(app) == []
+
+
+@pytest.mark.parametrize(
+    ("item", "says"),
+    [
+        ({"directory": "/var/lib/app", "mode": "07777777"}, "$.directories[0].mode"),
+        ({"directory": "/var/lib/app", "mode": "8"}, "$.directories[0].mode"),
+        ({"directory": "/../../../etc"}, "$.directories[0].directory"),
+        ({"directory": "/var//lib"}, "$.directories[0].directory"),
+        ({"directory": "/var/lib/app\n"}, "$.directories[0].directory"),
+        ({"directory": "/var/lib/app", "user": "a b"}, "$.directories[0].user"),
+        ({"directory": "/var/lib/app", "owner": "root"}, "$.directories[0]"),
+        ({"directory": "/home/alice"}, "/home/alice lies on the home subvolume"),
+        ({"directory": "/var"}, "/var holds the mount point /var/log"),
+    ],
+)
+def test_a_persistence_entry_is_held_to_the_manifest_s_rules(
+    bare_lab: Path, item: dict[str, str], says: str
+) -> None:
+    """A mode is 0 to 07777 and a path absolute and normalised, as in the manifest: what the
+    file says is what the NixOS module would declare, so a bad one is refused, not guessed.
+    (A lab that persists nothing of /etc, so that /persist/etc appearing would be `add`'s.)"""
+    lab = bare_lab
+    host_file = lab / "persistence.json"
+    host_file.write_text(json.dumps({"version": 1, "directories": [item]}))
+    for argv in (["list"], ["stray"], ["add", "/etc"]):
+        proc = panther("persist", *argv, "--lab", str(lab))
+        line = one_line_error(proc)
+        assert line.startswith(f"panther: error: the persistence file {host_file} is not valid: ")
+        assert says in line
+        assert "symlink" not in line
+        assert proc.returncode == 2
+    proc = panther("diff", "--lab", str(lab))
+    assert says in one_line_error(proc)
+    assert not (lab / "mnt" / "persist" / "etc").exists()
+
+
+def test_stray_never_lists_through_a_symlink(lab: Path, workdir: Path) -> None:
+    host = workdir / "host-secrets"
+    host.mkdir()
+    (host / "lib").mkdir()
+    (host / "lib" / "host-only").write_text("x")
+    app = lab / "mnt" / "var" / "lib" / "app"
+    app.mkdir(parents=True)
+    assert panther("persist", "add", "/var/lib/app", "--lab", str(lab)).returncode == 0
+    persist = lab / "mnt" / "persist"
+    os.rename(persist / "var", persist / "var-kept")
+    (persist / "var").symlink_to(host)  # /persist/var/lib/app's parent, now the host's
+    proc = panther("persist", "stray", "--lab", str(lab), "--json")
+    assert proc.returncode == 0, proc.stderr
+    found = json.loads(proc.stdout)
+    assert "/persist/var" in found  # as the machine sees it
+    assert not any("host-only" in path for path in found)
+    states = json.loads(panther("persist", "list", "--lab", str(lab), "--json").stdout)
+    assert {s["path"]: s["state"] for s in states}["/var/lib/app"] == "symlink on the path"

@@ -77,5 +77,5 @@ def test_format_refuses_a_layout_whose_mapping_name_is_open(
     monkeypatch.setattr(layout, "device_mapper_available", lambda: True)
     monkeypatch.setattr(layout, "is_open", lambda name: name == manifest.storage.luks.name)
     with pytest.raises(Refused, match="already open"):
-        layout.preflight(manifest, str(image), yes_wipe=True, secret=luks.Secret(key_file=str(key)))
+        layout.preflight(manifest, str(image), secret=luks.Secret(key_file=str(key)))
     assert image.stat().st_size == 0

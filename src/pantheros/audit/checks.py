@@ -183,7 +183,13 @@ def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Fin
         if not system.live:
             f.reason = "offline tree: the request is checked, not its effect"
             return
-        state, actual, why = CMDLINE_EFFECTS[param](system, param)
+        try:
+            state, actual, why = CMDLINE_EFFECTS[param](system, param)
+        except NotApplicable as exc:
+            f.location, f.line = EFFECT_EVIDENCE[param], None
+            f.actual = "present" if present else "absent"
+            f.skip(str(exc), applicable=False)
+            return
         f.location, f.line = EFFECT_EVIDENCE[param], None
         if state is None:
             f.skip(f"cannot see what is in force: {why}")
@@ -207,8 +213,16 @@ def _cmdline(spec: dict[str, Any], level: dict[str, Any], system: System, f: Fin
 Effect = tuple[bool | None, str, str]
 
 
+class NotApplicable(Exception):
+    """The check cannot hold on this machine whatever is configured; the message says why."""
+
+
 def _lockdown_in_force(system: System, param: str) -> Effect:
-    """The kernel ignores lockdown= unless the lockdown LSM is built in and active."""
+    """The kernel ignores lockdown= unless the lockdown LSM is built in and active.
+
+    A kernel built without it (NixOS's kernels are: the LSM needs module signing) makes the
+    check not applicable, with that reason; one that has it but does not start it fails.
+    """
     wanted = param.split("=", 1)[1]
     mode = system.lockdown
     if mode in LOCKDOWN_ORDER:
@@ -216,10 +230,14 @@ def _lockdown_in_force(system: System, param: str) -> Effect:
         return good, f"{mode} in force", ""
     lsm = system.lsm
     config = system.kernel_config or {}
-    if lsm is not None and "lockdown" not in lsm:
-        return False, "no lockdown", "the lockdown LSM is not active (LSMs: " + ",".join(lsm) + ")"
     if config and config.get("CONFIG_SECURITY_LOCKDOWN_LSM") != "y":
-        return False, "no lockdown", "the kernel is built without the lockdown LSM"
+        raise NotApplicable(
+            "the running kernel is built without the lockdown LSM (CONFIG_SECURITY_LOCKDOWN_LSM;"
+            " NixOS's kernels are), so lockdown= has no effect: boot a kernel built with it"
+        )
+    if lsm is not None and "lockdown" not in lsm:
+        hint = ": list it in lsm= (security.lsm on NixOS)" if config else ""
+        return False, "no lockdown", f"the lockdown LSM is not active (LSMs: {','.join(lsm)}){hint}"
     return None, "", "/sys/kernel/security/lockdown is not readable"
 
 
@@ -597,6 +615,7 @@ def run_checks(
     system: System, level: str, waivers: dict[str, str], table: dict[str, Any] | None = None
 ) -> Iterator[Finding]:
     table = table or load_table()
+    system.start_inventory()  # the file walk runs while the checks before it do
     for spec in table["checks"]:
         levels = spec["levels"]
         if level not in levels:

@@ -7,32 +7,30 @@ there is no filesystem to ask and they are skipped for lack of evidence.
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pantheros import btrfs
+from pantheros import btrfs, mounttable
 from pantheros.audit import fixes
 from pantheros.audit.checks import Finding, Status, impermanence_findings, waive
 from pantheros.audit.system import System
-from pantheros.audit.tree import Tree
 from pantheros.errors import PantherError
 from pantheros.impermanence import blank, retention
 from pantheros.impermanence.oldroots import OldRoots
 from pantheros.impermanence.rollback import RECORD_FILE, boot_id
+from pantheros.impermanence.status import RollbackRecord
 from pantheros.machine import Machine
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import RECORD_DIR, Design, Role, Subvolume
 from pantheros.state import persist
-from pantheros.storage import blockdev
 
 FRESH = ("fresh", "already-fresh")
-REBOOT = "reboot: the initrd rolls the root back (the lab: panther lab reboot DIR)"
+NO_RECORD = "no rollback has been recorded"
 
 
 @dataclass
@@ -53,9 +51,9 @@ class Facts:
     def is_host(self) -> bool:
         return self.machine.lab is None
 
-    def mount(self, mountpoint: str) -> blockdev.MountEntry | None:
+    def mount(self, mountpoint: str) -> mounttable.MountEntry | None:
         """The topmost mount at the machine's mountpoint, as this host sees it."""
-        return blockdev.mount_at(self.machine.host_path(mountpoint))
+        return mounttable.mount_at(self.machine.host_path(mountpoint))
 
     @property
     def persist(self) -> Subvolume:
@@ -63,14 +61,41 @@ class Facts:
         assert sub is not None, "validated manifests have a persist subvolume"
         return sub
 
+    @property
+    def lab(self) -> str:
+        """The lab's directory, quoted for a command line ("" on the host)."""
+        return fixes.q(str(self.machine.lab.directory)) if self.machine.lab else ""
+
+    def on(self, command: str) -> str:
+        """command as it acts on this machine: with `--lab DIR` on the lab."""
+        return f"{command} --lab {self.lab}" if self.lab else command
+
+    @property
+    def never_booted(self) -> bool:
+        """A lab with no rollback recorded has not booted yet: there is no boot to judge."""
+        return (
+            self.machine.lab is not None
+            and self.record is None
+            and self.record_problem == (NO_RECORD)
+        )
+
+    @property
+    def reboot(self) -> str:
+        if self.lab:
+            return f"panther lab reboot {self.lab} (a boot, as the initrd rolls the root back)"
+        return "reboot: the initrd rolls the root back"
+
     def record_path(self) -> str:
         return f"{self.persist.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
 
 
 def _root_fresh(facts: Facts, f: Finding) -> None:
     st = facts.manifest.storage
+    if facts.never_booted:
+        f.skip(f"the lab has not booted yet ({facts.reboot})")
+        return
     f.nixos = [("pantheros.impermanence.enable", True)]
-    f.plain_fix = REBOOT
+    f.plain_fix = facts.reboot
     mount = facts.mount("/")
     root_info = btrfs.subvolume_info(facts.top / st.root.name)
     if mount is None or mount.fstype != "btrfs":
@@ -125,13 +150,15 @@ def _blank(facts: Facts, f: Finding) -> None:
             f'(cd "{new}" && mkdir -p {" ".join("." + p for p in points)}) && '
             f'btrfs subvolume delete "$top/{name}" && '
             f'btrfs subvolume snapshot -r "{new}" "$top/{name}" && '
-            f'btrfs subvolume delete "{new}"; umount "$top"'
+            f'btrfs subvolume delete "{new}"; umount "$top"; '
+            # The remade blank is a new subvolume: record it as the blank (D80).
+            "panther blank bless --yes"
         )
 
 
 def _old_roots(facts: Facts, f: Finding) -> None:
     f.nixos_note = "the pantheros-roots-gc timer applies pantheros.impermanence.retention"
-    f.plain_fix = "panther roots gc"
+    f.plain_fix = facts.on("panther roots gc")
     policy = facts.manifest.impermanence.retention
     roots, strays = OldRoots(facts.top, facts.manifest.storage).scan()
     writable = [r.name for r in roots if not r.info.readonly]
@@ -163,8 +190,12 @@ def _old_roots(facts: Facts, f: Finding) -> None:
 def _rollback(facts: Facts, f: Finding) -> None:
     f.location = facts.record_path()
     f.nixos_note = "read `journalctl -b -u pantheros-rollback`, fix what it names, reboot"
-    f.plain_fix = REBOOT
+    f.plain_fix = facts.reboot
     record = facts.record
+    if facts.never_booted:
+        f.nixos_note = f.plain_fix = ""
+        f.skip(f"the lab has not booted yet ({facts.reboot})")
+        return
     if record is None:
         f.status, f.reason = Status.FAIL, facts.record_problem
         return
@@ -195,7 +226,7 @@ def _mounts(facts: Facts, f: Finding) -> None:
         if mount is None or mount.option("subvolid") != str(info.id):
             what = "nothing" if mount is None else (mount.root or mount.source)
             problems.append(f"{sub.mountpoint} is not mounted from {sub.name} ({what} is there)")
-            f.plain_fix = f"mount {sub.mountpoint}  (the lab: panther lab up DIR)"
+            f.plain_fix = f"panther lab up {facts.lab}" if facts.lab else f"mount {sub.mountpoint}"
         else:
             seen.append(sub.mountpoint)
         if not sub.needed_for_boot:
@@ -226,7 +257,10 @@ def _entries_state(facts: Facts, paths: list[str]) -> list[str]:
 
 def _persistence(facts: Facts, f: Finding) -> None:
     paths = persist.declared_paths(facts.machine)
-    f.plain_fix = "panther persist add PATH for each path named (the lab: --lab DIR)"
+    f.plain_fix = facts.on("panther persist add PATH") + " for each path named"
+    if facts.lab:
+        # The lab's boot makes what a first boot makes (machine-id, SSH host keys, ...).
+        f.plain_fix = f"{facts.reboot}; for a path still without a copy: {f.plain_fix}"
     f.nixos_note = "the paths are declared; boot again so impermanence mounts them"
     problems = _entries_state(facts, paths)
     f.actual = f"{len(paths) - len(problems)}/{len(paths)} mounted"
@@ -244,7 +278,7 @@ def _identity(facts: Facts, f: Finding) -> None:
         keys = [p for p in declared if p.startswith("/etc/ssh/ssh_host_")]
         wanted += sorted(keys) or ["/etc/ssh/ssh_host_ed25519_key"]
     f.plain_fix = "; ".join(
-        f"panther persist add {fixes.q(p)}" for p in wanted if p not in declared
+        facts.on(f"panther persist add {fixes.q(p)}") for p in wanted if p not in declared
     )
     missing = [p for p in wanted if p not in declared]
     f.nixos = [("pantheros.impermanence.files", missing)] if missing else []
@@ -254,7 +288,9 @@ def _identity(facts: Facts, f: Finding) -> None:
     f.status = Status.FAIL if problems else Status.PASS
     f.reason = "; ".join(problems)
     if problems and not f.plain_fix:
-        f.plain_fix = "panther persist add " + " ".join(fixes.q(p) for p in wanted)
+        # Declared: the boot makes and mounts them (on the host, a rebuild and a reboot).
+        added = facts.on("panther persist add " + " ".join(fixes.q(p) for p in wanted))
+        f.plain_fix = facts.reboot if facts.lab else added
 
 
 def _persist_top(facts: Facts, f: Finding) -> None:
@@ -287,24 +323,14 @@ PROBES: dict[str, Callable[[Facts, Finding], None]] = {
 
 
 def read_record(top: Path, machine: Machine) -> tuple[dict[str, Any] | None, str]:
-    persist_sub = machine.manifest.persist
-    assert persist_sub is not None
-    tree = Tree(top)
-    rel = f"{persist_sub.name}/{RECORD_DIR}/{RECORD_FILE}"
+    """The last rollback's record, read and checked as `panther status` reads it."""
     try:
-        text = tree.read(rel)
-    finally:
-        tree.close()
-    if text is None:
-        why = tree.problems.get(rel, "missing")
-        return None, "no rollback has been recorded" if why == "missing" else f"the record is {why}"
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return None, "the rollback record is not JSON"
-    if not isinstance(data, dict):
-        return None, "the rollback record is not a JSON object"
-    return data, ""
+        record = RollbackRecord.read(top, machine.manifest)
+    except PantherError as exc:
+        return None, str(exc)
+    if record is None:
+        return None, "no rollback has been recorded"
+    return asdict(record), ""
 
 
 def run_checks(machine: Machine, system: System, waivers: dict[str, str]) -> Iterator[Finding]:

@@ -283,16 +283,30 @@ def _where(f: Finding) -> str:
     return f.location + (f":{f.line}" if f.line else "")
 
 
-def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> list[str]:
+def _tally(members: list[Finding]) -> str:
+    """What became of an area's checks, e.g. "3 pass, 1 fail" or "2 not applicable": only the
+    counts there are, so that a heading never reads as a failure it is not."""
+    counts = {
+        "pass": sum(1 for f in members if f.status is Status.PASS),
+        "fail": sum(1 for f in members if f.status is Status.FAIL),
+        "waived": sum(1 for f in members if f.status is Status.WAIVED),
+        "skipped": sum(1 for f in members if f.status is Status.SKIPPED and f.applicable),
+        "not applicable": sum(1 for f in members if not f.applicable),
+    }
+    return ", ".join(f"{n} {word}" for word, n in counts.items() if n)
+
+
+def text(
+    findings: list[Finding], context: dict[str, Any], verbose: bool, command: str = "panther audit"
+) -> list[str]:
+    """The report as lines; command: the audit as it was asked for (`panther audit --lab DIR`),
+    for the hint that names another run of it."""
     lines = [f"panther audit: {context['target']} at level {context['level']}"]
     areas: dict[str, list[Finding]] = defaultdict(list)
     for f in findings:
         areas[f.area].append(f)
     for area, members in areas.items():
-        passed = sum(1 for f in members if f.status is Status.PASS)
-        absent = sum(1 for f in members if not f.applicable)
-        tally = f"{passed}/{len(members)} pass" + (f", {absent} not applicable" if absent else "")
-        lines.append(ui.paint(f"\n{area} ({tally})", "bold"))
+        lines.append(ui.paint(f"\n{area} ({_tally(members)})", "bold"))
         for f in members:
             if f.status is Status.PASS and not verbose:
                 continue
@@ -338,5 +352,5 @@ def text(findings: list[Finding], context: dict[str, Any], verbose: bool) -> lis
             "evaluated, so the score says little"
         )
     if counts[Status.FAIL]:
-        lines.append("every NixOS fix in one module: panther audit --fix-snippet")
+        lines.append(f"every NixOS fix in one module: {command} --fix-snippet")
     return lines

@@ -18,9 +18,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from pantheros import process
+from pantheros import mounttable, process
+from pantheros.audit import inventory
 from pantheros.audit.tree import MAX_BYTES, Tree
-from pantheros.storage import blockdev
 
 SCAN_DIRS = (
     "bin",
@@ -67,6 +67,7 @@ class System:
 
     def __post_init__(self) -> None:
         self.tree = Tree(self.base)
+        self._walk: inventory.Walk | None = None
 
     def read(self, rel: str) -> str | None:
         return self.tree.read(rel)
@@ -189,7 +190,7 @@ class System:
         if self.live:
             found = None
             text = self.read("proc/self/mountinfo")
-            for mount in blockdev.parse_mountinfo(text or ""):
+            for mount in mounttable.parse_mountinfo(text or ""):
                 if mount.mountpoint == mountpoint:
                     found = Evidence(",".join(mount.all_options), "/proc/self/mountinfo")
             return found
@@ -310,22 +311,19 @@ class System:
         pruned = [f"{base}/{NIX_STORE}"]
         # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
         # inside the walk matter, and find tests every entry against each one.
-        for mount in blockdev.mountinfo():
+        for mount in mounttable.mountinfo():
             if not any(mount.mountpoint.startswith(top + "/") for top in tops):
                 continue
             if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):
                 pruned.append(mount.mountpoint)
         return sorted(set(pruned))
 
-    @cached_property
-    def special_files(self) -> tuple[list[str], list[str], list[str]]:
-        """(setuid/setgid files, files with capabilities, world-writable entries without sticky).
+    def start_inventory(self) -> None:
+        """Start the file walk now, to run while other checks do; special_files collects it."""
+        if self._walk is None and "special_files" not in self.__dict__:
+            self._walk = self._begin_walk()
 
-        One `find` pass over the system directories for all three. It does not follow symlinks
-        (so it stays in the tree), skips what `walk_pruned` names, and does not descend into a
-        root-owned directory that neither group nor others may search: only root reaches what
-        lies below. The capability xattr is then looked up on the executables it named.
-        """
+    def _begin_walk(self) -> inventory.Walk | None:
         base = self.base.resolve()
         # A top reached through a symlink anywhere on its way would lead the walk elsewhere.
         tops = [
@@ -334,79 +332,25 @@ class System:
             if (base / top).is_dir() and os.path.realpath(base / top) == str(base / top)
         ]
         if not tops:
+            return None
+        return inventory.Walk(str(base), tops, frozenset(self.walk_pruned()))
+
+    @cached_property
+    def special_files(self) -> tuple[list[str], list[str], list[str]]:
+        """(setuid/setgid files, files with capabilities, world-writable entries without sticky).
+
+        One pass over the system directories for all three; pantheros.audit.inventory says
+        what it leaves out and why, and how it shares the work.
+        """
+        walk, self._walk = self._walk or self._begin_walk(), None
+        if walk is None:
             return [], [], []
-        prune: list[str] = []
-        for path in self.walk_pruned():
-            # -path takes a glob: a literal path must not match what its brackets would.
-            prune += ["-path", re.sub(r"([\\*?\[])", r"\\\1", path), "-o"]
-        argv = [
-            "find",
-            *tops,
-            "(",
-            *prune[:-1],
-            ")",
-            "-prune",
-            "-o",
-            "-type",
-            "d",
-            "-uid",
-            "0",
-            "!",
-            "-perm",
-            "/011",
-            "-prune",
-            "-o",
-            "(",
-            "-type",
-            "f",
-            "(",
-            "-perm",
-            "/6000",
-            "-o",
-            "-perm",
-            "-0002",
-            "-o",
-            "-perm",
-            "/111",
-            ")",
-            "-o",
-            "-type",
-            "d",
-            "-perm",
-            "-0002",
-            "!",
-            "-perm",
-            "-1000",
-            ")",
-            "-printf",
-            "%m %y %p\\0",
-        ]
-        proc = process.run(argv, check=False, errors="surrogateescape")
-        if proc.returncode != 0:
+        found = walk.result()
+        if found.errors:
             self.notes.append(
-                "the file walk could not read everything: " + proc.stderr.strip()[:200]
+                "the file walk could not read everything: " + "; ".join(found.errors)[:200]
             )
-        suid: list[str] = []
-        caps: list[str] = []
-        writable: list[str] = []
-        cut = len(str(base).rstrip("/"))
-        for record in proc.stdout.split("\0"):
-            if not record:
-                continue
-            mode_text, kind, full = record.split(" ", 2)
-            mode = int(mode_text, 8)
-            rel = full[cut:]
-            if kind == "d" or mode & 0o002:
-                writable.append(rel)
-            if kind == "f" and mode & 0o6000:
-                suid.append(rel)
-            if kind == "f" and mode & 0o111:
-                try:
-                    os.getxattr(full, "security.capability", follow_symlinks=False)
-                    caps.append(rel)
-                except OSError:
-                    pass
-        return sorted(suid), sorted(caps), sorted(writable)
+        return found.suid, found.caps, found.writable
 
     @cached_property
     def kernel_config(self) -> dict[str, str] | None:

@@ -11,40 +11,17 @@ wanted it is skipped with that reason instead of hanging or reading the host.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pantheros.errors import PantherError
+from pantheros import files
+from pantheros.files import kind
 
 MAX_BYTES = 4 << 20  # larger than any configuration file the checks read
 STORE = "/nix/store/"
-
-_SYS_OPENAT2 = 437  # the same number on every Linux architecture (added in 5.6)
-_RESOLVE_NO_MAGICLINKS = 0x02
-_RESOLVE_IN_ROOT = 0x10
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class _OpenHow(ctypes.Structure):
-    _fields_ = (("flags", ctypes.c_uint64), ("mode", ctypes.c_uint64), ("resolve", ctypes.c_uint64))
-
-
-_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFDIR: "a directory",
-    stat.S_IFLNK: "a symlink",
-}
-
-
-def kind(mode: int) -> str:
-    return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
 @dataclass
@@ -76,18 +53,9 @@ class Tree:
         flags |= os.O_CLOEXEC if flags & os.O_PATH else os.O_CLOEXEC | os.O_NOCTTY
         if self._plain:
             return os.open(rel, flags, dir_fd=self._root)
-        how = _OpenHow(flags, 0, _RESOLVE_IN_ROOT | _RESOLVE_NO_MAGICLINKS)
-        fd: int = _libc.syscall(
-            _SYS_OPENAT2, self._root, os.fsencode(rel), ctypes.byref(how), ctypes.sizeof(how)
+        fd = files.openat2(
+            self._root, rel, flags, files.RESOLVE_IN_ROOT | files.RESOLVE_NO_MAGICLINKS
         )
-        if fd < 0:
-            err = ctypes.get_errno()
-            if err == errno.ENOSYS:
-                raise PantherError(
-                    "this kernel lacks openat2 (Linux 5.6 or newer), which reading "
-                    f"{self.base} safely needs"
-                )
-            raise OSError(err, os.strerror(err), rel)
         if self._prefix and not os.readlink(f"/proc/self/fd/{fd}").startswith(STORE):
             os.close(fd)
             raise OSError(errno.EXDEV, "leaves the Nix store", rel)

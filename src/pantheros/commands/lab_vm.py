@@ -1,31 +1,28 @@
-"""Command-line handlers of the lab's VM: `panther lab boot|ssh|console|poweroff`, and `status`
-and `reboot` when the lab is booted (otherwise those are pantheros.lab.commands')."""
+"""`panther lab boot|ssh|console|poweroff`: the lab's disk booted as a VM (pantheros.lab.vm).
+
+`lab status` and `lab reboot` of a booted lab are pantheros.commands.lab's, which ask here.
+"""
 
 from __future__ import annotations
 
-import argparse
 import os
 import select
 import sys
 import termios
 import time
 import tty
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pantheros import ui
 from pantheros.errors import ExitCode, UsageError
-from pantheros.lab import commands as lab_commands
 from pantheros.lab import vm as lab_vm
 from pantheros.lab.lab import Lab, default_dir, parse_size
 from pantheros.state.persist import hostfile
 
 ESCAPE = b"\x1d"  # Ctrl-]
 LINGER = 3.0  # seconds of console output shown after stdin (a pipe) ended
-
-
-def _lab(args: argparse.Namespace) -> Lab:
-    return Lab((Path(args.dir) if args.dir else default_dir()).resolve())
 
 
 def _memory_mib(text: str | None) -> int | None:
@@ -37,41 +34,63 @@ def _memory_mib(text: str | None) -> int | None:
     return mib
 
 
-def cmd_lab_boot(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Boot:
+    luks: bool
+    tpm: bool
+    level: str | None
+    memory: str | None
+    kernel_param: list[str] | None
+    size: str
+    background: bool
+    timeout: float
+    flake: str | None
+    no_wait: bool
+
+    def __post_init__(self) -> None:
+        if self.flake and (self.luks or self.tpm):
+            raise UsageError("--flake installs the host's own NixOS: --luks and --tpm are its own")
+        if any(not p or any(c.isspace() for c in p) for p in self.kernel_param or ()):
+            raise UsageError("--kernel-param: one parameter, without spaces, each time")
+
+
+def cmd_lab_boot(lab: Lab, opts: Boot) -> int:
     from pantheros.impermanence import bootstep
 
-    lab = _lab(args)
-    if args.flake:
-        if args.luks or args.tpm:
-            raise UsageError("--flake installs the host's own NixOS: --luks and --tpm are its own")
-        lab_vm.boot_flake(lab, args.flake, memory_mib=_memory_mib(args.memory))
+    if opts.flake:
+        lab_vm.boot_flake(lab, opts.flake, memory_mib=_memory_mib(opts.memory))
         return ExitCode.OK
     options = lab_vm.BootOptions(
-        luks=args.luks,
-        tpm=True if args.tpm else None,
-        level=args.level,
-        memory_mib=_memory_mib(args.memory),
-        kernel_params=tuple(args.kernel_param or ()),
-        wait=not args.background,
-        size=parse_size(args.size),
-        timeout=float(args.timeout),
+        luks=opts.luks,
+        tpm=True if opts.tpm else None,
+        level=opts.level,
+        memory_mib=_memory_mib(opts.memory),
+        kernel_params=tuple(opts.kernel_param or ()),
+        wait=not opts.background,
+        size=parse_size(opts.size),
+        timeout=float(opts.timeout),
     )
-    if any(not p or any(c.isspace() for c in p) for p in options.kernel_params):
-        raise UsageError("--kernel-param: one parameter, without spaces, each time")
     lab.check_place()
     step_dir = bootstep.artifact_dir()
     machine = lab_vm.LabVM(lab)
-    with lab.lock(wait=not args.no_wait, vm_ok=True):
+    with lab.lock(wait=not opts.no_wait, vm_ok=True):
         lab_vm.create_if_missing(lab, options, step_dir)
-        persistence = hostfile.entries(hostfile.read(lab.persistence_path))
+        persistence = hostfile.entries(
+            hostfile.read(hostfile.HostFile(lab.persistence_path, lab.directory))
+        )
         machine.boot(options, step_dir, persistence)
     if options.wait:
         machine.wait_up(console_from=0, options=options, boot_id=None)
     return ExitCode.OK
 
 
-def cmd_lab_ssh(args: argparse.Namespace) -> int:
-    rest: list[str] = list(args.rest)
+@dataclass(frozen=True)
+class Ssh:
+    rest: list[str]
+
+
+def cmd_lab_ssh(opts: Ssh) -> int:
+    rest = list(opts.rest)
     cut = rest.index("--") if "--" in rest else len(rest)
     before, command = rest[:cut], rest[cut + 1 :]
     if len(before) > 1:
@@ -84,9 +103,14 @@ def cmd_lab_ssh(args: argparse.Namespace) -> int:
     os.execvp(argv[0], argv)  # noqa: S606 - ssh takes over the terminal, as `ssh` would
 
 
-def cmd_lab_console(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class Console:
+    pass
+
+
+def cmd_lab_console(lab: Lab, opts: Console) -> int:
     """Relay the terminal to the VM's serial console until Ctrl-]."""
-    machine = lab_vm.LabVM(_lab(args))
+    machine = lab_vm.LabVM(lab)
     with machine.console() as console:
         ui.info("the lab VM's serial console (Ctrl-] leaves; Enter shows a prompt)")
         stdin = sys.stdin.fileno()
@@ -121,34 +145,21 @@ def cmd_lab_console(args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def cmd_lab_poweroff(args: argparse.Namespace) -> int:
-    machine = lab_vm.LabVM(_lab(args))
-    if not machine.poweroff(force=args.force):
-        ui.info(f"the lab's VM at {machine.lab.directory} is not running")
-    else:
-        ui.info(f"the lab's VM at {machine.lab.directory} is off")
-    return ExitCode.OK
+@dataclass(frozen=True)
+class Poweroff:
+    force: bool
 
 
-def cmd_lab_status(args: argparse.Namespace) -> int:
-    lab = _lab(args)
-    if lab_vm.LabVM(lab).pid() is None:
-        return lab_commands.cmd_lab_status(args)
-    status = lab.status()  # the VM has the disk: nothing of it is mounted here
-    if args.json:
-        ui.emit_json(status.as_json())
-    else:
-        for line in status.text():
-            ui.result(line)
-    return ExitCode.OK
-
-
-def cmd_lab_reboot(args: argparse.Namespace) -> int:
-    lab = _lab(args)
+def cmd_lab_poweroff(lab: Lab, opts: Poweroff) -> int:
     machine = lab_vm.LabVM(lab)
-    if machine.pid() is None:
-        return lab_commands.cmd_lab_reboot(args)
-    if args.json:
-        raise UsageError("--json: `lab reboot` of a booted lab prints the boot, not stage 2's JSON")
-    machine.reboot()
+    if not machine.poweroff(force=opts.force):
+        ui.info(f"the lab's VM at {lab.directory} is not running")
+    else:
+        ui.info(f"the lab's VM at {lab.directory} is off")
+    return ExitCode.OK
+
+
+def reboot(lab: Lab) -> int:
+    """`lab reboot` of a booted lab: `systemctl reboot` inside it, then wait for SSH."""
+    lab_vm.LabVM(lab).reboot()
     return ExitCode.OK

@@ -4,8 +4,11 @@
 step; NixOS builds both into the `pantheros-bootstep` package and runs them in the systemd
 initrd. `panther rollback` and `panther lab reboot` prepare the script's arguments from the
 manifest, run the same files, and read the `key=value` report it prints, so every rollback test
-exercises what boots. The Nix package's wrapper points PANTHER_BOOTSTEP_DIR at the built pair;
-elsewhere the helper is compiled once from the shipped source into a cache keyed by its hash.
+exercises what boots. The helper is also panther's one way to read the old-roots location's pin
+file and to delete an old root (pantheros.impermanence.oldroots). The Nix package's wrapper
+points PANTHER_BOOTSTEP_DIR at the built pair; elsewhere the helper is compiled once from the
+shipped source into a cache keyed by its hash. What is run as root is checked before every run:
+owned by root (or by the user running panther) and writable by nobody else, up to /.
 """
 
 from __future__ import annotations
@@ -14,26 +17,31 @@ import hashlib
 import os
 import shutil
 import signal
+import stat
+import subprocess
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cache
 from importlib import resources
 from pathlib import Path
 
 from pantheros import process
-from pantheros.errors import PantherError, ToolMissing
+from pantheros.errors import PantherError, Refused, ToolMissing
 from pantheros.manifest import Manifest
+from pantheros.storage import keyvalue
 
 SCRIPT = "pantheros-rollback"
 HELPER = "pantheros-btrfs"
 HELPER_SOURCE = "pantheros-btrfs.c"
 DIR_ENV = "PANTHER_BOOTSTEP_DIR"
-# Testing only: the script SIGKILLs itself right after the named step (crash injection).
-KILL_AFTER_ENV = "PANTHER_ROLLBACK_KILL_AFTER"
-STEPS = ("create", "exchange", "archive", "readonly", "commit")
-NEW_SUFFIX = ".pantheros-new"
 # Where the initrd's step leaves its report; /run survives the switch to the real root.
 BOOT_REPORT = Path("/run/pantheros/rollback.report")
+# On the kernel command line it skips the step: the unit's ConditionKernelCommandLine, which
+# systemd.unit(5) matches as the word alone or as the left-hand side of an assignment.
+NO_ROLLBACK_PARAMETER = "pantheros.norollback"
 EXIT_USAGE = 2
+RESULTS = ("fresh", "already-fresh", "would-roll-back", "dirty")
 
 
 @dataclass
@@ -47,8 +55,15 @@ class Outcome:
     error: str | None = None
 
 
-def parse_report(text: str) -> Outcome:
-    """The script's `key=value` lines as an Outcome; unknown keys are ignored."""
+def parse_report(data: bytes | str) -> Outcome:
+    """The script's report as an Outcome, read with the record format's rule (one value per
+    line, unescaped to bytes, names as surrogateescape str). A report this script cannot have
+    written (a malformed line, no result or two) is refused; unknown keys are ignored."""
+    raw = data.encode("ascii", "surrogateescape") if isinstance(data, str) else data
+    try:
+        pairs = keyvalue.parse(raw)
+    except keyvalue.RecordError as exc:
+        raise PantherError(f"the boot step's report is not valid: {exc}") from None
     outcome = Outcome(result="")
     lists = {
         "archived": outcome.archived,
@@ -56,21 +71,43 @@ def parse_report(text: str) -> Outcome:
         "action": outcome.actions,
         "note": outcome.notes,
     }
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if not sep:
-            continue
+    results = [value for key, value in pairs if key == "result"]
+    for key, value in pairs:
         if key in lists:
             lists[key].append(value)
-        elif key == "result":
-            outcome.result = value
         elif key == "error":
             outcome.error = value
-        elif key == "root_id" and value.isdigit():
+        elif key == "root_id" and value.isascii() and value.isdigit():
             outcome.root_id = int(value)
-    if outcome.result not in ("fresh", "already-fresh", "would-roll-back", "dirty"):
-        raise PantherError(f"the boot step's report has no valid result: {text.strip()[:200]!r}")
+    if len(results) != 1 or results[0] not in RESULTS:
+        shown = ", ".join(keyvalue.escape(r) for r in results) or "none"
+        raise PantherError(f"the boot step's report has no single valid result (found: {shown})")
+    outcome.result = results[0]
     return outcome
+
+
+def rollback_skipped(cmdline: str) -> bool:
+    """Whether the kernel command line skips the step, as the unit's condition reads it."""
+    words = (word.strip('"') for word in cmdline.split())
+    return any(
+        word == NO_ROLLBACK_PARAMETER or word.startswith(NO_ROLLBACK_PARAMETER + "=")
+        for word in words
+    )
+
+
+def boot_outcome(report: bytes | None, where: Path, cmdline: str) -> Outcome:
+    """What happened in this boot's initrd, from the step's report (None: there was none)."""
+    if report is not None:
+        try:
+            return parse_report(report)
+        except PantherError as exc:
+            return Outcome(result="dirty", error=f"{where}: {exc}")
+    if rollback_skipped(cmdline):
+        return Outcome(
+            result="skipped",
+            notes=[f"{NO_ROLLBACK_PARAMETER} is on the kernel command line: no rollback"],
+        )
+    return Outcome(result="dirty", error=f"no report at {where}: the boot step did not run")
 
 
 def _cache_root() -> Path:
@@ -86,23 +123,58 @@ def _source() -> Path:
     return Path(str(resources.files("pantheros") / "data" / "boot"))
 
 
+def unsafe_part(path: Path) -> str | None:
+    """Why path cannot be run as root, or None: it and every directory up to / must be owned by
+    root (or by the user running panther) and writable by nobody else. A directory others may
+    write is accepted only with the sticky bit and owned by root (/tmp, /nix/store): nobody else
+    can then rename or remove what lies in it."""
+    uid = os.geteuid()
+    real = Path(os.path.realpath(path))
+    for part in (real, *real.parents):
+        try:
+            st = os.lstat(part)
+        except OSError as exc:
+            return f"{part}: {exc.strerror}"
+        if st.st_uid not in (0, uid):
+            return f"{part} is owned by uid {st.st_uid}"
+        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+        if shared and not (part != real and st.st_mode & stat.S_ISVTX and st.st_uid == 0):
+            return f"{part} is writable by {'its group' if shared & stat.S_IWGRP else 'others'}"
+    return None
+
+
+def _checked(directory: Path) -> Path:
+    for name in (directory, directory / SCRIPT, directory / HELPER):
+        why = unsafe_part(name)
+        if why is not None:
+            raise Refused(
+                f"will not run the boot step from {directory}: {why} (remove it, or set "
+                "PANTHER_CACHE_DIR to a directory only root can write)"
+            )
+    return directory
+
+
 def artifact_dir() -> Path:
-    """A directory holding the script and the compiled helper, side by side."""
+    """A directory holding the script and the compiled helper, side by side, checked safe."""
     override = os.environ.get(DIR_ENV)
     if override:
         found = Path(override)
         for name in (SCRIPT, HELPER):
             if not os.access(found / name, os.X_OK):
                 raise ToolMissing(f"{DIR_ENV}={override} has no executable {name}")
-        return found
+        return _checked(found)
+    built = _cache_root() / f"bootstep-{_digest()}"
+    if not ((built / HELPER).is_file() and (built / SCRIPT).is_file()):
+        _build(_source(), built)
+    return _checked(built)
+
+
+@cache
+def _digest() -> str:
+    """The cache key: a hash of the shipped script and the helper's source (read once)."""
     source = _source()
     script = (source / SCRIPT).read_bytes()
-    c_source = (source / HELPER_SOURCE).read_bytes()
-    digest = hashlib.sha256(script + b"\0" + c_source).hexdigest()[:16]
-    built = _cache_root() / f"bootstep-{digest}"
-    if (built / HELPER).is_file() and (built / SCRIPT).is_file():
-        return built
-    return _build(source, built)
+    return hashlib.sha256(script + b"\0" + (source / HELPER_SOURCE).read_bytes()).hexdigest()[:16]
 
 
 def _build(source: Path, dest: Path) -> Path:
@@ -129,20 +201,16 @@ def _build(source: Path, dest: Path) -> Path:
     return dest
 
 
-def argv(
-    manifest: Manifest,
-    *,
-    top: Path | None = None,
-    device: str | None = None,
-    report: Path | None = None,
-    dry_run: bool = False,
-) -> list[str]:
-    """The script's command line for this manifest (what the NixOS unit renders, too)."""
+def helper(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """Run the helper; its output is the record format's escaped text (ASCII)."""
+    return process.run([str(artifact_dir() / HELPER), *map(str, args)], check=False)
+
+
+def options(manifest: Manifest) -> list[str]:
+    """The script's options for this manifest: what the NixOS unit renders after --device
+    (tests/nix checks the two agree for every example host)."""
     storage, policy = manifest.storage, manifest.impermanence
-    where = ["--top", str(top)] if top is not None else ["--device", str(device)]
-    args = [
-        str(artifact_dir() / SCRIPT),
-        *where,
+    return [
         "--root",
         storage.root.name,
         "--blank",
@@ -156,6 +224,19 @@ def argv(
         "--fail-policy",
         policy.fail_policy.value,
     ]
+
+
+def argv(
+    manifest: Manifest,
+    *,
+    top: Path | None = None,
+    device: str | None = None,
+    report: Path | None = None,
+    dry_run: bool = False,
+) -> list[str]:
+    """The script's command line for this manifest."""
+    where = ["--top", str(top)] if top is not None else ["--device", str(device)]
+    args = [str(artifact_dir() / SCRIPT), *where, *options(manifest)]
     if report is not None:
         args += ["--report", str(report)]
     if dry_run:
@@ -173,10 +254,15 @@ def run(
 ) -> tuple[Outcome, int]:
     """Run the boot step; its messages go to our stderr, its report comes back parsed."""
     args = argv(manifest, top=top, device=device, report=report, dry_run=dry_run)
-    proc = process.run(args, check=False, pass_stderr=True)
+    proc = process.run(args, check=False, pass_stderr=True, errors="surrogateescape")
     if proc.returncode < 0:
         name = signal.Signals(-proc.returncode).name
         raise PantherError(f"the boot step was killed by {name}; the next run finishes it")
     if proc.returncode == EXIT_USAGE:
-        raise PantherError(f"the boot step refused its arguments: {' '.join(args[1:])}")
+        shown = " ".join(keyvalue.escape(a) for a in args[1:])
+        raise PantherError(f"the boot step refused its arguments: {shown}")
     return parse_report(proc.stdout), proc.returncode
+
+
+def helper_lines(result: subprocess.CompletedProcess[str]) -> Sequence[str]:
+    return [line for line in result.stdout.split("\n") if line]

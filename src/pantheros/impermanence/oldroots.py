@@ -1,41 +1,32 @@
 """The old-roots location: what is in it, what is verifiably an old root, and deleting one.
 
 An entry is an old root only if it is a subvolume whose parent subvolume and parent directory
-(btrfs `parent_id` and `dirid`) are exactly the old-roots location. Anything else found there (a
-plain directory, a file, a subvolume that is not a child of the location) is reported as a stray
-and never touched. Deletion re-verifies the victim and each nested subvolume by id immediately
-before deleting, deepest first.
+(btrfs `parent_id` and `dirid`) are exactly the old-roots location, found there without crossing
+a mount. Anything else found there (a plain directory, a file, a subvolume that is not a child
+of the location) is reported as a stray and never touched. The boot step's helper decides what is
+an old root and what is pinned, and does every deletion: it re-verifies the victim by id just
+before, refuses a pinned one or one mounted (or holding a mount) in any mount namespace, and
+deletes nested subvolumes deepest first (D81).
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import os
 import re
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import btrfs, process
+from pantheros import btrfs, process, ui
 from pantheros.errors import PantherError, UsageError
-from pantheros.fsutil import write_json
+from pantheros.files import write_json
+from pantheros.impermanence import bootstep
 from pantheros.impermanence.retention import Candidate
 from pantheros.manifest.models import Storage
-from pantheros.storage import blockdev
-
-log = logging.getLogger(__name__)
+from pantheros.storage import keyvalue
 
 PIN_FILE = ".pantheros-pins.json"
-
-
-class NotAnOldRoot(PantherError):
-    """A deletion target failed verification; nothing was deleted."""
-
-
-class Mounted(NotAnOldRoot):
-    """The old root, or something inside it, is mounted; nothing was deleted."""
+KEPT = 6  # the helper's exit code when it kept an old root it was asked to delete
 
 
 @dataclass(frozen=True)
@@ -60,29 +51,6 @@ class OldRoot:
 class Stray:
     name: str
     why: str
-
-
-def mounted_subvolume(top: Path, rel: str, ids: Collection[int]) -> str | None:
-    """Where the subvolume at top/rel, or anything inside it, is mounted; None when nowhere.
-
-    Every btrfs mount of the filesystem under top (mountinfo's device field is the
-    filesystem's, the same for all its subvolumes) is compared by subvolume id (`ids`: the
-    subvolume's and those nested in it) and by its path inside the filesystem.
-    """
-    entries = blockdev.mountinfo()
-    home = blockdev.mount_containing(top, entries)
-    if home is None:
-        raise PantherError(f"{top} is not on a mounted file system")
-    path = "/" + rel.strip("/")
-    for entry in entries:
-        if entry.device != home.device or entry.fstype != "btrfs":
-            continue
-        subvolid = entry.option("subvolid")
-        if (subvolid is not None and subvolid.isdigit() and int(subvolid) in ids) or (
-            entry.root == path or entry.root.startswith(path + "/")
-        ):
-            return entry.mountpoint
-    return None
 
 
 AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -151,47 +119,45 @@ def measured_sizes(path: Path) -> tuple[int, int]:
     return int(fields[0]), int(fields[1])
 
 
-def archive_name(info: btrfs.SubvolumeInfo) -> str:
-    """Sortable in creation order (otransid first), readable (creation time, UTC)."""
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(info.otime))
-    return f"{info.otransid:012d}-{stamp}"
-
-
 class OldRoots:
+    """The old roots of one top level. What is an old root, what is pinned, what is mounted and
+    every deletion are the boot step's helper's (pantheros-btrfs): one implementation for the
+    boot step and for panther."""
+
     def __init__(self, top: Path, storage: Storage) -> None:
         self.top = top
         self.storage = storage
         self.location = top / storage.old_roots
 
-    def _parent_keys(self) -> tuple[int, int]:
-        """(parent subvolume id, parent directory inode) every old root must have."""
-        if self.location.is_symlink() or not self.location.is_dir():
-            raise PantherError(f"old-roots location {self.location} is not a directory")
-        return btrfs.subvolume_info(self.location).id, os.lstat(self.location).st_ino
-
-    def _verified(self, path: Path, keys: tuple[int, int]) -> btrfs.SubvolumeInfo | None:
-        if not btrfs.is_subvolume(path):
-            return None
-        info = btrfs.subvolume_info(path)
-        if (info.parent_id, info.dirid) != keys:
-            return None
-        return info
+    def _helper(self, command: str, *args: str) -> list[str]:
+        """The helper's output lines for COMMAND TOP OLD_ROOTS ARGS; PantherError on failure."""
+        proc = bootstep.helper(command, self.top, self.storage.old_roots, *args)
+        if proc.returncode not in (0, KEPT):
+            detail = proc.stderr.strip().splitlines()
+            why = detail[-1].removeprefix("pantheros-btrfs: ") if detail else "failed"
+            raise PantherError(f"old roots in {self.storage.old_roots}: {why}")
+        return [line for line in proc.stdout.split("\n") if line]
 
     def scan(self) -> tuple[list[OldRoot], list[Stray]]:
         """Old roots in creation order (oldest first), and the strays beside them."""
-        if not self.location.exists():
+        if not os.path.lexists(self.location):
             return [], []
-        keys = self._parent_keys()
-        pins = self.pins()
+        if self.location.is_symlink() or not self.location.is_dir():
+            raise PantherError(f"old-roots location {self.location} is not a directory")
+        listed: dict[str, tuple[int, bool]] = {}
+        for line in self._helper("old-roots"):
+            sid, _otransid, _ro, pinned, name = line.split(" ", 4)
+            listed[keyvalue.unescape(name)] = (int(sid), pinned == "1")
         sizes = btrfs.qgroup_sizes(self.top)
         roots: list[OldRoot] = []
         strays: list[Stray] = []
         for entry in sorted(os.scandir(self.location), key=lambda e: e.name):
-            if entry.name == PIN_FILE or entry.name.startswith(PIN_FILE):
+            if entry.name == PIN_FILE and not entry.is_dir(follow_symlinks=False):
                 continue
             path = Path(entry.path)
-            info = self._verified(path, keys)
-            if info is None:
+            found = listed.get(entry.name)
+            info = btrfs.subvolume_info(path) if found is not None else None
+            if found is None or info is None or info.id != found[0]:
                 is_dir = entry.is_dir(follow_symlinks=False)
                 kind = "a plain directory" if is_dir else "not a directory"
                 if is_dir and btrfs.is_subvolume(path):
@@ -203,11 +169,11 @@ class OldRoots:
                     name=entry.name,
                     path=path,
                     info=info,
-                    pinned=str(info.uuid) in pins,
+                    pinned=found[1],
                     sizes=sizes.get(info.id) if sizes else None,
                 )
             )
-        roots.sort(key=lambda r: r.info.otransid)
+        roots.sort(key=lambda r: (r.info.otransid, r.info.id))
         return roots, strays
 
     def get(self, name: str) -> OldRoot:
@@ -219,84 +185,76 @@ class OldRoots:
         raise UsageError(f"no old root named {name!r} in {self.storage.old_roots}")
 
     # Pins live in a small JSON file beside the old roots, keyed by subvolume UUID, because
-    # old roots are read-only subvolumes and cannot carry an xattr.
+    # old roots are read-only subvolumes and cannot carry an xattr. The helper is its reader.
 
-    def pins(self) -> dict[str, str]:
-        path = self.location / PIN_FILE
-        if not path.exists():
-            return {}
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise PantherError(f"cannot read the pin file {path}: {exc}") from None
-        if not isinstance(data, dict):
-            raise PantherError(f"the pin file {path} is not a JSON object")
-        return {str(k): str(v) for k, v in data.items()}
+    def pins(self) -> set[str]:
+        """The UUIDs the pin file names."""
+        if not os.path.lexists(self.location):
+            return set()
+        return {keyvalue.unescape(line) for line in self._helper("pins")}
 
     def set_pinned(self, name: str, pinned: bool) -> bool:
         """Pin or unpin; returns whether anything changed."""
+        roots, _ = self.scan()
         root = self.get(name)
         pins = self.pins()
         key = str(root.info.uuid)
         if (key in pins) == pinned:
             return False
         if pinned:
-            pins[key] = root.name
+            pins.add(key)
         else:
-            del pins[key]
-        write_json(self.location / PIN_FILE, pins, sort_keys=True)
+            pins.discard(key)
+        # The names are for a reader of the file; only the keys count.
+        names = {str(r.info.uuid): r.name for r in roots}
+        write_json(
+            self.location / PIN_FILE,
+            {k: names.get(k, "") for k in sorted(pins)},
+            beneath=self.top,
+            known_as=f"{self.storage.old_roots}/{PIN_FILE} (btrfs top level)",
+            sort_keys=True,
+        )
         btrfs.sync(self.top)
         return True
 
-    def mounted_at(self, root: OldRoot, nested: Collection[int] = ()) -> str | None:
-        """Where root (or a subvolume or directory in it) is mounted, as this process sees it."""
-        rel = str(root.path.relative_to(self.top))
-        return mounted_subvolume(self.top, rel, {root.info.id, *nested})
+    def mounted(self, roots: Collection[OldRoot]) -> dict[str, str]:
+        """Old root name -> where it (or something in it) is mounted, in any mount namespace,
+        for each of roots (from scan) that is."""
+        by_id = {r.info.id: r.name for r in roots}
+        found = {}
+        for line in self._helper("mounted-old-roots"):
+            sid, where = line.split(" ", 1)
+            if int(sid) in by_id:
+                found[by_id[int(sid)]] = keyvalue.unescape(where)
+        return found
 
-    def delete(self, root: OldRoot) -> list[str]:
-        """Delete one verified old root and every subvolume nested in it, deepest first."""
-        keys = self._parent_keys()
-        info = self._verified(root.path, keys)
-        if info is None or info.id != root.info.id:
-            raise NotAnOldRoot(f"{root.path} is no longer the old root it was; not deleted")
-        if root.pinned or str(info.uuid) in self.pins():
-            raise NotAnOldRoot(f"{root.name} is pinned; not deleted")
-        refs = btrfs.list_subvolumes(self.top)
-        children: dict[int, list[btrfs.SubvolumeRef]] = {}
-        for ref in refs:
-            children.setdefault(ref.parent_id, []).append(ref)
-        victim_rel = str(root.path.relative_to(self.top))
-        ordered: list[tuple[int, btrfs.SubvolumeRef]] = []
-
-        def walk(parent: int, depth: int) -> None:
-            for child in children.get(parent, []):
-                if not child.path.startswith(victim_rel + "/"):
-                    raise NotAnOldRoot(
-                        f"subvolume {child.path} hangs below {victim_rel} but "
-                        "lies outside it; nothing deleted"
-                    )
-                ordered.append((depth, child))
-                walk(child.id, depth + 1)
-
-        walk(info.id, 1)
-        where = self.mounted_at(root, {ref.id for _, ref in ordered})
-        if where is not None:
-            raise Mounted(f"{root.name} is mounted at {where}; not deleted")
-        # A read-only subvolume cannot lose a nested one: make writable exactly the subvolumes
-        # that hold others (each flag change costs a commit, so not the rest).
-        holders = {ref.parent_id for _, ref in ordered}
-        for path in [root.path] + [self.top / ref.path for _, ref in ordered]:
-            sub = btrfs.subvolume_info(path)
-            if sub.id in holders and sub.readonly:
-                btrfs.set_readonly(path, False)
-        deleted = []
-        for _, ref in sorted(ordered, key=lambda item: (-item[0], -item[1].id)):
-            path = self.top / ref.path
-            if not btrfs.is_subvolume(path) or btrfs.subvolume_info(path).id != ref.id:
-                raise NotAnOldRoot(f"{path} is not subvolume {ref.id} any more; stopped")
-            log.debug("delete nested subvolume %s (id %d)", path, ref.id)
-            btrfs.delete_subvolume(path)
-            deleted.append(ref.path)
-        btrfs.delete_subvolume(root.path)
-        deleted.append(victim_rel)
-        return deleted
+    def delete(self, roots: Collection[OldRoot]) -> tuple[list[str], list[str]]:
+        """Delete old roots with everything nested in them, when each is still an old root of
+        this location, unpinned and mounted nowhere (the helper checks, just before). Returns
+        the deleted paths (below the top level, nested ones first) and a note per root kept."""
+        if not roots:
+            return [], []
+        names = {r.info.id: r.name for r in roots}
+        proc = bootstep.helper(
+            "delete-old-roots", self.top, self.storage.old_roots, *(str(i) for i in names)
+        )
+        deleted: list[str] = []
+        kept: list[str] = []
+        nested: list[str] = []
+        for line in (line for line in proc.stdout.split("\n") if line):
+            what, sid, rest = line.split(" ", 2)
+            name = names.get(int(sid), sid)
+            if what == "deleted-nested":
+                nested.append(keyvalue.unescape(rest))
+            elif what == "deleted":
+                deleted += [f"{self.storage.old_roots}/{name}/{n}" for n in nested]
+                deleted.append(f"{self.storage.old_roots}/{name}")
+                nested = []
+            else:
+                kept.append(f"{ui.printable(name)} was kept: {keyvalue.unescape(rest)}")
+                nested = []
+        if proc.returncode not in (0, KEPT):
+            detail = proc.stderr.strip().splitlines()
+            why = detail[-1].removeprefix("pantheros-btrfs: ") if detail else "failed"
+            raise PantherError(f"deleting old roots stopped: {why}")
+        return deleted, kept

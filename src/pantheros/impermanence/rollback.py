@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
-from pantheros import btrfs
-from pantheros.fsutil import write_json
+from pantheros import btrfs, ui
+from pantheros.files import write_json
 from pantheros.impermanence import retention
 from pantheros.impermanence.bootstep import Outcome
-from pantheros.impermanence.oldroots import Mounted, OldRoot, OldRoots
+from pantheros.impermanence.oldroots import OldRoots
 from pantheros.manifest import Manifest
 from pantheros.manifest.models import RECORD_DIR
 
@@ -41,7 +41,16 @@ def record_path(top: Path, manifest: Manifest) -> Path:
     return top / persist.name / RECORD_DIR / RECORD_FILE
 
 
-def write_record(path: Path, manifest: Manifest, outcome: Outcome) -> None:
+def record_name(manifest: Manifest) -> str:
+    """The record as the machine sees it, for messages: the top level's mount is private."""
+    persist = manifest.persist
+    assert persist is not None, "validated manifests have a persist subvolume"
+    return f"{persist.mountpoint.rstrip('/')}/{RECORD_DIR}/{RECORD_FILE}"
+
+
+def write_record(top: Path, manifest: Manifest, outcome: Outcome) -> None:
+    """Keep the outcome in the persist subvolume, reached from the top level without a symlink
+    (one planted in persist would put the record on the host, and a planted file be read back)."""
     data = {
         "boot_id": boot_id(),
         "time": time.time(),
@@ -49,8 +58,7 @@ def write_record(path: Path, manifest: Manifest, outcome: Outcome) -> None:
         "design": manifest.impermanence.design.value,
         **asdict(outcome),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, data)
+    write_json(record_path(top, manifest), data, beneath=top, known_as=record_name(manifest))
 
 
 @contextlib.contextmanager
@@ -82,27 +90,26 @@ def gc(
             free_percent=free,
             total_bytes=total,
         )
-        plan = _keep_mounted(plan, old, by_name)
+        if plan.deletions:
+            plan = _keep_mounted(plan, old.mounted(roots))
         deleted: list[str] = []
-        if not dry_run:
-            for candidate in plan.deletions:
-                try:
-                    deleted += old.delete(by_name[candidate.name])
-                except Mounted as exc:  # mounted since the plan was made
-                    plan.notes.append(str(exc))
+        if not dry_run and plan.deletions:
+            # The helper checks each again just before it deletes it: one mounted (or pinned)
+            # since the plan was made is kept and said.
+            deleted, kept = old.delete([by_name[c.name] for c in plan.deletions])
+            plan.notes.extend(kept)
             if deleted:
                 btrfs.sync(top)
     return plan, deleted
 
 
-def _keep_mounted(
-    plan: retention.Plan, old: OldRoots, by_name: dict[str, OldRoot]
-) -> retention.Plan:
-    """Keep every root the policy would delete but that is mounted (`roots mount`, a bind)."""
+def _keep_mounted(plan: retention.Plan, mounted: dict[str, str]) -> retention.Plan:
+    """Keep every root the policy would delete but that is mounted (`roots mount`, a bind), in
+    any mount namespace."""
     decisions = []
     for decision in plan.decisions:
-        where = None if decision.keep else old.mounted_at(by_name[decision.root.name])
+        where = None if decision.keep else mounted.get(decision.root.name)
         if where is not None:
-            decision = retention.Decision(decision.root, True, f"mounted at {where}")
+            decision = retention.Decision(decision.root, True, f"mounted at {ui.printable(where)}")
         decisions.append(decision)
     return retention.Plan(decisions, plan.notes)

@@ -6,18 +6,17 @@ Everything is read through the btrfs top level, so a lab that is down is answere
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from pantheros import btrfs
-from pantheros.errors import PantherError
+from pantheros import btrfs, files
 from pantheros.impermanence import blank
 from pantheros.impermanence.oldroots import OldRoots
-from pantheros.impermanence.rollback import boot_id, record_path
+from pantheros.impermanence.rollback import boot_id, record_name, record_path
 from pantheros.machine import Machine
+from pantheros.manifest import Manifest
 
 
 @dataclass(frozen=True)
@@ -65,26 +64,70 @@ class RollbackRecord:
     error: str | None
 
     @classmethod
-    def read(cls, path: Path) -> RollbackRecord | None:
-        if not path.exists():
+    def read(cls, top: Path, manifest: Manifest) -> RollbackRecord | None:
+        """The record under the top level (reached without a symlink, bounded, checked whole);
+        None before the first rollback. A record that is not one is refused in one line."""
+        path, name = record_path(top, manifest), record_name(manifest)
+        data = files.read_json(path, beneath=top, what="the rollback record", known_as=name)
+        if data is None:
             return None
         try:
-            data = json.loads(path.read_text())
-            return cls(
-                result=str(data["result"]),
-                time=float(data["time"]),
-                boot_id=str(data.get("boot_id", "")),
-                policy=str(data.get("policy", "")),
-                design=str(data.get("design", "")),
-                root_id=data.get("root_id"),
-                archived=list(data.get("archived", [])),
-                pruned=list(data.get("pruned", [])),
-                actions=list(data.get("actions", [])),
-                notes=list(data.get("notes", [])),
-                error=data.get("error"),
-            )
-        except (OSError, ValueError, TypeError, KeyError) as exc:
-            raise PantherError(f"cannot read the rollback record {path}: {exc!r}") from None
+            return cls.from_json(data)
+        except (ValueError, TypeError) as exc:
+            raise files.BadRecord(
+                f"the rollback record {name} is not valid: {exc}; nothing in it is used"
+            ) from None
+
+    @classmethod
+    def from_json(cls, data: Any) -> RollbackRecord:
+        """The record in a parsed document; ValueError or TypeError naming what is wrong."""
+        if not isinstance(data, dict):
+            raise TypeError("not a JSON object")
+        if "result" not in data or "time" not in data:
+            raise ValueError("it has no result or no time")
+        if data["result"] not in RESULTS:
+            raise ValueError(f"result {data['result']!r} is not one of {', '.join(RESULTS)}")
+        stamp = data["time"]
+        if type(stamp) not in (int, float) or not 0 <= stamp <= LATEST_TIME:
+            raise ValueError(f"time {stamp!r} is not a time panther wrote")
+        root_id = data.get("root_id")
+        if root_id is not None and (type(root_id) is not int or root_id < 0):
+            raise ValueError(f"root_id {root_id!r} is not a subvolume id")
+        error = data.get("error")
+        if error is not None and not isinstance(error, str):
+            raise TypeError(f"error {error!r} is not text")
+        return cls(
+            result=_text(data, "result"),
+            time=float(stamp),
+            boot_id=_text(data, "boot_id", ""),
+            policy=_text(data, "policy", ""),
+            design=_text(data, "design", ""),
+            root_id=root_id,
+            archived=_texts(data, "archived"),
+            pruned=_texts(data, "pruned"),
+            actions=_texts(data, "actions"),
+            notes=_texts(data, "notes"),
+            error=error,
+        )
+
+
+RESULTS = ("fresh", "already-fresh", "would-roll-back", "dirty", "skipped")
+# The end of year 9999: a later time is no record panther wrote, and no clock can show it.
+LATEST_TIME = 253402300799
+
+
+def _text(data: dict[str, Any], key: str, default: str | None = None) -> str:
+    value = data.get(key, default)
+    if not isinstance(value, str):
+        raise TypeError(f"{key} {value!r} is not text")
+    return value
+
+
+def _texts(data: dict[str, Any], key: str) -> list[str]:
+    value = data.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise TypeError(f"{key} is not a list of text")
+    return value
 
 
 @dataclass(frozen=True)
@@ -127,7 +170,7 @@ def _root_state(
 def collect(machine: Machine) -> StatusReport:
     manifest = machine.manifest
     with machine.top_level(readonly=True) as top:
-        record = RollbackRecord.read(record_path(top, manifest))
+        record = RollbackRecord.read(top, manifest)
         distrust = blank.problem(top, manifest)
         roots, strays = OldRoots(top, manifest.storage).scan()
         root_info = btrfs.subvolume_info(top / manifest.storage.root.name)

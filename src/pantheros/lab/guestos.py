@@ -13,6 +13,7 @@ keyed by the base, the kernel and panther's source (everything in the `pantheros
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import os
 import py_compile
@@ -33,7 +34,7 @@ MIRROR = "http://deb.debian.org/debian"
 GUEST_PACKAGES = (
     *("systemd", "systemd-sysv", "udev", "dbus", "kmod", "iproute2"),  # boot, network
     *("openssh-server", "sudo"),  # login
-    *("python3", "btrfs-progs", "acl", "attr"),  # panther
+    *("python3", "python3-jsonschema", "btrfs-progs", "acl", "attr"),  # panther
     *("cryptsetup-bin", "gdisk", "dosfstools"),  # `panther disk format` (the LUKS installer)
     # systemd-cryptenroll's TPM2 support (it loads these libraries when asked for a TPM2)
     *("libtss2-esys-3.0.2-0", "libtss2-rc0", "libtss2-mu0", "libtss2-tcti-device0"),
@@ -246,8 +247,18 @@ def base_tarball() -> Path:
     return path
 
 
-def _package_files() -> list[Path]:
-    root = Path(pantheros.__file__).resolve().parent
+def _packages() -> dict[str, Path]:
+    """The Python packages the lab's `panther` is made of, by name: `pantheros` and the spec
+    tool its command line imports (`panther_spec`, found without importing it here)."""
+    found = {"pantheros": Path(pantheros.__file__).resolve().parent}
+    spec = importlib.util.find_spec("panther_spec")
+    if spec is None or spec.origin is None:
+        raise PantherError("the panther_spec package is not installed beside pantheros")
+    found["panther_spec"] = Path(spec.origin).resolve().parent
+    return found
+
+
+def _package_files(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.rglob("*")
@@ -256,10 +267,11 @@ def _package_files() -> list[Path]:
 
 
 def panther_source_hash() -> str:
-    root = Path(pantheros.__file__).resolve().parent
     digest = hashlib.sha256()
-    for path in _package_files():
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for name, root in _packages().items():
+        for path in _package_files(root):
+            relative = f"{name}/{path.relative_to(root)}"
+            digest.update(relative.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()[:20]
 
 
@@ -356,9 +368,9 @@ def _add_bytecode(tar: tarfile.TarFile, source: Path, dest: str) -> None:
 def _append(tar: tarfile.TarFile, kernel: Kernel, key: str) -> None:
     # usr/lib, not lib: /lib is a symlink in Debian 12's tree, and a `lib` member replaces it.
     _add_tree(tar, kernel.modules, f"usr/lib/modules/{kernel.version}")
-    package = Path(pantheros.__file__).resolve().parent
-    _add_tree(tar, package, f"{PYTHON_SITE}/pantheros")
-    _add_bytecode(tar, package, f"{PYTHON_SITE}/pantheros")
+    for name, package in _packages().items():
+        _add_tree(tar, package, f"{PYTHON_SITE}/{name}")
+        _add_bytecode(tar, package, f"{PYTHON_SITE}/{name}")
     for name, text in UNITS.items():
         _add_bytes(tar, f"etc/systemd/system/{name}", text.encode(), 0o644)
         link = _member(f"etc/systemd/system/{WANTED_BY[name]}.wants/{name}", 0o777, tarfile.SYMTYPE)

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import fsutil, locking, ui
+from pantheros import files, locking, mounttable, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
 from pantheros.lab.report import LabDown, LabStatus, LabUp, VMStatus
@@ -63,13 +63,46 @@ def parse_size(text: str) -> int:
     return int(value)
 
 
+def owning(*paths: str | Path) -> list[Lab]:
+    """The labs the paths belong to, in the order of their directories: a lab owns its image
+    (DIR/disk.img, DIR/disk.img.new), its tree (DIR/mnt and anything under it: a lab inside
+    another's tree belongs to both) and a directory whose mount record names its image. A lab
+    is a directory holding the lock or the manifest `up` makes first: a mount record alone
+    (`disk mount ... /mnt`) does not make `/` a lab."""
+    found: dict[Path, Lab] = {}
+    for given in paths:
+        real = Path(os.path.realpath(given))
+        record = MountRecord.load(real) if real.is_dir() else None
+        candidates = [real, *real.parents] + ([Path(record.target)] if record else [])
+        for path in candidates:
+            lab = Lab(path.parent)
+            mine = path.name == "mnt" or path in (lab.image, lab.new_image)
+            made = lab.lock_path.exists() or lab.manifest_path.exists()
+            if mine and path.parent != path and made:
+                found[lab.directory] = lab
+    return [found[directory] for directory in sorted(found)]
+
+
+@contextlib.contextmanager
+def guard(*paths: str | Path, action: str) -> Iterator[None]:
+    """The locks of the labs that own any of paths (see owning), taken in one order: `panther
+    disk` commands on a lab's image or tree hold them, as every command that changes a lab
+    does. action needs root, which is said first (a user cannot even look at the paths)."""
+    mounts.require_root(action)
+    with contextlib.ExitStack() as stack:
+        for lab in owning(*paths):
+            stack.enter_context(lab.lock())
+        yield
+
+
 @dataclass(frozen=True)
 class Lab:
     """A lab directory. Every command here is idempotent and finishes what a killed one left.
 
     What the lab made: disk.img (laid out as disk.img.new, renamed when complete),
     manifest.json, persistence.json (`panther persist` records), mnt/, run/ (the machine's
-    /run/pantheros), the lock file, and the mount record under the state directory. The
+    /run/pantheros), `booting` while it boots, the lock file, and the mount record under the
+    state directory. The
     recorded loop device is used only while the kernel says this lab's image (the same path,
     device and inode) backs it.
     """
@@ -91,6 +124,12 @@ class Lab:
     @property
     def persistence_path(self) -> Path:
         return self.directory / "persistence.json"
+
+    @property
+    def booting_path(self) -> Path:
+        """There while a boot of the lab (`reboot`, the first `up`) is under way: a boot cut
+        short (Ctrl-C, a kill) is finished by the next `up`, rollback included."""
+        return self.directory / "booting"
 
     @property
     def lock_path(self) -> Path:
@@ -115,13 +154,14 @@ class Lab:
             yield
 
     def manifest(self) -> manifests.Manifest:
-        return manifests.load(self.manifest_path)
+        return manifests.load(self.manifest_path, beneath=self.directory)
 
     def record(self) -> MountRecord | None:
         """The mount record, if its loop device is still backed by this lab's image.
 
         `panther persist` records its bind mounts here (MountRecord.add_bind, drop_bind).
         """
+        self.check_image()
         record = MountRecord.load(self.mnt.resolve())
         if record is None or record.loop is None:
             return record
@@ -168,6 +208,13 @@ class Lab:
             any(path.exists() for path in made) or MountRecord.load(self.mnt.resolve()) is not None
         )
 
+    def check_image(self) -> None:
+        """The image must be the lab's own file: through a symlink (to another lab's image,
+        say) that lab's loop device and mounts would be taken for this one's, and undone."""
+        for image in (self.image, self.new_image):
+            if image.is_symlink() or (image.exists() and not image.is_file()):
+                raise Refused(f"{image} is not a regular file (a symlink?): not this lab's image")
+
     def check_place(self) -> None:
         """Refuse, before anything is made, a lab directory `up` could not finish in.
 
@@ -176,12 +223,13 @@ class Lab:
         """
         if self.directory.exists() and not self.directory.is_dir():
             raise UsageError(f"{self.directory} is not a directory: give a directory for the lab")
+        self.check_image()
         if self.mnt.is_symlink():
             # The tree would be mounted wherever the link points, outside the lab.
             raise Refused(f"{self.mnt} is a symlink: the lab mounts only on its own directory")
         if self.mnt.exists() and not self.mnt.is_dir():
             raise Refused(f"{self.mnt} is not a directory: the lab mounts its tree there")
-        other = blockdev.mount_at(self.mnt) if self.mnt.is_dir() else None
+        other = mounttable.mount_at(self.mnt) if self.mnt.is_dir() else None
         if other is None or MountRecord.load(self.mnt.resolve()) is not None:
             return
         # No record, yet a mount: ours if from this image (a run killed before its record).
@@ -209,13 +257,12 @@ class Lab:
         with self.lock():
             if not self.manifest_path.exists():
                 source = manifest_source or str(manifests.bundled_path("lab"))
-                try:
-                    content = Path(source).read_bytes()
-                except OSError as exc:
-                    raise UsageError(f"{source}: cannot read: {exc.strerror}") from None
+                content = files.read_bytes(Path(source), beneath=None, what="the manifest")
+                if content is None:
+                    raise UsageError(f"{source}: cannot read: file not found")
                 # The bytes checked are the bytes kept: the source may change meanwhile.
-                manifests.loads(content.decode("utf-8", errors="replace"), source)
-                fsutil.replace_file(self.manifest_path, content)
+                manifests.loads(content, source)
+                files.replace_file(self.manifest_path, content, beneath=self.directory)
             elif manifest_source:
                 raise UsageError(
                     f"the lab at {self.directory} already has a manifest; "
@@ -223,12 +270,16 @@ class Lab:
                 )
             manifest = self.manifest()
             if self._is_up(self.record(), manifest):
-                return LabUp(self.directory, self.mnt, already_up=True, laid_out=False)
+                return LabUp(
+                    self.directory, self.mnt, already_up=True, laid_out=False, manifest=manifest
+                )
             laid_out = not self.image.exists()
             if laid_out:
                 self._make_image(manifest, size)
             self.mount(manifest)
-            return LabUp(self.directory, self.mnt, already_up=False, laid_out=laid_out)
+            return LabUp(
+                self.directory, self.mnt, already_up=False, laid_out=laid_out, manifest=manifest
+            )
 
     def mount(self, manifest: manifests.Manifest) -> MountRecord:
         """Mount the tree from the image (`up`, and `reboot` as it boots), as manifest lays it."""
@@ -289,6 +340,7 @@ class Lab:
             # Nothing is touched: `down --purge /` must not be a way to delete /mnt or /run files.
             ui.info(f"there is no lab at {self.directory}")
             return LabDown(self.directory, was_up=False, purged=False)
+        self.check_image()
         with self.lock():
             was_up = self._take_down()
             if purge:
@@ -306,8 +358,17 @@ class Lab:
         leftovers = blockdev.loop_for_image(self.image) if self.image.exists() else []
         for dev in leftovers:
             # A run killed after attaching, before recording: adopt the device, then undo it.
-            MountRecord(directory=str(root), target=str(self.image), manifest="", loop=dev).save()
-            tree.unmount_tree(str(root))
+            adopted = MountRecord(
+                directory=str(root), target=str(self.image), manifest="", loop=dev
+            )
+            adopted.save()
+            try:
+                tree.unmount_tree(str(root))
+            except BaseException:
+                # Refused (its disk mounted elsewhere, say): the record made here would name
+                # a device this lab never recorded; what was there before stays as it was.
+                adopted.forget()
+                raise
         # A layout killed half-way left disk.img.new, perhaps attached: useless, and a purge
         # that only unlinked it would leak the loop device on a deleted file.
         half_made = self.new_image.exists()
@@ -318,7 +379,13 @@ class Lab:
         return True
 
     def _purge(self) -> None:
-        made = [self.image, self.new_image, self.manifest_path, self.persistence_path]
+        made = [
+            self.image,
+            self.new_image,
+            self.manifest_path,
+            self.persistence_path,
+            self.booting_path,
+        ]
         for path in made:
             path.unlink(missing_ok=True)
         # Directories go only when empty: the lab never deletes what it did not make.

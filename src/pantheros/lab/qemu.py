@@ -129,6 +129,8 @@ def status(files: Files) -> VMStatus:
     """Whether the VM runs (its pid file held), its SSH port, what it was booted with."""
     if not files.directory.is_dir():
         return VMStatus(running=False)
+    from pantheros.lab.guestos import USER  # the lab OS's login user
+
     pid = running(files.pidfile)
     try:
         config = json.loads(files.config.read_text())
@@ -142,6 +144,8 @@ def status(files: Files) -> VMStatus:
         console_log=files.console_log if files.console_log.exists() else None,
         tpm=bool(config.get("tpm", False)),
         level=config.get("level"),
+        ssh_user=USER,
+        ssh_key=files.key if files.key.exists() else None,
     )
 
 

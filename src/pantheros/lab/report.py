@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantheros import ui
+from pantheros.manifest import Manifest
 from pantheros.storage.record import MountKind, RecordedMount
 
 
@@ -23,6 +25,8 @@ class VMStatus:
     console_log: Path | None = None
     tpm: bool = False
     level: str | None = None
+    ssh_user: str | None = None
+    ssh_key: Path | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -32,6 +36,17 @@ class VMStatus:
             "console_log": _path(self.console_log),
             "tpm": self.tpm,
             "level": self.level,
+        }
+
+    def ssh_json(self) -> dict[str, Any] | None:
+        """How to reach the running VM over SSH (what `panther fleet` needs), else None."""
+        if not self.running or self.ssh_port is None or self.ssh_key is None:
+            return None
+        return {
+            "host": "127.0.0.1",
+            "port": self.ssh_port,
+            "user": self.ssh_user,
+            "key": str(self.ssh_key),
         }
 
     def text(self) -> str:
@@ -74,19 +89,24 @@ class LabStatus:
             "binds": self.of_kind(MountKind.BIND),
             "esp": next(iter(self.of_kind(MountKind.ESP)), None),
             "vm": self.vm.as_json(),
+            "ssh": self.vm.ssh_json(),
         }
 
     def text(self) -> list[str]:
+        """The lines of `lab status`, each name escaped (ui.printable): one per line."""
         if self.image is None:
-            return [f"no lab at {self.dir} (panther lab up {self.dir})"]
-        return [
-            f"lab      {self.dir} ({'booted' if self.vm.running else 'up' if self.up else 'down'})",
-            f"image    {self.image}",
-            f"device   {self.device or '-'}",
-            f"manifest {self.manifest}",
-            f"vm       {self.vm.text()}",
-            *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
-        ]
+            lines = [f"no lab at {self.dir} (panther lab up {self.dir})"]
+        else:
+            state = "booted" if self.vm.running else "up" if self.up else "down"
+            lines = [
+                f"lab      {self.dir} ({state})",
+                f"image    {self.image}",
+                f"device   {self.device or '-'}",
+                f"manifest {self.manifest}",
+                f"vm       {self.vm.text()}",
+                *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
+            ]
+        return [ui.printable(line) for line in lines]
 
 
 @dataclass(frozen=True)
@@ -97,6 +117,7 @@ class LabUp:
     root: Path
     already_up: bool
     laid_out: bool  # a new image was made and laid out
+    manifest: Manifest  # what the lab is laid out with, as read under the lab's lock
 
     def as_json(self) -> dict[str, Any]:
         return {

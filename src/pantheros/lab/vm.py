@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pantheros import btrfs, fsutil, locking, process, ui
+from pantheros import btrfs, locking, process, ui
 from pantheros import manifest as manifests
 from pantheros.errors import PantherError, Refused, ToolMissing, UsageError
+from pantheros.files import BadRecord, read_json, replace_file, write_json
 from pantheros.lab import esp, generation, guestos, initrd, qemu
 from pantheros.lab.lab import Lab
 from pantheros.lab.report import VMStatus
@@ -83,22 +84,28 @@ class Config:
     installed_os: str | None = None  # a LUKS lab's OS key, from its installer
 
     @classmethod
-    def load(cls, path: Path) -> Config:
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+    def load(cls, path: Path, *, beneath: Path) -> Config:
+        """The VM's settings as `lab boot` saved them (defaults when there are none yet)."""
+        data = read_json(path, beneath=beneath, what="the lab VM's settings")
+        if data is None:
             return cls()
-        except ValueError:
-            raise PantherError(f"{path} is not valid JSON: delete it to start over") from None
+        if not isinstance(data, dict):
+            raise BadRecord(f"{path} is not valid (not an object): delete it to start over")
+        kinds = {"tpm": bool, "level": str, "memory_mib": int, "installed_os": str}
+        wrong = [
+            k for k, kind in kinds.items() if data.get(k) is not None and type(data[k]) is not kind
+        ]
+        if wrong:
+            raise BadRecord(f"{path} is not valid ({', '.join(wrong)}): delete it to start over")
         return cls(
             tpm=bool(data.get("tpm", False)),
             level=data.get("level"),
-            memory_mib=int(data.get("memory_mib", 1024)),
+            memory_mib=int(data.get("memory_mib") or 1024),
             installed_os=data.get("installed_os"),
         )
 
-    def save(self, path: Path) -> None:
-        fsutil.write_json(path, self.__dict__)
+    def save(self, path: Path, *, beneath: Path) -> None:
+        write_json(path, self.__dict__, beneath=beneath)
 
 
 @dataclass
@@ -295,7 +302,7 @@ class LabVM:
             ui.info(f"the lab's VM is already running (pid {pid})")
             return
         manifest = self.lab.manifest()
-        config = Config.load(self.config_path)
+        config = Config.load(self.config_path, beneath=self.lab.directory)
         luks = manifest.storage.luks is not None
         if options.luks and not luks:
             raise Refused(
@@ -351,7 +358,7 @@ class LabVM:
         )
         config.tpm, config.level = tpm, level
         config.memory_mib = options.memory_mib or config.memory_mib
-        config.save(self.config_path)
+        config.save(self.config_path, beneath=self.lab.directory)
         self._rotate_console_log()
         self._start(config, tpm=tpm)
         ui.progress(
@@ -402,7 +409,7 @@ class LabVM:
                 self.files, self.lab.image, memory_mib=config.memory_mib, port=port, tpm=tpm
             )
             try:
-                fsutil.replace_file(self.files.port, f"{port}\n".encode())
+                replace_file(self.files.port, f"{port}\n".encode(), beneath=self.lab.directory)
                 qemu.start_qemu(argv, self.files)
                 return
             except qemu.PortTaken:
@@ -625,7 +632,7 @@ def create_if_missing(lab: Lab, options: BootOptions, step_dir: Path) -> None:
             )
     else:
         lab.directory.mkdir(parents=True, exist_ok=True)
-        fsutil.write_json(lab.manifest_path, luks_manifest())
+        write_json(lab.manifest_path, luks_manifest(), beneath=lab.directory)
     manifest = lab.manifest()
     lab.check_size(options.size, manifest)
     require_tools(tpm=bool(options.tpm))
@@ -641,9 +648,9 @@ def create_if_missing(lab: Lab, options: BootOptions, step_dir: Path) -> None:
     tarball, os_key = guestos.os_tarball(kernel)
     installer = installer_disk(tarball, os_key)
     install(machine, options, kernel, base, tarball, installer, step_dir)
-    config = Config.load(machine.config_path)
+    config = Config.load(machine.config_path, beneath=lab.directory)
     config.installed_os, config.tpm = os_key, bool(options.tpm)
-    config.save(machine.config_path)
+    config.save(machine.config_path, beneath=lab.directory)
 
 
 def installer_disk(tarball: Path, os_key: str) -> Path:
@@ -783,9 +790,9 @@ def boot_flake(lab: Lab, flake: str, *, memory_mib: int | None) -> None:
         if not machine.files.efivars.exists():
             shutil.copyfile(qemu.OVMF_VARS, machine.files.efivars)
         machine._ensure_key()
-        config = Config.load(machine.config_path)
+        config = Config.load(machine.config_path, beneath=lab.directory)
         config.memory_mib = memory_mib or config.memory_mib
-        config.save(machine.config_path)
+        config.save(machine.config_path, beneath=lab.directory)
         machine._rotate_console_log()
         machine._start(config, tpm=False)
     ui.result(

@@ -8,22 +8,26 @@ JSON path and the reason.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from pantheros.errors import ManifestError
+from pantheros import files
+from pantheros.errors import ManifestError, UsageError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
-from pantheros.manifest.schema import Validator, child_path, show
+from pantheros.manifest.schema import child_path, first_violation, show
 
 __all__ = [
     "HOST_MANIFEST",
     "Manifest",
-    "Validator",
     "bundled",
     "bundled_names",
+    "entry_problem",
     "load",
     "load_document",
+    "resolve",
 ]
 
 HOST_MANIFEST = Path("/etc/pantheros/manifest.json")
@@ -53,32 +57,36 @@ def bundled(name: str) -> Manifest:
     return load(bundled_path(name))
 
 
-def load(path: str | Path) -> Manifest:
+def resolve(given: str | Path) -> Path:
+    """The manifest a user names: a file, else (when there is no such file) a bundled one."""
+    if not os.path.lexists(given) and str(given) in bundled_names():
+        return bundled_path(str(given))
+    return Path(given)
+
+
+def load(given: str | Path, *, beneath: Path | None = None) -> Manifest:
+    """The manifest in a file, or the bundled one of that name when there is no such file;
+    read as every file panther reads is (pantheros.files: a regular file, bounded; beneath: a
+    lab's own, reached without a symlink)."""
+    path = resolve(given)
     source = str(path)
     try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ManifestError(source, "$", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ManifestError(source, "$", f"cannot read: {exc}") from None
-    return loads(text, source)
+        data = files.read_bytes(path, beneath=beneath, what="the manifest")
+    except files.Unreadable as exc:
+        raise ManifestError(source, "$", exc.reason) from None
+    if data is None:
+        names = ", ".join(bundled_names())
+        raise UsageError(f"{source}: no such manifest file (nor a bundled one: {names})")
+    return loads(data, source)
 
 
-def loads(text: str, source: str = "<manifest>") -> Manifest:
+def loads(text: str | bytes, source: str = "<manifest>") -> Manifest:
     """A manifest from its JSON text (source names it in errors)."""
     try:
-        doc = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as exc:
-        raise ManifestError(source, "$", f"not JSON: {exc.msg} at line {exc.lineno}") from None
-    except RecursionError:
-        raise ManifestError(source, "$", "not a manifest: nested too deeply") from None
-    except ValueError as exc:  # an integer past Python's digit limit, NaN, Infinity
-        raise ManifestError(source, "$", f"not JSON: {exc}") from None
+        doc = files.parse_json(text)
+    except ValueError as exc:  # deep nesting, a huge integer, NaN, Infinity, not UTF-8
+        raise ManifestError(source, "$", str(exc)) from None
     return load_document(doc, source)
-
-
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
 
 
 def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
@@ -89,12 +97,38 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
             f"unsupported manifest version {show(doc['version'])} (this panther reads version "
             f"{SUPPORTED_VERSION})",
         )
-    violation = Validator(schema()).first_error(doc)
+    violation = first_violation(doc, schema())
     if violation is not None:
         raise ManifestError(source, violation.path, violation.reason)
     _check_text(doc, "$", source)
     _check_semantics(doc, source)
     return build(doc, source)
+
+
+def entry_problem(entry: Any, path: str, *, path_key: str = "path") -> str | None:
+    """Why entry is not a persistence entry as the manifest's schema has it (path, kind,
+    user, group, mode: a normalised absolute path, a mode of 0 to 07777), or None.
+    path_key: what the entry's path is called where it came from (`directory`, `file`)."""
+    violation = first_violation(entry, schema(), definition="persistenceEntry", base=path)
+    if violation is None:
+        return None
+    field = violation.path.rsplit(".", 1)[-1]
+    said = _ENTRY_RULES.get(field) if violation.path != path else None
+    where = violation.path.removesuffix(".path") + f".{path_key}"
+    if field != "path":
+        where = violation.path
+    if said is not None:
+        return f"{where}: {show(entry[field])} is not {said}"
+    return f"{where}: {violation.reason}"
+
+
+# The rules of a persistence entry's fields in words (the schema's patterns say the same).
+_ENTRY_RULES = {
+    "path": "an absolute, normalised path (no empty, '.' or '..' part, no control character)",
+    "mode": "a mode: 0 to 07777 in octal, such as 0755",
+    "user": "a user name",
+    "group": "a group name",
+}
 
 
 def _check_text(value: Any, path: str, source: str) -> None:
@@ -174,6 +208,29 @@ def _check_semantics(doc: dict[str, Any], source: str) -> None:
         inner = [m for m in points if m.startswith(path + "/")]
         if inner:
             fail(where, f"{path!r} holds the mount point {inner[0]!r}: persist what is beside it")
+
+    _check_first_boot(doc, subvolumes, fail)
+
+
+def _check_first_boot(
+    doc: dict[str, Any], subvolumes: list[dict[str, Any]], fail: Callable[[str, str], None]
+) -> None:
+    """First-boot state is made on the persistent subvolume, below its mount point, once."""
+    first_boot = doc.get("first_boot")
+    if first_boot is None:
+        return
+    persist = next(s["mountpoint"] for s in subvolumes if s["role"] == Role.PERSIST.value)
+    points = [s["mountpoint"] for s in subvolumes]
+    seen: set[str] = set()
+    for kind in ("directories", "files"):
+        for index, entry in enumerate(first_boot[kind]):
+            path = entry["path"]
+            where = f"$.first_boot.{kind}[{index}].path"
+            if path in seen:
+                fail(where, f"{path!r} declared twice")
+            seen.add(path)
+            if path == persist or owning_mount(path, points) != persist:
+                fail(where, f"{path!r} is not below {persist!r}, the persistent subvolume")
 
 
 def _overlap(a: str, b: str) -> bool:

@@ -30,7 +30,20 @@ class FailPolicy(StrEnum):
     BOOT_DIRTY = "boot-dirty"
 
 
-DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = ("compress=zstd", "noatime")
+def _data(name: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(
+        (Path(__file__).resolve().parent.parent / "data" / name).read_text()
+    )
+    return found
+
+
+# The layout's name rules and defaults: one table, read by nix/modules/storage.nix too and
+# rendered into the schema and the boot step by scripts/render-layout.
+LAYOUT: dict[str, Any] = _data("layout.json")
+DEFAULT_MOUNT_OPTIONS: tuple[str, ...] = tuple(LAYOUT["defaults"]["btrfs_mount_options"])
+ESP_MOUNT_OPTIONS: tuple[str, ...] = tuple(LAYOUT["defaults"]["esp_mount_options"])
+NEEDED_FOR_BOOT_ROLES: frozenset[str] = frozenset(LAYOUT["defaults"]["needed_for_boot_roles"])
+PARTITION_LABEL: str = LAYOUT["defaults"]["partition_label"]
 
 # PantherOS's own records (the last rollback, persist's journals) on the persist subvolume.
 RECORD_DIR = ".pantheros"
@@ -41,7 +54,7 @@ class Esp:
     size_mib: int
     label: str
     mountpoint: str
-    mount_options: tuple[str, ...] = ("umask=0077",)
+    mount_options: tuple[str, ...] = ESP_MOUNT_OPTIONS
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ class Storage:
     btrfs_mount_options: tuple[str, ...] = DEFAULT_MOUNT_OPTIONS
     device: str | None = None
     esp: Esp | None = None
-    partition_label: str = "pantheros"
+    partition_label: str = PARTITION_LABEL
     luks: Luks | None = None
     min_size_mib: int | None = None
 
@@ -107,6 +120,19 @@ class Storage:
         """The subvolume whose mount holds path (None: the ESP, or no subvolume at all)."""
         mount = owning_mount(path, self.mount_points())
         return next((s for s in self.subvolumes if s.mountpoint == mount), None)
+
+    def not_persistable(self, path: str) -> str | None:
+        """Why path cannot be a persistence entry here (the rules the manifest's own entries
+        follow, and the NixOS module asserts), or None: on the rolled-back root, not / itself,
+        holding no mount point."""
+        owner = self.owner(path)
+        if path == "/":
+            return "is the whole root"
+        if owner is None or owner.role is not Role.ROOT:
+            where = f"the {owner.name} subvolume" if owner else "the ESP"
+            return f"lies on {where}, which is not rolled back"
+        inner = [m for m in self.mount_points() if m.startswith(path.rstrip("/") + "/")]
+        return f"holds the mount point {inner[0]}" if inner else None
 
 
 @dataclass(frozen=True)
@@ -149,11 +175,35 @@ class PersistenceEntry:
 @cache
 def _entry_defaults() -> dict[str, Any]:
     """One table, two readers: nix/modules/impermanence.nix reads the same file."""
-    text = (
-        Path(__file__).resolve().parent.parent / "data" / "persistence-defaults.json"
-    ).read_text()
-    defaults: dict[str, Any] = json.loads(text)
-    return defaults
+    return _data("persistence-defaults.json")
+
+
+@dataclass(frozen=True)
+class FirstBootEntry:
+    """A directory made when the disk is laid out, or a file the installer stages, on the
+    persistent subvolume (its path as the running system sees it)."""
+
+    path: str
+    user: str
+    group: str
+    mode: str
+    uid: int | None = None  # None: allocated at the first boot, unknown to the installer
+    gid: int | None = None
+    required: bool = False
+    what: str = ""
+    login: str | None = None  # the user whose password hash the file is
+
+    @property
+    def mode_bits(self) -> int:
+        return int(self.mode, 8)
+
+
+@dataclass(frozen=True)
+class FirstBoot:
+    """What must or may exist on the persistent subvolume before the first boot (D134)."""
+
+    directories: tuple[FirstBootEntry, ...] = ()
+    files: tuple[FirstBootEntry, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -171,6 +221,7 @@ class Manifest:
     persistence: tuple[PersistenceEntry, ...]
     security: Security
     source: str = "<manifest>"
+    first_boot: FirstBoot = field(default_factory=FirstBoot)
 
     @property
     def persist(self) -> Subvolume | None:
@@ -206,9 +257,7 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
                 mountpoint=s["mountpoint"],
                 role=Role(s["role"]),
                 mount_options=tuple(s.get("mount_options", ())),
-                needed_for_boot=s.get(
-                    "needed_for_boot", s["role"] in ("root", "nix", "persist", "log")
-                ),
+                needed_for_boot=s.get("needed_for_boot", s["role"] in NEEDED_FOR_BOOT_ROLES),
             )
             for s in st["subvolumes"]
         ),
@@ -221,9 +270,9 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
             size_mib=esp["size_mib"],
             label=esp["label"],
             mountpoint=esp["mountpoint"],
-            mount_options=tuple(esp.get("mount_options", ("umask=0077",))),
+            mount_options=tuple(esp.get("mount_options", ESP_MOUNT_OPTIONS)),
         ),
-        partition_label=st.get("partition_label", "pantheros"),
+        partition_label=st.get("partition_label", PARTITION_LABEL),
         luks=None
         if luks is None
         else Luks(
@@ -262,4 +311,28 @@ def build(doc: dict[str, Any], source: str) -> Manifest:
         persistence=persistence,
         security=security,
         source=source,
+        first_boot=_first_boot(doc.get("first_boot")),
+    )
+
+
+def _first_boot(doc: dict[str, Any] | None) -> FirstBoot:
+    if doc is None:
+        return FirstBoot()
+
+    def entry(e: dict[str, Any]) -> FirstBootEntry:
+        return FirstBootEntry(
+            path=e["path"],
+            user=e["user"],
+            group=e["group"],
+            mode=e["mode"],
+            uid=e.get("uid"),
+            gid=e.get("gid"),
+            required=e.get("required", False),
+            what=e.get("what", ""),
+            login=e.get("login"),
+        )
+
+    return FirstBoot(
+        directories=tuple(entry(e) for e in doc["directories"]),
+        files=tuple(entry(e) for e in doc["files"]),
     )

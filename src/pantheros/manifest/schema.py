@@ -1,8 +1,10 @@
-"""A small JSON Schema validator for the subset of draft 2020-12 that the manifest schema uses.
+"""The manifest's JSON Schema, checked by `jsonschema` (draft 2020-12), with what D43 adds.
 
-The schema file is the single definition of a valid manifest. This validator reads it with the
-standard library alone, because the manifest is loaded in the initrd by `panther rollback`. The
-test suite checks that it agrees with the reference `jsonschema` implementation.
+The schema file is the single definition of a valid manifest (its layout name rules are
+rendered from data/layout.json by scripts/render-layout); `jsonschema` walks it. Two
+keywords are adjusted: a `pattern` keeps JSON Schema's (ECMA-262) meaning of `$`, the very end
+of the string (Python's `$` also matches before a final newline), and an `integer` is an int,
+never a float such as 3.0. A violation becomes one line: the JSON path and a short reason.
 """
 
 from __future__ import annotations
@@ -11,22 +13,10 @@ import re
 import reprlib
 from collections.abc import Iterator
 from functools import cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-_TYPES: dict[str, tuple[type, ...]] = {
-    "object": (dict,),
-    "array": (list,),
-    "string": (str,),
-    "integer": (int,),
-    "number": (int, float),
-    "boolean": (bool,),
-    "null": (type(None),),
-}
-
-# Keywords that carry no constraint.
-_ANNOTATIONS = frozenset(
-    {"$schema", "$id", "$defs", "title", "description", "default", "examples", "$comment"}
-)
+if TYPE_CHECKING:
+    from jsonschema.exceptions import ValidationError
 
 
 class SchemaViolation(Exception):
@@ -34,12 +24,6 @@ class SchemaViolation(Exception):
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
-
-
-def _is_type(value: Any, name: str) -> bool:
-    if isinstance(value, bool) and name in ("integer", "number"):
-        return False
-    return isinstance(value, _TYPES[name])
 
 
 def child_path(path: str, key: str | int) -> str:
@@ -75,6 +59,11 @@ def _compiled(pattern: str) -> re.Pattern[str]:
     return re.compile("".join(out))
 
 
+def matches(pattern: str, text: str) -> bool:
+    """Whether text matches a schema pattern, as JSON Schema reads it."""
+    return _compiled(pattern).search(text) is not None
+
+
 class _Short(reprlib.Repr):
     """Values in messages: one short line, whatever the document holds."""
 
@@ -92,114 +81,88 @@ class _Short(reprlib.Repr):
 show = _Short().repr
 
 
+def _pattern(
+    validator: Any, pattern: str, instance: Any, _schema: dict[str, Any]
+) -> Iterator[ValidationError]:
+    from jsonschema.exceptions import ValidationError
+
+    if validator.is_type(instance, "string") and not matches(pattern, instance):
+        yield ValidationError(f"{show(instance)} does not match {pattern}")
+
+
+def _is_integer(_checker: Any, value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@cache
+def _validator_class() -> Any:
+    """Draft 2020-12 with our `pattern` and `integer`. Imported at the first manifest checked:
+    `panther --version` and `--help` do without jsonschema's start-up (about 0.1 s)."""
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+    return jsonschema.validators.extend(  # type: ignore[no-untyped-call]
+        base,
+        validators={"pattern": _pattern},
+        type_checker=base.TYPE_CHECKER.redefine("integer", _is_integer),
+    )
+
+
 def _describe(value: Any) -> str:
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _is_type(value, name):
-            return name
-    return type(value).__name__
+    names = {bool: "boolean", int: "integer", float: "number", str: "string", list: "array"}
+    if value is None:
+        return "null"
+    return names.get(type(value), "object" if isinstance(value, dict) else type(value).__name__)
 
 
-class Validator:
-    def __init__(self, schema: dict[str, Any]) -> None:
-        self.root = schema
-
-    def _resolve(self, ref: str) -> dict[str, Any]:
-        if not ref.startswith("#/"):
-            raise ValueError(f"unsupported $ref {ref!r}")
-        node: Any = self.root
-        for part in ref[2:].split("/"):
-            node = node[part]
-        assert isinstance(node, dict)
-        return node
-
-    def errors(
-        self, value: Any, schema: dict[str, Any] | None = None, path: str = "$"
-    ) -> Iterator[SchemaViolation]:
-        """Yield every violation, outermost first."""
-        if schema is None:
-            schema = self.root
-        if "$ref" in schema:
-            yield from self.errors(value, self._resolve(schema["$ref"]), path)
-        for key, rule in schema.items():
-            if key in _ANNOTATIONS or key == "$ref":
-                continue
-            check = getattr(self, "_kw_" + key, None)
-            if check is None:
-                raise ValueError(f"unsupported schema keyword {key!r} at {path}")
-            yield from check(value, rule, schema, path)
-
-    def first_error(self, value: Any) -> SchemaViolation | None:
-        return next(self.errors(value), None)
-
-    # Keywords. Each returns the violations of one keyword.
-    def _kw_type(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        names = [rule] if isinstance(rule, str) else list(rule)
-        if not any(_is_type(value, n) for n in names):
-            yield SchemaViolation(path, f"expected {' or '.join(names)}, got {_describe(value)}")
-
-    def _kw_const(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if value != rule or type(value) is not type(rule):
-            yield SchemaViolation(path, f"must be {rule!r}, got {show(value)}")
-
-    def _kw_enum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if value not in rule:
-            choices = ", ".join(repr(c) for c in rule)
-            yield SchemaViolation(path, f"must be one of {choices}, got {show(value)}")
-
-    def _kw_pattern(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, str) and not _compiled(rule).search(value):
-            yield SchemaViolation(path, f"{show(value)} does not match {rule}")
-
-    def _kw_minLength(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, str) and len(value) < rule:
-            yield SchemaViolation(path, f"must have at least {rule} character(s)")
-
-    def _kw_minimum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if _is_type(value, "number") and value < rule:
-            yield SchemaViolation(path, f"must be at least {rule}, got {show(value)}")
-
-    def _kw_maximum(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if _is_type(value, "number") and value > rule:
-            yield SchemaViolation(path, f"must be at most {rule}, got {show(value)}")
-
-    def _kw_minItems(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, list) and len(value) < rule:
-            yield SchemaViolation(path, f"must have at least {rule} item(s)")
-
-    def _kw_not(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if next(self.errors(value, rule, path), None) is None:
+def _violation(error: ValidationError, base: str = "$") -> SchemaViolation:
+    """One line for the error jsonschema found: where (a JSON path below base) and why."""
+    path = base
+    for key in error.absolute_path:
+        path = child_path(path, key)
+    rule: Any = error.validator_value
+    value: Any = error.instance
+    match error.validator:
+        case "type":
+            names = [rule] if isinstance(rule, str) else list(rule)
+            reason = f"expected {' or '.join(names)}, got {_describe(value)}"
+        case "const":
+            reason = f"must be {rule!r}, got {show(value)}"
+        case "enum":
+            reason = f"must be one of {', '.join(repr(c) for c in rule)}, got {show(value)}"
+        case "minimum" | "maximum":
+            word = "least" if error.validator == "minimum" else "most"
+            reason = f"must be at {word} {rule}, got {show(value)}"
+        case "minLength":
+            reason = f"must have at least {rule} character(s)"
+        case "maxLength":
+            reason = f"must have at most {rule} characters"
+        case "minItems":
+            reason = f"must have at least {rule} item(s)"
+        case "not":
             what = f"must not match {rule['pattern']}" if "pattern" in rule else "is not allowed"
-            yield SchemaViolation(path, f"{show(value)} {what}")
+            reason = f"{show(value)} {what}"
+        case "required":
+            missing = next(key for key in rule if key not in value)
+            reason = f"missing required property {missing!r}"
+        case "additionalProperties":
+            node: Any = error.schema
+            known = node.get("properties", {})
+            path = child_path(path, next(key for key in value if key not in known))
+            reason = "unknown property"
+        case _:  # "pattern" (ours), and any keyword the schema may come to use
+            reason = error.message
+    return SchemaViolation(path, reason)
 
-    def _kw_required(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, dict):
-            for key in rule:
-                if key not in value:
-                    yield SchemaViolation(path, f"missing required property {key!r}")
 
-    def _kw_properties(
-        self, value: Any, rule: Any, _s: Any, path: str
-    ) -> Iterator[SchemaViolation]:
-        if isinstance(value, dict):
-            for key, sub in rule.items():
-                if key in value:
-                    yield from self.errors(value[key], sub, child_path(path, key))
+def first_violation(
+    doc: Any, schema: dict[str, Any], *, definition: str | None = None, base: str = "$"
+) -> SchemaViolation | None:
+    """The first violation, in the schema's order (its keywords as written, outermost first).
 
-    def _kw_additionalProperties(
-        self, value: Any, rule: Any, schema: dict[str, Any], path: str
-    ) -> Iterator[SchemaViolation]:
-        if not isinstance(value, dict):
-            return
-        known = schema.get("properties", {})
-        for key in value:
-            if key in known:
-                continue
-            if rule is False:
-                yield SchemaViolation(child_path(path, key), "unknown property")
-            elif isinstance(rule, dict):
-                yield from self.errors(value[key], rule, child_path(path, key))
-
-    def _kw_items(self, value: Any, rule: Any, _s: Any, path: str) -> Iterator[SchemaViolation]:
-        if isinstance(value, list):
-            for index, item in enumerate(value):
-                yield from self.errors(item, rule, child_path(path, index))
+    definition: check doc against that one of the schema's `$defs` only; base: the JSON path
+    doc has where it came from (what the violation's path starts with)."""
+    if definition is not None:
+        schema = {"$ref": f"#/$defs/{definition}", "$defs": schema["$defs"]}
+    error = next(_validator_class()(schema).iter_errors(doc), None)
+    return None if error is None else _violation(error, base)

@@ -1,7 +1,10 @@
 """`panther diff`: every change in the live root against its baseline.
 
-Two ways to find candidates, one way to decide:
+Three ways to find candidates, one way to decide:
 
+- tree: btrfs's own metadata (pantheros.state.treediff): the leaves of the root's tree written
+  since the root was made from the blank, and the directories that lost names. Used when the
+  root is a snapshot of the blank that has not changed since. Cost grows with the changes.
 - send: a read-only snapshot of the root and `btrfs send --no-data -p <blank>`; the stream names
   every path that changed (created, written, chmod/chown, xattrs, utimes, links, unlinks,
   renames, including temporary orphan names and renames that appear as link plus unlink). Cost
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -25,8 +29,10 @@ from enum import StrEnum
 from pathlib import Path
 
 from pantheros import btrfs, process, sendstream
+from pantheros.errors import PantherError, UsageError
 from pantheros.fsutil import same_bytes, xattrs
 from pantheros.sendstream import Attr, Cmd
+from pantheros.state import treediff
 
 
 class Kind(StrEnum):
@@ -85,7 +91,8 @@ class Candidates:
 
     touched: dict[bytes, set[str]] = field(default_factory=dict)  # final path -> what happened
     removed: set[bytes] = field(default_factory=set)  # baseline paths that lost their name
-    # A send stream names every data change; a walk knows only that something changed.
+    # A send stream (or the trees) name every data change; a walk knows only that something
+    # changed. Either way "unsure" on a path asks for its bytes to be compared.
     names_data: bool = False
 
     def touch(self, path: bytes, what: str) -> None:
@@ -214,7 +221,7 @@ def _compare(
     sized = kind != "dir" and ("data" in hints or new.st_size != old.st_size)
     if sized or (
         kind == "file"
-        and not names_data
+        and (not names_data or "unsure" in hints)
         and not same_bytes(_join(trees.current, rel), _join(trees.baseline, rel))
     ):
         details.append("data")
@@ -238,36 +245,43 @@ def _compare(
 
 
 def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
-    """Decide every candidate against the trees themselves."""
+    """Decide every candidate against the trees themselves.
+
+    A name gone from the baseline and a new name of the same inode are a rename when that
+    inode lost exactly one name and gained exactly one; otherwise (links added and removed)
+    each lost name is a deletion and each new one a creation.
+    """
     changes: list[Change] = []
-    gone: dict[int, bytes] = {}  # baseline inode -> baseline path, of names that disappeared
+    gone: dict[int, list[tuple[bytes, os.stat_result]]] = {}  # baseline inode -> lost names
     for rel in found.removed:
         if _lstat(_join(trees.current, rel)) is None:
             old = _lstat(_join(trees.baseline, rel))
             if old is not None:
-                gone[old.st_ino] = rel
-    renamed_from: set[bytes] = set()
+                gone.setdefault(old.st_ino, []).append((rel, old))
+    fresh: dict[int, list[tuple[bytes, os.stat_result, set[str]]]] = {}  # inode -> new names
     for rel, hints in found.touched.items():
         new = _lstat(_join(trees.current, rel))
         if new is None:
             continue
         old = _lstat(_join(trees.baseline, rel))
-        kind = file_type(new.st_mode)
         if old is None:
-            source = gone.get(new.st_ino)
-            if source is not None and source not in renamed_from:
-                renamed_from.add(source)
-                changes.append(
-                    Change(
-                        b"/" + rel,
-                        Kind.RENAMED,
-                        kind,
-                        new.st_size,
-                        f"from {os.fsdecode(b'/' + source)}",
-                        b"/" + source,
-                    )
-                )
-                continue
+            fresh.setdefault(new.st_ino, []).append((rel, new, hints))
+            continue
+        change = _compare(trees, rel, new, old, want_times, hints, found.names_data)
+        if change is not None:
+            changes.append(change)
+    for inode, names in fresh.items():
+        lost = gone.get(inode, [])
+        if len(names) == 1 and len(lost) == 1:
+            (rel, new, _), (source, _) = names[0], gone.pop(inode)[0]
+            detail = f"from {os.fsdecode(b'/' + source)}"
+            kind = file_type(new.st_mode)
+            changes.append(
+                Change(b"/" + rel, Kind.RENAMED, kind, new.st_size, detail, b"/" + source)
+            )
+            continue
+        for rel, new, hints in names:
+            kind = file_type(new.st_mode)
             hardlink = kind != "dir" and new.st_nlink > 1 and "created" not in hints
             changes.append(
                 Change(
@@ -279,16 +293,9 @@ def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
                     hardlink=hardlink,
                 )
             )
-            continue
-        change = _compare(trees, rel, new, old, want_times, hints, found.names_data)
-        if change is not None:
-            changes.append(change)
-    for rel in gone.values():
-        if rel in renamed_from:
-            continue
-        old = _lstat(_join(trees.baseline, rel))
-        assert old is not None
-        changes.append(Change(b"/" + rel, Kind.DELETED, file_type(old.st_mode), old.st_size))
+    for names_lost in gone.values():
+        for rel, old in names_lost:
+            changes.append(Change(b"/" + rel, Kind.DELETED, file_type(old.st_mode), old.st_size))
     return _fold_renames(changes)
 
 
@@ -366,6 +373,25 @@ def inside_subvolume(top: Path, root_rel: str, sub_rel: str) -> list[Change]:
             continue  # a subvolume nested in this one: reported on its own, as a subvolume
         changes.append(Change(at + b"/" + rel, Kind.CREATED, file_type(st.st_mode), st.st_size))
     return changes
+
+
+def tree_since(top: Path, root_rel: str, baseline_rel: str) -> int | None:
+    """The transaction in which the root was made from the baseline, when the trees can answer:
+    the root is a snapshot of the baseline, and the baseline has not changed since."""
+    root = btrfs.subvolume_info(top / root_rel)
+    baseline = btrfs.subvolume_info(top / baseline_rel)
+    if root.parent_uuid != baseline.uuid or baseline.ctransid > root.otransid:
+        return None
+    return root.otransid
+
+
+def tree_candidates(top: Path, baseline: Path, snapshot: Path, since: int) -> Candidates:
+    with btrfs.opened(top) as fd:
+        current = treediff.Tree(fd, btrfs.subvolume_info(snapshot).id)
+        found = treediff.candidates(
+            current, treediff.Tree(fd, btrfs.subvolume_info(baseline).id), since
+        )
+    return Candidates(touched=found.touched, removed=found.removed, names_data=True)
 
 
 def send_stream_candidates(baseline: Path, snapshot: Path) -> Candidates:
@@ -454,6 +480,10 @@ def run(
     keep: Filter,
 ) -> Result:
     """Diff the root subvolume against its baseline through a temporary read-only snapshot."""
+    if baseline_rel is not None and not btrfs.is_subvolume(top / baseline_rel):
+        # Said in the machine's words: top is a private mount nobody else can look at.
+        raise PantherError(f"the blank snapshot {baseline_rel} is missing: nothing to diff against")
+    remove_stale_snapshots(top)
     snap_rel = f".pantheros-diff-{os.getpid()}"
     snapshot = top / snap_rel
     btrfs.snapshot(top / root_rel, snapshot, readonly=True)
@@ -462,17 +492,54 @@ def run(
             empty = top / f".pantheros-diff-empty-{os.getpid()}"
             btrfs.create_subvolume(empty)
             try:
-                return _run(top, snapshot, empty, root_rel, "walk", want_times, keep)
+                return _run(top, snapshot, empty, root_rel, "walk", want_times, keep, None)
             finally:
                 btrfs.delete_subvolume(empty)
-        chosen = method if method != "auto" else _auto_method(top / baseline_rel)
-        return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep)
+        since = tree_since(top, root_rel, baseline_rel)
+        if method == "tree" and since is None:
+            raise UsageError(
+                f"diff --method tree: {root_rel} is not an unchanged snapshot of {baseline_rel} "
+                "(use send or walk)"
+            )
+        chosen = method if method != "auto" else _auto_method(top / baseline_rel, since)
+        return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep, since)
     finally:
         btrfs.delete_subvolume(snapshot)
 
 
-def _auto_method(baseline: Path, enough: int = 100) -> str:
-    """send pays off once the baseline has content; for a (nearly) empty one a walk is cheaper."""
+_TEMPORARY = re.compile(r"\.pantheros-diff-(?:empty-)?([0-9]+)")
+
+
+def remove_stale_snapshots(top: Path) -> None:
+    """Delete the temporary subvolumes of diffs that were killed (their process is gone).
+
+    Only a subvolume directly in the top level, named as `run` names them, whose process no
+    longer runs; the caller holds the machine's lock, so no other diff is making one.
+    """
+    for entry in os.scandir(top):
+        found = _TEMPORARY.fullmatch(entry.name)
+        if found is None or _running(int(found.group(1))):
+            continue
+        path = top / entry.name
+        if btrfs.is_subvolume(path) and btrfs.subvolume_info(path).parent_id == btrfs.TOP_LEVEL_ID:
+            btrfs.delete_subvolume(path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _auto_method(baseline: Path, since: int | None, enough: int = 100) -> str:
+    """The trees when they can answer; else send once the baseline has content (for a nearly
+    empty one a walk is cheaper)."""
+    if since is not None:
+        return "tree"
     for count, _ in enumerate(_walk(os.fsencode(baseline)), 1):
         if count >= enough:
             return "send"
@@ -487,9 +554,12 @@ def _run(
     method: str,
     want_times: bool,
     keep: Filter,
+    since: int | None,
 ) -> Result:
     trees = Trees(baseline=os.fsencode(baseline), current=os.fsencode(snapshot))
-    if method == "send":
+    if method == "tree" and since is not None:
+        found = tree_candidates(top, baseline, snapshot, since)
+    elif method == "send":
         found = send_stream_candidates(baseline, snapshot)
     else:
         found = walk_candidates(trees)

@@ -1,4 +1,4 @@
-"""Block devices, loop devices and the kernel's mount table (read here; mounting is mounts.py)."""
+"""Block devices and loop devices (the mount table is read by pantheros.mounttable)."""
 
 from __future__ import annotations
 
@@ -15,85 +15,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from pantheros import process
-from pantheros.errors import PantherError, UsageError
-
-
-@dataclass(frozen=True)
-class MountEntry:
-    mount_id: int
-    parent_id: int
-    device: str  # major:minor
-    root: str  # path inside the filesystem (for btrfs, /<subvolume path>)
-    mountpoint: str
-    options: tuple[str, ...]
-    fstype: str
-    source: str
-    super_options: tuple[str, ...]
-
-    @property
-    def all_options(self) -> tuple[str, ...]:
-        return self.options + self.super_options
-
-    def option(self, name: str) -> str | None:
-        for option in self.all_options:
-            key, _, value = option.partition("=")
-            if key == name:
-                return value
-        return None
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read())
-
-
-def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split(" ")
-        if len(fields) < 6:
-            continue
-        fstype, source, super_opts = [*right.split(" "), "", "", ""][:3]
-        entries.append(
-            MountEntry(
-                mount_id=int(fields[0]),
-                parent_id=int(fields[1]),
-                device=fields[2],
-                root=_unescape(fields[3]),
-                mountpoint=_unescape(fields[4]),
-                options=tuple(fields[5].split(",")),
-                fstype=fstype,
-                source=_unescape(source),
-                super_options=tuple(super_opts.split(",")),
-            )
-        )
-    return entries
-
-
-def mount_at(path: str | Path) -> MountEntry | None:
-    """The topmost mount whose mount point is exactly path."""
-    target = os.path.realpath(path)
-    found = [m for m in mountinfo() if m.mountpoint == target]
-    return found[-1] if found else None
-
-
-def mount_containing(
-    path: str | Path, entries: list[MountEntry] | None = None
-) -> MountEntry | None:
-    """The topmost mount whose tree holds path (among entries, once read; else the table now)."""
-    target = os.path.realpath(path)
-    found = [
-        m
-        for m in (mountinfo() if entries is None else entries)
-        if target == m.mountpoint or target.startswith(m.mountpoint.rstrip("/") + "/")
-    ]
-    return max(found, key=lambda m: len(m.mountpoint), default=None)
+from pantheros import locking, process
+from pantheros.errors import PantherError, Refused, UsageError
+from pantheros.mounttable import MountEntry, mountinfo
+from pantheros.storage.mounts import state_dir
 
 
 def device_number(dev: str) -> str:
@@ -276,15 +201,52 @@ def loop_for_image(image: str | Path) -> list[str]:
     return found
 
 
+def attached_elsewhere(image: str | Path) -> list[tuple[str, str]]:
+    """(device, path) of each loop device backed by the very file image is (the same device
+    and inode: a hard link, a bind mount) under another path. Read from sysfs: no device is
+    opened."""
+    st = os.stat(image)
+    target = os.path.realpath(image)
+    found = []
+    for entry in sorted(Path("/sys/block").glob("loop*")):
+        try:
+            path = (entry / "loop" / "backing_file").read_text().rstrip("\n")
+            other = os.stat(path)
+        except OSError:  # detached meanwhile, or a backing file deleted since
+            continue
+        if path != target and (other.st_dev, other.st_ino) == (st.st_dev, st.st_ino):
+            found.append((f"/dev/{entry.name}", path))
+    return found
+
+
 def attach_loop(image: str | Path) -> str:
-    """Attach image to a new loop device and make its partitions visible."""
-    proc = process.run(["losetup", "--find", "--show", "--partscan", str(image)], check=True)
+    """Attach image to a new loop device and make its partitions visible.
+
+    Refused when the same file is attached already under another name: a second device would
+    let its filesystem be mounted twice at once (btrfs mounts a clone under a temporary fsid),
+    two writers on one disk."""
+    # One check-and-attach at a time among panther's commands: two `lab up` of two names of
+    # one file would otherwise both find it free.
+    with locking.exclusive(state_dir() / "locks" / "attach.lock", what="loop devices"):
+        elsewhere = attached_elsewhere(image)
+        if elsewhere:
+            dev, path = elsewhere[0]
+            raise Refused(
+                f"{image} is the file {path}, already attached to {dev}: attaching it again "
+                "would mount one filesystem twice"
+            )
+        proc = process.run(["losetup", "--find", "--show", "--partscan", str(image)], check=True)
     dev = proc.stdout.strip()
     if not dev.startswith("/dev/"):
         raise PantherError(f"losetup gave no device for {image}")
-    # Some kernels do not scan partitions on attach; partx asks again (harmless when seen).
-    process.run(["partx", "--update", dev], check=False)
+    scan_partitions(dev)
     return dev
+
+
+def scan_partitions(dev: str) -> None:
+    """Make dev's partitions visible: some kernels do not scan them on attach, and a losetup
+    killed half-way leaves a device without its scan. partx asks again (harmless when seen)."""
+    process.run(["partx", "--update", dev], check=False)
 
 
 def detach_if_backed_by(dev: str, image: str | Path) -> bool:

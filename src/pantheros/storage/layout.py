@@ -6,7 +6,9 @@ reviews is what runs. Mounting the laid-out tree is `pantheros.storage.tree`.
 
 from __future__ import annotations
 
+import logging
 import os
+import stat
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +16,8 @@ from pathlib import Path
 from pantheros import btrfs, process, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
-from pantheros.storage import blockdev
+from pantheros.manifest.models import Role
+from pantheros.storage import blankrecord, blockdev
 from pantheros.storage.luks import (
     Secret,
     close_mapping,
@@ -113,7 +116,7 @@ def format_steps(
         yield Step(shown, _cmd(fmt, stdin=secret.stdin()))
 
         def open_luks() -> None:
-            open_mapping(layout.main, luks.name, secret, luks.allow_discards)
+            open_mapping(layout.main, luks.name, secret, luks.allow_discards, persistent=True)
             layout.btrfs_device = luks.mapper_path
 
         yield Step(f"cryptsetup open {layout.main} {luks.name} {secret.describe()}", open_luks)
@@ -156,10 +159,79 @@ def subvolume_steps(manifest: Manifest, top: str) -> Iterator[Step]:
         blank,
     )
     yield Step(
+        f"record the blank's identity in {top}/{blankrecord.RECORD}  # the boot step trusts "
+        "only this blank",
+        lambda: blankrecord.record_blank(Path(top), st.blank_snapshot, "laid out by panther"),
+    )
+    yield Step(
         f"mkdir -p {top}/{st.old_roots}  # where previous roots are kept",
         lambda: Path(top, st.old_roots).mkdir(parents=True, exist_ok=True),
     )
+    directories = manifest.first_boot.directories
+    if directories:
+        persist = st.by_role(Role.PERSIST)
+        assert persist is not None, "validated manifests have a persist subvolume"
+        shown = " ".join(
+            f"{top}/{persist.name}{_below(d.path, persist.mountpoint)}" for d in directories
+        )
+        yield Step(
+            f"install -d {shown}  # what the first boot needs, with its owner and mode",
+            lambda: first_boot_directories(manifest, Path(top, persist.name)),
+        )
     yield Step(f"btrfs filesystem sync {top}", lambda: btrfs.sync(top))
+
+
+def _below(path: str, mountpoint: str) -> str:
+    """path (under mountpoint) as a path inside the mounted subvolume, with a leading /."""
+    return path if mountpoint == "/" else path[len(mountpoint) :]
+
+
+def first_boot_directories(manifest: Manifest, persist: Path) -> None:
+    """Make the first boot's directories inside the persist subvolume mounted at persist.
+
+    Parents are made root-owned 0755; each directory gets its mode, and its owner where the
+    manifest knows the ids (otherwise the boot applies it: D134). One that exists is given the
+    declared mode and owner where they differ. Nothing is followed: a symlink on the way is
+    refused.
+    """
+    st = manifest.storage
+    mount = st.by_role(Role.PERSIST)
+    assert mount is not None, "validated manifests have a persist subvolume"
+    for entry in manifest.first_boot.directories:
+        parts = [p for p in _below(entry.path, mount.mountpoint).split("/") if p]
+        fd = os.open(persist, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            for index, name in enumerate(parts):
+                last = index == len(parts) - 1
+                try:
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    # A parent as `mkdir -p` makes it under umask 022, whatever ours is.
+                    os.chmod(name, 0o755, dir_fd=fd, follow_symlinks=False)  # noqa: S103
+                except FileExistsError:
+                    pass
+                try:
+                    child = os.open(
+                        name,
+                        os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                        dir_fd=fd,
+                    )
+                except OSError as exc:
+                    raise Refused(
+                        f"{entry.path}: {'/'.join(parts[: index + 1])} is not a directory "
+                        f"({exc.strerror})"
+                    ) from None
+                os.close(fd)
+                fd = child
+                if last:
+                    # Only what differs: a second run changes nothing (not even a ctime).
+                    have = os.fstat(fd)
+                    if stat.S_IMODE(have.st_mode) != entry.mode_bits:
+                        os.fchmod(fd, entry.mode_bits)
+                    owner = (entry.uid, entry.gid)
+                    if None not in owner and (have.st_uid, have.st_gid) != owner:
+                        os.fchown(fd, entry.uid or 0, entry.gid or 0)
+        finally:
+            os.close(fd)
 
 
 def _mountpoints(manifest: Manifest, top: str) -> list[str]:
@@ -167,7 +239,7 @@ def _mountpoints(manifest: Manifest, top: str) -> list[str]:
     return [f"{top}/{st.root.name}{m}" for m in sorted(st.mount_points(root=False))]
 
 
-def preflight(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
+def preflight(manifest: Manifest, target: str, *, secret: Secret | None) -> None:
     """Refuse, before any change, what would fail or destroy data without consent."""
     path, _ = blockdev.resolve_target(target)
     for tool in ["sgdisk", "partx", "wipefs", "mkfs.btrfs", "losetup", "mount", "umount"]:
@@ -228,7 +300,7 @@ def plan(manifest: Manifest, target: str, secret: Secret | None) -> list[str]:
 
 def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secret | None) -> None:
     require_root("panther disk format")
-    preflight(manifest, target, yes_wipe=yes_wipe, secret=secret)
+    preflight(manifest, target, secret=secret)
     with blockdev.attached(target) as (disk, _):
         found = blockdev.signatures(disk)
         if found and not yes_wipe:
@@ -249,3 +321,39 @@ def format_disk(manifest: Manifest, target: str, *, yes_wipe: bool, secret: Secr
         finally:
             if luks:
                 close_mapping(luks.name, layout.disk)
+
+
+def finish(manifest: Manifest, device: str) -> None:
+    """`panther disk finish`: what format does after mkfs.btrfs, on a btrfs another tool made.
+
+    disko's hook runs it after disko has made the file system and the subvolumes (D131): the
+    subvolumes the manifest names, the mount points in the root, the read-only blank, the
+    old-roots directory and the first boot's directories. Each step keeps what is there, so
+    a second run changes nothing. The device must be the manifest's btrfs (by its label); a
+    blank that is not a read-only subvolume is refused, not replaced.
+    """
+    require_root("panther disk finish")
+    for tool in ("blkid", "mount", "umount"):
+        process.require(tool)
+    if not blockdev.is_block_device(device):
+        raise UsageError(f"{device} is not a block device")
+    probe = process.run(["blkid", "--probe", "--output", "export", device], check=False)
+    found = dict(line.split("=", 1) for line in probe.stdout.splitlines() if "=" in line)
+    label = manifest.storage.btrfs_label
+    if found.get("TYPE") != "btrfs" or found.get("LABEL") != label:
+        what = f"{found.get('TYPE', 'no file system')}" + (
+            f" labelled {found['LABEL']!r}" if "LABEL" in found else ""
+        )
+        raise Refused(f"{device} holds {what}, not the layout's btrfs labelled {label!r}")
+    with top_level_mount(device) as top:
+        blank = top / manifest.storage.blank_snapshot
+        there = blank.exists() or blank.is_symlink()
+        if there and not (btrfs.is_subvolume(blank) and btrfs.subvolume_info(blank).readonly):
+            raise Refused(
+                f"{manifest.storage.blank_snapshot} exists on {device} but is not a "
+                "read-only subvolume: it cannot be the blank, and finish does not replace it"
+            )
+        # No line per step: each keeps what exists, so a line would claim work not done.
+        for step in subvolume_steps(manifest, str(top)):
+            logging.getLogger(__name__).debug("finish: %s", step.show)
+            step.action()

@@ -46,11 +46,14 @@ def dm_name(name: str) -> str:
     return os.path.basename(os.path.realpath(mapper_path(name)))
 
 
-def open_mapping(device: str, name: str, secret: Secret | None, discards: bool) -> None:
+def open_mapping(
+    device: str, name: str, secret: Secret | None, discards: bool, *, persistent: bool = False
+) -> None:
     """Open device as the mapping name; one already open is used only if it sits on device.
 
     The name is the manifest's, and the host may use the same one for its own disk: trusting it
-    would mount, or format, the host's volume.
+    would mount, or format, the host's volume. persistent: also record the flags (discards) in
+    the LUKS2 header, as format does (and disko, D132).
     """
     if is_open(name):
         if dm_name(name) not in blockdev.holders(device):
@@ -64,6 +67,8 @@ def open_mapping(device: str, name: str, secret: Secret | None, discards: bool) 
     argv = ["cryptsetup", "open", *secret.args()]
     if discards:
         argv.append("--allow-discards")
+        if persistent:
+            argv.append("--persistent")
     process.run([*argv, device, name], check=True, input=secret.stdin())
 
 

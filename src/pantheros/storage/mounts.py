@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pantheros import process
-from pantheros.errors import NotRoot
+from pantheros.errors import NotRoot, PantherError
 
 CLONE_NEWNS = 0x00020000
 
@@ -27,13 +27,33 @@ def require_root(action: str) -> None:
         raise NotRoot(f"{action} needs root (run it with sudo)")
 
 
-def mount(source: str, target: str | Path, options: list[str], fstype: str | None = None) -> None:
-    argv = ["mount"]
+def mount(
+    source: str | int, target: str | Path | int, options: list[str], fstype: str | None = None
+) -> None:
+    """mount(8). Each option must be one option: nothing in it that mount(8) would read as
+    the start of another (a comma) or as quoting, so no name can add options of its own.
+
+    A source or target given as a descriptor (O_PATH, opened without following a symlink:
+    pantheros.files.open_beneath) is mounted exactly: mount(8) gets /proc/self/fd/N and does
+    not canonicalize it, so the kernel follows the descriptor, not a path that may have been
+    swapped for a symlink since it was checked."""
+    for option in options:
+        if not option or any(c in option for c in ",\"'\\\0\n"):
+            raise PantherError(f"refusing to mount with the option {option!r}: not one option")
+    if isinstance(source, str) and not source.startswith("/"):
+        # A device or a directory: never read as an option.
+        raise PantherError(f"refusing to mount {source!r}: not an absolute path")
+    fds = tuple(fd for fd in (source, target) if isinstance(fd, int))
+    argv = ["mount", "--no-canonicalize"] if fds else ["mount"]
     if fstype:
         argv += ["-t", fstype]
     if options:
         argv += ["-o", ",".join(options)]
-    process.run([*argv, source, str(target)], check=True)
+    where = [
+        f"/proc/self/fd/{what}" if isinstance(what, int) else os.path.abspath(what)
+        for what in (source, target)
+    ]
+    process.run([*argv, *where], check=True, pass_fds=fds)
 
 
 def unmount(target: str | Path) -> None:
@@ -75,8 +95,10 @@ def private_namespace() -> Iterator[None]:
         _namespace_call("unshare", CLONE_NEWNS)
         _outer_namespaces.append(original)
         try:
-            # Without this a mount below a shared mount would propagate back to the host.
-            process.run(["mount", "--make-rprivate", "/"], check=True)
+            # Slave: a mount made here never propagates back to the host, and the host's
+            # unmounts reach here, so this namespace never keeps a copy of a mount the machine
+            # let go (a deletion looks at every mount namespace, D81).
+            process.run(["mount", "--make-rslave", "/"], check=True)
             yield
         finally:
             _outer_namespaces.pop()

@@ -11,16 +11,16 @@ checked the same way, and written in today's format when it is next saved.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
-from pantheros import fsutil
+from pantheros import files, locking
 from pantheros.errors import PantherError
 from pantheros.storage import blockdev
 from pantheros.storage.mounts import state_dir
@@ -64,6 +64,13 @@ class RecordError(PantherError):
     """A record file that is not a record panther wrote: nothing in it is used."""
 
 
+def lock(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """One `disk mount` or `disk unmount` at a time per directory (a lab's commands hold the
+    lab's lock around theirs as well)."""
+    path = state_dir() / "locks" / f"mounts-{record_file(directory).stem}.lock"
+    return locking.exclusive(path, what=f"the mounts at {directory}")
+
+
 def record_file(directory: Path) -> Path:
     key = hashlib.sha256(str(directory).encode()).hexdigest()[:16]
     return state_dir() / "mounts" / f"{key}.json"
@@ -84,12 +91,12 @@ class MountRecord:
     def load(cls, directory: Path) -> Self | None:
         """The record for directory, None when there is none; RecordError when it is not valid."""
         path = record_file(directory)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        # Under the state directory, without a symlink: one planted there is refused.
+        data = files.read_bytes(path, beneath=state_dir(), what="the mount record")
+        if data is None:
             return None
         try:
-            return cls._parse(json.loads(text), directory)
+            return cls._parse(files.parse_json(data), directory)
         except (ValueError, TypeError) as exc:
             raise RecordError(
                 f"the mount record {path} is not valid ({exc}); nothing in it is trusted: "
@@ -148,12 +155,10 @@ class MountRecord:
         }
 
     def save(self) -> None:
-        path = record_file(Path(self.directory))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fsutil.write_json(path, self.as_json())
+        files.write_json(record_file(Path(self.directory)), self.as_json(), beneath=state_dir())
 
     def forget(self) -> None:
-        record_file(Path(self.directory)).unlink(missing_ok=True)
+        files.remove_file(record_file(Path(self.directory)), beneath=state_dir())
 
     def at(self, path: str) -> RecordedMount | None:
         return next((m for m in self.mounts if m.path == path), None)

@@ -10,13 +10,14 @@ import contextlib
 import os
 from pathlib import Path
 
-from pantheros import ui
+from pantheros import files, mounttable, ui
 from pantheros.errors import PantherError, Refused, UsageError
 from pantheros.manifest import Manifest
 from pantheros.storage import blockdev, luks, mounts
 from pantheros.storage.luks import Secret
 from pantheros.storage.mounts import require_root
 from pantheros.storage.record import MountKind, MountRecord, RecordedMount
+from pantheros.storage.record import lock as record_lock
 
 ESP_UNMOUNTABLE = "this kernel cannot mount vfat: the EFI system partition is left unmounted"
 
@@ -41,7 +42,7 @@ def _under(path: str, root: Path) -> bool:
 
 def _refuse_foreign(root: Path, devices: set[str]) -> None:
     """Refuse when something panther did not mount from our device is mounted in the tree."""
-    for entry in blockdev.mountinfo():
+    for entry in mounttable.mountinfo():
         if not _under(entry.mountpoint, root):
             continue
         source = os.path.realpath(entry.source) if entry.source.startswith("/dev/") else None
@@ -75,6 +76,30 @@ def mount_tree(
     adopt_loop: bool = False,
     warn_esp: bool = True,
 ) -> MountRecord:
+    """`_mount_tree` under the directory's lock (record.lock)."""
+    require_root("panther disk mount")
+    with record_lock(Path(directory).resolve()):
+        return _mount_tree(
+            manifest,
+            manifest_path,
+            target,
+            directory,
+            secret,
+            adopt_loop=adopt_loop,
+            warn_esp=warn_esp,
+        )
+
+
+def _mount_tree(
+    manifest: Manifest,
+    manifest_path: str,
+    target: str,
+    directory: str,
+    secret: Secret | None,
+    *,
+    adopt_loop: bool = False,
+    warn_esp: bool = True,
+) -> MountRecord:
     """Mount every subvolume (and the ESP) under directory, as the host would mount them.
 
     Run again after an interruption it finishes the job: mounts of our device already in place
@@ -98,6 +123,9 @@ def mount_tree(
             if existing and not adopt_loop:
                 raise Refused(f"image {target} is already attached to {', '.join(existing)}")
             record.loop = existing[0] if existing else None
+            if record.loop is not None:
+                # Left by a killed run: perhaps killed inside losetup, before the scan.
+                blockdev.scan_partitions(record.loop)
     devices = record.devices() or set()
     _refuse_foreign(root, devices)
     if is_image and record.loop is None:
@@ -171,14 +199,27 @@ def _mount_all(
     targets.sort(key=lambda t: t[0].path.count("/"))
     for mount, source, options, fstype in targets:
         _mountpoint(root, mount.path)
-        current = blockdev.mount_at(mount.path)
+        current = mounttable.mount_at(mount.path)
         if current is None or os.path.realpath(current.source) not in devices:
             ui.progress(f"mount -t {fstype} -o {','.join(options)} {source} {mount.path}")
-            mounts.mount(source, mount.path, options, fstype=fstype)
+            # By descriptor, reached without a symlink: one swapped in after the check above
+            # is not followed out of the tree.
+            target = files.open_beneath(Path(mount.path), beneath=root, what="the mount point")
+            try:
+                mounts.mount(source, target, options, fstype=fstype)
+            finally:
+                os.close(target)
         record.add(mount)
 
 
 def unmount_tree(directory: str, *, quiet: bool = False, keep_device: bool = False) -> MountRecord:
+    """`_unmount_tree` under the directory's lock (record.lock)."""
+    require_root("panther disk unmount")
+    with record_lock(Path(directory).resolve()):
+        return _unmount_tree(directory, quiet=quiet, keep_device=keep_device)
+
+
+def _unmount_tree(directory: str, *, quiet: bool, keep_device: bool) -> MountRecord:
     """Undo what mount_tree did under directory, innermost first; touch nothing else.
 
     Every mount under directory whose source is our device goes, recorded or not (a run killed

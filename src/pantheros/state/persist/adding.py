@@ -22,13 +22,16 @@ from pantheros.manifest.models import PersistenceEntry
 from pantheros.state.persist import hostfile
 from pantheros.state.persist.copying import copy_verified, make_parents, merge_missing, verify
 from pantheros.state.persist.failures import VerifyFailed, one_line
+from pantheros.state.persist.hostfile import HostFile
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where, locate, refuse_unsafe_live
 from pantheros.state.persist.mounting import bind_mount, is_bind_mounted
 from pantheros.storage import mounts
 
 
-def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> PersistenceEntry:
+def add(
+    machine: Machine, path: str, host_file: HostFile | None, *, merge: bool
+) -> PersistenceEntry:
     """Persist one path; finishes an interrupted earlier run for the same path."""
     mounts.require_root("panther persist add")
     with one_line(f"persist add {path}"):
@@ -36,7 +39,7 @@ def add(machine: Machine, path: str, host_file: Path | None, *, merge: bool) -> 
 
 
 def _add(
-    machine: Machine, where: Where, host_file: Path | None, *, merge: bool
+    machine: Machine, where: Where, host_file: HostFile | None, *, merge: bool
 ) -> PersistenceEntry:
     persist = machine.manifest.persist
     assert persist is not None
@@ -83,7 +86,7 @@ def _stale(where: Where, journal: Journal) -> bool:
 def _start(machine: Machine, where: Where, boot: str, *, merge: bool) -> Journal:
     """Check a new add (every refusal comes before anything changes) and start its journal."""
     if where.path in hostfile.declared_paths(machine) and is_bind_mounted(where):
-        raise Refused(f"{where.path} is already persistent")
+        raise UsageError(f"{where.path} is already persistent")
     if not os.path.lexists(where.live):
         raise UsageError(f"{where.path} does not exist")
     refuse_unsafe_live(machine, where)

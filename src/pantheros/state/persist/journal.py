@@ -6,15 +6,14 @@ durably at every step, and deleted when the add is done.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
 
 from pantheros.errors import UsageError
-from pantheros.fsutil import is_staging_dir, remove_path, write_json
+from pantheros.files import read_json, remove_file, write_json
+from pantheros.fsutil import is_staging_dir, remove_path
 from pantheros.state.persist.location import Where
 
 KILL_AFTER_ENV = "PANTHER_PERSIST_KILL_AFTER"  # testing only: SIGKILL after the named step
@@ -31,12 +30,10 @@ class Journal:
 
     @classmethod
     def load(cls, where: Where) -> Journal | None:
-        try:
-            data = json.loads(where.journal_file.read_text())
-        except FileNotFoundError:
+        # Among panther's records in persistent storage, reached without a symlink.
+        data = read_json(where.journal_file, beneath=where.persist_root, what="the journal")
+        if data is None:
             return None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"cannot read the journal {where.journal_file}: {exc}") from None
         if (
             not isinstance(data, dict)
             or data.get("path") != where.path
@@ -56,7 +53,6 @@ class Journal:
         return journal
 
     def save(self) -> None:
-        self.where.journal_file.parent.mkdir(parents=True, exist_ok=True)
         data = {
             "path": self.where.path,
             "step": self.step,
@@ -64,7 +60,7 @@ class Journal:
             "merge": self.merge,
             "staging": None if self.staging is None else str(self.staging),
         }
-        write_json(self.where.journal_file, data)
+        write_json(self.where.journal_file, data, beneath=self.where.persist_root)
 
     def advance(self, step: str) -> None:
         self.step = step
@@ -96,5 +92,4 @@ class Journal:
     def clear(self) -> None:
         """The add is done (or undone): its staging directory and the journal go."""
         self.discard_staging()
-        with contextlib.suppress(FileNotFoundError):
-            self.where.journal_file.unlink()
+        remove_file(self.where.journal_file, beneath=self.where.persist_root)

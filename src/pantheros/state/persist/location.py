@@ -81,7 +81,8 @@ def locate(machine: Machine, path: str) -> Where:
         raise UsageError(f"{resolved}{via} is on {where_is}: it already survives reboots")
     for mountpoint in sorted(machine.manifest.storage.mount_points()):
         if mountpoint.startswith(resolved.rstrip("/") + "/"):
-            raise Refused(
+            # By the layout, whatever is on the disk now: bad input, as for a path on /persist.
+            raise UsageError(
                 f"{resolved} contains {mountpoint}, where another subvolume is mounted: "
                 "persist the paths beside it instead"
             )

@@ -4,37 +4,53 @@ from __future__ import annotations
 
 import os
 
-from pantheros import ui
+from pantheros import files, mounttable, ui
 from pantheros.errors import PantherError, Refused
 from pantheros.fsutil import resolve_inside
 from pantheros.machine import Machine
 from pantheros.state.persist.failures import one_line
 from pantheros.state.persist.hostfile import declared
 from pantheros.state.persist.location import Where, where_of
-from pantheros.storage import blockdev, mounts
+from pantheros.storage import mounts
+
+_NEW_FILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def is_bind_mounted(where: Where) -> bool:
-    if blockdev.mount_at(where.live) is None or not os.path.lexists(where.copy):
+    if mounttable.mount_at(where.live) is None or not os.path.lexists(where.copy):
         return False
     a, b = os.stat(where.live), os.stat(where.copy)
     return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
 
 
 def bind_mount(machine: Machine, where: Where) -> None:
-    """Bind the persistent copy over the live path (recorded, for the lab, with its mounts)."""
+    """Bind the persistent copy over the live path (recorded, for the lab, with its mounts).
+
+    Both ends are opened without a symlink or a mount on the way and mounted by descriptor:
+    a process on the machine that swaps either for a symlink after the checks (a user owning
+    the copy's directory, say) cannot make the mount follow it out of the machine.
+    """
     if is_bind_mounted(where):
         return
     if where.copy.is_symlink():
         raise Refused(f"{where.copy} is a symlink: a bind mount would follow it")
     if not os.path.lexists(where.live):
-        if where.copy.is_dir():
-            where.live.mkdir(parents=True)
-        else:
-            where.live.parent.mkdir(parents=True, exist_ok=True)
-            where.live.touch()
+        is_dir = where.copy.is_dir()
+        files.make_directories(where.live if is_dir else where.live.parent, beneath=machine.root)
+        if not is_dir:
+            with files.open_directory(where.live.parent, beneath=machine.root) as parent:
+                os.close(os.open(where.live.name, _NEW_FILE, 0o644, dir_fd=parent))
     with mounts.host_namespace():
-        mounts.mount(str(where.copy), where.live, ["bind"])
+        # Opened in the namespace the mount is made in: a mount's source must be in it.
+        source = files.open_beneath(where.copy, beneath=where.persist_root, what="the copy")
+        try:
+            target = files.open_beneath(where.live, beneath=machine.root, what="the live path")
+            try:
+                mounts.mount(source, target, ["bind"])
+            finally:
+                os.close(target)
+        finally:
+            os.close(source)
     if machine.lab is not None and (record := machine.lab.record()) is not None:
         record.add_bind(where.live, where.path)
 

@@ -5,32 +5,33 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pantheros import btrfs, ui
+from pantheros import btrfs, mounttable, ui
 from pantheros.errors import Refused, UsageError
 from pantheros.fsutil import copy_all, foreign_inside, remove_path, staging_dir
 from pantheros.machine import Machine
 from pantheros.state.persist import hostfile
 from pantheros.state.persist.failures import one_line
+from pantheros.state.persist.hostfile import HostFile
 from pantheros.state.persist.journal import Journal
 from pantheros.state.persist.location import Where, locate, refuse_unsafe_live
 from pantheros.state.persist.mounting import is_bind_mounted
-from pantheros.storage import blockdev, mounts
+from pantheros.storage import mounts
 
 
-def remove(machine: Machine, path: str, host_file: Path | None, *, purge: bool) -> None:
+def remove(machine: Machine, path: str, host_file: HostFile | None, *, purge: bool) -> None:
     mounts.require_root("panther persist remove")
     with one_line(f"persist remove {path}"):
         _remove(machine, locate(machine, path), host_file, purge=purge)
 
 
-def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bool) -> None:
+def _remove(machine: Machine, where: Where, host_file: HostFile | None, *, purge: bool) -> None:
     persist = machine.manifest.persist
     assert persist is not None
     in_manifest = any(e.path == where.path for e in machine.manifest.persistence)
     data = hostfile.read(host_file)
     listed = hostfile.listed(data, where.path)
     if not listed and in_manifest:
-        raise Refused(
+        raise UsageError(
             f"{where.path} is declared in the NixOS configuration: remove it there "
             "(pantheros.impermanence.directories/files)"
         )
@@ -52,7 +53,7 @@ def _remove(machine: Machine, where: Where, host_file: Path | None, *, purge: bo
             with mounts.host_namespace():
                 mounts.unmount(where.live)
             # This command's private namespace holds its own copy of the mount.
-            if blockdev.mount_at(where.live) is not None:
+            if mounttable.mount_at(where.live) is not None:
                 mounts.unmount(where.live)
         if machine.lab is not None and (record := machine.lab.record()) is not None:
             # Also when it was not mounted: the lab must not wait for a mount it will not get.

@@ -48,7 +48,11 @@ def _state(top: Path, machine: Machine, where: Where, *, up: bool) -> str:
     rel = where.path.lstrip("/")
     if not up:
         return "machine down" if os.path.lexists(top / persist.name / rel) else "missing data"
-    if resolve_inside(machine.root, where.path) != where.path or where.copy.is_symlink():
+    if (
+        resolve_inside(machine.root, where.path) != where.path
+        or resolve_inside(where.persist_root, where.path) != where.path
+        or where.copy.is_symlink()
+    ):
         return "symlink on the path"
     if not os.path.lexists(where.copy):
         return "missing data"
@@ -84,12 +88,15 @@ def strays(machine: Machine) -> list[str]:
                 continue
             if any(path == w or path.startswith(w + "/") for w in wanted):
                 continue
-            if any(w.startswith(path + "/") for w in wanted) and child.is_dir():
+            # Only a real directory is entered: a symlink is a stray itself, never followed
+            # (an absolute one would list the host's directory as the machine's).
+            real_dir = child.is_dir() and not child.is_symlink()
+            if any(w.startswith(path + "/") for w in wanted) and real_dir:
                 visit(child, path)
                 continue
             found.append(path)
 
-    if base.is_dir():
+    if base.is_dir() and not base.is_symlink():
         with one_line("persist stray"):
             visit(base, "/")
     return found

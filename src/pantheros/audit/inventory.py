@@ -1,0 +1,212 @@
+"""The audit's file inventory: setuid/setgid files, files with capabilities, world-writable
+entries, in one pass over the system directories.
+
+What the walk does not enter, and why nothing there can be one of the three:
+
+- the Nix store: Nix canonicalises every store path (owner root, mode 0444 or 0555, no
+  setuid or setgid bit, no extended attributes, so no capabilities) and mounts the store
+  read-only;
+- pseudo file systems (proc, sysfs, cgroup, ...): the kernel makes their entries, no chmod or
+  setxattr of a user gives one a setuid bit or a capability;
+- a mount both read-only and nosuid: the kernel honours no setuid or setgid bit and no file
+  capability on a nosuid mount, and nothing on a read-only one can be written by anyone;
+- a directory owned by root that neither its group nor others may search: only root reaches
+  what lies below, and root needs no setuid bit or writable file to act. (Another path to the
+  same file, a hard link or a mount elsewhere, is walked where it is.)
+
+Inside what it enters, the walk looks only at directories and regular files, told from
+symlinks, devices, FIFOs and sockets by the directory entry's type (d_type) without a stat:
+none of those can be a finding. Symlinks are never followed. Only an executable is asked for
+its capability attribute.
+
+Nearly all the time goes to the stat of every regular file, which no sound rule may skip.
+`find` does that with the least work per file (a walk in Python costs a fifth more, measured),
+so the levels below the first are `find`'s: the tops and their entries are read here, and the
+directories among those are handed to `find` processes, one per processor the load leaves
+idle (at least one, at most MAX_LANES). They start when the walk does and run while the audit's
+other checks do; result() waits for them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from typing import IO
+
+from pantheros import process
+
+SETID = stat.S_ISUID | stat.S_ISGID
+MAX_LANES = 4  # beyond it, a few large directories decide the time anyway
+
+Directory = tuple[str, int]  # full path, and its link count: on most file systems 2 + subdirs
+
+
+@dataclass
+class Inventory:
+    """Paths as the machine sees them (starting with "/")."""
+
+    suid: list[str] = field(default_factory=list)  # setuid or setgid regular files
+    caps: list[str] = field(default_factory=list)  # executables with security.capability
+    writable: list[str] = field(default_factory=list)  # o+w files, o+w directories without +t
+    errors: list[str] = field(default_factory=list)  # what could not be read, and why
+
+    def sorted(self) -> Inventory:
+        return Inventory(sorted(self.suid), sorted(self.caps), sorted(self.writable), self.errors)
+
+
+def walk(base: str, tops: list[str], pruned: frozenset[str]) -> Inventory:
+    """The whole walk at once (see Walk)."""
+    return Walk(base, tops, pruned).result()
+
+
+@dataclass
+class _Lane:
+    find: subprocess.Popen[bytes]
+    out: IO[bytes]
+    err: IO[bytes]
+    directories: list[str]
+
+
+class Walk:
+    """A walk under way: started here, its result collected by result().
+
+    `tops` are full paths below `base`; `pruned` full paths not entered (mount points, the
+    store). The tops and their entries are read here; the directories among those are
+    divided among `lanes` `find` processes (by default lanes()), the largest first, by their
+    link count.
+    """
+
+    def __init__(
+        self, base: str, tops: list[str], pruned: frozenset[str], lanes: int | None = None
+    ) -> None:
+        self.cut = len(base.rstrip("/"))
+        self.pruned = pruned
+        self.found = Inventory()
+        directories: list[Directory] = []
+        for top in tops:
+            try:
+                st = os.lstat(top)
+            except OSError as exc:
+                self.found.errors.append(f"{top}: {exc.strerror}")
+                continue
+            if top not in pruned and self._enter(top, st):
+                directories += self._read(top)
+        count = max(1, min(lanes or default_lanes(), len(directories)))
+        shares: list[list[str]] = [[] for _ in range(count)]
+        weights = [0] * count
+        for path, links in sorted(directories, key=lambda d: -d[1]):
+            lightest = weights.index(min(weights))
+            shares[lightest].append(path)
+            weights[lightest] += links
+        self.lanes = [self._start(share) for share in shares if share]
+
+    def _enter(self, path: str, st: os.stat_result) -> bool:
+        """Note a directory that is a finding; whether the walk goes into it."""
+        mode = st.st_mode
+        if st.st_uid == 0 and not mode & 0o011:
+            return False  # root's, and only root may search it
+        if mode & stat.S_IWOTH and not mode & stat.S_ISVTX:
+            self.found.writable.append(path[self.cut :])
+        return True
+
+    def _read(self, path: str) -> list[Directory]:
+        """Note the findings among a top's entries; the directories among them to enter."""
+        directories: list[Directory] = []
+        try:
+            with os.scandir(path) as entries:
+                for entry in entries:
+                    child = f"{path}/{entry.name}"
+                    if entry.is_dir(follow_symlinks=False):
+                        st = entry.stat(follow_symlinks=False)
+                        if child not in self.pruned and self._enter(child, st):
+                            directories.append((child, st.st_nlink))
+                    elif entry.is_file(follow_symlinks=False):
+                        self._file(child, entry.stat(follow_symlinks=False).st_mode)
+        except OSError as exc:
+            self.found.errors.append(f"{path}: {exc.strerror}")
+        return directories
+
+    def _file(self, path: str, mode: int) -> None:
+        rel = path[self.cut :]
+        if mode & stat.S_IWOTH:
+            self.found.writable.append(rel)
+        if mode & SETID:
+            self.found.suid.append(rel)
+        if mode & 0o111 and _has_capabilities(path):
+            self.found.caps.append(rel)
+
+    def _start(self, directories: list[str]) -> _Lane:
+        # Files, not pipes: a pipe nobody reads until the checks are done would stop find.
+        out = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
+        err = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
+        find = process.start(
+            self._argv(directories), stdin=subprocess.DEVNULL, stdout=out, stderr=err
+        )
+        return _Lane(find, out, err, directories)
+
+    def _argv(self, directories: list[str]) -> list[str]:
+        prune: list[str] = []
+        for path in sorted(self.pruned):
+            # -path takes a glob: a literal path must not match what its brackets would.
+            prune += ["-path", re.sub(r"([\\*?\[])", r"\\\1", path), "-o"]
+        skipped = ["(", *prune[:-1], ")", "-prune", "-o"] if prune else []
+        # The directories themselves were judged here (-mindepth 1): find judges what is below.
+        return [
+            "find", "-P", *directories, "-mindepth", "1", *skipped,
+            "-type", "d", "-uid", "0", "!", "-perm", "/011", "-prune", "-o",
+            "(",
+            "-type", "f", "(", "-perm", "/6000", "-o", "-perm", "-0002", "-o", "-perm", "/111", ")",
+            "-o", "-type", "d", "-perm", "-0002", "!", "-perm", "-1000",
+            ")",
+            "-printf", "%m %y %p\\0",
+        ]  # fmt: skip
+
+    def result(self) -> Inventory:
+        for lane in self.lanes:
+            code = lane.find.wait()
+            if code < 0:  # killed: what it printed is not all there is; once more, waiting
+                lane.out.close()
+                lane.err.close()
+                lane = self._start(lane.directories)
+                code = lane.find.wait()
+            lane.out.seek(0)
+            for record in lane.out.read().split(b"\0"):
+                if record:
+                    mode, kind, path = record.split(b" ", 2)
+                    self._record(int(mode, 8), kind, os.fsdecode(path))
+            lane.err.seek(0)
+            if code != 0:
+                message = lane.err.read().decode(errors="replace").strip()
+                self.found.errors.append(message or f"find exited with {code}")
+            lane.out.close()
+            lane.err.close()
+        self.lanes = []
+        return self.found.sorted()
+
+    def _record(self, mode: int, kind: bytes, path: str) -> None:
+        if kind == b"d":
+            self.found.writable.append(path[self.cut :])
+        elif kind == b"f":
+            self._file(path, mode)
+
+
+def default_lanes() -> int:
+    """How many `find` processes: this one's and each processor the load leaves idle."""
+    processors = len(os.sched_getaffinity(0))
+    try:
+        idle = int(processors - os.getloadavg()[0])
+    except OSError:  # no load average to read (some containers): assume the machine is busy
+        return 1
+    return max(1, min(processors, idle, MAX_LANES))
+
+
+def _has_capabilities(path: str) -> bool:
+    try:
+        os.getxattr(path, "security.capability", follow_symlinks=False)
+    except OSError:
+        return False
+    return True

@@ -1,1 +1,0 @@
-"""`panther spec`: OpenSpec change management, compatible with the OpenSpec CLI 1.13.2."""
