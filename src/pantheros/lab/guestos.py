@@ -28,6 +28,7 @@ from pantheros import btrfs, locking, process, ui
 from pantheros.errors import PantherError
 from pantheros.lab.initrd import Kernel, cache_dir
 from pantheros.manifest import Manifest
+from pantheros.storage import blankrecord
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -70,6 +71,7 @@ PYTHON_SITE = "usr/lib/python3/dist-packages"
 GUEST_CACHE_TAG = "cpython-311"
 PANTHER = "/usr/local/bin/panther"
 INSTALL_DONE = "pantheros-lab-install: done"
+LAID_IN = "the lab's OS laid in by panther lab boot"
 
 UNITS: dict[str, str] = {
     # NixOS's pantheros-rollback-finish (nix/modules/impermanence.nix), as written there.
@@ -416,7 +418,7 @@ def lay_in(top: Path, manifest: Manifest, tarball: str) -> None:
     The tree is unpacked into a staging subvolume, snapshotted read-only beside the blank, and
     only then does it replace the blank: at every moment there is a whole blank, old or new
     (finish_interrupted completes the one step between). The read-only snapshot is what makes
-    it trusted: nothing changed since it was made."""
+    it trusted: nothing changed since it was made, and it is the recorded blank."""
     blank, staging, ready = _names(top, manifest)
     for leftover in (staging, ready):
         if btrfs.is_subvolume(leftover):
@@ -441,6 +443,10 @@ def lay_in(top: Path, manifest: Manifest, tarball: str) -> None:
         (staging / point.lstrip("/")).mkdir(parents=True, exist_ok=True)
     btrfs.snapshot(staging, ready, readonly=True)
     btrfs.delete_subvolume(staging)
+    # The blank's identity record (D80) names the new blank before it takes the name (D107):
+    # killed between the two, the old blank fails its check and the next lay-in runs again.
+    info = btrfs.subvolume_info(ready)
+    blankrecord.write(top, blankrecord.BlankIdentity.of(blank.name, info, LAID_IN))
     if btrfs.is_subvolume(blank):
         btrfs.delete_subvolume(blank)
     os.rename(ready, blank)
