@@ -66,6 +66,7 @@ EXCLUDES = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr
 # In the blank: what the lab's blank was made from (the OS key), read by `lab boot`.
 MARKER = "etc/pantheros/lab-os"
 PYTHON_SITE = "usr/lib/python3/dist-packages"
+STEP_CACHE = "var/cache/pantheros"  # pantheros.impermanence.bootstep's cache, as root
 # Debian 12's Python: panther's modules are compiled for it when this host runs the same version
 # (the root is fresh at every boot: bytecode written there would be made again every boot).
 GUEST_CACHE_TAG = "cpython-311"
@@ -277,20 +278,22 @@ def panther_source_hash() -> str:
     return digest.hexdigest()[:20]
 
 
-def os_key(base: Path, kernel: Kernel) -> str:
+def os_key(base: Path, kernel: Kernel, step_dir: Path) -> str:
     return _sha(
         base.name.encode(),
+        step_dir.name.encode(),
         kernel.version.encode(),
         panther_source_hash().encode(),
         str(sys.implementation.cache_tag).encode(),
     )
 
 
-def os_tarball(kernel: Kernel) -> tuple[Path, str]:
-    """(the OS tarball, its key): the base, then the kernel's modules, panther and the lab's
-    units appended (a later member replaces an earlier one of the same name)."""
+def os_tarball(kernel: Kernel, step_dir: Path) -> tuple[Path, str]:
+    """(the OS tarball, its key): the base, then the kernel's modules, panther, the boot step's
+    built helper (step_dir) and the lab's units appended (a later member replaces an earlier one
+    of the same name)."""
     base = base_tarball()
-    key = os_key(base, kernel)
+    key = os_key(base, kernel, step_dir)
     directory = cache_dir()
     path = directory / f"os-{key}.tar"
     with locking.exclusive(directory / ".os.lock", what="the lab's OS cache"):
@@ -301,7 +304,7 @@ def os_tarball(kernel: Kernel) -> tuple[Path, str]:
         try:
             shutil.copyfile(base, partial)
             with tarfile.open(partial, "a", format=tarfile.GNU_FORMAT) as tar:
-                _append(tar, kernel, key)
+                _append(tar, kernel, key, step_dir)
             os.replace(partial, path)
         finally:
             partial.unlink(missing_ok=True)
@@ -367,12 +370,17 @@ def _add_bytecode(tar: tarfile.TarFile, source: Path, dest: str) -> None:
             _add_bytes(tar, name.replace("/./", "/"), compiled.read_bytes(), 0o644)
 
 
-def _append(tar: tarfile.TarFile, kernel: Kernel, key: str) -> None:
+def _append(tar: tarfile.TarFile, kernel: Kernel, key: str, step_dir: Path) -> None:
     # usr/lib, not lib: /lib is a symlink in Debian 12's tree, and a `lib` member replaces it.
     _add_tree(tar, kernel.modules, f"usr/lib/modules/{kernel.version}")
     for name, package in _packages().items():
         _add_tree(tar, package, f"{PYTHON_SITE}/{name}")
         _add_bytecode(tar, package, f"{PYTHON_SITE}/{name}")
+    # The boot step's script and compiled helper where the guest's panther looks for them (its
+    # cache as root, under the same digest): `panther status` and `blank` run the helper, and
+    # the guest has no compiler. The initrd carries its own copy (initrd.add_units).
+    tar.addfile(_member(STEP_CACHE, 0o755, tarfile.DIRTYPE))
+    _add_tree(tar, step_dir, f"{STEP_CACHE}/{step_dir.name}")
     for name, text in UNITS.items():
         _add_bytes(tar, f"etc/systemd/system/{name}", text.encode(), 0o644)
         link = _member(f"etc/systemd/system/{WANTED_BY[name]}.wants/{name}", 0o777, tarfile.SYMTYPE)

@@ -318,7 +318,7 @@ class LabVM:
             raise UsageError(f"--level: one of {', '.join(generation.LEVELS)}, not {level!r}")
         kernel = initrd.find_kernel()
         base = initrd.base_initramfs(kernel)
-        tarball, os_key = guestos.os_tarball(kernel)
+        tarball, os_key = guestos.os_tarball(kernel, step_dir)
         if self.lab.record() is not None or blockdev.loop_for_image(self.lab.image):
             ui.progress("taking the lab down: the VM has the disk to itself")
             self.lab.down(purge=False)
@@ -645,7 +645,7 @@ def create_if_missing(lab: Lab, options: BootOptions, step_dir: Path) -> None:
             f.write(new_passphrase())
     kernel = initrd.find_kernel()
     base = initrd.base_initramfs(kernel)
-    tarball, os_key = guestos.os_tarball(kernel)
+    tarball, os_key = guestos.os_tarball(kernel, step_dir)
     installer = installer_disk(tarball, os_key)
     install(machine, options, kernel, base, tarball, installer, step_dir)
     config = Config.load(machine.config_path, beneath=lab.directory)
