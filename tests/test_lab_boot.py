@@ -361,6 +361,15 @@ def test_while_the_vm_runs_the_disk_is_its_own(workdir: Path) -> None:
         assert status["vm"]["running"] is True
         assert status["vm"]["pid"] == holder.pid
         assert status["device"] is None
+        assert status["ssh"] is None  # no port forwarded (yet): nothing to reach
+        (directory / "vm" / "ssh-port").write_text("2222\n")
+        (directory / "vm" / "id_ed25519").write_text("a key\n")
+        status = json.loads(panther("lab", "status", str(directory), "--json").stdout)
+        key = str(directory.resolve() / "vm" / "id_ed25519")
+        assert status["ssh"] == {"host": "127.0.0.1", "port": 2222, "user": "panther", "key": key}
+        proc = panther("lab", "reboot", str(directory), "--json")
+        assert "--json" in one_line_error(proc)
+        assert proc.returncode == 2
         text = panther("lab", "status", str(directory)).stdout
         assert "(booted)" in text
     finally:
@@ -408,6 +417,40 @@ def test_lab_boot_flake_without_nix_says_so(tmp_path: Path) -> None:
     assert not (tmp_path / "lab").exists()
 
 
+@pytest.mark.root
+def test_lab_boot_flake_runs_nixos_install_on_the_mounted_lab(workdir: Path) -> None:
+    """`lab boot --flake .#HOST` lays out the lab, mounts it and runs exactly
+    `nixos-install --root DIR/mnt --flake .#HOST --no-root-passwd --no-channel-copy` there (a
+    stand-in on PATH records its argv and what it found, then fails, as a failed build does)."""
+    bin_dir = workdir / "bin"
+    bin_dir.mkdir()
+    seen = workdir / "seen"
+    fake = bin_dir / "nixos-install"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f"printf '%s\\n' \"$@\" > {seen}\n"
+        f'mountpoint -q "$2" && mountpoint -q "$2/persist" && echo mounted >> {seen}\n'
+        "echo 'error: building the system failed' >&2\nexit 3\n"
+    )
+    fake.chmod(0o755)
+    directory = workdir / "lab"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    try:
+        proc = panther("lab", "boot", str(directory), "--flake", ".#lab", env=env)
+        if "required tool not found" in proc.stderr or "is missing (install" in proc.stderr:
+            pytest.skip(one_line_error(proc))
+        assert proc.returncode == 3  # an external tool failed (docs/cli.md)
+        # Progress lines first (the lab laid out and mounted), then the one failure line.
+        assert proc.stderr.splitlines()[-1] == "panther: error: nixos-install failed: exit status 3"
+        mnt = str(directory.resolve() / "mnt")
+        argv = ["--root", mnt, "--flake", ".#lab", "--no-root-passwd", "--no-channel-copy"]
+        assert seen.read_text().splitlines() == [*argv, "mounted"]
+        assert vm.flake_install_argv(Path(mnt), ".#lab") == ["nixos-install", *argv]
+        assert not (directory / "vm" / "qemu.pid").exists()  # nothing booted
+    finally:
+        panther("lab", "down", "--purge", str(directory))
+
+
 def test_the_os_is_keyed_by_its_packages_and_pantheros_source(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -420,7 +463,9 @@ def test_the_os_is_keyed_by_its_packages_and_pantheros_source(
     assert guestos.base_key() != base
     kernel = initrd.Kernel("6.1.0-0-cloud-amd64", Path("/boot/vmlinuz"))
     tarball = tmp_path / "debian-bookworm-x.tar"
-    key = guestos.os_key(tarball, kernel)
-    assert guestos.os_key(tarball, kernel) == key
+    step = tmp_path / "bootstep-0123"
+    key = guestos.os_key(tarball, kernel, step)
+    assert guestos.os_key(tarball, kernel, step) == key
+    assert guestos.os_key(tarball, kernel, tmp_path / "bootstep-4567") != key
     monkeypatch.setattr(guestos, "panther_source_hash", lambda: "changed")
-    assert guestos.os_key(tarball, kernel) != key
+    assert guestos.os_key(tarball, kernel, step) != key
