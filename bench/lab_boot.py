@@ -35,8 +35,9 @@ def main() -> None:
     sys_path = Path(__file__).resolve().parent.parent / "src"
     os.environ["PYTHONPATH"] = str(sys_path)
     code = (
-        "from pantheros.lab import guestos, initrd; k = initrd.find_kernel(); "
-        "guestos.os_tarball(k); initrd.base_initramfs(k)"
+        "from pantheros.impermanence import bootstep; from pantheros.lab import guestos, initrd; "
+        "k = initrd.find_kernel(); guestos.os_tarball(k, bootstep.artifact_dir()); "
+        "initrd.base_initramfs(k)"
     )
     figures: list[tuple[str, float]] = []
     try:
