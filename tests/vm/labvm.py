@@ -30,9 +30,15 @@ class LabVM:
         self.timings: dict[str, list[float]] = {}
 
     def panther(
-        self, *args: str, check: bool = True, timeout: float = BOOT_TIMEOUT, input: str = ""
+        self,
+        *args: str,
+        check: bool = True,
+        timeout: float = BOOT_TIMEOUT,
+        input: str = "",
+        env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         full_env = {**os.environ, "NO_COLOR": "1", **self.env, "PYTHONPATH": str(REPO / "src")}
+        full_env.update(env or {})
         proc = subprocess.run(
             [sys.executable, "-m", "pantheros", *args],
             capture_output=True,
@@ -48,14 +54,21 @@ class LabVM:
             )
         return proc
 
-    def timed(self, what: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def timed(
+        self, what: str, *args: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
         start = time.monotonic()
-        proc = self.panther(*args, check=check)
+        proc = self.panther(*args, check=check, env=env)
         self.timings.setdefault(what, []).append(time.monotonic() - start)
         return proc
 
-    def boot(self, *options: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.timed("boot", "lab", "boot", str(self.directory), *options, check=check)
+    def boot(
+        self, *options: str, check: bool = True, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """`panther lab boot DIR OPTIONS`; env: added to panther's environment."""
+        return self.timed(
+            "boot", "lab", "boot", str(self.directory), *options, check=check, env=env
+        )
 
     def ssh(self, command: str, *, check: bool = True, timeout: float = 300) -> str:
         proc = self.panther("lab", "ssh", str(self.directory), "--", command, check=False,

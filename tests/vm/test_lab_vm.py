@@ -34,6 +34,7 @@ from pantheros import manifest as manifests
 from pantheros.lab import qemu
 from pantheros.lab.vm import type_on_console
 from pantheros.machine import Machine
+from tests import bootstep_variant
 from tests.helpers import REPO, cleanup_under
 from tests.vm.labvm import FAILED, LabVM, end_vm
 
@@ -259,8 +260,10 @@ def test_power_cuts_during_the_boot_step_and_a_persist_write_lose_nothing(plain:
     lab.root("echo before > /persist/before && echo junk > /junk-before && sync")
     roots = old_root_names(lab)
     lab.panther("lab", "poweroff", str(lab.directory))
-    hang = "systemd.setenv=PANTHER_ROLLBACK_HANG_AFTER=exchange"
-    lab.boot("--background", "--kernel-param", hang)
+    # The initramfs gets the boot step's test variant (its hooks; tests/bootstep_variant.py),
+    # the lab's OS keeps panther's own build; the hook is asked for on the kernel command line.
+    hang = f"systemd.setenv={bootstep_variant.HANG_AFTER_ENV}=exchange"
+    lab.boot("--background", "--kernel-param", hang, env=bootstep_variant.env())
     lab.wait_for_log("pantheros-rollback: hanging after exchange")
     pid = lab.pid()
     assert pid is not None

@@ -54,9 +54,22 @@ class Boot:
             raise UsageError("--kernel-param: one parameter, without spaces, each time")
 
 
-def cmd_lab_boot(lab: Lab, opts: Boot) -> int:
+def _boot_step() -> lab_vm.BootStep:
+    """The boot step for the initramfs (PANTHER_BOOTSTEP_DIR's when set) and panther's own
+    build for the lab's OS: a variant given for the initrd never goes into the OS."""
     from pantheros.impermanence import bootstep
 
+    initrd = bootstep.artifact_dir()
+    given = os.environ.pop(bootstep.DIR_ENV, None)
+    try:
+        shipped = bootstep.artifact_dir() if given else initrd
+    finally:
+        if given is not None:
+            os.environ[bootstep.DIR_ENV] = given
+    return lab_vm.BootStep(initrd=initrd, shipped=shipped)
+
+
+def cmd_lab_boot(lab: Lab, opts: Boot) -> int:
     if opts.flake:
         lab_vm.boot_flake(lab, opts.flake, memory_mib=_memory_mib(opts.memory))
         return ExitCode.OK
@@ -71,14 +84,14 @@ def cmd_lab_boot(lab: Lab, opts: Boot) -> int:
         timeout=float(opts.timeout),
     )
     lab.check_place()
-    step_dir = bootstep.artifact_dir()
+    step = _boot_step()
     machine = lab_vm.LabVM(lab)
     with lab.lock(wait=not opts.no_wait, vm_ok=True):
-        lab_vm.create_if_missing(lab, options, step_dir)
+        lab_vm.create_if_missing(lab, options, step)
         persistence = hostfile.entries(
             hostfile.read(hostfile.HostFile(lab.persistence_path, lab.directory))
         )
-        machine.boot(options, step_dir, persistence)
+        machine.boot(options, step, persistence)
     if options.wait:
         machine.wait_up(console_from=0, options=options, boot_id=None)
     return ExitCode.OK

@@ -63,6 +63,17 @@ TOOLS = {
 
 
 @dataclass(frozen=True)
+class BootStep:
+    """The boot step's directories (script and built helper): `initrd`, what the initramfs
+    carries (PANTHER_BOOTSTEP_DIR's when set: the tests' variant with its hooks), and `shipped`,
+    panther's own build, which the lab's OS carries for its `panther` (the guest has no
+    compiler) and the installer VM boots with."""
+
+    initrd: Path
+    shipped: Path
+
+
+@dataclass(frozen=True)
 class BootOptions:
     luks: bool = False
     tpm: bool | None = None  # None: as the lab was booted before
@@ -293,7 +304,7 @@ class LabVM:
     # --- booting -----------------------------------------------------------------------
 
     def boot(
-        self, options: BootOptions, step_dir: Path, persistence: Sequence[PersistenceEntry]
+        self, options: BootOptions, step: BootStep, persistence: Sequence[PersistenceEntry]
     ) -> None:
         """Start the lab's VM on its image (laid in first when the OS changed); the caller holds
         the lab's lock, and waits for it afterwards (wait_up) without: once QEMU runs, the disk
@@ -318,7 +329,7 @@ class LabVM:
             raise UsageError(f"--level: one of {', '.join(generation.LEVELS)}, not {level!r}")
         kernel = initrd.find_kernel()
         base = initrd.base_initramfs(kernel)
-        tarball, os_key = guestos.os_tarball(kernel, step_dir)
+        tarball, os_key = guestos.os_tarball(kernel, step.shipped)
         if self.lab.record() is not None or blockdev.loop_for_image(self.lab.image):
             ui.progress("taking the lab down: the VM has the disk to itself")
             self.lab.down(purge=False)
@@ -341,7 +352,7 @@ class LabVM:
             tpm2=tpm and luks,
         )
         overlay = initrd.Overlay()
-        initrd.add_units(overlay, luks, manifest.impermanence.fail_policy.value, step_dir)
+        initrd.add_units(overlay, luks, manifest.impermanence.fail_policy.value, step.initrd)
         this_boot.add_to(overlay)
         if luks:
             overlay.add("etc/crypttab", generation.crypttab(manifest))
@@ -611,7 +622,7 @@ INSTALL_TIMEOUT = 1200.0
 INSTALL_PLAN = "etc/pantheros/lab/install.json"
 
 
-def create_if_missing(lab: Lab, options: BootOptions, step_dir: Path) -> None:
+def create_if_missing(lab: Lab, options: BootOptions, step: BootStep) -> None:
     """A lab directory without an image gets one: laid out here (`lab up`'s layout) or, with
     --luks, by the installer VM (this host's kernel may have no device-mapper)."""
     if lab.image.exists():
@@ -645,9 +656,9 @@ def create_if_missing(lab: Lab, options: BootOptions, step_dir: Path) -> None:
             f.write(new_passphrase())
     kernel = initrd.find_kernel()
     base = initrd.base_initramfs(kernel)
-    tarball, os_key = guestos.os_tarball(kernel, step_dir)
+    tarball, os_key = guestos.os_tarball(kernel, step.shipped)
     installer = installer_disk(tarball, os_key)
-    install(machine, options, kernel, base, tarball, installer, step_dir)
+    install(machine, options, kernel, base, tarball, installer, step.shipped)
     config = Config.load(machine.config_path, beneath=lab.directory)
     config.installed_os, config.tpm = os_key, bool(options.tpm)
     config.save(machine.config_path, beneath=lab.directory)
