@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from pantheros.lab import qemu
+from pantheros.lab.vm import in_a_second
 from tests.helpers import REPO
 
 BOOT_TIMEOUT = 1200.0
@@ -98,7 +100,9 @@ class LabVM:
         before = self.boot_id()
         assert before, "no SSH before the reboot"
         start = time.monotonic()
-        self.ssh("sudo systemctl reboot", check=False, timeout=60)
+        # `systemctl reboot` from inside, run by systemd a second later (vm.in_a_second: no
+        # sudo left at the final kill).
+        self.ssh(shlex.join(["sudo", *in_a_second("reboot")]), check=False, timeout=60)
         deadline = start + BOOT_TIMEOUT
         while True:
             assert self.pid() is not None, "the VM powered off instead of rebooting\n" + self.log()

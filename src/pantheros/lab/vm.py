@@ -62,6 +62,14 @@ TOOLS = {
 }
 
 
+def in_a_second(verb: str) -> list[str]:
+    """`systemctl VERB` run by the VM's systemd a second from now, so that the sudo (and SSH
+    session) asking for it has ended before the shutdown begins: a sudo still there at the
+    final kill logs to journald's closed socket, and Debian's 6.1 kernel can then spin in
+    unix_dgram_sendmsg for good under TCG (seen once: the VM never rebooted)."""
+    return ["systemd-run", "--quiet", "--on-active=1", "systemctl", verb]
+
+
 @dataclass(frozen=True)
 class BootStep:
     """The boot step's directories (script and built helper): `initrd`, what the initramfs
@@ -563,7 +571,7 @@ class LabVM:
             raise PantherError("the lab's VM does not let SSH in: cannot ask it to reboot")
         offset = self.console_size()
         ui.progress("rebooting the VM (systemctl reboot inside it)")
-        self.ssh(["sudo", "systemctl", "reboot"], check=False, timeout=60)
+        self.ssh(["sudo", *in_a_second("reboot")], check=False, timeout=60)
         self.wait_up(console_from=offset, options=BootOptions(timeout=timeout), boot_id=before)
 
     def poweroff(self, *, force: bool = False, timeout: float = 180) -> bool:
@@ -576,7 +584,7 @@ class LabVM:
         if not force:
             ui.progress("powering the VM off (systemctl poweroff inside it)")
             with contextlib.suppress(PantherError):
-                self.ssh(["sudo", "systemctl", "poweroff"], check=False, timeout=30)
+                self.ssh(["sudo", *in_a_second("poweroff")], check=False, timeout=30)
             if not qemu.wait_gone(self.files.pidfile, timeout):
                 ui.warn("the VM did not power off: pressing its power button (ACPI)")
                 with contextlib.suppress(OSError, ValueError):
