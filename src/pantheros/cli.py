@@ -252,7 +252,9 @@ def _lab(sub: Any) -> None:
     _no_wait_arg(p)
     _on(p, lambda: commands.lab.cmd_lab_status)
     p = lsub.add_parser(
-        "reboot", help="simulate a boot: unmount, roll back as the initrd does, mount"
+        "reboot",
+        help="simulate a boot: unmount, roll back as the initrd does, mount (a booted lab: "
+        "reboot its VM)",
     )
     p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
     p.add_argument("--json", action="store_true", help="stage 2's outcome as JSON")
@@ -264,6 +266,54 @@ def _lab(sub: Any) -> None:
     p.add_argument("--json", action="store_true", help="the result as JSON")
     _no_wait_arg(p)
     _on(p, lambda: commands.lab.cmd_lab_down)
+    _lab_vm(lsub)
+
+
+def _lab_vm(lsub: Any) -> None:
+    """`panther lab boot|ssh|console|poweroff`: the lab's disk booted as a VM (QEMU)."""
+    p = lsub.add_parser("boot", help="boot the lab's disk image as a VM (UEFI, QEMU)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
+    p.add_argument("--luks", action="store_true", help="a new lab: LUKS2 under btrfs")
+    p.add_argument("--tpm", action="store_true", help="a software TPM2 (swtpm), kept in DIR/vm")
+    p.add_argument(
+        "--level",
+        choices=("baseline", "hardened", "strict"),
+        help="the hardening level in effect (default: as before, else the manifest's)",
+    )
+    p.add_argument("--memory", metavar="SIZE", help="the VM's memory (default: 1G)")
+    p.add_argument(
+        "--kernel-param",
+        action="append",
+        metavar="P",
+        help="add P to this boot's kernel command line (for example pantheros.norollback)",
+    )
+    p.add_argument("--size", default="4G", help="image size for a new lab (default: 4G)")
+    p.add_argument(
+        "--background", action="store_true", help="return once QEMU runs; do not wait for SSH"
+    )
+    p.add_argument(
+        "--timeout", type=float, default=900, metavar="S", help="how long to wait for SSH"
+    )
+    p.add_argument(
+        "--flake", metavar="FLAKE#HOST", help="install that NixOS host (nixos-install) and boot it"
+    )
+    _no_wait_arg(p)
+    _on(p, lambda: commands.lab_vm.cmd_lab_boot)
+    p = lsub.add_parser("ssh", help="log in to the booted lab (-- CMD: run CMD there)")
+    p.add_argument(
+        "rest",
+        nargs=argparse.REMAINDER,
+        metavar="[DIR] [-- CMD ...]",
+        help="the lab's directory, then the command to run after --",
+    )
+    _on(p, lambda: commands.lab_vm.cmd_lab_ssh)
+    p = lsub.add_parser("console", help="the booted lab's serial console (Ctrl-] leaves)")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
+    _on(p, lambda: commands.lab_vm.cmd_lab_console)
+    p = lsub.add_parser("poweroff", help="power the booted lab off")
+    p.add_argument("dir", nargs="?", metavar="DIR", help=LAB_DIR_HELP)
+    p.add_argument("--force", action="store_true", help="pull the plug (no clean shutdown)")
+    _on(p, lambda: commands.lab_vm.cmd_lab_poweroff)
 
 
 def _pin_args(q: argparse.ArgumentParser) -> None:

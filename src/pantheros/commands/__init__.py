@@ -44,6 +44,12 @@ if TYPE_CHECKING:
         lab as lab,
     )
     from pantheros.commands import (
+        lab_guest as lab_guest,
+    )
+    from pantheros.commands import (
+        lab_vm as lab_vm,
+    )
+    from pantheros.commands import (
         spec as spec,
     )
     from pantheros.commands import (

@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 
 from pantheros import files, ui
 from pantheros import manifest as manifests
-from pantheros.errors import ExitCode, PantherError, Refused
+from pantheros.errors import ExitCode, PantherError, Refused, UsageError
 from pantheros.lab import firstboot
 from pantheros.lab.lab import Lab, parse_size
+from pantheros.lab.lab import vm_status as lab_vm_status
 from pantheros.machine import Machine, lab_is_down
 from pantheros.storage import tree
 
@@ -35,11 +36,14 @@ What to try next:
 """
 
 
-def _locked(lab: Lab, no_wait: bool) -> contextlib.AbstractContextManager[None]:
-    """The lab's lock, honouring --no-wait; no lock file is made where there is no lab."""
+def _locked(
+    lab: Lab, no_wait: bool, *, vm_ok: bool = False
+) -> contextlib.AbstractContextManager[None]:
+    """The lab's lock, honouring --no-wait; no lock file is made where there is no lab. While
+    the lab's VM runs, refused unless vm_ok (Lab.lock)."""
     if not lab.directory.is_dir() or not lab.made():
         return contextlib.nullcontext()
-    return lab.lock(wait=not no_wait)
+    return lab.lock(wait=not no_wait, vm_ok=vm_ok)
 
 
 def _persistence_mounts(machine: Machine) -> None:
@@ -149,7 +153,8 @@ class Status:
 
 
 def cmd_lab_status(lab: Lab, opts: Status) -> int:
-    with _locked(lab, opts.no_wait):
+    # Also of a booted lab: then nothing of it is mounted here, and `vm`/`ssh` say how to reach it.
+    with _locked(lab, opts.no_wait, vm_ok=True):
         status = lab.status()
     if opts.json:
         ui.emit_json(status.as_json())
@@ -166,7 +171,16 @@ class Reboot:
 
 
 def cmd_lab_reboot(lab: Lab, opts: Reboot) -> int:
-    """A reboot as PantherOS boots: the initrd's step, then the tree mounted, then stage 2."""
+    """A reboot as PantherOS boots: the initrd's step, then the tree mounted, then stage 2.
+    A booted lab (`panther lab boot`) is rebooted for real: `systemctl reboot` inside its VM."""
+    if lab_vm_status(lab).running:
+        if opts.json:
+            raise UsageError(
+                "--json: `lab reboot` of a booted lab prints the boot, not stage 2's JSON"
+            )
+        from pantheros.commands import lab_vm
+
+        return lab_vm.reboot(lab)
     machine = Machine.of_lab(lab)
     with machine.lock(wait=not opts.no_wait):
         if lab.record() is None:

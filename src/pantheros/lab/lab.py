@@ -17,7 +17,7 @@ from pathlib import Path
 from pantheros import files, locking, mounttable, ui
 from pantheros import manifest as manifests
 from pantheros.errors import Refused, UsageError
-from pantheros.lab.report import LabDown, LabStatus, LabUp
+from pantheros.lab.report import LabDown, LabStatus, LabUp, VMStatus
 from pantheros.storage import blockdev, layout, mounts, tree
 from pantheros.storage.record import MountRecord, RecordedMount
 
@@ -25,6 +25,24 @@ DEFAULT_DIR = "/var/lib/pantheros/lab"
 # What the lab machine's /run/pantheros gets (impermanence's boot report and login warning;
 # tests/test_lab.py holds the names to theirs): the files `down --purge` removes from DIR/run.
 RUN_FILES = ("rollback.report", "login-warning")
+
+
+def refuse_while_booted(directory: Path) -> None:
+    """The lab's VM uses the disk: nothing on this host may attach or mount it meanwhile."""
+    from pantheros.lab import qemu  # only its pid file check
+
+    pid = qemu.running(directory / "vm" / "qemu.pid")
+    if pid is not None:
+        raise Refused(
+            f"the lab at {directory} is booted (its VM runs, pid {pid}): work inside it "
+            f"(panther lab ssh {directory}), or `panther lab poweroff {directory}` first"
+        )
+
+
+def vm_status(lab: Lab) -> VMStatus:
+    from pantheros.lab import qemu
+
+    return qemu.status(qemu.Files(lab.directory / "vm"))
 
 
 def default_dir() -> Path:
@@ -126,9 +144,14 @@ class Lab:
         """The lab machine's /run/pantheros (the boot report, the login warning)."""
         return self.directory / "run"
 
-    def lock(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
-        """The lab's writer lock, `DIR/.lock` (see pantheros.locking)."""
-        return locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait)
+    @contextlib.contextmanager
+    def lock(self, *, wait: bool = True, vm_ok: bool = False) -> Iterator[None]:
+        """The lab's writer lock, `DIR/.lock` (see pantheros.locking). While the lab's VM runs
+        (`panther lab boot`), its disk is the VM's: refused unless vm_ok."""
+        with locking.exclusive(self.lock_path, what=f"the lab at {self.directory}", wait=wait):
+            if not vm_ok:
+                refuse_while_booted(self.directory)
+            yield
 
     def manifest(self) -> manifests.Manifest:
         return manifests.load(self.manifest_path, beneath=self.directory)
@@ -299,6 +322,7 @@ class Lab:
         manifest = self.manifest() if self.manifest_path.exists() else None
         record = self.record()  # read and verified once for every field below
         return LabStatus(
+            vm=vm_status(self),
             dir=self.directory,
             up=self._is_up(record, manifest),
             image=self.image if image else None,
@@ -367,6 +391,9 @@ class Lab:
         # Directories go only when empty: the lab never deletes what it did not make.
         if self.mnt.is_dir() and not self.mnt.is_symlink() and not any(self.mnt.iterdir()):
             self.mnt.rmdir()
+        from pantheros.lab import qemu  # the VM's files, by name
+
+        qemu.purge(self.directory / "vm")
         # By name only: DIR/run may be anything when DIR is not what the user thinks it is.
         if self.run_dir.is_dir() and not self.run_dir.is_symlink():
             for name in RUN_FILES:

@@ -16,6 +16,46 @@ def _path(value: Path | None) -> str | None:
 
 
 @dataclass(frozen=True)
+class VMStatus:
+    """The lab's VM (`panther lab boot`): whether QEMU runs, and how to reach it."""
+
+    running: bool
+    pid: int | None = None
+    ssh_port: int | None = None
+    console_log: Path | None = None
+    tpm: bool = False
+    level: str | None = None
+    ssh_user: str | None = None
+    ssh_key: Path | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "running": self.running,
+            "pid": self.pid,
+            "ssh_port": self.ssh_port,
+            "console_log": _path(self.console_log),
+            "tpm": self.tpm,
+            "level": self.level,
+        }
+
+    def ssh_json(self) -> dict[str, Any] | None:
+        """How to reach the running VM over SSH (what `panther fleet` needs), else None."""
+        if not self.running or self.ssh_port is None or self.ssh_key is None:
+            return None
+        return {
+            "host": "127.0.0.1",
+            "port": self.ssh_port,
+            "user": self.ssh_user,
+            "key": str(self.ssh_key),
+        }
+
+    def text(self) -> str:
+        if not self.running:
+            return "not running"
+        return f"running (pid {self.pid}, SSH on 127.0.0.1:{self.ssh_port})"
+
+
+@dataclass(frozen=True)
 class LabStatus:
     """`panther lab status`: the lab's image, device and manifest, and what is mounted where."""
 
@@ -28,6 +68,7 @@ class LabStatus:
     host: str | None
     root: Path
     mounts: tuple[RecordedMount, ...]  # recorded and in place, in mount order
+    vm: VMStatus = VMStatus(running=False)
 
     def of_kind(self, kind: MountKind) -> dict[str, str | None]:
         return {m.path: m.of for m in self.mounts if m.kind is kind}
@@ -47,6 +88,8 @@ class LabStatus:
             "mounts": self.of_kind(MountKind.SUBVOLUME),
             "binds": self.of_kind(MountKind.BIND),
             "esp": next(iter(self.of_kind(MountKind.ESP)), None),
+            "vm": self.vm.as_json(),
+            "ssh": self.vm.ssh_json(),
         }
 
     def text(self) -> list[str]:
@@ -54,11 +97,13 @@ class LabStatus:
         if self.image is None:
             lines = [f"no lab at {self.dir} (panther lab up {self.dir})"]
         else:
+            state = "booted" if self.vm.running else "up" if self.up else "down"
             lines = [
-                f"lab      {self.dir} ({'up' if self.up else 'down'})",
+                f"lab      {self.dir} ({state})",
                 f"image    {self.image}",
                 f"device   {self.device or '-'}",
                 f"manifest {self.manifest}",
+                f"vm       {self.vm.text()}",
                 *(f"  {m.path}  <- {m.describe()}" for m in self.mounts),
             ]
         return [ui.printable(line) for line in lines]
