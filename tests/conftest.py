@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,6 +13,15 @@ import pytest
 from pantheros import manifest as manifests
 from pantheros.storage import layout
 from tests.helpers import ROOT_REASON, Pfs, attach_partitioned, cleanup_under, panther
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Tests send SIGINT to the commands they start, as a Ctrl-C. A shell without job control
+    starts its background jobs with SIGINT ignored, and an ignored signal stays ignored across
+    exec: the command would never see the Ctrl-C. A handler is not inherited, so the commands
+    started from here get SIGINT's default again, as from a terminal."""
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
