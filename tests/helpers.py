@@ -310,3 +310,32 @@ def nix_eval_json(expr: str) -> Any:
     )
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout)
+
+
+def eval_host_argv(
+    module: Path,
+    *args: str,
+    attr: str | None = None,
+    disko: str | None = None,
+    nixos_modules: str | None = None,
+    readonly: bool = False,
+) -> list[str]:
+    """nix-instantiate's argv for nix/eval.nix over the host module at `module`: with the
+    nixpkgs lib of PANTHEROS_NIXPKGS_LIB, upstream impermanence where PANTHEROS_IMPERMANENCE
+    names it, disko's and NixOS's own module files where given, args added, attr selected.
+    readonly: paths are named, not copied into a store (disko's scripts name some)."""
+    argv = ["nix-instantiate", "--eval", "--strict", "--json"]
+    argv += ["--readonly-mode"] if readonly else []
+    argv += [str(REPO / "nix" / "eval.nix"), "--argstr", "nixpkgsLib"]
+    argv += [os.environ.get("PANTHEROS_NIXPKGS_LIB", "")]
+    argv += ["--arg", "host", str(module), *args]
+    impermanence = os.environ.get("PANTHEROS_IMPERMANENCE")
+    if impermanence:
+        argv += ["--argstr", "impermanence", impermanence]
+    if disko:
+        argv += ["--argstr", "disko", disko]
+    if nixos_modules:
+        argv += ["--argstr", "nixosModules", nixos_modules]
+    if attr:
+        argv += ["-A", attr]
+    return argv

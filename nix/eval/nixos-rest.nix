@@ -6,16 +6,13 @@
 # and defaults, each naming its nixpkgs file).
 { real }:
 let
-  common =
-    {
-      config,
-      lib,
-      pkgs,
-      utils,
-      ...
-    }:
+  # The option shapes both modules below declare with.
+  optionMakers =
+    lib:
     let
       inherit (lib) mkOption types;
+    in
+    rec {
       bool = default: mkOption { type = types.bool; inherit default; };
       enableOption = bool false;
       lines = mkOption {
@@ -27,6 +24,19 @@ let
         default = [ ];
       };
       anything = default: mkOption { type = types.anything; inherit default; };
+    };
+
+  common =
+    {
+      config,
+      lib,
+      pkgs,
+      utils,
+      ...
+    }:
+    let
+      inherit (lib) mkOption types;
+      inherit (optionMakers lib) bool enableOption lines strings anything;
       # The unit set types: NixOS's own (nixos/lib/systemd-types.nix) over the real files, the
       # stand-in's (nix/eval/systemd.nix) otherwise.
       sdTypes =
@@ -196,17 +206,7 @@ let
     }:
     let
       inherit (lib) mkOption types;
-      bool = default: mkOption { type = types.bool; inherit default; };
-      enableOption = bool false;
-      lines = mkOption {
-        type = types.lines;
-        default = "";
-      };
-      strings = mkOption {
-        type = types.listOf types.str;
-        default = [ ];
-      };
-      anything = default: mkOption { type = types.anything; inherit default; };
+      inherit (optionMakers lib) bool enableOption lines strings anything;
     in
     {
       options = {

@@ -20,6 +20,7 @@ from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
+from pantheros.lab import initrd as lab_initrd
 from tests import bootstep_variant
 
 REPO = Path(__file__).resolve().parents[2]
@@ -51,12 +52,7 @@ def kernel() -> tuple[str, Path] | None:
     return max(found, key=lambda item: [int(n) for n in re.findall(r"\d+", item[0])])
 
 
-def dracut_version() -> str:
-    # dracut 059 prints its version and exits 1.
-    out = subprocess.run(["dracut", "--version"], capture_output=True, text=True, check=False)
-    if not out.stdout.startswith("dracut "):
-        raise RuntimeError(f"dracut --version: {out.stderr.strip()}")
-    return out.stdout.strip()
+dracut_version = lab_initrd.dracut_version
 
 
 @dataclass(frozen=True)
@@ -120,22 +116,7 @@ def build(output: Path, overlay: Overlay | None, kernel_version: str) -> None:
     """Build a zstd-compressed initramfs at output. Without overlay: the baseline, a systemd
     initrd that mounts a btrfs root; with it, that plus the boot step and the tools it needs."""
     with tempfile.TemporaryDirectory(prefix="initrd-") as work:
-        argv = [
-            "dracut",
-            "--quiet",
-            "--force",
-            "--no-hostonly",
-            "--no-early-microcode",
-            "--compress=zstd",
-            "--kver",
-            kernel_version,
-            "--modules",
-            DRACUT_MODULES,
-            "--add-drivers",
-            DRIVERS,
-            "--tmpdir",
-            work,
-        ]
+        argv = lab_initrd.dracut_argv(kernel_version, DRACUT_MODULES, DRIVERS, work)
         if overlay is not None:
             tree = Path(work) / "overlay"
             overlay.write(tree)
@@ -149,11 +130,7 @@ def build(output: Path, overlay: Overlay | None, kernel_version: str) -> None:
         os.replace(partial, output)
 
 
-def cache_dir() -> Path:
-    base = os.environ.get("PANTHER_BOOT_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pantheros", "boot"
-    )
-    return Path(base)
+cache_dir = lab_initrd.boot_cache
 
 
 def cached(overlay: Overlay | None) -> tuple[Path, Path]:

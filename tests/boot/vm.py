@@ -126,6 +126,17 @@ class BootTimeout(AssertionError):
     pass
 
 
+def direct_boot_argv(
+    vmlinuz: Path, initramfs: Path, cmdline: str, log: Path, *, memory_mib: int = 512, cpu: str = ""
+) -> list[str]:
+    """QEMU under TCG, one processor, no display, booting vmlinuz and initramfs directly with
+    cmdline, the serial console written to log, and no reboot: the guest's power-off ends it."""
+    argv = ["qemu-system-x86_64", "-accel", "tcg", *(["-cpu", cpu] if cpu else [])]
+    argv += ["-m", str(memory_mib), "-smp", "1", "-nodefaults", "-display", "none", "-no-reboot"]
+    argv += ["-serial", f"file:{log}", "-kernel", str(vmlinuz), "-initrd", str(initramfs)]
+    return [*argv, "-append", cmdline]
+
+
 def boot(
     image: Path,
     initramfs: Path,
@@ -147,25 +158,7 @@ def boot(
         f" {extra}"
     ).strip()
     argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-m",
-        "512",
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        f"file:{log}",
-        "-kernel",
-        str(vmlinuz),
-        "-initrd",
-        str(initramfs),
-        "-append",
-        cmdline,
+        *direct_boot_argv(vmlinuz, initramfs, cmdline, log),
         # cache=unsafe: flushes are not forwarded, but every write QEMU makes reaches the host's
         # page cache, so killing QEMU loses exactly what the guest had not written yet.
         "-drive",

@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pantheros.lab import initrd as lab_initrd
 from tests import helpers
-from tests.boot import initrd
+from tests.boot import initrd, vm
 
 HERE = Path(__file__).resolve().parent
 JOB_RUNNER = HERE / "guest_job.py"
@@ -142,26 +143,13 @@ def base_image() -> tuple[Path, Path]:
     libraries = sorted({lib for module in dynload for lib in _needed(module)})
     with tempfile.TemporaryDirectory(prefix="guest-initrd-") as work:
         partial = path.with_name(path.name + ".partial")
-        argv = [
-            "dracut",
-            "--quiet",
-            "--force",
-            "--no-hostonly",
-            "--no-early-microcode",
-            "--compress=zstd",
-            "--kver",
-            version,
-            "--modules",
-            DRACUT_MODULES,
-            "--add-drivers",
-            DRIVERS,
+        argv = lab_initrd.dracut_argv(version, DRACUT_MODULES, DRIVERS, work)
+        argv += [
             "--install",
             " ".join([TOOLS, PYTHON, *libraries]),
             "--include",
             str(STDLIB),
             str(STDLIB),
-            "--tmpdir",
-            work,
             str(partial),
         ]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=BUILD_TIMEOUT)
@@ -238,29 +226,14 @@ def run(
         out.write(b"\0" * (-out.tell() % 4))
         out.write(archive.read_bytes())
     log = work / "serial.log"
-    argv = [
-        "qemu-system-x86_64",
-        "-accel",
-        "tcg",
-        "-cpu",
-        "max",
-        "-m",
-        str(memory_mib),
-        "-smp",
-        "1",
-        "-nodefaults",
-        "-display",
-        "none",
-        "-no-reboot",
-        "-serial",
-        f"file:{log}",
-        "-kernel",
-        str(vmlinuz),
-        "-initrd",
-        str(initramfs),
-        "-append",
+    argv = vm.direct_boot_argv(
+        vmlinuz,
+        initramfs,
         "rdinit=/guest-init console=ttyS0 panic=-1 loglevel=4",
-    ]
+        log,
+        memory_mib=memory_mib,
+        cpu="max",
+    )
     for number, disk in enumerate(disks):
         argv += [
             "-drive",

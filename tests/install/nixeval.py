@@ -12,7 +12,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import REPO
+import pytest
+
+from tests.helpers import REPO, eval_host_argv
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 IMPERMANENCE = os.environ.get("PANTHEROS_IMPERMANENCE")
@@ -49,6 +51,17 @@ def real_reason() -> str | None:
     return None
 
 
+# The stand-in's evaluation, and NixOS's own module files' where they are given.
+EVALUATORS = [
+    pytest.param(False, id="stand-in"),
+    pytest.param(
+        True,
+        id="nixos",
+        marks=pytest.mark.skipif(real_reason() is not None, reason=real_reason() or ""),
+    ),
+]
+
+
 def evaluate(
     directory: Path,
     host: str,
@@ -65,30 +78,14 @@ def evaluate(
     evaluation gives its stderr instead of raising."""
     module = directory / "host.nix"
     module.write_text(host)
-    argv = [
-        "nix-instantiate",
-        "--eval",
-        "--strict",
-        "--json",
-        # Paths in disko's scripts (disk-deactivate) are named, not copied into a store.
-        "--readonly-mode",
-        str(REPO / "nix" / "eval.nix"),
-        "--argstr",
-        "nixpkgsLib",
-        str(NIXPKGS_LIB),
-        "--arg",
-        "host",
-        str(module),
+    argv = eval_host_argv(
+        module,
         *args,
-    ]
-    if IMPERMANENCE:
-        argv += ["--argstr", "impermanence", IMPERMANENCE]
-    if disko:
-        argv += ["--argstr", "disko", str(DISKO)]
-    if real:
-        argv += ["--argstr", "nixosModules", str(NIXOS_MODULES)]
-    if attr:
-        argv += ["-A", attr]
+        attr=attr,
+        disko=str(DISKO) if disko else None,
+        nixos_modules=str(NIXOS_MODULES) if real else None,
+        readonly=True,
+    )
     proc = subprocess.run(argv, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         if not check:

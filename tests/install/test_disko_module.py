@@ -20,16 +20,6 @@ from tests.install import nixeval
 pytestmark = pytest.mark.skipif(
     nixeval.disko_reason() is not None, reason=nixeval.disko_reason() or ""
 )
-EVALUATORS = [
-    pytest.param(False, id="stand-in"),
-    pytest.param(
-        True,
-        id="nixos",
-        marks=pytest.mark.skipif(
-            nixeval.real_reason() is not None, reason=nixeval.real_reason() or ""
-        ),
-    ),
-]
 BY_ID = "/dev/disk/by-id/nvme-Example_SSD_S1234"
 
 
@@ -48,7 +38,7 @@ def _failed(tmp_path: Path, host: str, *, real: bool = False) -> list[str]:
     return messages
 
 
-@pytest.mark.parametrize("real", EVALUATORS)
+@pytest.mark.parametrize("real", nixeval.EVALUATORS)
 @pytest.mark.parametrize("name", ["server", "workstation", "vm"])
 def test_the_file_systems_come_from_disko_and_are_the_layouts(
     tmp_path: Path, name: str, real: bool

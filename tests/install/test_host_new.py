@@ -143,20 +143,10 @@ def test_a_symlinked_hosts_directory_is_refused(clone: Path, tmp_path: Path) -> 
 needs_lib = pytest.mark.skipif(
     nixeval.disko_reason() is not None, reason=nixeval.disko_reason() or ""
 )
-EVALUATORS = [
-    pytest.param(False, id="stand-in"),
-    pytest.param(
-        True,
-        id="nixos",
-        marks=pytest.mark.skipif(
-            nixeval.real_reason() is not None, reason=nixeval.real_reason() or ""
-        ),
-    ),
-]
 
 
 @needs_lib
-@pytest.mark.parametrize("real", EVALUATORS)
+@pytest.mark.parametrize("real", nixeval.EVALUATORS)
 @pytest.mark.parametrize(
     ("role", "luks"), [("server", False), ("workstation", True), ("server", True)]
 )

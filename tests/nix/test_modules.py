@@ -24,7 +24,7 @@ import pytest
 
 from pantheros import manifest as manifests
 from pantheros.state.persist import hostfile
-from tests.helpers import REPO, nix_eval_json
+from tests.helpers import REPO, eval_host_argv, nix_eval_json
 
 NIX_FILES = sorted(
     p for p in REPO.rglob("*.nix") if ".venv" not in p.parts and ".git" not in p.parts
@@ -97,24 +97,7 @@ def evaluate(
 ) -> subprocess.CompletedProcess[str]:
     module = tmp_path / "host.nix"
     module.write_text(textwrap.dedent(host))
-    argv = [
-        "nix-instantiate",
-        "--eval",
-        "--strict",
-        "--json",
-        str(REPO / "nix" / "eval.nix"),
-        "--argstr",
-        "nixpkgsLib",
-        str(NIXPKGS_LIB),
-        "--arg",
-        "host",
-        str(module),
-        *args,
-    ]
-    if IMPERMANENCE:
-        argv += ["--argstr", "impermanence", IMPERMANENCE]
-    if attr:
-        argv += ["-A", attr]
+    argv = eval_host_argv(module, *args, attr=attr)
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import REPO
+from tests.helpers import REPO, eval_host_argv
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 IMPERMANENCE = os.environ.get("PANTHEROS_IMPERMANENCE")
@@ -61,15 +61,9 @@ def evaluate(
 ) -> subprocess.CompletedProcess[str]:
     module = tmp_path / "host.nix"
     module.write_text(textwrap.dedent(host))
-    argv = ["nix-instantiate", "--eval", "--strict", "--json", str(REPO / "nix" / "eval.nix"),
-            "--argstr", "nixpkgsLib", str(NIXPKGS_LIB),
-            "--arg", "host", str(module), *args]  # fmt: skip
-    if IMPERMANENCE:
-        argv += ["--argstr", "impermanence", IMPERMANENCE]
-    if real:
-        argv += ["--argstr", "nixosModules", str(NIXOS_MODULES)]
-    if attr:
-        argv += ["-A", attr]
+    argv = eval_host_argv(
+        module, *args, attr=attr, nixos_modules=str(NIXOS_MODULES) if real else None
+    )
     return subprocess.run(argv, capture_output=True, text=True, check=False)
 
 

@@ -47,12 +47,25 @@ DRIVERS = "virtio_blk virtio_pci dm_crypt"
 BUILD_TIMEOUT = 900
 
 
-def cache_dir() -> Path:
-    """$PANTHER_BOOT_CACHE/lab (default ~/.cache/pantheros/boot/lab): what the lab VM builds."""
+def boot_cache() -> Path:
+    """$PANTHER_BOOT_CACHE (default ~/.cache/pantheros/boot): what booting under QEMU builds."""
     base = os.environ.get("PANTHER_BOOT_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "pantheros", "boot"
     )
-    return Path(base) / "lab"
+    return Path(base)
+
+
+def cache_dir() -> Path:
+    """boot_cache()/lab: what the lab VM builds."""
+    return boot_cache() / "lab"
+
+
+def dracut_argv(kernel_version: str, modules: str, drivers: str, tmpdir: str) -> list[str]:
+    """dracut's argv for a generic (not host-only) zstd initramfs of these dracut modules and
+    kernel drivers; the caller adds what to install and include, then the output."""
+    argv = ["dracut", "--quiet", "--force", "--no-hostonly", "--no-early-microcode"]
+    argv += ["--compress=zstd", "--kver", kernel_version, "--modules", modules]
+    return [*argv, "--add-drivers", drivers, "--tmpdir", tmpdir]
 
 
 def _version_key(version: str) -> list[int]:
@@ -118,25 +131,8 @@ def base_initramfs(kernel: Kernel) -> Path:
         ui.progress(f"building the initramfs with dracut (kernel {kernel.version}; once)")
         with tempfile.TemporaryDirectory(prefix="initrd-", dir=directory) as work:
             partial = Path(work) / "initrd.img"
-            argv = [
-                "dracut",
-                "--quiet",
-                "--force",
-                "--no-hostonly",
-                "--no-early-microcode",
-                "--compress=zstd",
-                "--kver",
-                kernel.version,
-                "--modules",
-                DRACUT_MODULES,
-                "--add-drivers",
-                DRIVERS,
-                "--install",
-                TOOLS,
-                "--tmpdir",
-                work,
-                str(partial),
-            ]
+            argv = dracut_argv(kernel.version, DRACUT_MODULES, DRIVERS, work)
+            argv += ["--install", TOOLS, str(partial)]
             process.run(argv, check=True)
             os.replace(partial, path)
         for old in directory.glob("initrd-base-*.img"):
