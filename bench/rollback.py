@@ -7,8 +7,8 @@ delete over `btrfs subvolume list -o`, `btrfs subvolume create`; it prunes on th
 does not commit, so a second line times it followed by `btrfs filesystem sync` (what durability
 costs). The boot step (`pantheros-rollback`, what the initrd runs) finds the fresh root that
 stage 2 of the previous boot prepared (`pantheros-rollback --prepare`, as `panther rollback
---finish` runs it: a read-only snapshot of the blank), swaps it in, archives the previous root
-and makes the new one writable, and prunes nothing. The step, the recipe and the recipe + sync
+--finish` runs it: a snapshot of the blank), swaps it in and archives the previous root, and
+prunes nothing and commits nothing (D154: the next transaction makes its renames durable). The step, the recipe and the recipe + sync
 alternate --runs times: medians, spread, and the CPU time each used (user + system of the
 process and its children, which the machine's load does not inflate). The first boot (no
 prepared root: the step snapshots the blank itself, as before D150) and `panther rollback

@@ -23,9 +23,11 @@ KILL_AFTER_ENV = "PANTHER_ROLLBACK_KILL_AFTER"
 HANG_AFTER_ENV = "PANTHER_ROLLBACK_HANG_AFTER"
 STEPS = ("create", "exchange", "archive", "writable", "commit")
 # The steps of a boot without a prepared root (the first boot, or one after a stale or changed
-# prepared root), and of a boot that uses the root stage 2 prepared (D150).
-SLOW_STEPS = ("create", "exchange", "archive", "commit")
-FAST_STEPS = ("exchange", "archive", "writable")
+# prepared root), of a boot that uses the root stage 2 prepared (D150, D154: no commit), and of
+# one that uses a read-only prepared root (as stage 2 made them before D154).
+SLOW_STEPS = ("create", "exchange", "archive")
+FAST_STEPS = ("exchange", "archive")
+READONLY_STEPS = ("exchange", "archive", "writable")
 NEW_SUFFIX = ".pantheros-new"
 
 HOOKS = r"""

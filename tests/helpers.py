@@ -254,15 +254,15 @@ def subvolume_ids(pfs: Pfs) -> dict[int, str]:
 
 def next_root_problem(top: Path, manifest: manifests.Manifest) -> str | None:
     """What is wrong with <root>.pantheros-new, or None: it is either absent or the root stage 2
-    prepared for the next boot (read-only, unchanged since made, from the blank or empty)."""
+    prepared for the next boot (writable, unchanged since made, from the blank or empty: D154)."""
     new = top / (manifest.storage.root.name + NEW_SUFFIX)
     if not os.path.lexists(new):
         return None
     if not btrfs.is_subvolume(new):
         return f"{new.name} is not a subvolume"
     info = btrfs.subvolume_info(new)
-    if not info.readonly or info.ctransid > info.otransid:
-        return f"{new.name} was left half-made (writable or changed since made)"
+    if info.readonly or info.ctransid > info.otransid:
+        return f"{new.name} was left half-made (read-only or changed since made)"
     if manifest.impermanence.design.value == "blank-snapshot":
         blank = btrfs.subvolume_info(top / manifest.storage.blank_snapshot)
         if info.parent_uuid != blank.uuid:

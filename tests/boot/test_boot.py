@@ -83,8 +83,8 @@ def test_three_boots_each_start_from_the_blank(machine: Machine) -> None:
 @pytest.mark.scenario("boot-step: Power cut during the step with a prepared root")
 def test_power_cuts_with_a_prepared_root_are_finished_by_the_next_boot(machine: Machine) -> None:
     """The same power cuts on the path of every boot after the first (D150): stage 2 of the
-    first boot prepared the next root, and the step's only commit is the flag change after the
-    exchange and the archive, so each cut boot leaves what the next boot finishes."""
+    first boot prepared the next root, and the step forces no commit (D154), so each cut boot
+    leaves what the next boot finishes."""
     first = machine.boot(CLOSED)
     assert first.reached_stage2
     assert machine.stage2()[1] == 0

@@ -1,7 +1,8 @@
-"""The next boot's root, prepared by stage 2 (`--prepare`, D150): used by the boot step only while
-it is still a read-only, unchanged snapshot of the recorded blank; the first boot, and a prepared
-root that is stale or tampered with, take the step's own path (snapshot, exchange, archive,
-commit), and the root that was beside it is archived, never deleted."""
+"""The next boot's root, prepared by stage 2 (`--prepare`, D150, D154): used by the boot step only
+while it is still an unchanged snapshot of the recorded blank; the first boot, and a prepared root
+that is stale or tampered with, take the step's own path (snapshot, exchange, archive), and the
+root that was beside it is archived, never deleted. The step forces no commit (D154): a power cut
+before the next one finds the step undone, and the next run does it again."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pantheros.impermanence import bootstep
 from pantheros.storage import blankrecord
 from pantheros.storage.blankrecord import BlankIdentity
 from tests.bootstep_variant import NEW_SUFFIX
-from tests.helpers import Pfs, next_root_problem
+from tests.helpers import Pfs, attach_partitioned, next_root_problem
 from tests.impermanence.test_blank_identity import swap_the_blank
 
 pytestmark = pytest.mark.root
@@ -58,7 +59,7 @@ def test_the_first_boot_makes_its_own_root_then_stage_two_prepares_the_next(pfs:
     pfs.dirty("etc/hostname", "installed")
     first = step(pfs)
     assert OWN_PATH in first.actions
-    assert any(a.startswith("commit") for a in first.actions), first.actions
+    assert not any(a.startswith("commit") for a in first.actions), first.actions
     assert PREPARED not in first.notes
     fresh_and_writable(pfs)
     [archived] = first.archived
@@ -68,7 +69,7 @@ def test_the_first_boot_makes_its_own_root_then_stage_two_prepares_the_next(pfs:
     assert f"made old root {archived} read-only" in prepared.notes
     assert btrfs.subvolume_info(pfs.old_roots / archived).readonly
     info = btrfs.subvolume_info(new_root(pfs))
-    assert info.readonly
+    assert not info.readonly, "prepared writable: the step needs no flag change, so no commit"
     # Run again, it finds the root ready and changes nothing.
     again = bootstep.prepare(pfs.manifest, top=pfs.top)
     assert again.result == "already-prepared"
@@ -86,8 +87,10 @@ def test_a_prepared_root_is_swapped_in_with_no_snapshot_and_no_commit_of_its_own
     outcome = step(pfs)
     assert PREPARED in outcome.notes
     assert OWN_PATH not in outcome.actions
-    assert not any(a.startswith("commit") for a in outcome.actions), outcome.actions
-    assert "make root writable (its commit makes the renames durable)" in outcome.actions
+    assert outcome.actions == [
+        "exchange root and root.pantheros-new (RENAME_EXCHANGE)",
+        f"archive root.pantheros-new as old_roots/{outcome.archived[0]}",
+    ]
     assert btrfs.subvolume_info(pfs.root).id == prepared_id == outcome.root_id
     fresh_and_writable(pfs)
     assert not os.path.lexists(new_root(pfs))
@@ -121,9 +124,7 @@ def test_a_prepared_root_changed_since_made_is_archived_and_not_used(
     prepare(pfs)
     tampered = new_root(pfs)
     tampered_id = btrfs.subvolume_info(tampered).id
-    btrfs.set_readonly(tampered, False)
     change(tampered)
-    btrfs.set_readonly(tampered, True)
     btrfs.sync(pfs.top)
     pfs.dirty("etc/hostname", "this boot")
     outcome = step(pfs)
@@ -137,19 +138,80 @@ def test_a_prepared_root_changed_since_made_is_archived_and_not_used(
     assert tampered_id in kept, "the changed root is kept as an old root, never deleted"
 
 
-def test_a_prepared_root_made_writable_is_not_taken_as_prepared(pfs: Pfs) -> None:
-    """Writable and unchanged is what a first-boot run killed after its snapshot leaves: that
-    run's path finishes it (reused, then its own commit), never the prepared root's."""
+def test_a_read_only_prepared_root_is_used_and_made_writable(pfs: Pfs) -> None:
+    """Read-only and unchanged is how stage 2 prepared the next root before D154: still a fresh
+    root, used, and made writable (the kernel commits that flag change)."""
     step(pfs)
     prepare(pfs)
-    btrfs.set_readonly(new_root(pfs), False)
-    btrfs.sync(pfs.top)
+    btrfs.set_readonly(new_root(pfs), True)
+    prepared_id = btrfs.subvolume_info(new_root(pfs)).id
     pfs.dirty("etc/hostname", "this boot")
     outcome = step(pfs)
-    assert PREPARED not in outcome.notes
-    assert "reusing the fresh root of an interrupted rollback" in outcome.notes
-    assert any(a.startswith("commit") for a in outcome.actions), outcome.actions
+    assert PREPARED in outcome.notes
+    assert "make root writable (the kernel commits the flag change)" in outcome.actions
+    assert outcome.root_id == prepared_id
     fresh_and_writable(pfs)
+
+
+@pytest.mark.parametrize("fsynced", [None, "persist", "root"])
+def test_a_power_cut_before_the_next_commit_is_finished_by_the_next_run(
+    pfs: Pfs, workdir: Path, fsynced: str | None
+) -> None:
+    """The step forces no commit (D154): with nothing synced since, the disk holds the step
+    undone. The booted system may fsync before the first commit, in /persist or in its root:
+    btrfs then commits the whole transaction (the renames with it), or logs the file alone, and
+    mounting replays it (a file replayed into the root still named as the prepared one makes
+    that root changed since made: kept, never booted). Each state is finished by the next run,
+    and what was fsynced is there."""
+    step(pfs)
+    prepare(pfs)
+    pfs.dirty("etc/hostname", "this boot")
+    btrfs.sync(pfs.top)
+    prepared_id = btrfs.subvolume_info(new_root(pfs)).id
+    assert PREPARED in step(pfs).notes
+    if fsynced is not None:
+        path = pfs.top / fsynced / "fsynced"
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY, 0o600)
+        try:
+            os.write(fd, b"written after the step, before any commit")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    # The power goes (commit=300: no background commit came between).
+    cut = workdir / "cut.img"
+    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(cut)], check=True)
+    top = workdir / "cut-top"
+    top.mkdir()
+    device = attach_partitioned(cut)
+    try:
+        subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
+        copy = Pfs(image=cut, device=device, top=top, manifest_path=pfs.manifest_path)
+        undone = (copy.root / "etc" / "hostname").exists()
+        if fsynced is None:
+            assert undone, "nothing committed the step's renames: the disk holds it undone"
+            assert btrfs.subvolume_info(new_root(copy)).id == prepared_id
+        if fsynced == "persist":
+            assert (copy.top / "persist" / "fsynced").exists(), "an fsynced file survives"
+        elif fsynced == "root":
+            where = new_root(copy) if undone else copy.root
+            assert (where / "fsynced").exists(), "an fsynced file survives"
+        outcome = step(copy)
+        fresh_and_writable(copy)
+        assert not (copy.root / "fsynced").exists()
+        if undone:
+            kept = {btrfs.subvolume_info(copy.old_roots / n).id for n in outcome.archived}
+            changed = (new_root(copy) / "fsynced").exists() if fsynced == "root" else False
+            assert (prepared_id in kept) == changed
+            assert (PREPARED in outcome.notes) == (not changed)
+        hostnames = [
+            (copy.old_roots / n / "etc" / "hostname").read_text()
+            for n in copy.old_root_names()
+            if (copy.old_roots / n / "etc" / "hostname").exists()
+        ]
+        assert "this boot" in hostnames, "the root of the cut boot's predecessor is kept"
+    finally:
+        subprocess.run(["umount", str(top)], check=False)
+        subprocess.run(["losetup", "--detach", device], check=False)
 
 
 def test_a_root_prepared_from_a_blank_since_replaced_is_stale(pfs: Pfs) -> None:
@@ -172,10 +234,10 @@ def test_a_root_prepared_from_a_blank_since_replaced_is_stale(pfs: Pfs) -> None:
 
 
 def test_a_prepared_root_from_elsewhere_is_not_used(pfs: Pfs) -> None:
-    """Read-only and unchanged, but a snapshot of another subvolume (here the dirty root)."""
+    """Unchanged, but a snapshot of another subvolume (here the dirty root)."""
     step(pfs)
     pfs.dirty("etc/hostname", "planted")
-    btrfs.snapshot(pfs.root, new_root(pfs), readonly=True)
+    btrfs.snapshot(pfs.root, new_root(pfs))
     planted_id = btrfs.subvolume_info(new_root(pfs)).id
     btrfs.sync(pfs.top)
     outcome = step(pfs)
@@ -205,13 +267,14 @@ def test_a_failed_prepare_leaves_the_next_boot_its_own_path(pfs: Pfs) -> None:
     fresh_and_writable(pfs)
 
 
-def test_prepare_seals_a_fresh_root_an_interrupted_run_left_writable(pfs: Pfs) -> None:
+def test_prepare_makes_a_read_only_prepared_root_writable(pfs: Pfs) -> None:
+    """As stage 2 prepared it before D154: kept, and made writable off the boot path."""
     step(pfs)
     prepare(pfs)
     left = new_root(pfs)
     left_id = btrfs.subvolume_info(left).id
-    btrfs.set_readonly(left, False)
+    btrfs.set_readonly(left, True)
     outcome = prepare(pfs)
-    assert "make root.pantheros-new read-only" in outcome.actions
+    assert "make root.pantheros-new writable" in outcome.actions
     info = btrfs.subvolume_info(left)
-    assert (info.id, info.readonly) == (left_id, True)
+    assert (info.id, info.readonly) == (left_id, False)

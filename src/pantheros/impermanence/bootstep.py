@@ -266,8 +266,8 @@ def run(
 
 def prepare(manifest: Manifest, *, top: Path) -> Outcome:
     """Stage 2's part of the step (`--prepare`), on a mounted top level: make every old root
-    read-only, and the fresh root of the next boot (a read-only snapshot of the blank beside the
-    root), so that boot costs no snapshot. Its result is one of PREPARE_RESULTS."""
+    read-only, and the fresh root of the next boot (a snapshot of the blank beside the root), so
+    that boot costs no snapshot and no commit (D154). Its result is one of PREPARE_RESULTS."""
     return parse_report(_run(argv(manifest, top=top, prepare=True)).stdout, PREPARE_RESULTS)
 
 

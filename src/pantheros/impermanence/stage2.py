@@ -62,9 +62,10 @@ READY = ("fresh", "already-fresh", "skipped")
 
 
 def prepare_next(top: Path, manifest: manifests.Manifest) -> list[str]:
-    """The step's `--prepare` (old roots read-only; the next boot's root, read-only, beside the
-    root): its notes for the record. A failure is said on stderr and noted: the next boot then
-    makes its fresh root itself, as the first boot does."""
+    """The step's `--prepare` (old roots read-only; the next boot's root beside the root; its
+    first commit makes the step's renames durable: D154): its notes for the record. A failure
+    is said on stderr and noted: the next boot then makes its fresh root itself, as the first
+    boot does."""
     try:
         prepared = bootstep.prepare(manifest, top=top)
     except PantherError as exc:
