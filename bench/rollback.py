@@ -1,21 +1,21 @@
 """Rollback wall time: the boot step beside the widely copied shell recipe.
 
-All run on copies of one image holding 10 old roots of N files each (default 200,000) plus a
-dirty root of N files, each copy mounted afresh, as a boot finds its disk. The shell recipe is
-the impermanence README's: `mv` to old_roots/<mtime date>, `find -mtime +30` and a recursive
-delete over `btrfs subvolume list -o`, `btrfs subvolume create`; it prunes on the boot path and
-does not commit, so a second line times it followed by `btrfs filesystem sync` (what durability
-costs). The boot step (`pantheros-rollback`, what the initrd runs) finds the fresh root that
-stage 2 of the previous boot prepared (`pantheros-rollback --prepare`, as `panther rollback
---finish` runs it: a snapshot of the blank), swaps it in and archives the previous root, and
-prunes nothing and commits nothing (D154: the next transaction makes its renames durable). The step, the recipe and the recipe + sync
-alternate --runs times: medians, spread, and the CPU time each used (user + system of the
-process and its children, which the machine's load does not inflate). The first boot (no
-prepared root: the step snapshots the blank itself, as before D150) and `panther rollback
---gc` (step, stage 2's prepare and gc) are timed too, for comparison. History (D151): the same
-run times the step on a copy holding --history old roots (read-only snapshots of the blank
-beside the 10) against the step with 10. Floor (D153): the first change after a fresh mount
-(a mkdir and rmdir in this process), which every method pays in its first write.
+All run on copies of one image holding 10 old roots of N files each (default 200,000) plus a dirty
+root of N files, each copy mounted afresh, as a boot finds its disk. The shell recipe is the
+impermanence README's: `mv` to old_roots/<mtime date>, `find -mtime +30` and a recursive delete over
+`btrfs subvolume list -o`, `btrfs subvolume create`; it prunes on the boot path and does not commit,
+so a second line times it followed by `btrfs filesystem sync` (what durability costs). The boot step
+(`pantheros-btrfs rollback`, what the initrd runs: D155) finds the fresh root that stage 2 of the
+previous boot prepared (`pantheros-rollback --prepare`, as `panther rollback --finish` runs it: a
+snapshot of the blank), swaps it in and archives the previous root, and prunes nothing and commits
+nothing (D154: the next transaction makes its renames durable). The step, the recipe and the recipe
++ sync alternate --runs times: medians, spread, and the CPU time each used (user + system of the
+process and its children, which the machine's load does not inflate). The first boot (no prepared
+root: the step snapshots the blank itself, as before D150) and `panther rollback --gc` (step, stage
+2's prepare and gc) are timed too, for comparison. History (D151): the same run times the step on a
+copy holding --history old roots (read-only snapshots of the blank beside the 10) against the step
+with 10. Floor (D153): the first change after a fresh mount (a mkdir and rmdir in this process),
+which every method pays in its first write.
 
     sudo .venv/bin/python bench/rollback.py [--files 200000] [--runs 7] [--history 10000]
 """

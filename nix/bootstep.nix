@@ -1,6 +1,7 @@
 # The boot step (issue 10, docs/decisions.md): the `pantheros-rollback` bash script and its C
-# helper `pantheros-btrfs`, side by side in $out/bin, as the script expects. This is all the
-# initrd runs: no Python.
+# helper `pantheros-btrfs`, side by side in $out/bin, as each expects (`pantheros-btrfs rollback`
+# runs the usual boot and execs the script for anything else, D155). This is all the initrd
+# runs: no Python.
 {
   lib,
   stdenv,
@@ -48,6 +49,10 @@ stdenv.mkDerivation {
     # Bad arguments exit 2 with the usage: the shebang and the script are sound.
     status=0
     usage=$($out/bin/pantheros-rollback --no-such-option 2>&1) || status=$?
+    [[ $status == 2 && $usage == *"usage: pantheros-rollback"* ]]
+    # The helper's `rollback` runs the script beside it for anything but the usual boot.
+    status=0
+    usage=$($out/bin/pantheros-btrfs rollback --no-such-option 2>&1) || status=$?
     [[ $status == 2 && $usage == *"usage: pantheros-rollback"* ]]
     $out/bin/pantheros-btrfs info $out >/dev/null
     runHook postInstallCheck

@@ -5,7 +5,8 @@ variant, made from the shipped file: a block inserted just before the script's m
 wraps its `step` function (and the `archived` report line, which ends the archive step) so that
 the step named in PANTHER_ROLLBACK_KILL_AFTER kills the script, and the one in
 PANTHER_ROLLBACK_HANG_AFTER hangs it (saying so on stderr and /dev/kmsg) for a power cut from
-outside. The helper beside it is the one panther built.
+outside. The helper beside it, which runs the usual boot itself (D155), is compiled from the
+shipped source with PANTHEROS_TEST_HOOKS: the same hooks after its exchange and its archive.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import shutil
 import tempfile
 from functools import cache
+from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
@@ -70,7 +72,9 @@ def directory() -> Path:
     where = Path(tempfile.mkdtemp(prefix="pantheros-bootstep-variant-"))
     atexit.register(shutil.rmtree, where, True)
     (where / bootstep.SCRIPT).write_text(hooked((shipped / bootstep.SCRIPT).read_text()))
-    shutil.copy2(shipped / bootstep.HELPER, where / bootstep.HELPER)
+    # The helper runs the usual boot itself (D155): its variant has the same hooks.
+    source = Path(str(resources.files("pantheros") / "data" / "boot" / bootstep.HELPER_SOURCE))
+    bootstep.compile_helper(source, where / bootstep.HELPER, "PANTHEROS_TEST_HOOKS")
     for name in (bootstep.SCRIPT, bootstep.HELPER):
         os.chmod(where / name, 0o700)
     return where
@@ -86,5 +90,6 @@ def env(*, kill_after: str | None = None, hang_after: str | None = None) -> dict
     return found
 
 
-def script() -> str:
-    return str(directory() / bootstep.SCRIPT)
+def entry() -> list[str]:
+    """The variant's entry, as bootstep.argv's first two words."""
+    return [str(directory() / bootstep.HELPER), bootstep.ENTRY]

@@ -100,6 +100,15 @@ def _name_check() -> str:
     return text[start:end]
 
 
+def helper_verdicts(names: list[str]) -> list[bool]:
+    """The helper's copy of the check (its `rollback` takes the usual boot itself, D155)."""
+    helper = bootstep.artifact_dir() / bootstep.HELPER
+    proc = subprocess.run(
+        [str(helper), "name-ok", *names], capture_output=True, text=True, check=True
+    )
+    return [c == "1" for c in proc.stdout.strip()]
+
+
 def bootstep_verdicts(names: list[str]) -> list[bool]:
     program = (
         "export LC_ALL=C\n"
@@ -190,11 +199,15 @@ def test_nix_the_schema_and_the_boot_step_give_one_verdict(
     tmp_path: Path, names: list[str]
 ) -> None:
     """Issue 19: `oldRoots = ".."` evaluated in Nix and stopped the boot; now every name gets
-    one verdict from all three (3,000 names over the examples)."""
+    one verdict from all of them, the helper's copy too (3,000 names over the examples)."""
     schema = schema_verdicts("subvolume", names)
     step = bootstep_verdicts(names)
     disagree = [(n, s, b) for n, s, b in zip(names, schema, step, strict=True) if s != b]
     assert not disagree, disagree[:5]
+    argv_names = [n for n in names if "\x00" not in n]  # an argument cannot hold a NUL
+    by_step = dict(zip(names, step, strict=True))
+    helper = helper_verdicts(argv_names)
+    assert helper == [by_step[n] for n in argv_names]
     nix_names = [n for n in names if "\udcff" not in n and "\x00" not in n]
     if HAVE_NIX and nix_names:
         nix = nix_verdicts("subvolume", nix_names, tmp_path)
@@ -222,9 +235,10 @@ EDGE_VERDICTS = [True, True, True, True, True, False, False, False, False, False
 
 def test_the_schema_and_the_boot_step_agree_on_the_edges() -> None:
     assert schema_verdicts("subvolume", EDGES) == EDGE_VERDICTS
-    assert bootstep_verdicts(EDGES) == EDGE_VERDICTS
+    assert bootstep_verdicts(EDGES) == helper_verdicts(EDGES) == EDGE_VERDICTS
     long = ["a" * RULE["component_max"], "a" * (RULE["component_max"] + 1)]
     assert schema_verdicts("subvolume", long) == bootstep_verdicts(long) == [True, False]
+    assert helper_verdicts(long) == [True, False]
 
 
 @pytest.mark.skipif(not HAVE_NIX, reason="needs nix-instantiate and PANTHEROS_NIXPKGS_LIB")

@@ -351,7 +351,8 @@ in
       ++ map (d: "z ${cfg.persistentStoragePath}${d.directory} ${d.mode} ${d.user} ${d.group} - -") bootDirectories;
 
     # The boot step: a bash script and its C helper (nix/bootstep.nix), nothing else, so the
-    # initrd carries no Python. It needs bash and coreutils (in every systemd initrd),
+    # initrd carries no Python. The helper's `rollback` runs the usual boot itself and the
+    # script for anything else (D155). It needs bash and coreutils (in every systemd initrd),
     # mount/umount (there too) and btrfs (added below); the helper takes the top level's lock.
     boot.initrd.systemd.services.pantheros-rollback = {
       description = "PantherOS: archive the root and start from a fresh one";
@@ -377,7 +378,8 @@ in
         # the options after --device are what `panther` renders for the same host
         # (pantheros.impermanence.bootstep.options, tested equal for every example host).
         ExecStart = lib.escapeShellArgs [
-          "${bootstep}/bin/pantheros-rollback"
+          "${bootstep}/bin/pantheros-btrfs"
+          "rollback"
           "--device" storage.btrfsDevice
           "--root" rootSubvolume.name
           "--blank" storage.blankSnapshot

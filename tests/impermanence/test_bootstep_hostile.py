@@ -201,7 +201,7 @@ def test_strays_with_hostile_names_are_kept_and_do_not_block_boots(
 def _hang(pfs: Pfs, after: str) -> subprocess.Popen[str]:
     """A boot step that stops (holding its lock) right after a step."""
     proc = subprocess.Popen(
-        [bootstep_variant.script(), *script(pfs)[1:]],
+        [*bootstep_variant.entry(), *script(pfs)[2:]],
         env={**os.environ, **bootstep_variant.env(hang_after=after)},
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,

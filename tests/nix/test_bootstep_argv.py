@@ -31,7 +31,8 @@ def test_exec_start_is_the_argv_panther_renders(tmp_path: Path, host: str, polic
     manifest = manifests.load_document(out["manifest"], host)
     exec_start = out["initrd"]["services"]["pantheros-rollback"]["serviceConfig"]["ExecStart"]
     assert shlex.split(exec_start) == [
-        f"{BOOTSTEP}/bin/{bootstep.SCRIPT}",
+        f"{BOOTSTEP}/bin/{bootstep.HELPER}",
+        bootstep.ENTRY,
         "--device",
         default_device(manifest),
         *bootstep.options(manifest),

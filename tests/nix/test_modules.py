@@ -184,7 +184,8 @@ def test_rollback_unit_ordering_and_fail_policy(
     assert unit["requiredBy"] == required
     assert unit["unitConfig"]["DefaultDependencies"] is False
     assert unit["serviceConfig"]["ExecStart"].split() == [
-        f"{BOOTSTEP}/bin/pantheros-rollback",
+        f"{BOOTSTEP}/bin/pantheros-btrfs",
+        "rollback",
         *("--device", "/dev/disk/by-label/pantheros", "--root", "root"),
         *("--blank", "root-blank", "--old-roots", "old_roots", "--design", "blank-snapshot"),
         *("--keep-min", "3", "--fail-policy", policy),
@@ -681,7 +682,9 @@ def test_generated_initrd_units_have_the_contract_shape() -> None:
         assert "ConditionKernelCommandLine=!pantheros.norollback\n" in text
         assert "Before=sysroot.mount\n" in text
         exec_start = next(line for line in text.splitlines() if line.startswith("ExecStart="))
-        assert exec_start.startswith(f"ExecStart={document['bootstep']}/bin/pantheros-rollback ")
+        assert exec_start.startswith(
+            f"ExecStart={document['bootstep']}/bin/pantheros-btrfs rollback "
+        )
         assert f"--fail-policy {policy} " in exec_start
         assert rendered["wants"] == {"initrd.target": ["pantheros-rollback.service"]}
     assert document["boot-dirty"]["requires"] == {}

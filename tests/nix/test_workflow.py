@@ -66,7 +66,7 @@ def test_nixos_facts_prints_what_the_stub_evaluation_asserts() -> None:
     assert facts["sysctl"]["kernel.yama.ptrace_scope"] == 3
     assert facts["sysctl"]["vm.max_map_count"] == 1048576
     unit = facts["initrd"]["services"]["pantheros-rollback"]
-    assert unit["serviceConfig"]["ExecStart"].startswith("<store>/bin/pantheros-rollback ")
+    assert unit["serviceConfig"]["ExecStart"].startswith("<store>/bin/pantheros-btrfs rollback ")
     assert unit["requiredBy"] == ["sysroot.mount"]
     assert facts["initrd"]["storePaths"] == ["<store>"]
     assert facts["initrd"]["extraBin"] == {

@@ -1,13 +1,14 @@
 """The boot step as panther runs it: the very script and helper the initrd runs.
 
-`data/boot/pantheros-rollback` (bash) with `data/boot/pantheros-btrfs` (C) is the whole boot
-step; NixOS builds both into the `pantheros-bootstep` package and runs them in the systemd
-initrd. `panther rollback` and `panther lab reboot` prepare the script's arguments from the
-manifest, run the same files, and read the `key=value` report it prints, so every rollback test
-exercises what boots. The helper is also panther's one way to read the old-roots location's pin
-file and to delete an old root (pantheros.impermanence.oldroots). The Nix package's wrapper
-points PANTHER_BOOTSTEP_DIR at the built pair; elsewhere the helper is compiled once from the
-shipped source into a cache keyed by its hash. What is run as root is checked before every run:
+`data/boot/pantheros-rollback` (bash) with `data/boot/pantheros-btrfs` (C) is the whole boot step;
+NixOS builds both into the `pantheros-bootstep` package and runs them in the systemd initrd, as
+`pantheros-btrfs rollback ARGS`: the helper runs the usual boot itself and execs the script, with
+the same arguments, for anything else (D155). `panther rollback` and `panther lab reboot` prepare
+the arguments from the manifest, run the same command, and read the `key=value` report it prints, so
+every rollback test exercises what boots. The helper is also panther's one way to read the old-roots
+location's pin file and to delete an old root (pantheros.impermanence.oldroots). The Nix package's
+wrapper points PANTHER_BOOTSTEP_DIR at the built pair; elsewhere the helper is compiled once from
+the shipped source into a cache keyed by its hash. What is run as root is checked before every run:
 owned by root (or by the user running panther) and writable by nobody else, up to /.
 """
 
@@ -34,6 +35,8 @@ from pantheros.storage import keyvalue
 SCRIPT = "pantheros-rollback"
 HELPER = "pantheros-btrfs"
 HELPER_SOURCE = "pantheros-btrfs.c"
+# The step's entry: the helper's command that runs the usual boot and the script otherwise.
+ENTRY = "rollback"
 DIR_ENV = "PANTHER_BOOTSTEP_DIR"
 # Where the initrd's step leaves its report; /run survives the switch to the real root.
 BOOT_REPORT = Path("/run/pantheros/rollback.report")
@@ -180,18 +183,22 @@ def _digest() -> str:
     return hashlib.sha256(script + b"\0" + (source / HELPER_SOURCE).read_bytes()).hexdigest()[:16]
 
 
-def _build(source: Path, dest: Path) -> Path:
-    """Compile the helper and place both files at dest, atomically (a concurrent build wins)."""
+def compile_helper(source: Path, output: Path, *defines: str) -> None:
+    """Compile the helper's source to output, as nix/bootstep.nix does (defines: the tests'
+    variant only)."""
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
         raise ToolMissing("required tool not found: cc, to build the boot step's helper (gcc)")
+    flags = [f"-D{name}" for name in defines]
+    process.run([compiler, "-O2", "-Wall", *flags, "-o", str(output), str(source)], check=True)
+
+
+def _build(source: Path, dest: Path) -> Path:
+    """Compile the helper and place both files at dest, atomically (a concurrent build wins)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:
-        process.run(
-            [compiler, "-O2", "-Wall", "-o", str(staging / HELPER), str(source / HELPER_SOURCE)],
-            check=True,
-        )
+        compile_helper(source / HELPER_SOURCE, staging / HELPER)
         shutil.copyfile(source / SCRIPT, staging / SCRIPT)
         os.chmod(staging / SCRIPT, 0o700)  # mkdtemp made the directory 0700: the owner's alone
         try:
@@ -238,9 +245,10 @@ def argv(
     dry_run: bool = False,
     prepare: bool = False,
 ) -> list[str]:
-    """The script's command line for this manifest."""
+    """The step's command line for this manifest: the helper's `rollback`, which runs the
+    usual boot itself and the script for anything else (D155), as the initrd runs it."""
     where = ["--top", str(top)] if top is not None else ["--device", str(device)]
-    args = [str(artifact_dir() / SCRIPT), *where, *options(manifest)]
+    args = [str(artifact_dir() / HELPER), ENTRY, *where, *options(manifest)]
     if report is not None:
         args += ["--report", str(report)]
     if dry_run:

@@ -175,7 +175,9 @@ def check_unit_matches(manifest: manifests.Manifest) -> None:
     asks the step for something else, rather than boot it wrong."""
     luks = manifest.storage.luks is not None
     words = initrd.unit_exec_start(luks, manifest.impermanence.fail_policy.value)
-    rendered = dict(zip(words[1::2], words[2::2], strict=False))
+    # The program and its command (`pantheros-btrfs rollback`, D155), then the options.
+    first = next((i for i, word in enumerate(words) if word.startswith("--")), len(words))
+    rendered = dict(zip(words[first::2], words[first + 1 :: 2], strict=False))
     for option, wanted in expected_exec_start(manifest).items():
         if rendered.get(option) != wanted:
             raise Refused(

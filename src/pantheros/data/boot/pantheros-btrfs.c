@@ -50,6 +50,14 @@
  *   space TOP                "FREE DATA_USED DATA_TOTAL META_USED META_TOTAL UNALLOCATED", bytes
  *   usage PATH               "BYTES COMPLETE": what the files of the subvolume PATH occupy
  *                             (COMPLETE 0: the walk stopped at its limit; at least that much)
+ *   name-ok NAME...          one line: per NAME, 1 when it is a subvolume path the layout
+ *                             allows (as the boot step's name_ok), else 0
+ *   rollback ARGS...         the boot step (D155): the usual boot (a dirty root, and beside it
+ *                             the fresh, writable root stage 2 prepared from the recorded
+ *                             blank) is checked as the script checks it, swapped in and the
+ *                             previous root archived, here; anything else, and any step that
+ *                             fails, execs the script beside this program (pantheros-rollback)
+ *                             with ARGS, which finds the state on disk and finishes
  *
  * TOP is a mounted top level (subvolid=5). REL is a path below it without an empty, `.` or `..`
  * component; it is walked one component at a time, never through a symlink or across a mount.
@@ -78,7 +86,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <limits.h>
+#include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <time.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -1595,44 +1607,66 @@ static int record_line_ok(const char *line, size_t n) {
     return 1;
 }
 
-/* Print the record TOP/NAME (a regular file of at most 4 KiB, not followed through a link, not
- * waited on): "missing" on stderr with exit 1 when there is none; the reason, exit 1, when it is
- * not a record a writer of the format makes. */
-static int read_record(const struct top *top, const char *name) {
+/* The record TOP/NAME (a regular file of at most 4 KiB, not followed through a link, not waited
+ * on) into buf (*got bytes): OK; or FAILED with errno set (an error; ENOENT: there is none) and
+ * *why NULL, or with *why saying why it is not a record a writer of the format makes. */
+static int load_record(const struct top *top, const char *name, char buf[4097], ssize_t *got,
+                       const char **why) {
+    *why = NULL;
+    *got = 0;
     int fd = openat(top->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0)
-        return errno == ENOENT ? refuse("read-record", name, "missing")
-                               : fail("read-record", name);
+        return FAILED;
     struct stat st;
-    char buf[4097];
-    ssize_t got = 0;
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return refuse("read-record", name, "not a regular file");
+        *why = "not a regular file";
+        return FAILED;
     }
-    for (ssize_t more; got < (ssize_t)sizeof buf; got += more) {
-        more = read(fd, buf + got, sizeof buf - (size_t)got);
+    for (ssize_t more; *got < 4097; *got += more) {
+        more = read(fd, buf + *got, 4097 - (size_t)*got);
         if (more < 0) {
+            int err = errno;
             close(fd);
-            return fail("read-record", name);
+            errno = err;
+            return FAILED;
         }
         if (more == 0)
             break;
     }
     close(fd);
-    if (got > 4096)
-        return refuse("read-record", name, "larger than 4096 bytes");
-    size_t n = (size_t)got;
+    if (*got > 4096) {
+        *why = "larger than 4096 bytes";
+        return FAILED;
+    }
+    size_t n = (size_t)*got;
     if (n > 0 && buf[n - 1] == '\n')
         n--; /* the final newline */
-    for (size_t start = 0; got > 0;) { /* an empty file is a record with no line */
+    for (size_t start = 0; *got > 0;) { /* an empty file is a record with no line */
         const char *end = memchr(buf + start, '\n', n - start);
         size_t len = end ? (size_t)(end - (buf + start)) : n - start;
-        if (!record_line_ok(buf + start, len))
-            return refuse("read-record", name, "a line that is not a record's");
+        if (!record_line_ok(buf + start, len)) {
+            *why = "a line that is not a record's";
+            return FAILED;
+        }
         if (end == NULL)
             break;
         start += len + 1;
+    }
+    return OK;
+}
+
+/* Print the record TOP/NAME: "missing" on stderr with exit 1 when there is none; the reason,
+ * exit 1, when it is not a record a writer of the format makes. */
+static int read_record(const struct top *top, const char *name) {
+    char buf[4097];
+    ssize_t got;
+    const char *why;
+    if (load_record(top, name, buf, &got, &why) != OK) {
+        if (why != NULL)
+            return refuse("read-record", name, why);
+        return errno == ENOENT ? refuse("read-record", name, "missing")
+                               : fail("read-record", name);
     }
     fwrite(buf, 1, (size_t)got, stdout);
     return OK;
@@ -1718,6 +1752,321 @@ static int usage(const char *path) {
 /* --- the command line ---------------------------------------------------------------------------- */
 
 /* COMMAND TOP REL [MORE...] */
+/* --- the boot step's usual path, in one process ------------------------------------------------ */
+
+/* --- name rules: generated from src/pantheros/data/layout.json (scripts/render-layout) --- */
+#define NAME_CHARS "A-Za-z0-9@_.+-"
+#define NAME_COMPONENT_MAX 200
+#define NAME_MAX_LENGTH 1024
+/* --- end of the generated name rules --- */
+
+/* c is in the bracket expression's class (ranges such as A-Z; a `-` first or last is itself). */
+static int in_class(const char *class, char c) {
+    for (size_t i = 0; class[i] != '\0'; i++) {
+        if (class[i + 1] == '-' && class[i + 2] != '\0') {
+            if (c >= class[i] && c <= class[i + 2])
+                return 1;
+            i += 2;
+        } else if (class[i] == c) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* A subvolume path below the top level, as the layout allows it (the boot step's name_ok). */
+static int name_ok(const char *name) {
+    size_t n = strlen(name), part = 0;
+    if (n == 0 || n > NAME_MAX_LENGTH)
+        return 0;
+    for (size_t i = 0; i <= n; i++) {
+        if (i == n || name[i] == '/') {
+            const char *p = name + i - part;
+            if (part < 1 || part > NAME_COMPONENT_MAX || (part == 1 && p[0] == '.') ||
+                (part == 2 && p[0] == '.' && p[1] == '.'))
+                return 0;
+            part = 0;
+        } else if (!in_class(NAME_CHARS, name[i])) {
+            return 0;
+        } else {
+            part++;
+        }
+    }
+    return 1;
+}
+
+#ifdef PANTHEROS_TEST_HOOKS
+/* The test variant's hooks (tests/bootstep_variant.py builds it with -DPANTHEROS_TEST_HOOKS;
+ * never in what ships): killed, or hung, after a step, as the script's variant is. */
+static void after_step(const char *step) {
+    const char *kill_after = getenv("PANTHER_ROLLBACK_KILL_AFTER");
+    const char *hang_after = getenv("PANTHER_ROLLBACK_HANG_AFTER");
+    if (kill_after != NULL && strcmp(kill_after, step) == 0)
+        kill(getpid(), SIGKILL);
+    if (hang_after != NULL && strcmp(hang_after, step) == 0) {
+        fprintf(stderr, "pantheros-rollback: hanging after %s\n", step);
+        FILE *kmsg = fopen("/dev/kmsg", "w");
+        if (kmsg != NULL) {
+            fprintf(kmsg, "pantheros-rollback: hanging after %s\n", step);
+            fclose(kmsg);
+        }
+        for (;;)
+            pause();
+    }
+}
+#else
+static void after_step(const char *step) { (void)step; }
+#endif
+
+struct boot {
+    const char *device, *top, *root, *blank, *old, *design, *keep_min, *policy, *report;
+    char mounted_here[64];
+    char top_real[PATH_MAX];
+    struct top t;
+};
+
+/* The facts of the subvolume TOP/REL, walked as check-path walks it: 1 when it is one. */
+static int subvolume_below(const struct top *top, const char *rel, struct subvol *sv, int *fd) {
+    size_t stop;
+    if (walk_below(top, rel, fd, &stop) != WALK_OK)
+        return 0;
+    if (subvol_of(*fd, sv) < 0 || sv->ino != SUBVOLUME_ROOT_INO) {
+        close(*fd);
+        return 0;
+    }
+    return 1;
+}
+
+/* Whether the subvolume (open as fd, id) at TOP/REL, or anything in it, is among the mounts of
+ * this mount namespace; -1 when that cannot be told. */
+static int mounted_here(const struct mounts *mounts, int fd, uint64_t id, const char *rel) {
+    int rc;
+    const struct mount *m = where_mounted(fd, id, rel, NULL, mounts, &rc);
+    return rc < 0 ? -1 : m != NULL;
+}
+
+/* The recorded blank is this one: name, uuid and otransid as written, and an id. */
+static int blank_recorded(const struct top *top, const char *name, const struct subvol *sv) {
+    char buf[4097], uuid[37], otransid[24];
+    ssize_t got;
+    const char *why;
+    if (load_record(top, ".pantheros-blank", buf, &got, &why) != OK)
+        return 0;
+    format_uuid(sv->uuid, uuid);
+    snprintf(otransid, sizeof otransid, "%llu", (unsigned long long)sv->otransid);
+    const char *wanted[] = {"name=", name, "uuid=", uuid, "otransid=", otransid};
+    int found[3] = {0, 0, 0}, have_id = 0;
+    size_t n = (size_t)got;
+    for (size_t start = 0; start < n;) {
+        const char *end = memchr(buf + start, '\n', n - start);
+        size_t len = end ? (size_t)(end - (buf + start)) : n - start;
+        const char *line = buf + start;
+        for (int k = 0; k < 3; k++) {
+            size_t key = strlen(wanted[2 * k]);
+            if (len >= key && memcmp(line, wanted[2 * k], key) == 0)
+                found[k] = len - key == strlen(wanted[2 * k + 1]) &&
+                           memcmp(line + key, wanted[2 * k + 1], len - key) == 0;
+        }
+        if (len >= 3 && memcmp(line, "id=", 3) == 0)
+            have_id = len > 3;
+        start += len + 1;
+    }
+    return found[0] && found[1] && found[2] && have_id;
+}
+
+static void write_report(const struct boot *b, const char *report) {
+    fputs(report, stdout);
+    if (b->report == NULL)
+        return;
+    char tmp[PATH_MAX];
+    int ok = snprintf(tmp, sizeof tmp, "%s.tmp", b->report) < (int)sizeof tmp;
+    const char *slash = strrchr(b->report, '/');
+    if (ok && slash != NULL && slash != b->report) {
+        char dir[PATH_MAX];
+        snprintf(dir, sizeof dir, "%.*s", (int)(slash - b->report), b->report);
+        for (char *p = dir + 1; ok && *p != '\0'; p++)
+            if (*p == '/') {
+                *p = '\0';
+                ok = mkdir(dir, 0755) == 0 || errno == EEXIST;
+                *p = '/';
+            }
+        ok = ok && (mkdir(dir, 0755) == 0 || errno == EEXIST);
+    }
+    FILE *f = ok ? fopen(tmp, "w") : NULL;
+    ok = f != NULL && fputs(report, f) >= 0;
+    ok = f != NULL && fclose(f) == 0 && ok && rename(tmp, b->report) == 0;
+    if (!ok) {
+        fputs("pantheros-rollback: could not write the report ", stderr);
+        put_str(stderr, b->report);
+        putc('\n', stderr);
+    }
+}
+
+/* Let go of the top level: the lock with its descriptor, and the mount this process made. */
+static void let_go(struct boot *b) {
+    if (b->t.fd >= 0)
+        close(b->t.fd);
+    b->t.fd = -1;
+    if (b->mounted_here[0] != '\0' &&
+        (umount(b->mounted_here) < 0 || rmdir(b->mounted_here) < 0)) {
+        fputs("pantheros-rollback: could not unmount ", stderr);
+        put_str(stderr, b->mounted_here);
+        putc('\n', stderr);
+    }
+    b->mounted_here[0] = '\0';
+}
+
+/* The usual boot: the previous boot's stage 2 prepared a fresh root, writable and unchanged,
+ * from the recorded blank, and the root is a dirty one. Checked as the script checks it, then
+ * swapped in and the previous root archived: no commit (D154). 0 when done; -1 when the script
+ * is to run instead (anything else, or a step that failed: it then finds the state on disk and
+ * finishes, as after a crash). */
+static int boot_fast(int argc, char **argv, struct boot *b) {
+    memset(b, 0, sizeof *b);
+    b->t.fd = -1;
+    for (int i = 0; i < argc; i += 2) {
+        const char *opt = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        const char **slot = NULL;
+        const char *names[] = {"--device", "--top", "--root", "--blank", "--old-roots",
+                               "--design", "--keep-min", "--fail-policy", "--report"};
+        const char **slots[] = {&b->device, &b->top, &b->root, &b->blank, &b->old,
+                                &b->design, &b->keep_min, &b->policy, &b->report};
+        for (size_t k = 0; k < sizeof names / sizeof *names; k++)
+            if (strcmp(opt, names[k]) == 0)
+                slot = slots[k];
+        if (slot == NULL || value == NULL || *slot != NULL)
+            return -1; /* --dry-run, --prepare, or anything the script is to judge */
+        *slot = value;
+    }
+    size_t digits = b->keep_min ? strspn(b->keep_min, "0123456789") : 0;
+    if ((b->device == NULL) == (b->top == NULL) || b->root == NULL || b->blank == NULL ||
+        b->old == NULL || b->design == NULL || strcmp(b->design, "blank-snapshot") != 0 ||
+        b->policy == NULL ||
+        (strcmp(b->policy, "fail-closed") != 0 && strcmp(b->policy, "boot-dirty") != 0) ||
+        digits < 1 || digits > 6 || b->keep_min[digits] != '\0' || !name_ok(b->root) ||
+        !name_ok(b->blank) || !name_ok(b->old))
+        return -1;
+    if (b->device != NULL) {
+        struct stat st;
+        if (stat(b->device, &st) < 0 || !S_ISBLK(st.st_mode))
+            return -1;
+        strcpy(b->mounted_here, "/run/pantheros-rollback.XXXXXX");
+        if ((mkdir("/run", 0755) < 0 && errno != EEXIST) || mkdtemp(b->mounted_here) == NULL) {
+            b->mounted_here[0] = '\0';
+            return -1;
+        }
+        if (mount(b->device, b->mounted_here, "btrfs", 0, "subvolid=5") < 0) {
+            rmdir(b->mounted_here);
+            b->mounted_here[0] = '\0';
+            return -1;
+        }
+        b->top = b->mounted_here;
+    }
+    if (realpath(b->top, b->top_real) == NULL)
+        return -1;
+    struct top *t = &b->t;
+    struct subvol top_sv, blank, root, new_root;
+    t->path = b->top_real;
+    t->fd = open_dir(b->top_real);
+    /* One rollback (or gc) at a time: the script's lock, released by exit or exec. */
+    if (t->fd < 0 || subvol_of(t->fd, &top_sv) < 0 || top_sv.id != TOP_LEVEL_ID ||
+        top_sv.ino != SUBVOLUME_ROOT_INO || mount_id(t->fd, &t->mnt) < 0 ||
+        flock(t->fd, LOCK_EX) < 0 || ioctl(t->fd, BTRFS_IOC_SYNC, NULL) < 0)
+        return -1;
+    /* Invariant 7: no symlink or mount point in the old-roots location, the blank, the root's
+     * directory (walk_below refuses both on the way to each). */
+    const char *rels[3] = {b->old, b->blank, NULL};
+    char root_dir[NAME_MAX_LENGTH + 1];
+    const char *slash = strrchr(b->root, '/');
+    if (slash != NULL) {
+        snprintf(root_dir, sizeof root_dir, "%.*s", (int)(slash - b->root), b->root);
+        rels[2] = root_dir;
+    }
+    int fd;
+    size_t stop;
+    for (int k = 0; k < 3 && rels[k] != NULL; k++) {
+        enum walk w = walk_below(t, rels[k], &fd, &stop);
+        if (w == WALK_OK)
+            close(fd);
+        if (w != WALK_OK) /* missing, not a directory, a symlink, a mount: the script's */
+            return -1;
+    }
+    /* Invariant 9: the blank is read-only, unchanged since made, and the one recorded. */
+    if (!subvolume_below(t, b->blank, &blank, &fd))
+        return -1;
+    close(fd);
+    if (!blank.readonly || blank.ctransid > blank.otransid || !blank_recorded(t, b->blank, &blank))
+        return -1;
+    /* The prepared root: writable (a read-only one is the script's), unchanged since made, from
+     * this blank, mounted nowhere here. */
+    char new_name[NAME_MAX_LENGTH + 32];
+    snprintf(new_name, sizeof new_name, "%s.pantheros-new", b->root);
+    struct mounts mounts;
+    if (read_mounts(t, &mounts, 1) != OK || !subvolume_below(t, new_name, &new_root, &fd))
+        return -1;
+    int busy = mounted_here(&mounts, fd, new_root.id, new_name);
+    close(fd);
+    if (busy != 0 || new_root.readonly || new_root.ctransid > new_root.otransid ||
+        memcmp(new_root.parent_uuid, blank.uuid, 16) != 0)
+        return -1;
+    /* The root: a subvolume that is not fresh, mounted nowhere here. */
+    if (!subvolume_below(t, b->root, &root, &fd))
+        return -1;
+    busy = mounted_here(&mounts, fd, root.id, b->root);
+    close(fd);
+    if (busy != 0 || (root.ctransid <= root.otransid && memcmp(root.parent_uuid, blank.uuid, 16) == 0))
+        return -1;
+    if (syscall(SYS_renameat2, t->fd, b->root, t->fd, new_name, RENAME_EXCHANGE) < 0)
+        return -1;
+    after_step("exchange");
+    char stamp[32], archived[64], dest[NAME_MAX_LENGTH + 80];
+    time_t otime = (time_t)root.otime;
+    struct tm utc;
+    if (gmtime_r(&otime, &utc) == NULL || strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc) == 0)
+        return -1;
+    snprintf(archived, sizeof archived, "%012llu-%s", (unsigned long long)root.otransid, stamp);
+    snprintf(dest, sizeof dest, "%s/%s", b->old, archived);
+    if (syscall(SYS_renameat2, t->fd, new_name, t->fd, dest, RENAME_NOREPLACE) < 0)
+        return -1; /* taken, or no space: the script archives it (under another name, pruning) */
+    after_step("archive");
+    char report[4 * PATH_MAX];
+    snprintf(report, sizeof report,
+             "note=using the fresh root prepared for this boot\n"
+             "action=exchange %s and %s (RENAME_EXCHANGE)\n"
+             "action=archive %s as %s/%s\n"
+             "archived=%s\n"
+             "root_id=%llu\n"
+             "result=fresh\n",
+             b->root, new_name, new_name, b->old, archived, archived,
+             (unsigned long long)new_root.id);
+    let_go(b);
+    write_report(b, report);
+    return 0;
+}
+
+/* `rollback ARGS...`: the boot step. Its usual path runs here; anything else, the script beside
+ * this program (pantheros-rollback, the whole step) runs with the same arguments. */
+static int rollback(int argc, char **argv) {
+    struct boot b;
+    if (boot_fast(argc - 2, argv + 2, &b) == 0)
+        return fflush(stdout) == 0 ? OK : FAILED;
+    let_go(&b);
+    char self[PATH_MAX], script[PATH_MAX + 32];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0) {
+        perror("pantheros-btrfs: /proc/self/exe");
+        return FAILED;
+    }
+    self[n] = '\0';
+    char *dir = strrchr(self, '/');
+    *dir = '\0';
+    snprintf(script, sizeof script, "%s/pantheros-rollback", self);
+    argv[1] = script;
+    fflush(stdout);
+    execv(script, argv + 1);
+    return fail("exec", script);
+}
+
 static int with_top(int argc, char **argv, int more) {
     const char *op = argv[1];
     if (argc < 4 || (!more && argc != 4))
@@ -1760,6 +2109,12 @@ static int dispatch(int argc, char **argv) {
             if (rc != OK)
                 return rc;
         }
+        return OK;
+    }
+    if (strcmp(op, "name-ok") == 0 && argc > 2) {
+        for (int i = 2; i < argc; i++)
+            putchar(name_ok(argv[i]) ? '1' : '0');
+        putchar('\n');
         return OK;
     }
     if (argc == 4 && strcmp(op, "snapshot") == 0)
@@ -1865,12 +2220,15 @@ static int serve(void) {
 }
 
 int main(int argc, char **argv) {
+    if (argc >= 2 && strcmp(argv[1], "rollback") == 0)
+        return rollback(argc, argv);
     int rc = argc == 2 && strcmp(argv[1], "serve") == 0 ? serve() : dispatch(argc, argv);
     if (rc < 0) {
         fprintf(stderr,
                 "usage: pantheros-btrfs info PATH... | snapshot[-readonly] SRC DEST | "
                 "create DEST | exchange A B | rename A B | readonly PATH | writable PATH | "
-                "sync PATH | lock DIR | usage PATH | space TOP | "
+                "sync PATH | lock DIR | usage PATH | space TOP | name-ok NAME... | "
+                "rollback SCRIPT-ARGS... | "
                 "read-record TOP NAME | "
                 "check-path TOP REL... | "
                 "old-roots|seal-old-roots|pins|mounted|mounted-here|mounted-old-roots TOP REL | "
