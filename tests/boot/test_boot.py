@@ -122,10 +122,11 @@ def test_power_cuts_with_a_prepared_root_are_finished_by_the_next_boot(machine: 
 @pytest.mark.scenario("boot-step: Power cut during the step")
 def test_power_cuts_during_the_step_are_finished_by_the_next_boot(machine: Machine) -> None:
     """The VM is killed (SIGKILL: the guest's unwritten pages are lost, like pulling the plug)
-    right after the exchange; the next boot, finishing that, is killed right after the archive;
-    the boot after that completes the rollback, and nothing is lost. The two cut boots run the
-    step's test variant (the shipped script with the hang hook injected; what ships has none),
-    the recovery boot the shipped step.
+    right after the exchange; the next boot, finishing what the disk holds (the step forces no
+    commit, D154: usually the disk as before it, with the root the first cut boot snapshotted
+    beside it), is killed right after the archive; the boot after that completes the rollback,
+    and nothing is lost. The two cut boots run the step's test variant (the shipped script and
+    helper with the hang hook; what ships has none), the recovery boot the shipped step.
 
     Debian vs NixOS: `systemd.setenv=` reaches the unit the same way in both (systemd's manager
     environment), and the hang hook's line reaches the serial console through the journal here

@@ -19,7 +19,7 @@ import pytest
 from pantheros import btrfs
 from pantheros.impermanence import bootstep
 from tests.bootstep_variant import NEW_SUFFIX
-from tests.helpers import Pfs, subvolume_ids
+from tests.helpers import Pfs, attach_partitioned, subvolume_ids
 
 pytestmark = pytest.mark.root
 
@@ -107,6 +107,24 @@ def _no_record(pfs: Pfs) -> None:
     (pfs.top / ".pantheros-blank").unlink()
 
 
+def _record_key(key: str, value: str | None) -> Callable[[Pfs], None]:
+    def change(pfs: Pfs) -> None:
+        record = pfs.top / ".pantheros-blank"
+        lines = record.read_text().splitlines()
+        kept = [line for line in lines if not line.startswith(f"{key}=")]
+        assert len(kept) == len(lines) - 1
+        record.write_text("\n".join(kept + ([f"{key}={value}"] if value else [])) + "\n")
+
+    return change
+
+
+def _blank_changed(pfs: Pfs) -> None:
+    blank = pfs.top / "root-blank"
+    btrfs.set_readonly(blank, False)
+    (blank / "planted").write_text("in every new root")
+    btrfs.set_readonly(blank, True)
+
+
 def _old_roots_a_symlink(pfs: Pfs) -> None:
     pfs.old_roots.rename(pfs.top / "elsewhere")
     pfs.old_roots.symlink_to("elsewhere")
@@ -128,6 +146,10 @@ def _root_fresh(pfs: Pfs) -> None:
     btrfs.snapshot(pfs.top / "root-blank", pfs.root)
 
 
+def _root_read_only(pfs: Pfs) -> None:
+    btrfs.set_readonly(pfs.root, True)
+
+
 def _root_missing(pfs: Pfs) -> None:
     btrfs.delete_subvolume(pfs.root)
 
@@ -142,11 +164,16 @@ STATES: dict[str, Callable[[Pfs], None]] = {
     "blank writable": _blank_writable,
     "blank record names another": _record_of_another,
     "no blank record": _no_record,
+    "blank record with another uuid": _record_key("uuid", "0" * 8 + "-0000-0000-0000-" + "0" * 12),
+    "blank record with another otransid": _record_key("otransid", "1"),
+    "blank record without an id": _record_key("id", None),
+    "blank changed since made": _blank_changed,
     "old roots a symlink": _old_roots_a_symlink,
     "old roots missing": _old_roots_missing,
     "prepared from the root": _from_the_root,
     "root already fresh": _root_fresh,
     "root missing": _root_missing,
+    "root read-only": _root_read_only,
     "empty-subvolume design": _empty_design,
 }
 
@@ -177,11 +204,14 @@ def test_other_modes_go_to_the_script_with_the_same_arguments(
     assert subvolume_ids(pfs) == before
 
 
-def test_the_root_mounted_goes_to_the_script(pfs: Pfs, entry: Path, workdir: Path) -> None:
+@pytest.mark.parametrize("mounted", ["root", "root" + NEW_SUFFIX])
+def test_a_root_mounted_goes_to_the_script(
+    pfs: Pfs, entry: Path, workdir: Path, mounted: str
+) -> None:
     usual(pfs)
     where = workdir / "mounted-root"
     where.mkdir()
-    subprocess.run(["mount", "-o", "subvol=root", pfs.device + "p2", str(where)], check=True)
+    subprocess.run(["mount", "-o", f"subvol={mounted}", pfs.device + "p2", str(where)], check=True)
     try:
         before = subvolume_ids(pfs)
         proc = run_entry(entry, pfs)
@@ -190,3 +220,82 @@ def test_the_root_mounted_goes_to_the_script(pfs: Pfs, entry: Path, workdir: Pat
         assert subvolume_ids(pfs) == before
     finally:
         subprocess.run(["umount", str(where)], check=True)
+
+
+def test_a_record_without_its_last_newline_is_read_by_the_script(pfs: Pfs) -> None:
+    """The format allows it; the helper's answer to the script then still ends its line, so the
+    script is not left waiting for the answer's end (a hang until the unit's timeout)."""
+    usual(pfs)
+    record = pfs.top / ".pantheros-blank"
+    record.write_text(record.read_text().rstrip("\n"))
+    proc = subprocess.run(
+        bootstep.argv(pfs.manifest, top=pfs.top, dry_run=True),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert bootstep.parse_report(proc.stdout).result == "would-roll-back"
+
+
+def test_an_archive_name_taken_leaves_the_swap_to_the_script(pfs: Pfs, entry: Path) -> None:
+    """The helper exchanged the roots, then found the old root's name taken: the script (here
+    the stand-in) is run on roots already swapped, which the script's recovery finishes."""
+    usual(pfs)
+    root = btrfs.subvolume_info(pfs.root)
+    stamp = root.created.strftime("%Y%m%dT%H%M%SZ")
+    (pfs.old_roots / f"{root.otransid:012d}-{stamp}").mkdir()
+    prepared_id = btrfs.subvolume_info(new_root(pfs)).id
+    proc = run_entry(entry, pfs)
+    assert proc.returncode == 97, proc.stderr
+    assert "archiving the previous root here failed" in proc.stderr
+    assert btrfs.subvolume_info(pfs.root).id == prepared_id
+    assert btrfs.subvolume_info(new_root(pfs)).id == root.id
+    # The real script finishes it: the previous root kept under another name.
+    outcome, code = bootstep.run(pfs.manifest, top=pfs.top)
+    assert code == 0, outcome.error
+    assert "finishing an interrupted rollback" in outcome.notes
+    [archived] = outcome.archived
+    assert (pfs.old_roots / archived / "etc" / "hostname").read_text() == "this boot"
+
+
+def test_the_helper_reports_what_the_script_reports(pfs: Pfs, workdir: Path) -> None:
+    """The same usual boot on two copies of one disk: the script alone on one, the entry on the
+    other; the reports are the same, byte for byte."""
+    usual(pfs)
+    copy_image = workdir / "copy.img"
+    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(copy_image)], check=True)
+    top = workdir / "copy-top"
+    top.mkdir()
+    device = attach_partitioned(copy_image)
+    try:
+        subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
+        argv = bootstep.argv(pfs.manifest, top=top)
+        script = [str(bootstep.artifact_dir() / bootstep.SCRIPT), *argv[2:]]
+        by_script = subprocess.run(script, capture_output=True, text=True, check=False)
+        assert by_script.returncode == 0, by_script.stderr
+        by_entry = subprocess.run(
+            bootstep.argv(pfs.manifest, top=pfs.top), capture_output=True, text=True, check=False
+        )
+        assert by_entry.returncode == 0, by_entry.stderr
+        assert by_entry.stdout == by_script.stdout
+        assert bootstep.parse_report(by_entry.stdout).result == "fresh"
+    finally:
+        subprocess.run(["umount", str(top)], check=False)
+        subprocess.run(["losetup", "--detach", device], check=False)
+
+
+def test_a_read_only_dirty_root_is_archived(pfs: Pfs) -> None:
+    """The script makes it writable to move it (btrfs moves a read-only subvolume to another
+    directory only then), and the fresh root boots."""
+    usual(pfs)
+    btrfs.set_readonly(pfs.root, True)
+    dirty_id = btrfs.subvolume_info(pfs.root).id
+    outcome, code = bootstep.run(pfs.manifest, top=pfs.top)
+    assert code == 0, outcome.error
+    assert outcome.result == "fresh"
+    [archived] = outcome.archived
+    assert btrfs.subvolume_info(pfs.old_roots / archived).id == dirty_id
+    assert (pfs.old_roots / archived / "etc" / "hostname").read_text() == "this boot"
+    assert not btrfs.subvolume_info(pfs.root).readonly

@@ -1669,6 +1669,8 @@ static int read_record(const struct top *top, const char *name) {
                                : fail("read-record", name);
     }
     fwrite(buf, 1, (size_t)got, stdout);
+    if (got > 0 && buf[got - 1] != '\n')
+        putchar('\n'); /* a request's answer ends its last line (then "= RC" follows) */
     return OK;
 }
 
@@ -1876,7 +1878,7 @@ static int blank_recorded(const struct top *top, const char *name, const struct 
 
 static void write_report(const struct boot *b, const char *report) {
     fputs(report, stdout);
-    if (b->report == NULL)
+    if (b->report == NULL || b->report[0] == '\0') /* the script's "no report file" */
         return;
     char tmp[PATH_MAX];
     int ok = snprintf(tmp, sizeof tmp, "%s.tmp", b->report) < (int)sizeof tmp;
@@ -2009,26 +2011,36 @@ static int boot_fast(int argc, char **argv, struct boot *b) {
     if (busy != 0 || new_root.readonly || new_root.ctransid > new_root.otransid ||
         memcmp(new_root.parent_uuid, blank.uuid, 16) != 0)
         return -1;
-    /* The root: a subvolume that is not fresh, mounted nowhere here. */
+    /* The root: a writable subvolume that is not fresh, mounted nowhere here (a read-only one
+     * must be made writable to be moved: the script's). */
     if (!subvolume_below(t, b->root, &root, &fd))
         return -1;
     busy = mounted_here(&mounts, fd, root.id, b->root);
     close(fd);
-    if (busy != 0 || (root.ctransid <= root.otransid && memcmp(root.parent_uuid, blank.uuid, 16) == 0))
+    if (busy != 0 || root.readonly ||
+        (root.ctransid <= root.otransid && memcmp(root.parent_uuid, blank.uuid, 16) == 0))
         return -1;
-    if (syscall(SYS_renameat2, t->fd, b->root, t->fd, new_name, RENAME_EXCHANGE) < 0)
-        return -1;
-    after_step("exchange");
+    /* The previous root's name among the old roots, as the script's archive names it. */
     char stamp[32], archived[64], dest[NAME_MAX_LENGTH + 80];
     time_t otime = (time_t)root.otime;
     struct tm utc;
-    if (gmtime_r(&otime, &utc) == NULL || strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc) == 0)
+    if (gmtime_r(&otime, &utc) == NULL ||
+        strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc) == 0)
         return -1;
     snprintf(archived, sizeof archived, "%012llu-%s", (unsigned long long)root.otransid, stamp);
     snprintf(dest, sizeof dest, "%s/%s", b->old, archived);
-    if (syscall(SYS_renameat2, t->fd, new_name, t->fd, dest, RENAME_NOREPLACE) < 0)
-        return -1; /* taken, or no space: the script archives it (under another name, pruning) */
+    if (syscall(SYS_renameat2, t->fd, b->root, t->fd, new_name, RENAME_EXCHANGE) < 0)
+        return -1;
+    after_step("exchange");
+    if (syscall(SYS_renameat2, t->fd, new_name, t->fd, dest, RENAME_NOREPLACE) < 0) {
+        /* Taken, or no space: the script finds the roots swapped and archives the previous one
+         * (under another name, pruning on a full disk). */
+        fprintf(stderr, "pantheros-rollback: archiving the previous root here failed (%s): the "
+                        "script finishes it\n", strerror(errno));
+        return -1;
+    }
     after_step("archive");
+    const char *moved = strrchr(new_name, '/') ? strrchr(new_name, '/') + 1 : new_name;
     char report[4 * PATH_MAX];
     snprintf(report, sizeof report,
              "note=using the fresh root prepared for this boot\n"
@@ -2037,10 +2049,10 @@ static int boot_fast(int argc, char **argv, struct boot *b) {
              "archived=%s\n"
              "root_id=%llu\n"
              "result=fresh\n",
-             b->root, new_name, new_name, b->old, archived, archived,
+             b->root, new_name, moved, b->old, archived, archived,
              (unsigned long long)new_root.id);
+    write_report(b, report); /* under the lock, as the script writes it */
     let_go(b);
-    write_report(b, report);
     return 0;
 }
 
@@ -2048,23 +2060,34 @@ static int boot_fast(int argc, char **argv, struct boot *b) {
  * this program (pantheros-rollback, the whole step) runs with the same arguments. */
 static int rollback(int argc, char **argv) {
     struct boot b;
-    if (boot_fast(argc - 2, argv + 2, &b) == 0)
-        return fflush(stdout) == 0 ? OK : FAILED;
+    /* As the script: a write to a closed output fails (and is said), it never kills the step. */
+    signal(SIGPIPE, SIG_IGN);
+    if (boot_fast(argc - 2, argv + 2, &b) == 0) {
+        if (fflush(stdout) != 0)
+            perror("pantheros-rollback: the report on stdout");
+        return OK; /* the root is fresh: the step's outcome whatever its output became */
+    }
     let_go(&b);
     char self[PATH_MAX], script[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0) {
-        perror("pantheros-btrfs: /proc/self/exe");
-        return FAILED;
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self);
+    char *dir = n > 0 && n < (ssize_t)sizeof self ? memrchr(self, '/', (size_t)n) : NULL;
+    if (dir != NULL) {
+        *dir = '\0';
+        snprintf(script, sizeof script, "%s/pantheros-rollback", self);
+        argv[1] = script;
+        fflush(stdout);
+        execv(script, argv + 1);
+    } else {
+        snprintf(script, sizeof script, "pantheros-rollback (beside /proc/self/exe)");
     }
-    self[n] = '\0';
-    char *dir = strrchr(self, '/');
-    *dir = '\0';
-    snprintf(script, sizeof script, "%s/pantheros-rollback", self);
-    argv[1] = script;
-    fflush(stdout);
-    execv(script, argv + 1);
-    return fail("exec", script);
+    /* The script cannot run: no fresh root, and the policy decides the boot, as the script's
+     * own failure does (fail-closed 1, boot-dirty 6). */
+    const char *why = strerror(dir != NULL ? errno : ENOENT);
+    char report[PATH_MAX + 256];
+    snprintf(report, sizeof report, "result=dirty\nerror=cannot run %s: %s\n", script, why);
+    fprintf(stderr, "pantheros-rollback: rollback failed: cannot run %s: %s\n", script, why);
+    write_report(&b, report);
+    return b.policy != NULL && strcmp(b.policy, "boot-dirty") == 0 ? KEPT : FAILED;
 }
 
 static int with_top(int argc, char **argv, int more) {
