@@ -207,7 +207,7 @@ def main() -> None:
     print(f"load average after measuring: {load} on {os.cpu_count()} CPUs")
     print(f"{'method':44} {'ms':>8} {'(min-max of runs)':>18} {'CPU ms':>8} {'old roots':>10}")
     rows = [
-        ("boot step (pantheros-rollback)", "step"),
+        ("boot step (pantheros-btrfs rollback)", "step"),
         ("shell recipe (impermanence README)", "recipe"),
         ("shell recipe + btrfs filesystem sync", "recipe-sync"),
         ("boot step, first boot (no prepared root)", "first-boot"),
