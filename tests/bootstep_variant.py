@@ -16,7 +16,6 @@ import os
 import shutil
 import tempfile
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
@@ -73,7 +72,7 @@ def directory() -> Path:
     atexit.register(shutil.rmtree, where, True)
     (where / bootstep.SCRIPT).write_text(hooked((shipped / bootstep.SCRIPT).read_text()))
     # The helper runs the usual boot itself (D155): its variant has the same hooks.
-    source = Path(str(resources.files("pantheros") / "data" / "boot" / bootstep.HELPER_SOURCE))
+    source = bootstep.source_dir() / bootstep.HELPER_SOURCE
     bootstep.compile_helper(source, where / bootstep.HELPER, "PANTHEROS_TEST_HOOKS")
     for name in (bootstep.SCRIPT, bootstep.HELPER):
         os.chmod(where / name, 0o700)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -9,6 +10,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -246,6 +248,25 @@ def kept_hashes(pfs: Pfs) -> dict[str, str]:
     # The rollback's own record in persist/.pantheros is the one thing it writes there.
     skip = (str(pfs.top / "persist" / RECORD_DIR),)
     return {name: tree_hash(pfs.top / name, skip) for name in KEPT}
+
+
+def copy_image(pfs: Pfs, dest: Path) -> None:
+    """The disk as it holds the filesystem right now (a power cut: only what was committed; the
+    pfs fixture mounts with commit=300, so no background commit comes between)."""
+    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(dest)], check=True)
+
+
+@contextlib.contextmanager
+def mounted_image(image: Path, top: Path, manifest_path: Path) -> Iterator[Pfs]:
+    """A copied image attached and its top level mounted at `top`; let go after."""
+    top.mkdir()
+    device = attach_partitioned(image)
+    try:
+        subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
+        yield Pfs(image=image, device=device, top=top, manifest_path=manifest_path)
+    finally:
+        subprocess.run(["umount", str(top)], check=True)
+        subprocess.run(["losetup", "--detach", device], check=True)
 
 
 def subvolume_ids(pfs: Pfs) -> dict[int, str]:

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 from pantheros.impermanence import bootstep
@@ -103,7 +102,7 @@ class Overlay:
     def key_material(self) -> bytes:
         """Every input of the overlay: the unit JSON, the step's source and what was built."""
         built = self.step_dir()
-        source = resources.files("pantheros") / "data" / "boot" / bootstep.HELPER_SOURCE
+        source = bootstep.source_dir() / bootstep.HELPER_SOURCE
         digest = hashlib.sha256(f"{self.policy} hooks={self.hooks}".encode())
         digest.update(self.units_json.read_bytes())
         digest.update(source.read_bytes())

@@ -19,7 +19,7 @@ import pytest
 from pantheros import btrfs
 from pantheros.impermanence import bootstep
 from tests.bootstep_variant import NEW_SUFFIX
-from tests.helpers import Pfs, attach_partitioned, subvolume_ids
+from tests.helpers import Pfs, copy_image, mounted_image, subvolume_ids
 
 pytestmark = pytest.mark.root
 
@@ -264,14 +264,9 @@ def test_the_helper_reports_what_the_script_reports(pfs: Pfs, workdir: Path) -> 
     """The same usual boot on two copies of one disk: the script alone on one, the entry on the
     other; the reports are the same, byte for byte."""
     usual(pfs)
-    copy_image = workdir / "copy.img"
-    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(copy_image)], check=True)
-    top = workdir / "copy-top"
-    top.mkdir()
-    device = attach_partitioned(copy_image)
-    try:
-        subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
-        argv = bootstep.argv(pfs.manifest, top=top)
+    copy_image(pfs, workdir / "copy.img")
+    with mounted_image(workdir / "copy.img", workdir / "copy-top", pfs.manifest_path) as copy:
+        argv = bootstep.argv(pfs.manifest, top=copy.top)
         script = [str(bootstep.artifact_dir() / bootstep.SCRIPT), *argv[2:]]
         by_script = subprocess.run(script, capture_output=True, text=True, check=False)
         assert by_script.returncode == 0, by_script.stderr
@@ -281,9 +276,6 @@ def test_the_helper_reports_what_the_script_reports(pfs: Pfs, workdir: Path) -> 
         assert by_entry.returncode == 0, by_entry.stderr
         assert by_entry.stdout == by_script.stdout
         assert bootstep.parse_report(by_entry.stdout).result == "fresh"
-    finally:
-        subprocess.run(["umount", str(top)], check=False)
-        subprocess.run(["losetup", "--detach", device], check=False)
 
 
 def test_a_read_only_dirty_root_is_archived(pfs: Pfs) -> None:

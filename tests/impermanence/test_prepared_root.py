@@ -18,7 +18,7 @@ from pantheros.impermanence import bootstep
 from pantheros.storage import blankrecord
 from pantheros.storage.blankrecord import BlankIdentity
 from tests.bootstep_variant import NEW_SUFFIX
-from tests.helpers import Pfs, attach_partitioned, next_root_problem
+from tests.helpers import Pfs, copy_image, mounted_image, next_root_problem
 from tests.impermanence.test_blank_identity import swap_the_blank
 
 pytestmark = pytest.mark.root
@@ -178,14 +178,8 @@ def test_a_power_cut_before_the_next_commit_is_finished_by_the_next_run(
         finally:
             os.close(fd)
     # The power goes (commit=300: no background commit came between).
-    cut = workdir / "cut.img"
-    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(cut)], check=True)
-    top = workdir / "cut-top"
-    top.mkdir()
-    device = attach_partitioned(cut)
-    try:
-        subprocess.run(["mount", "-o", "subvolid=5", f"{device}p2", str(top)], check=True)
-        copy = Pfs(image=cut, device=device, top=top, manifest_path=pfs.manifest_path)
+    copy_image(pfs, workdir / "cut.img")
+    with mounted_image(workdir / "cut.img", workdir / "cut-top", pfs.manifest_path) as copy:
         undone = (copy.root / "etc" / "hostname").exists()
         if fsynced is None:
             assert undone, "nothing committed the step's renames: the disk holds it undone"
@@ -209,9 +203,6 @@ def test_a_power_cut_before_the_next_commit_is_finished_by_the_next_run(
             if (copy.old_roots / n / "etc" / "hostname").exists()
         ]
         assert "this boot" in hostnames, "the root of the cut boot's predecessor is kept"
-    finally:
-        subprocess.run(["umount", str(top)], check=False)
-        subprocess.run(["losetup", "--detach", device], check=False)
 
 
 def test_a_root_prepared_from_a_blank_since_replaced_is_stale(pfs: Pfs) -> None:

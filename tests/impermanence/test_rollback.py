@@ -19,9 +19,10 @@ from tests.bootstep_variant import FAST_STEPS, NEW_SUFFIX, READONLY_STEPS, SLOW_
 from tests.helpers import (
     Pfs,
     assert_invariants,
-    attach_partitioned,
     cleanup_under,
+    copy_image,
     kept_hashes,
+    mounted_image,
     next_root_problem,
     subvolume_ids,
 )
@@ -260,10 +261,6 @@ def test_full_filesystem(pfs: Pfs, run_rollback: Run) -> None:
     assert len(pfs.old_root_names()) >= 1
 
 
-def _copy_image(pfs: Pfs, dest: Path) -> None:
-    subprocess.run(["cp", "--sparse=always", str(pfs.image), str(dest)], check=True)
-
-
 CRASH_POINTS = [("slow", step) for step in SLOW_STEPS] + [("fast", step) for step in FAST_STEPS]
 # A read-only prepared root (as stage 2 made them before D154): its flag change is a commit.
 CRASH_POINTS += [("readonly", step) for step in READONLY_STEPS]
@@ -309,7 +306,7 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
     assert btrfs.is_subvolume(pfs.root)
     # Power loss: the image as the disk holds it right now.
     crash_image = workdir / "crash.img"
-    _copy_image(pfs, crash_image)
+    copy_image(pfs, crash_image)
 
     proc = run_rollback()
     assert proc.returncode == 0, proc.stderr
@@ -321,26 +318,18 @@ def test_crash_after_each_step_is_completed_by_the_next_run(
     assert btrfs.subvolume_info(pfs.old_roots / name).readonly
     assert not (pfs.root / "planted").exists()
 
-    crash_top = workdir / "crash-top"
-    crash_top.mkdir()
-    dev = attach_partitioned(crash_image)
-    subprocess.run(["mount", "-o", "subvolid=5", f"{dev}p2", str(crash_top)], check=True)
-    copy = Pfs(image=crash_image, device=dev, top=crash_top, manifest_path=pfs.manifest_path)
-    try:
+    with mounted_image(crash_image, workdir / "crash-top", pfs.manifest_path) as copy:
         assert btrfs.is_subvolume(copy.root), "a power cut never leaves the disk without a root"
         from tests.helpers import panther
 
-        proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(crash_top))
+        proc = panther("rollback", "--manifest", str(pfs.manifest_path), "--top", str(copy.top))
         assert proc.returncode == 0, proc.stderr
         assert is_fresh(copy)
         assert not btrfs.subvolume_info(copy.root).readonly
-        assert next_root_problem(crash_top, copy.manifest) is None
+        assert next_root_problem(copy.top, copy.manifest) is None
         name = _crashed_root(copy, earlier, path == "stale")
         assert (copy.old_roots / name / "etc/hostname").read_text() == "before the crash"
         assert not (copy.root / "planted").exists()
-    finally:
-        subprocess.run(["umount", str(crash_top)], check=True)
-        subprocess.run(["losetup", "--detach", dev], check=True)
 
 
 def test_top_must_be_the_top_level(pfs: Pfs, workdir: Path) -> None:

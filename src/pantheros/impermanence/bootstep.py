@@ -125,7 +125,8 @@ def _cache_root() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pantheros"
 
 
-def _source() -> Path:
+def source_dir() -> Path:
+    """Where the shipped script and the helper's source are."""
     return Path(str(resources.files("pantheros") / "data" / "boot"))
 
 
@@ -171,14 +172,14 @@ def artifact_dir() -> Path:
         return _checked(found)
     built = _cache_root() / f"bootstep-{_digest()}"
     if not ((built / HELPER).is_file() and (built / SCRIPT).is_file()):
-        _build(_source(), built)
+        _build(source_dir(), built)
     return _checked(built)
 
 
 @cache
 def _digest() -> str:
     """The cache key: a hash of the shipped script and the helper's source (read once)."""
-    source = _source()
+    source = source_dir()
     script = (source / SCRIPT).read_bytes()
     return hashlib.sha256(script + b"\0" + (source / HELPER_SOURCE).read_bytes()).hexdigest()[:16]
 

@@ -1926,15 +1926,15 @@ static void let_go(struct boot *b) {
 static int boot_fast(int argc, char **argv, struct boot *b) {
     memset(b, 0, sizeof *b);
     b->t.fd = -1;
+    const char *names[] = {"--device", "--top", "--root", "--blank", "--old-roots",
+                           "--design", "--keep-min", "--fail-policy", "--report"};
+    const char **slots[] = {&b->device, &b->top, &b->root, &b->blank, &b->old,
+                            &b->design, &b->keep_min, &b->policy, &b->report};
     for (int i = 0; i < argc; i += 2) {
-        const char *opt = argv[i], *value = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *value = i + 1 < argc ? argv[i + 1] : NULL;
         const char **slot = NULL;
-        const char *names[] = {"--device", "--top", "--root", "--blank", "--old-roots",
-                               "--design", "--keep-min", "--fail-policy", "--report"};
-        const char **slots[] = {&b->device, &b->top, &b->root, &b->blank, &b->old,
-                                &b->design, &b->keep_min, &b->policy, &b->report};
         for (size_t k = 0; k < sizeof names / sizeof *names; k++)
-            if (strcmp(opt, names[k]) == 0)
+            if (strcmp(argv[i], names[k]) == 0)
                 slot = slots[k];
         if (slot == NULL || value == NULL || *slot != NULL)
             return -1; /* --dry-run, --prepare, or anything the script is to judge */
