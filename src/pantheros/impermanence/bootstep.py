@@ -8,26 +8,24 @@ the arguments from the manifest, run the same command, and read the `key=value` 
 every rollback test exercises what boots. The helper is also panther's one way to read the old-roots
 location's pin file and to delete an old root (pantheros.impermanence.oldroots). The Nix package's
 wrapper points PANTHER_BOOTSTEP_DIR at the built pair; elsewhere the helper is compiled once from
-the shipped source into a cache keyed by its hash. What is run as root is checked before every run:
-owned by root (or by the user running panther) and writable by nobody else, up to /.
+the shipped source into a cache keyed by its hash (pantheros.native). What is run as root is
+checked before every run: owned by root (or by the user running panther) and writable by nobody
+else, up to /.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
-import stat
 import subprocess
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
 
-from pantheros import process
+from pantheros import native, process
 from pantheros.errors import PantherError, Refused, ToolMissing
 from pantheros.manifest import Manifest
 from pantheros.storage import keyvalue
@@ -116,43 +114,14 @@ def boot_outcome(report: bytes | None, where: Path, cmdline: str) -> Outcome:
     return Outcome(result="dirty", error=f"no report at {where}: the boot step did not run")
 
 
-def _cache_root() -> Path:
-    override = os.environ.get("PANTHER_CACHE_DIR")
-    if override:
-        return Path(override)
-    if os.geteuid() == 0:
-        return Path("/var/cache/pantheros")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pantheros"
-
-
 def source_dir() -> Path:
     """Where the shipped script and the helper's source are."""
     return Path(str(resources.files("pantheros") / "data" / "boot"))
 
 
-def unsafe_part(path: Path) -> str | None:
-    """Why path cannot be run as root, or None: it and every directory up to / must be owned by
-    root (or by the user running panther) and writable by nobody else. A directory others may
-    write is accepted only with the sticky bit and owned by root (/tmp, /nix/store): nobody else
-    can then rename or remove what lies in it."""
-    uid = os.geteuid()
-    real = Path(os.path.realpath(path))
-    for part in (real, *real.parents):
-        try:
-            st = os.lstat(part)
-        except OSError as exc:
-            return f"{part}: {exc.strerror}"
-        if st.st_uid not in (0, uid):
-            return f"{part} is owned by uid {st.st_uid}"
-        shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
-        if shared and not (part != real and st.st_mode & stat.S_ISVTX and st.st_uid == 0):
-            return f"{part} is writable by {'its group' if shared & stat.S_IWGRP else 'others'}"
-    return None
-
-
 def _checked(directory: Path) -> Path:
     for name in (directory, directory / SCRIPT, directory / HELPER):
-        why = unsafe_part(name)
+        why = native.unsafe_part(name)
         if why is not None:
             raise Refused(
                 f"will not run the boot step from {directory}: {why} (remove it, or set "
@@ -170,46 +139,29 @@ def artifact_dir() -> Path:
             if not os.access(found / name, os.X_OK):
                 raise ToolMissing(f"{DIR_ENV}={override} has no executable {name}")
         return _checked(found)
-    built = _cache_root() / f"bootstep-{_digest()}"
-    if not ((built / HELPER).is_file() and (built / SCRIPT).is_file()):
-        _build(source_dir(), built)
-    return _checked(built)
+    source = source_dir()
+    built = native.cache_root() / f"bootstep-{_digest()}"
+    return _checked(native.build_once(built, lambda staging: _build(source, staging), HELPER))
 
 
 @cache
 def _digest() -> str:
     """The cache key: a hash of the shipped script and the helper's source (read once)."""
-    source = source_dir()
-    script = (source / SCRIPT).read_bytes()
-    return hashlib.sha256(script + b"\0" + (source / HELPER_SOURCE).read_bytes()).hexdigest()[:16]
+    return native.digest(source_dir() / SCRIPT, source_dir() / HELPER_SOURCE)
 
 
 def compile_helper(source: Path, output: Path, *defines: str) -> None:
     """Compile the helper's source to output, as nix/bootstep.nix does (defines: the tests'
     variant only)."""
-    compiler = shutil.which("cc") or shutil.which("gcc")
-    if compiler is None:
-        raise ToolMissing("required tool not found: cc, to build the boot step's helper (gcc)")
     flags = [f"-D{name}" for name in defines]
-    process.run([compiler, "-O2", "-Wall", *flags, "-o", str(output), str(source)], check=True)
+    native.compile_c(source, output, *flags, why="the boot step's helper")
 
 
-def _build(source: Path, dest: Path) -> Path:
-    """Compile the helper and place both files at dest, atomically (a concurrent build wins)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        compile_helper(source / HELPER_SOURCE, staging / HELPER)
-        shutil.copyfile(source / SCRIPT, staging / SCRIPT)
-        os.chmod(staging / SCRIPT, 0o700)  # mkdtemp made the directory 0700: the owner's alone
-        try:
-            os.rename(staging, dest)
-        except OSError:
-            if not (dest / HELPER).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return dest
+def _build(source: Path, staging: Path) -> None:
+    """The script and the compiled helper, side by side in staging."""
+    compile_helper(source / HELPER_SOURCE, staging / HELPER)
+    shutil.copyfile(source / SCRIPT, staging / SCRIPT)
+    os.chmod(staging / SCRIPT, 0o700)
 
 
 def helper(*args: str | Path) -> subprocess.CompletedProcess[str]:
