@@ -1,9 +1,10 @@
 """A full `panther audit` of this machine beside `lynis audit system --quick`, same run.
 
 Prints both wall times and the ratio (target: >= 150x, and panther <= 0.3 s), the spread of
-panther's runs, its CPU time (user + system of it and its `find` processes: what the machine's
-load does not inflate), where its time goes (the file walk as the audit runs it, with two and
-with one `find` process, against the single `find` walk it replaced, and everything else),
+panther's runs, its CPU time (user + system of it and its walker: what the machine's load does
+not inflate), where its time goes (the file walk as the audit runs it, in `pantheros-walk` with
+its threads and with one, the `find` walk it falls back to, the single `find` walk before both,
+and everything else),
 then which Lynis test ids and kernel-hardening-checker checks the hardening table covers (from
 its anchors). Lynis comes with `scripts/setup --tests`.
 
@@ -108,24 +109,21 @@ def breakdown() -> tuple[dict[str, tuple[float, float]], float]:
     process), and of all other checks."""
     from pantheros.audit import inventory
     from pantheros.audit.checks import run_checks
-    from pantheros.audit.system import SCAN_DIRS, System
+    from pantheros.audit.system import System
 
     system = System(base=Path("/"), live=True)
-    tops = [f"/{top}" for top in SCAN_DIRS if os.path.isdir(f"/{top}")]
-    tops = [top for top in tops if os.path.realpath(top) == top]
-    pruned = system.walk_pruned()
-    lanes = inventory.default_lanes()
+    tops, pruned = inventory.plan(Path("/"))
+    skipped = frozenset(pruned)
+    threads = min(len(os.sched_getaffinity(0)), inventory.MAX_LANES)
     ways = {
-        f"the walk as the audit runs it ({lanes} find now)": lambda: inventory.walk(
-            "/", tops, frozenset(pruned)
+        f"the walk as the audit runs it ({threads} threads)": lambda: inventory.walk(
+            "/", tops, skipped
         ),
-        "the walk with two find processes": lambda: inventory.Walk(
-            "/", tops, frozenset(pruned), 2
-        ).result(),
-        "the walk with one find process": lambda: inventory.Walk(
-            "/", tops, frozenset(pruned), 1
-        ).result(),
-        "the single find walk it replaced": lambda: find_walk("/", tops, pruned),
+        "the walk with one thread": lambda: inventory.Walk("/", tops, skipped, 1).result(),
+        f"find's walk, the fallback ({inventory.default_lanes()} find now)": lambda: (
+            inventory.Walk("/", tops, skipped, find=True).result()
+        ),
+        "the single find walk before both": lambda: find_walk("/", tops, pruned),
     }
     walks = {}
     for name, way in ways.items():

@@ -1,5 +1,6 @@
-# The panther toolkit, built from pyproject.toml, with the system tools it runs on its PATH and
-# the boot step it runs (`panther rollback`, `panther lab reboot`) from nix/bootstep.nix.
+# The panther toolkit, built from pyproject.toml, with the system tools it runs on its PATH, the
+# boot step it runs (`panther rollback`, `panther lab reboot`) from nix/bootstep.nix, and the
+# audit's file walker built from its C source (elsewhere panther compiles it at first use).
 {
   lib,
   python3Packages,
@@ -30,6 +31,11 @@ python3Packages.buildPythonApplication {
     python3Packages.jsonschema
     python3Packages.shtab
   ];
+  # pantheros.audit.inventory: the walker, not a compile at run time (D156).
+  postInstall = ''
+    $CC -O2 -Wall -pthread -o pantheros-walk src/pantheros/data/audit/pantheros-walk.c
+    install -Dm755 pantheros-walk $out/libexec/pantheros/pantheros-walk
+  '';
   makeWrapperArgs = [
     "--prefix"
     "PATH"
@@ -47,6 +53,9 @@ python3Packages.buildPythonApplication {
     "--set"
     "PANTHER_BOOTSTEP_DIR"
     "${pantheros-bootstep}/bin"
+    "--set"
+    "PANTHER_WALKER"
+    "${placeholder "out"}/libexec/pantheros/pantheros-walk"
   ];
   pythonImportsCheck = [ "pantheros" ];
   meta = {

@@ -1,3 +1,3 @@
-from pantheros.cli import main
+from pantheros.main import main
 
 raise SystemExit(main())

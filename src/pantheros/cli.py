@@ -20,9 +20,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from panther_spec import cli as spec_cli
-from pantheros import __version__, commands, ui
-from pantheros import manifest as manifests
+from pantheros import HOST_MANIFEST, __version__, commands, ui
 from pantheros.errors import ExitCode, PantherError, UsageError
 
 Handler = Callable[..., int]
@@ -325,7 +323,7 @@ def _pin_args(q: argparse.ArgumentParser) -> None:
 
 def _impermanence(sub: Any) -> None:
     p = sub.add_parser("rollback", help="archive the root and start a fresh one (the boot step)")
-    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST}")
+    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST}")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--device", metavar="DEV", help="btrfs device (default from the manifest)")
     where.add_argument("--top", metavar="DIR", help="an already mounted top level (subvolid=5)")
@@ -500,9 +498,7 @@ def _audit(sub: Any) -> None:
         default="low",
         help="exit 1 when a check of this severity or above fails (default: low)",
     )
-    p.add_argument(
-        "--manifest", "-m", metavar="M", help=f"default: {manifests.HOST_MANIFEST} if present"
-    )
+    p.add_argument("--manifest", "-m", metavar="M", help=f"default: {HOST_MANIFEST} if present")
     p.add_argument("--all", action="store_true", help="list passing checks too")
     where = p.add_mutually_exclusive_group()
     where.add_argument("--root", metavar="DIR", help="audit an offline tree (image, built system)")
@@ -513,6 +509,8 @@ def _audit(sub: Any) -> None:
 def _spec(sub: Any) -> None:
     p = sub.add_parser("spec", help="OpenSpec change management (compatible with the OpenSpec CLI)")
     _on(p, lambda: commands.spec.cmd_spec)
+    from panther_spec import cli as spec_cli
+
     spec_cli.add_commands(p)
 
 
@@ -660,11 +658,13 @@ def _options(handler: Handler, annotation: str, args: argparse.Namespace) -> Any
 
 
 def _target(annotation: str, args: argparse.Namespace, options: Any, parser: Parser) -> object:
+    if annotation == "Machine | None" and not args.lab:
+        return None  # the host or a tree: nothing to load
     if annotation.startswith("Machine"):
         from pantheros.machine import Machine
 
-        if annotation == "Machine | None":  # the host or a tree unless --lab names a lab
-            return Machine.select(args.lab) if args.lab else None
+        if annotation == "Machine | None":  # a lab, named by --lab
+            return Machine.select(args.lab)
         assert annotation == "Machine", annotation
         instead = getattr(options, "instead", "--lab DIR")
         return Machine.select(args.lab, getattr(args, "manifest", None), instead=instead)

@@ -30,7 +30,6 @@ import ctypes
 import errno
 import json
 import os
-import secrets
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,7 +403,7 @@ def replace_file(
             # Hidden, and named after the record (`.pantheros-pins.json.<hex>.tmp`: what a
             # killed write leaves is known for what it is by whoever lists the directory).
             dot = "" if path.name.startswith(".") else "."
-            tmp = f"{dot}{path.name}.{secrets.token_hex(6)}.tmp"
+            tmp = f"{dot}{path.name}.{os.urandom(6).hex()}.tmp"
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             try:
                 fd = os.open(tmp, flags, 0o600, dir_fd=directory)

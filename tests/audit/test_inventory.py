@@ -1,6 +1,8 @@
 """The audit's file walk (pantheros.audit.inventory) finds exactly what the single `find` walk
 before it found, on a tree with every kind of finding, hostile names, links, and mounts inside
-it, however many `find` processes share it.
+it: in the walker (pantheros-walk) with any number of threads, and in the `find` walk it falls
+back to with any number of `find` processes; a walker that cannot run or does not finish leaves
+the walk to `find`, with the same result.
 
 The mounts live in a private mount namespace of the test process (the kernel drops them with
 it); the old walk (tests/audit/findwalk.py) runs in it too, as a subprocess.
@@ -8,11 +10,14 @@ it); the old walk (tests/audit/findwalk.py) runs in it too, as a subprocess.
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import signal
 import socket
 import struct
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,8 +25,10 @@ import pytest
 
 from pantheros.audit import inventory
 from pantheros.audit.system import SCAN_DIRS, System
+from pantheros.main import audits_this_machine
 from pantheros.storage import mounts
 from tests.audit.findwalk import find_walk
+from tests.helpers import panther
 
 pytestmark = pytest.mark.root
 
@@ -68,6 +75,12 @@ def build(root: Path) -> None:
         (root / "usr" / "share" / f"d{number % 40}").mkdir(parents=True, exist_ok=True)
         (root / "usr" / "share" / f"d{number % 40}" / f"f{number}").write_text("")
     setuid(root / "usr" / "share" / "d7" / "deep-suid")
+    large = root / "usr" / "share" / "large"  # read in several parts, which threads share
+    large.mkdir()
+    for number in range(4000):
+        (large / f"a-long-enough-name-{number:05}").write_text("")
+    setuid(large / "a-long-enough-name-03999-suid")
+    (large / "a-long-enough-name-02000").chmod(0o666)
 
     etc = root / "etc"
     (etc / "open").mkdir(parents=True)
@@ -127,11 +140,15 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
     ]
     pruned = system.walk_pruned()
     before = find_walk(base, tops, pruned)
-    for lanes in (1, 2, 4):
-        found = inventory.Walk(base, tops, frozenset(pruned), lanes).result()
-        assert (found.suid, found.caps, found.writable) == before, lanes
-        assert not found.errors
+    for find in (False, True):
+        for lanes in (1, 2, 4):
+            walk = inventory.Walk(base, tops, frozenset(pruned), lanes, find=find)
+            assert (walk.native is None) == find  # the walker, or find's processes
+            found = walk.result()
+            assert (found.suid, found.caps, found.writable) == before, (find, lanes)
+            assert not found.errors
     assert system.special_files == before
+    assert not system.notes  # the walker ran: no note of a fallback
 
     suid, caps, writable = before
     assert "/usr/bin/suid" in suid
@@ -156,21 +173,166 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
         "/var/mnt-rw/w",
         "/var/mnt-nosuid/w",
         "/var/mnt-ro/w",
+        "/usr/share/large/a-long-enough-name-02000",
     }
+    assert "/usr/share/large/a-long-enough-name-03999-suid" in suid
 
 
-def test_a_find_that_was_killed_runs_again(tmp_path: Path) -> None:
+def _two_halves(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
     for number in range(20000):
         (root / "usr" / f"d{number % 2}").mkdir(parents=True, exist_ok=True)
         (root / "usr" / f"d{number % 2}" / f"f{number}").write_text("")
     setuid(root / "usr" / "d0" / "s")
     setuid(root / "usr" / "d1" / "s")
-    setuid(root / "usr" / "top-level")  # read here, before any find starts
-    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
+    setuid(root / "usr" / "top-level")  # find's walk reads it here, before any find starts
+    return root
+
+
+def test_a_find_that_was_killed_runs_again(tmp_path: Path) -> None:
+    root = _two_halves(tmp_path)
+    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2, find=True)
     assert len(walk.lanes) == 2
     walk.lanes[0].find.send_signal(signal.SIGKILL)
     assert walk.lanes[0].find.wait() == -signal.SIGKILL  # killed before it was done
     found = walk.result()
     assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
     assert not found.errors
+
+
+def test_a_walker_that_was_killed_leaves_the_walk_to_find(tmp_path: Path) -> None:
+    root = _two_halves(tmp_path)
+    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
+    assert walk.native is not None
+    walk.native.find.send_signal(signal.SIGKILL)
+    assert walk.native.find.wait() == -signal.SIGKILL
+    found = walk.result()
+    assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
+    assert not found.errors
+    assert found.how == "pantheros-walk did not finish (exit status -9)"
+
+
+def test_a_tree_deeper_than_the_walkers_descriptors_is_walked_by_find(tmp_path: Path) -> None:
+    """One descriptor per level: a tree deeper than the limit (set low here) is find's."""
+    root = tmp_path / "tree"
+    deep = root / "var" / "tmp"
+    for level in range(200):
+        deep /= f"l{level}"
+    setuid(deep / "bottom")
+    (deep / "open").mkdir()
+    (deep / "open").chmod(0o777)
+    # In a child: its limit, hard too (the walker raises its own to the hard one), is for good.
+    code = f"""
+import json, resource
+from pantheros.audit import inventory
+resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
+found = inventory.Walk({str(root)!r}, [{str(root / "var")!r}], frozenset(), 1).result()
+print(json.dumps([found.suid, found.writable, found.errors, found.how]))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    suid, writable, errors, how = json.loads(proc.stdout)
+    below = str(deep.relative_to(root))
+    assert suid == [f"/{below}/bottom"]
+    assert writable == [f"/{below}/open"]
+    assert how == "pantheros-walk did not finish (out of file descriptors)"
+    assert not errors
+
+
+@pytest.mark.parametrize("how", ["missing", "in a directory others may write", "no compiler"])
+def test_a_walker_that_cannot_run_leaves_the_walk_to_find(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The walker panther would run as root must be safe to run: else find walks, and the
+    audit says why in a note."""
+    root = _two_halves(tmp_path)
+    if how == "missing":
+        monkeypatch.setenv(inventory.WALKER_ENV, str(tmp_path / "nothing"))
+        why = f"{inventory.WALKER_ENV}={tmp_path / 'nothing'} is not an executable"
+    elif how == "in a directory others may write":
+        shared = tmp_path / "shared"
+        shared.mkdir()
+        shutil.copy(inventory.walker(), shared / "pantheros-walk")
+        shared.chmod(0o757)
+        monkeypatch.setenv(inventory.WALKER_ENV, str(shared / "pantheros-walk"))
+        why = f"will not run {shared / 'pantheros-walk'}: {shared} is writable by others"
+    else:
+        monkeypatch.setenv("PANTHER_CACHE_DIR", str(tmp_path / "cache"))  # nothing built yet
+        tools = tmp_path / "tools"  # find, and no compiler
+        tools.mkdir()
+        (tools / "find").symlink_to(shutil.which("find") or "/usr/bin/find")
+        monkeypatch.setenv("PATH", str(tools))
+        why = "required tool not found: cc, to build the audit's file walker (gcc)"
+    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
+    assert walk.native is None
+    found = walk.result()
+    assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
+    assert found.how == why
+
+
+def test_the_walk_started_ahead_is_taken_only_when_it_walks_that(tmp_path: Path) -> None:
+    """`panther audit` starts the walk of / before it has loaded (pantheros.main): the audit
+    takes it when the walk it wants is the same, else it is stopped and a new one started."""
+    tops, pruned = inventory.plan(Path("/"))
+    inventory.ahead()
+    early = inventory._ahead
+    assert early is not None
+    assert early.native is not None
+    assert inventory.start("/", tops, frozenset(pruned)) is early
+    early.stop()
+
+    inventory.ahead()
+    other = inventory._ahead
+    assert other is not None
+    assert other.native is not None
+    process = other.native.find
+    root = _two_halves(tmp_path)
+    walk = inventory.start(str(root), [str(root / "usr")], frozenset())
+    assert walk is not other
+    assert process.returncode is not None  # stopped, and waited for
+    assert walk.result().suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
+
+
+def test_a_walk_started_ahead_and_never_taken_ends_with_the_process() -> None:
+    code = (
+        "from pantheros.audit import inventory; inventory.ahead(); "
+        "print(inventory._ahead.native.find.pid)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    pid = int(proc.stdout)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        pass  # gone: killed and reaped at exit
+    else:
+        with open(f"/proc/{pid}/stat") as stat:  # the pid may have been reused since
+            assert "pantheros-walk" not in stat.read()
+
+
+def test_the_audit_of_this_machine_finds_the_same_with_the_walker_and_with_find() -> None:
+    """The whole audit, both ways: the walker (started ahead, pantheros.main) and the find
+    walk a walker that cannot run leaves it to; only the note of the fallback differs."""
+    walked = panther("audit", "--json")
+    found = panther("audit", "--json", env={inventory.WALKER_ENV: "/nonexistent/walker"})
+    assert walked.returncode == found.returncode, (walked.stderr, found.stderr)
+    assert json.loads(walked.stdout)["findings"] == json.loads(found.stdout)["findings"]
+    note = "the file walk ran find, more slowly: PANTHER_WALKER=/nonexistent/walker is not an"
+    assert note in found.stderr
+    assert "the file walk ran find" not in walked.stderr
+
+
+@pytest.mark.parametrize(
+    ("words", "ahead"),
+    [
+        (["audit"], True),
+        (["audit", "--json", "--level", "strict"], True),
+        (["audit", "--root", "/mnt"], False),
+        (["audit", "--root=/"], False),
+        (["audit", "--lab", "/var/lib/lab"], False),
+        (["audit", "--help"], False),
+        (["-v", "audit"], False),  # not recognised: the audit then starts its walk itself
+        (["roots", "list"], False),
+        ([], False),
+    ],
+)
+def test_only_an_audit_of_this_machine_starts_its_walk_ahead(words: list[str], ahead: bool) -> None:
+    assert audits_this_machine(words) is ahead

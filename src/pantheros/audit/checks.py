@@ -529,6 +529,7 @@ def _kconfig(system: System, f: Finding) -> None:
 
 
 Builtin = tuple[str, str, str, str, Callable[[System, Finding], None], dict[str, str]]
+WALK_CHECKS = (_suid, _world_writable)  # the checks that wait for the file walk
 BUILTINS: list[Builtin] = [
     (
         "files.suid",
@@ -632,9 +633,14 @@ def run_checks(
         )
         AREA_CHECKS[spec["area"]](spec, levels[level], system, f)
         yield waive(f, waivers)
-    for cid, area, title, severity, check, anchors in BUILTINS:
-        f = Finding(cid, area, title, severity, Status.SKIPPED, anchors=anchors)
+    builtins = [
+        (Finding(cid, area, title, severity, Status.SKIPPED, anchors=anchors), check)
+        for cid, area, title, severity, check, anchors in BUILTINS
+    ]
+    # The checks of the file walk last: the others run while it does. Reported in table order.
+    for f, check in sorted(builtins, key=lambda built: built[1] in WALK_CHECKS):
         check(system, f)
+    for f, _ in builtins:
         yield waive(f, waivers)
 
 

@@ -22,31 +22,7 @@ from pantheros import mounttable, process
 from pantheros.audit import inventory
 from pantheros.audit.tree import MAX_BYTES, Tree
 
-SCAN_DIRS = (
-    "bin",
-    "sbin",
-    "usr",
-    "lib",
-    "lib64",
-    "opt",
-    "etc",
-    "var",
-    "srv",
-    "home",
-    "root",
-    "run/wrappers",
-    "boot",
-    "nix",
-)
-# Nix canonicalises every store path to mode 0444/0555 and never stores a setuid bit.
-NIX_STORE = "nix/store"
-PSEUDO_FS = frozenset(
-    {
-        *("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs"),
-        *("tracefs", "configfs", "fusectl", "bpf", "pstore", "efivarfs", "mqueue", "hugetlbfs"),
-        *("autofs", "binfmt_misc", "nsfs"),
-    }
-)
+SCAN_DIRS, NIX_STORE, PSEUDO_FS = inventory.SCAN_DIRS, inventory.NIX_STORE, inventory.PSEUDO_FS
 NOT_LOADING = re.compile(r"^(/\S*/)?(false|true|nologin)$")
 
 
@@ -302,21 +278,8 @@ class System:
         return sorted(set(found))
 
     def walk_pruned(self) -> list[str]:
-        """Host paths the inventory walk skips: pseudo and read-only nosuid mounts, the store.
-
-        Nothing on them can be a setuid binary or a file others may write.
-        """
-        base = str(self.base.resolve()).rstrip("/")
-        tops = tuple(f"{base}/{top}" for top in SCAN_DIRS)
-        pruned = [f"{base}/{NIX_STORE}"]
-        # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
-        # inside the walk matter, and find tests every entry against each one.
-        for mount in mounttable.mountinfo():
-            if not any(mount.mountpoint.startswith(top + "/") for top in tops):
-                continue
-            if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):
-                pruned.append(mount.mountpoint)
-        return sorted(set(pruned))
+        """Host paths the inventory walk skips (pantheros.audit.inventory.plan)."""
+        return inventory.plan(self.base)[1]
 
     def start_inventory(self) -> None:
         """Start the file walk now, to run while other checks do; special_files collects it."""
@@ -324,16 +287,10 @@ class System:
             self._walk = self._begin_walk()
 
     def _begin_walk(self) -> inventory.Walk | None:
-        base = self.base.resolve()
-        # A top reached through a symlink anywhere on its way would lead the walk elsewhere.
-        tops = [
-            str(base / top)
-            for top in SCAN_DIRS
-            if (base / top).is_dir() and os.path.realpath(base / top) == str(base / top)
-        ]
+        tops, pruned = inventory.plan(self.base)
         if not tops:
             return None
-        return inventory.Walk(str(base), tops, frozenset(self.walk_pruned()))
+        return inventory.start(str(self.base.resolve()), tops, frozenset(pruned))
 
     @cached_property
     def special_files(self) -> tuple[list[str], list[str], list[str]]:
@@ -346,6 +303,8 @@ class System:
         if walk is None:
             return [], [], []
         found = walk.result()
+        if found.how:
+            self.notes.append(f"the file walk ran find, more slowly: {found.how}")
         if found.errors:
             self.notes.append(
                 "the file walk could not read everything: " + "; ".join(found.errors)[:200]

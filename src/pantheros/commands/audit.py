@@ -28,8 +28,6 @@ MANIFEST_IN_TREE = "etc/pantheros/manifest.json"
 
 def tree_manifest(system: System) -> Manifest | None:
     """The machine's own manifest, read inside its tree like every other file."""
-    from pantheros import manifest as manifests
-
     source = str(system.base / MANIFEST_IN_TREE)
     data = system.tree.read_bytes(MANIFEST_IN_TREE)
     if data is None:
@@ -37,6 +35,8 @@ def tree_manifest(system: System) -> Manifest | None:
         if why == "missing":
             return None
         raise ManifestError(source, "$", f"cannot read: {why}")
+    from pantheros import manifest as manifests
+
     # The same parser as every manifest: deep nesting or a huge integer is one error line.
     return manifests.loads(data, source)
 

@@ -14,6 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import pantheros
 from pantheros import files
 from pantheros.errors import ManifestError, UsageError
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
@@ -30,7 +31,7 @@ __all__ = [
     "resolve",
 ]
 
-HOST_MANIFEST = Path("/etc/pantheros/manifest.json")
+HOST_MANIFEST = Path(pantheros.HOST_MANIFEST)
 DATA = Path(__file__).resolve().parent.parent / "data"
 SUPPORTED_VERSION = 1
 
