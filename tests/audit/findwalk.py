@@ -19,14 +19,11 @@ def find_walk(
     for path in pruned:
         # -path takes a glob: a literal path must not match what its brackets would.
         prune += ["-path", re.sub(r"([\\*?\[])", r"\\\1", path), "-o"]
+    skipped = ["(", *prune[:-1], ")", "-prune", "-o"] if prune else []  # `( )` is an error
     argv = [
         "find",
         *tops,
-        "(",
-        *prune[:-1],
-        ")",
-        "-prune",
-        "-o",
+        *skipped,
         "-type",
         "d",
         "-uid",

@@ -10,6 +10,7 @@ it); the old walk (tests/audit/findwalk.py) runs in it too, as a subprocess.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -104,6 +105,21 @@ def build(root: Path) -> None:
     for level in range(300):
         deep /= f"l{level}"
     setuid(deep / "bottom")
+    long = root / "var" / "long"  # names of 255 bytes, a path longer than PATH_MAX
+    os.makedirs(long)
+    fd = os.open(long, os.O_RDONLY)
+    for _ in range(20):
+        os.mkdir("n" * 255, dir_fd=fd)
+        inner = os.open("n" * 255, os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = inner
+    made = os.open("bottom", os.O_CREAT | os.O_WRONLY, 0o4755, dir_fd=fd)
+    os.fchmod(made, 0o4755)
+    os.close(made)
+    os.close(fd)
+    leased = usr / "capable-and-leased"  # its owner holds a write lease while it is walked
+    setuid(leased, 0o755)
+    os.setxattr(leased, "security.capability", CAPABILITY)
 
     setuid(root / "nix" / "store" / "abc-x" / "bin" / "s")  # the store is not walked
     outside = root.parent / "outside"
@@ -139,6 +155,12 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
         if (tree / top).is_dir() and os.path.realpath(tree / top) == str(tree / top)
     ]
     pruned = system.walk_pruned()
+    # A write lease: every other open of the file fails (O_NONBLOCK) while it is held; the
+    # capability must be read without one.
+    # (A walk that opened it would break the lease: SIGIO, ignored here, not the test's end.)
+    lease = os.open(tree / "usr" / "bin" / "capable-and-leased", os.O_RDWR)
+    signal.signal(signal.SIGIO, signal.SIG_IGN)
+    fcntl.fcntl(lease, fcntl.F_SETLEASE, fcntl.F_WRLCK)
     before = find_walk(base, tops, pruned)
     for find in (False, True):
         for lanes in (1, 2, 4):
@@ -149,6 +171,8 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
             assert not found.errors
     assert system.special_files == before
     assert not system.notes  # the walker ran: no note of a fallback
+    os.close(lease)
+    signal.signal(signal.SIGIO, signal.SIG_DFL)
 
     suid, caps, writable = before
     assert "/usr/bin/suid" in suid
@@ -165,7 +189,13 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
     for absent in ("/root/hidden", "/var/mnt-ro-nosuid/s", "/opt/s", "/srv/link/s"):
         assert absent not in suid
     assert not [p for p in suid if p.startswith(("/nix/", "/var/proc/", "/usr/bin/link"))]
-    assert caps == ["/srv/bind/capable", "/usr/bin/capable"]
+    assert caps == [
+        "/srv/bind/capable",
+        "/srv/bind/capable-and-leased",
+        "/usr/bin/capable",
+        "/usr/bin/capable-and-leased",
+    ]
+    assert "/var/long/" + ("n" * 255 + "/") * 20 + "bottom" in suid
     assert set(writable) == {
         "/etc/open",
         "/etc/writable",

@@ -128,8 +128,11 @@ def ahead() -> None:
     then asked; otherwise, and at exit, it is stopped."""
     global _ahead
     if _ahead is None:
-        tops, pruned = plan(Path("/"))
-        _ahead = Walk("/", tops, frozenset(pruned))
+        try:
+            tops, pruned = plan(Path("/"))
+            _ahead = Walk("/", tops, frozenset(pruned))
+        except (OSError, PantherError):
+            return  # the audit meets the same trouble where it can say so
         atexit.register(_drop_ahead)
 
 
@@ -218,6 +221,8 @@ class Walk:
                 self.native = self._start_native(walker())
             except PantherError as exc:
                 self.found.how = str(exc)
+            except OSError as exc:  # the cache could not be made, or the walker not started
+                self.found.how = f"{exc.filename or WALKER}: {exc.strerror}"
         if self.native is None:
             self._start_find()
 

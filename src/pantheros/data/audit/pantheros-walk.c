@@ -18,8 +18,17 @@
  * with O_NOFOLLOW); the capability attribute is read from the executable itself, opened there.
  *
  * Every directory is read by whichever thread reaches it; a thread that sees another waiting
- * hands it the subdirectories it finds, open, instead of entering them itself, and the entries
- * it has just read of a large directory (one directory can hold a seventh of /usr's files).
+ * (and no task queued for it yet) hands it the subdirectories it finds, open, instead of
+ * entering them itself, and the entries it has just read of a large directory (one directory
+ * can hold a seventh of /usr's files).
+ *
+ * The walk is iterative: a thread keeps one path buffer and a stack of open directories, each
+ * with the part of its entries not yet judged (read 4 KiB at a time below DEEP levels), so
+ * neither memory nor the C stack grows with the square of the depth; one descriptor per level
+ * is the limit (exit 3). A name of any length the filesystem gives is taken (FUSE allows 1024
+ * bytes). The capability attribute is read without opening the file for reading
+ * (getxattrat, or an O_PATH descriptor), so no lease or mode of the file's owner hides it; an
+ * attribute that cannot be read for another reason is an error record, never a silent pass.
  *
  * Exit status: 0 when the walk is complete (errors are reported as `e` records and leave it
  * complete in what could be read), 3 when it ran out of file descriptors (a tree deeper than
@@ -42,6 +51,11 @@
 
 #define MAX_THREADS 16
 #define DENTS (32 * 1024)
+#define DENTS_DEEP 4096 /* the read size below DEEP levels: memory per level stays small */
+#define DEEP 32
+#ifndef SYS_getxattrat
+#define SYS_getxattrat 464 /* the same number on every architecture (Linux 6.13) */
+#endif
 
 struct linux_dirent64 {
     uint64_t d_ino;
@@ -59,19 +73,43 @@ struct out {
 struct task {
     int fd;
     char *path;
-    char *dents; /* NULL: read the directory fd; else entries already read from it */
+    char *dents; /* NULL: read the directory fd; else entries already read from it (fd is a
+                    duplicate, never read from: its offset is the original reader's) */
     long len;
+};
+
+/* A directory being walked: its descriptor and the entries of it not yet judged. */
+struct frame {
+    int fd;
+    char *dents;
+    long len, at;
+    size_t plen; /* its path's length in the thread's path buffer */
+    int batch;   /* a batch handed over: its entries are all there is to judge here */
+};
+
+struct walker {
+    struct out *o;
+    char *path;
+    size_t cap;
+    struct frame *stack;
+    size_t depth, stack_cap;
+    char *scratch;
 };
 
 static const char **pruned;
 static size_t npruned;
-static int out_of_fds;
+static int out_of_fds, no_getxattrat;
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t wake = PTHREAD_COND_INITIALIZER;
 static struct task *queue;
 static size_t queued, queue_cap;
 static int active, waiting;
+
+static void no_memory(void) {
+    fputs("pantheros-walk: out of memory\n", stderr);
+    exit(1);
+}
 
 static void *grow(void *array, size_t need, size_t *cap, size_t size) {
     if (need <= *cap)
@@ -80,10 +118,8 @@ static void *grow(void *array, size_t need, size_t *cap, size_t size) {
     while (next < need)
         next *= 2;
     void *bigger = realloc(array, next * size);
-    if (bigger == NULL) {
-        fputs("pantheros-walk: out of memory\n", stderr);
-        exit(1);
-    }
+    if (bigger == NULL)
+        no_memory();
     *cap = next;
     return bigger;
 }
@@ -126,6 +162,47 @@ static int judge_dir(struct out *o, const char *path, size_t n, const struct sta
     return 1;
 }
 
+/* Whether an attribute that could not be read is simply not there (or the file is gone). */
+static int absent(int err) { return err == ENODATA || err == ENOTSUP || err == ENOENT; }
+
+/* 1 when the regular file NAME of DIRFD (its stat: ST) has a capability attribute, 0 when
+ * not, -1 (errno set) when that cannot be told. */
+static int capability(int dirfd, const char *name, const char *path, const struct stat *st) {
+    if (!__atomic_load_n(&no_getxattrat, __ATOMIC_RELAXED)) {
+        struct {
+            uint64_t value;
+            uint32_t size, flags;
+        } args = {0, 0, 0};
+        if (syscall(SYS_getxattrat, dirfd, name, AT_SYMLINK_NOFOLLOW, "security.capability",
+                    &args, sizeof args) >= 0)
+            return 1;
+        if (errno != ENOSYS)
+            return absent(errno) ? 0 : -1;
+        __atomic_store_n(&no_getxattrat, 1, __ATOMIC_RELAXED);
+    }
+    /* An O_PATH descriptor: no read access needed, no lease or open of the file's owner
+     * involved; the attribute then read through /proc, or by path where /proc is not. */
+    int fd = openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        return absent(errno) ? 0 : -1;
+    struct stat now;
+    int found = 0;
+    if (fstat(fd, &now) != 0) {
+        found = -1;
+    } else if (now.st_dev == st->st_dev && now.st_ino == st->st_ino) {
+        char proc[64];
+        snprintf(proc, sizeof proc, "/proc/self/fd/%d", fd);
+        ssize_t got = getxattr(proc, "security.capability", NULL, 0);
+        if (got < 0 && errno == ENOENT && access("/proc/self/fd", F_OK) != 0)
+            got = lgetxattr(path, "security.capability", NULL, 0);
+        found = got >= 0 ? 1 : absent(errno) ? 0 : -1;
+    } /* else replaced since its stat: not this file any more */
+    int err = errno;
+    close(fd);
+    errno = err;
+    return found;
+}
+
 static void judge_file(struct out *o, int dirfd, const char *name, const char *path, size_t n,
                        const struct stat *st) {
     if (st->st_mode & S_IWOTH)
@@ -134,39 +211,35 @@ static void judge_file(struct out *o, int dirfd, const char *name, const char *p
         put(o, 's', path, n, NULL);
     if (!(st->st_mode & 0111))
         return;
-    int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-    if (fd < 0) {
-        if (errno == EMFILE || errno == ENFILE)
-            error(o, path, n, errno);
-        return; /* gone, or replaced by a symlink: not this file any more */
-    }
-    struct stat now;
-    if (fstat(fd, &now) == 0 && now.st_dev == st->st_dev && now.st_ino == st->st_ino &&
-        fgetxattr(fd, "security.capability", NULL, 0) >= 0)
+    int has = capability(dirfd, name, path, st);
+    if (has > 0)
         put(o, 'c', path, n, NULL);
-    close(fd);
+    else if (has < 0)
+        error(o, path, n, errno);
 }
 
-static void walk(struct out *o, int fd, const char *path);
-
-static int others_waiting(void) { return __atomic_load_n(&waiting, __ATOMIC_RELAXED) > 0; }
-
-/* Give a waiting thread this task (PATH copied); 0 when it could not be given. */
+/* Give a waiting thread this task, when one waits with nothing queued for it yet (PATH
+ * copied); 0 when it was not given. */
 static int hand_over(int fd, const char *path, size_t n, char *dents, long len) {
-    char *copy = strndup(path, n);
-    if (copy == NULL)
+    if (__atomic_load_n(&waiting, __ATOMIC_RELAXED) == 0)
         return 0;
     pthread_mutex_lock(&lock);
-    queue = grow(queue, queued + 1, &queue_cap, sizeof *queue);
-    queue[queued++] = (struct task){fd, copy, dents, len};
-    pthread_cond_signal(&wake);
+    int given = queued < (size_t)waiting;
+    if (given) {
+        char *copy = strndup(path, n);
+        if (copy == NULL)
+            no_memory();
+        queue = grow(queue, queued + 1, &queue_cap, sizeof *queue);
+        queue[queued++] = (struct task){fd, copy, dents, len};
+        pthread_cond_signal(&wake);
+    }
     pthread_mutex_unlock(&lock);
-    return 1;
+    return given;
 }
 
-/* Judge the directory NAME of DIRFD and enter it, or hand it, open, to a waiting thread. It is
- * opened first and judged by the descriptor's stat: what is judged is what is entered. */
-static void directory(struct out *o, int dirfd, const char *name, const char *path, size_t n) {
+/* The directory NAME of DIRFD, opened and judged by the descriptor's stat (what is judged is
+ * what is entered): its descriptor to enter, or -1. */
+static int directory(struct out *o, int dirfd, const char *name, const char *path, size_t n) {
     struct stat st;
     int fd = openat(dirfd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
@@ -179,131 +252,154 @@ static void directory(struct out *o, int dirfd, const char *name, const char *pa
         } else if (S_ISDIR(st.st_mode) && judge_dir(o, path, n, &st)) {
             error(o, path, n, err);
         }
-        return;
+        return -1;
     }
     if (fstat(fd, &st) != 0) {
         error(o, path, n, errno);
         close(fd);
-        return;
+        return -1;
     }
     if (!judge_dir(o, path, n, &st)) {
         close(fd);
-        return;
+        return -1;
     }
-    if (others_waiting() && hand_over(fd, path, n, NULL, 0))
-        return;
-    walk(o, fd, path);
-    close(fd);
+    return fd;
 }
 
-/* Judge the entries DENTS (LEN bytes, as getdents64 returned them) of the directory FD. */
-static void entries(struct out *o, int fd, const char *path, const char *dents, long len) {
-    size_t plen = strlen(path);
-    char *child = malloc(plen + 2 + 256);
-    if (!child) {
-        fputs("pantheros-walk: out of memory\n", stderr);
-        exit(1);
+static void push(struct walker *w, int fd, size_t plen, char *dents, long len, int batch) {
+    w->stack = grow(w->stack, w->depth + 1, &w->stack_cap, sizeof *w->stack);
+    w->stack[w->depth++] = (struct frame){fd, dents, len, 0, plen, batch};
+}
+
+/* The path buffer holds PATH/NAME from PLEN on: its length. */
+static size_t child_path(struct walker *w, size_t plen, const char *name) {
+    size_t nlen = strlen(name);
+    int slash = plen == 0 || w->path[plen - 1] != '/';
+    w->path = grow(w->path, plen + slash + nlen + 1, &w->cap, 1);
+    if (slash)
+        w->path[plen] = '/';
+    memcpy(w->path + plen + slash, name, nlen + 1);
+    return plen + slash + nlen;
+}
+
+/* Fill the frame on top with its next entries; 0 when the directory is done. */
+static int refill(struct walker *w) {
+    struct frame *f = &w->stack[w->depth - 1];
+    free(f->dents);
+    f->dents = NULL;
+    if (f->batch)
+        return 0;
+    size_t size = w->depth > DEEP ? DENTS_DEEP : DENTS;
+    for (;;) {
+        long got = syscall(SYS_getdents64, f->fd, w->scratch, size);
+        if (got < 0) {
+            if (errno != ENOENT) /* removed since it was opened: gone, as elsewhere */
+                error(w->o, w->path, f->plen, errno);
+            return 0;
+        }
+        if (got == 0)
+            return 0;
+        char *copy = malloc(got);
+        if (copy == NULL)
+            no_memory();
+        memcpy(copy, w->scratch, got);
+        if (got > DENTS / 2) {
+            int twin = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+            if (twin >= 0) {
+                if (hand_over(twin, w->path, f->plen, copy, got))
+                    continue;
+                close(twin);
+            } else if (errno == EMFILE || errno == ENFILE) {
+                error(w->o, w->path, f->plen, errno);
+            }
+        }
+        f->dents = copy;
+        f->len = got;
+        f->at = 0;
+        return 1;
     }
-    memcpy(child, path, plen);
-    child[plen] = '/';
-    for (long at = 0; at < len;) {
-        const struct linux_dirent64 *d = (const struct linux_dirent64 *)(dents + at);
-        at += d->d_reclen;
+}
+
+/* Walk the task: the directory T.FD (and below it), or the batch of its entries T.DENTS. */
+static void walk(struct walker *w, struct task t) {
+    size_t plen = strlen(t.path);
+    w->path = grow(w->path, plen + 1, &w->cap, 1);
+    memcpy(w->path, t.path, plen + 1);
+    push(w, t.fd, plen, t.dents, t.len, t.dents != NULL);
+    while (w->depth > 0) {
+        struct frame *f = &w->stack[w->depth - 1];
+        if (f->dents == NULL || f->at >= f->len) {
+            if (!refill(w)) {
+                close(f->fd);
+                w->depth--;
+            }
+            continue;
+        }
+        const struct linux_dirent64 *d = (const struct linux_dirent64 *)(f->dents + f->at);
+        f->at += d->d_reclen;
         const char *name = d->d_name;
         if (name[0] == '.' && (!name[1] || (name[1] == '.' && !name[2])))
             continue;
         unsigned type = d->d_type;
         if (type != DT_DIR && type != DT_REG && type != DT_UNKNOWN)
             continue;
-        size_t nlen = strlen(name);
-        memcpy(child + plen + 1, name, nlen + 1);
-        size_t n = plen + 1 + nlen;
-        if (is_pruned(child))
+        int dirfd = f->fd;
+        size_t dirlen = f->plen;
+        size_t n = child_path(w, dirlen, name);
+        if (is_pruned(w->path))
             continue;
-        if (type == DT_DIR) {
-            directory(o, fd, name, child, n);
-            continue;
-        }
-        struct stat st;
-        if (fstatat(fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
-            if (errno != ENOENT)
-                error(o, child, n, errno);
-            continue;
-        }
-        if (S_ISREG(st.st_mode))
-            judge_file(o, fd, name, child, n, &st);
-        else if (S_ISDIR(st.st_mode))
-            directory(o, fd, name, child, n);
-    }
-    free(child);
-}
-
-/* Read the directory FD and judge what is in it; a full read while another thread waits is
- * handed to it, with a descriptor of its own for the directory. */
-static void walk(struct out *o, int fd, const char *path) {
-    char *dents = malloc(DENTS);
-    if (!dents) {
-        fputs("pantheros-walk: out of memory\n", stderr);
-        exit(1);
-    }
-    for (;;) {
-        long got = syscall(SYS_getdents64, fd, dents, DENTS);
-        if (got < 0) {
-            error(o, path, strlen(path), errno);
-            break;
-        }
-        if (got == 0)
-            break;
-        if (got > DENTS / 2 && others_waiting()) {
-            int copy = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-            if (copy >= 0) {
-                if (hand_over(copy, path, strlen(path), dents, got)) {
-                    dents = malloc(DENTS);
-                    if (!dents) {
-                        fputs("pantheros-walk: out of memory\n", stderr);
-                        exit(1);
-                    }
-                    continue;
-                }
-                close(copy);
-            } else if (errno == EMFILE || errno == ENFILE) {
-                error(o, path, strlen(path), errno);
+        int isdir = type == DT_DIR;
+        if (!isdir) {
+            struct stat st;
+            if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                if (errno != ENOENT)
+                    error(w->o, w->path, n, errno);
+                continue;
             }
+            if (S_ISREG(st.st_mode))
+                judge_file(w->o, dirfd, name, w->path, n, &st);
+            isdir = S_ISDIR(st.st_mode);
         }
-        entries(o, fd, path, dents, got);
+        if (!isdir)
+            continue;
+        int fd = directory(w->o, dirfd, name, w->path, n);
+        if (fd < 0)
+            continue;
+        if (!hand_over(fd, w->path, n, NULL, 0))
+            push(w, fd, n, NULL, 0, 0); /* f is stale from here: the stack may have moved */
     }
-    free(dents);
+    free(t.path);
 }
 
 static struct out outs[MAX_THREADS];
 
 static void *worker(void *arg) {
-    struct out *o = arg;
+    struct walker w = {.o = arg};
+    w.scratch = malloc(DENTS);
+    if (w.scratch == NULL)
+        no_memory();
     pthread_mutex_lock(&lock);
     for (;;) {
         if (queued > 0) {
             struct task t = queue[--queued];
             active++;
             pthread_mutex_unlock(&lock);
-            if (t.dents)
-                entries(o, t.fd, t.path, t.dents, t.len);
-            else
-                walk(o, t.fd, t.path);
-            close(t.fd);
-            free(t.dents);
-            free(t.path);
+            walk(&w, t);
             pthread_mutex_lock(&lock);
             active--;
             continue;
         }
         if (active == 0)
             break;
-        waiting++;
+        __atomic_add_fetch(&waiting, 1, __ATOMIC_RELAXED);
         pthread_cond_wait(&wake, &lock);
-        waiting--;
+        __atomic_sub_fetch(&waiting, 1, __ATOMIC_RELAXED);
     }
     pthread_cond_broadcast(&wake);
     pthread_mutex_unlock(&lock);
+    free(w.scratch);
+    free(w.path);
+    free(w.stack);
     return NULL;
 }
 
@@ -353,6 +449,10 @@ int main(int argc, char **argv) {
             continue;
         if (fstatat(AT_FDCWD, top, &st, AT_SYMLINK_NOFOLLOW) != 0) {
             error(o, top, n, errno);
+            continue;
+        }
+        if (S_ISREG(st.st_mode)) {
+            judge_file(o, AT_FDCWD, top, top, n, &st);
             continue;
         }
         if (!S_ISDIR(st.st_mode) || !judge_dir(o, top, n, &st))
