@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from pantheros import native
 from pantheros.audit import inventory
 from pantheros.audit.system import SCAN_DIRS, System
 from pantheros.main import audits_this_machine
@@ -146,7 +147,7 @@ def tree(tmp_path: Path) -> Iterator[Path]:
         yield root
 
 
-def test_the_walk_finds_what_find_found(tree: Path) -> None:
+def test_the_walk_finds_what_find_found(tree: Path, tmp_path: Path) -> None:
     system = System(base=tree, live=False)
     base = str(tree.resolve())
     tops = [
@@ -169,6 +170,17 @@ def test_the_walk_finds_what_find_found(tree: Path) -> None:
             found = walk.result()
             assert (found.suid, found.caps, found.writable) == before, (find, lanes)
             assert not found.errors
+    # The walker as it reads capabilities on a kernel without getxattrat (before 6.13).
+    old_kernel = tmp_path / "old-kernel"
+    old_kernel.mkdir()
+    source = Path(inventory.__file__).parent.parent / "data" / "audit" / inventory.WALKER_SOURCE
+    native.compile_c(source, old_kernel / "walk", "-pthread", "-DPANTHEROS_NO_GETXATTRAT", why="")
+    os.environ[inventory.WALKER_ENV] = str(old_kernel / "walk")
+    try:
+        found = inventory.Walk(base, tops, frozenset(pruned), 2).result()
+    finally:
+        del os.environ[inventory.WALKER_ENV]
+    assert (found.suid, found.caps, found.writable, found.errors, found.how) == (*before, [], "")
     assert system.special_files == before
     assert not system.notes  # the walker ran: no note of a fallback
     os.close(lease)
@@ -254,6 +266,7 @@ def test_a_tree_deeper_than_the_walkers_descriptors_is_walked_by_find(tmp_path: 
     # In a child: its limit, hard too (the walker raises its own to the hard one), is for good.
     code = f"""
 import json, resource
+from pantheros import native
 from pantheros.audit import inventory
 resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))
 found = inventory.Walk({str(root)!r}, [{str(root / "var")!r}], frozenset(), 1).result()
