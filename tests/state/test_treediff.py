@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 
 from pantheros import btrfs
+from pantheros.errors import PantherError, ToolMissing
+from pantheros.impermanence import bootstep
 from pantheros.machine import Machine
 from pantheros.state import diff, treediff
 from tests.helpers import one_line_error, panther
@@ -186,3 +188,40 @@ def test_tree_is_refused_when_the_root_was_not_made_from_this_blank(workdir: Pat
     auto = json.loads(panther("diff", "--json", "--lab", str(lab)).stdout)
     assert auto["method"] == "walk"  # what auto chose before the trees: a blank of few entries
     assert "/file" not in {c["path"] for c in auto["changes"]}  # the blank holds it now
+
+
+def test_the_helper_reads_the_changed_leaves_as_python_does(
+    changed: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`changed-since` (the boot step's helper, in C) and the Python scan it stands in for
+    read the same from the hard cases' leaves (extrefs, a nested subvolume, emptied leaves);
+    without the helper, the diff reads them in Python and finds the same."""
+    lab, _ = changed
+    machine = Machine.select(str(lab))
+    with machine.top_level() as top:
+        since = diff.tree_since(top, "root", "root-blank")
+        assert since is not None
+        with btrfs.opened(top) as fd:
+            tree = treediff.Tree(fd, btrfs.subvolume_info(top / "root").id)
+            helper = treediff.changed_leaves(tree, since)
+            python = treediff._scan(tree, since)
+    assert helper == python
+    assert any(len(names) > 1 for names in helper.names.values())  # the 300 links
+    assert helper.added
+    assert helper.seen
+
+    def no_helper(*args: object, **kwargs: object) -> None:
+        raise ToolMissing("required tool not found: cc")
+
+    monkeypatch.setattr(bootstep, "artifact_dir", no_helper)
+    with machine.top_level() as top, btrfs.opened(top) as fd:
+        tree = treediff.Tree(fd, btrfs.subvolume_info(top / "root").id)
+        assert treediff.changed_leaves(tree, since) == python
+
+
+def test_the_helpers_records_are_read_whole_or_refused() -> None:
+    good = b"I" + struct.pack("=7Q", 300, 1, 2, 3, 1, 0o100644, 0)
+    assert treediff._read_scan(good).changed[300].mode == 0o100644
+    for bad in (good[:-1], good + b"Z", b"R" + struct.pack("=QQQH", 300, 256, 2, 9) + b"short"):
+        with pytest.raises(PantherError, match="changed-since"):
+            treediff._read_scan(bad)

@@ -253,8 +253,10 @@ def resolve(trees: Trees, found: Candidates, want_times: bool) -> list[Change]:
     """
     changes: list[Change] = []
     gone: dict[int, list[tuple[bytes, os.stat_result]]] = {}  # baseline inode -> lost names
-    for rel in found.removed:
-        if _lstat(_join(trees.current, rel)) is None:
+    missing: set[bytes] = set()  # removed paths the current tree lacks: nothing is below them
+    for rel in sorted(found.removed):  # a directory before what was in it
+        if rel.rpartition(b"/")[0] in missing or _lstat(_join(trees.current, rel)) is None:
+            missing.add(rel)
             old = _lstat(_join(trees.baseline, rel))
             if old is not None:
                 gone.setdefault(old.st_ino, []).append((rel, old))

@@ -28,10 +28,13 @@ from __future__ import annotations
 import itertools
 import stat
 import struct
+import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pantheros import btrfs
+from pantheros.errors import PantherError
+from pantheros.impermanence import bootstep
 
 _INODE = struct.Struct("=QQQQQIIIIQQ")  # generation .. flags of struct btrfs_inode_item
 _INODE_REF = struct.Struct("=QH")  # index, name length
@@ -174,6 +177,65 @@ class Scan:
     seen: dict[int, list[int]] = field(default_factory=dict)  # indices in changed directories
 
 
+def changed_leaves(current: Tree, since: int) -> Scan:
+    """What the leaves written after `since` hold: read by the boot step's helper
+    (`changed-since`, which walks the items in C), or here where it cannot run."""
+    try:
+        helper = bootstep.artifact_dir() / bootstep.HELPER
+        argv = [str(helper), "changed-since", f"/proc/self/fd/{current.fd}", str(current.id)]
+        proc = subprocess.run(
+            [*argv, str(since)], capture_output=True, pass_fds=(current.fd,), check=False
+        )
+    except (PantherError, OSError):
+        return _scan(current, since)
+    if proc.returncode != 0:
+        return _scan(current, since)
+    return _read_scan(proc.stdout)
+
+
+_SCAN_INODE = struct.Struct("=7Q")  # objectid, then the Inode's fields in their order
+_SCAN_REF = struct.Struct("=QQQH")  # objectid, directory, index, name length
+_SCAN_SEEN = struct.Struct("=QI")  # directory, count
+_SCAN_ADDED = struct.Struct("=QQQBBH")  # directory, index, child, type, subvolume, name length
+
+
+def _read_scan(data: bytes) -> Scan:
+    """The helper's `changed-since` records (its header comment) as a Scan."""
+    found = Scan()
+    pos, end = 0, len(data)
+    try:
+        while pos < end:
+            kind, pos = data[pos], pos + 1
+            if kind == ord("I"):
+                objectid, *fields = _SCAN_INODE.unpack_from(data, pos)
+                pos += _SCAN_INODE.size
+                found.changed[objectid] = Inode(*fields)
+            elif kind == ord("R"):
+                objectid, directory, index, length = _SCAN_REF.unpack_from(data, pos)
+                pos += _SCAN_REF.size + length
+                name = data[pos - length : pos]
+                found.names.setdefault(objectid, []).append((directory, index, name))
+            elif kind == ord("S"):
+                directory, count = _SCAN_SEEN.unpack_from(data, pos)
+                pos += _SCAN_SEEN.size
+                found.seen.setdefault(directory, []).extend(
+                    struct.unpack_from(f"={count}Q", data, pos)
+                )
+                pos += 8 * count
+            elif kind == ord("A"):
+                directory, index, child, ftype, sub, length = _SCAN_ADDED.unpack_from(data, pos)
+                pos += _SCAN_ADDED.size + length
+                entry = Entry(index, child, ftype, data[pos - length : pos], sub == 1)
+                found.added.setdefault(directory, []).append(entry)
+            else:
+                raise PantherError(f"the helper's changed-since: no record of type {kind}")
+    except struct.error:
+        raise PantherError("the helper's changed-since output ends inside a record") from None
+    if pos != end:
+        raise PantherError("the helper's changed-since output ends inside a record")
+    return found
+
+
 def _scan(current: Tree, since: int) -> Scan:
     """One pass over every leaf written after `since`, walked here rather than through
     btrfs.search since most of its items are skipped. An inode's item comes before its refs
@@ -221,7 +283,7 @@ def _scan(current: Tree, since: int) -> Scan:
 def candidates(current: Tree, baseline: Tree, since: int) -> Found:
     """Every path that may differ between the trees; `since`: the current tree's otransid."""
     found = Found()
-    scan = _scan(current, since)
+    scan = changed_leaves(current, since)
     old: dict[int, Inode] = {}  # changed inodes the baseline has (the same inode, as it was)
     lost: dict[int, list[tuple[int, bytes]]] = {}  # directory -> (index, name) it lost
     for number, inode in scan.changed.items():

@@ -50,6 +50,21 @@
  *   space TOP                "FREE DATA_USED DATA_TOTAL META_USED META_TOTAL UNALLOCATED", bytes
  *   usage PATH               "BYTES COMPLETE": what the files of the subvolume PATH occupy
  *                             (COMPLETE 0: the walk stopped at its limit; at least that much)
+ *   changed-since PATH TREE SINCE
+ *                            what the leaves of the subvolume tree TREE (of the filesystem of
+ *                             PATH) written after transaction SINCE hold, for `panther diff`
+ *                             (pantheros.state.treediff, which reads the same in Python where
+ *                             this helper is not): binary records, native byte order, each a
+ *                             type byte then
+ *                             I  an inode rewritten after SINCE: objectid, generation, transid,
+ *                                size, nlink, mode, flags (u64 each)
+ *                             R  a name of such an inode: objectid, directory, index (u64),
+ *                                name length (u16), the name
+ *                             S  indices of a changed directory's entries in those leaves:
+ *                                directory (u64), count (u32), the indices (u64 each)
+ *                             A  an entry added after SINCE to a changed directory: directory,
+ *                                index, child (u64), type, is-a-subvolume (u8), name length
+ *                                (u16), the name
  *   name-ok NAME...          one line: per NAME, 1 when it is a subvolume path the layout
  *                             allows (as the boot step's name_ok), else 0
  *   rollback ARGS...         the boot step (D155): the usual boot (a dirty root, and beside it
@@ -75,6 +90,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <endian.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -1751,6 +1767,218 @@ static int usage(const char *path) {
     return OK;
 }
 
+/* --- changed-since: the leaves of a subvolume tree written after a transaction ---------------- */
+
+/* Fields of on-disk items (little-endian, packed: read byte by byte). */
+static uint64_t le64_at(const void *p) {
+    uint64_t v;
+    memcpy(&v, p, sizeof v);
+    return le64toh(v);
+}
+static uint32_t le32_at(const void *p) {
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return le32toh(v);
+}
+static uint16_t le16_at(const void *p) {
+    uint16_t v;
+    memcpy(&v, p, sizeof v);
+    return le16toh(v);
+}
+
+struct emit {
+    uint64_t seen_dir;
+    uint64_t *seen;
+    size_t nseen, seen_cap;
+};
+
+static void put_u64(uint64_t v) { fwrite(&v, sizeof v, 1, stdout); }
+
+static void put_name(const void *name, uint16_t len) {
+    fwrite(&len, sizeof len, 1, stdout);
+    fwrite(name, 1, len, stdout);
+}
+
+static void flush_seen(struct emit *e) {
+    if (e->nseen == 0)
+        return;
+    uint32_t count = (uint32_t)e->nseen;
+    putchar('S');
+    put_u64(e->seen_dir);
+    fwrite(&count, sizeof count, 1, stdout);
+    fwrite(e->seen, sizeof *e->seen, e->nseen, stdout);
+    e->nseen = 0;
+}
+
+/* One item of a changed leaf; CHANGED: the objectid of the last inode found rewritten. */
+static int changed_item(struct emit *e, const struct btrfs_ioctl_search_header *h,
+                        const uint8_t *data, uint64_t since, uint64_t *changed) {
+    if (h->type == BTRFS_INODE_ITEM_KEY) {
+        if (h->len < sizeof(struct btrfs_inode_item))
+            return -1;
+        const struct btrfs_inode_item *inode = (const void *)data;
+        if (le64_at(&inode->transid) <= since)
+            return 0;
+        *changed = h->objectid;
+        putchar('I');
+        put_u64(h->objectid);
+        put_u64(le64_at(&inode->generation));
+        put_u64(le64_at(&inode->transid));
+        put_u64(le64_at(&inode->size));
+        put_u64(le32_at(&inode->nlink));
+        put_u64(le32_at(&inode->mode));
+        put_u64(le64_at(&inode->flags));
+        return 0;
+    }
+    if (h->objectid != *changed)
+        return 0;
+    if (h->type == BTRFS_DIR_INDEX_KEY) {
+        if (h->len < sizeof(struct btrfs_dir_item))
+            return -1;
+        const struct btrfs_dir_item *item = (const void *)data;
+        uint16_t len = le16_at(&item->name_len);
+        if (sizeof *item + len > h->len)
+            return -1;
+        if (e->seen_dir != h->objectid)
+            flush_seen(e);
+        e->seen_dir = h->objectid;
+        e->seen = grow(e->seen, e->nseen + 1, &e->seen_cap, sizeof *e->seen);
+        e->seen[e->nseen++] = h->offset;
+        if (le64_at(&item->transid) > since) {
+            uint8_t kind = item->type, subvolume = item->location.type == BTRFS_ROOT_ITEM_KEY;
+            putchar('A');
+            put_u64(h->objectid);
+            put_u64(h->offset);
+            put_u64(le64_at(&item->location.objectid));
+            putchar(kind);
+            putchar(subvolume);
+            put_name(item + 1, len);
+        }
+        return 0;
+    }
+    if (h->type == BTRFS_INODE_REF_KEY || h->type == BTRFS_INODE_EXTREF_KEY) {
+        int ext = h->type == BTRFS_INODE_EXTREF_KEY;
+        size_t fixed = ext ? sizeof(struct btrfs_inode_extref) : sizeof(struct btrfs_inode_ref);
+        for (uint32_t at = 0; at < h->len;) {
+            if (at + fixed > h->len)
+                return -1;
+            uint64_t directory = h->offset, index;
+            uint16_t len;
+            if (ext) {
+                const struct btrfs_inode_extref *ref = (const void *)(data + at);
+                directory = le64_at(&ref->parent_objectid);
+                index = le64_at(&ref->index);
+                len = le16_at(&ref->name_len);
+            } else {
+                const struct btrfs_inode_ref *ref = (const void *)(data + at);
+                index = le64_at(&ref->index);
+                len = le16_at(&ref->name_len);
+            }
+            if (at + fixed + len > h->len)
+                return -1;
+            putchar('R');
+            put_u64(h->objectid);
+            put_u64(directory);
+            put_u64(index);
+            put_name(data + at + fixed, len);
+            at += fixed + len;
+        }
+    }
+    return 0;
+}
+
+static int changed_since(const char *path, const char *tree_arg, const char *since_arg) {
+    char *end;
+    errno = 0;
+    unsigned long long tree = strtoull(tree_arg, &end, 10);
+    if (errno || *end || end == tree_arg)
+        return refuse("changed-since", tree_arg, "not a tree id");
+    unsigned long long since = strtoull(since_arg, &end, 10);
+    if (errno || *end || end == since_arg)
+        return refuse("changed-since", since_arg, "not a transaction");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return fail("open", path);
+    uint64_t size = 4 << 20;
+    struct btrfs_ioctl_search_args_v2 *args = malloc(sizeof *args + size);
+    if (args == NULL) {
+        close(fd);
+        return fail("changed-since", path);
+    }
+    struct btrfs_ioctl_search_key start = {
+        .tree_id = tree,
+        .min_objectid = BTRFS_FIRST_FREE_OBJECTID,
+        .max_objectid = BTRFS_LAST_FREE_OBJECTID,
+        .min_type = 0,
+        .max_type = 255,
+        .min_offset = 0,
+        .max_offset = (uint64_t)-1,
+        .min_transid = since + 1,
+        .max_transid = (uint64_t)-1,
+    };
+    static char out[1 << 20];
+    setvbuf(stdout, out, _IOFBF, sizeof out);
+    struct emit e = {0};
+    uint64_t changed = 0;
+    int rc = OK;
+    for (;;) {
+        args->key = start;
+        args->key.nr_items = UINT32_MAX;
+        args->buf_size = size;
+        if (ioctl(fd, BTRFS_IOC_TREE_SEARCH_V2, args) < 0) {
+            if (errno == EOVERFLOW && args->buf_size > size) { /* one item larger than that */
+                size = args->buf_size;
+                void *bigger = realloc(args, sizeof *args + size);
+                if (bigger != NULL) {
+                    args = bigger;
+                    continue;
+                }
+            }
+            rc = fail("tree search", path);
+            break;
+        }
+        uint32_t count = args->key.nr_items;
+        if (count == 0)
+            break;
+        const uint8_t *buf = (const uint8_t *)args->buf;
+        uint64_t at = 0;
+        struct btrfs_ioctl_search_header h = {0};
+        for (uint32_t i = 0; i < count; i++) {
+            memcpy(&h, buf + at, sizeof h);
+            at += sizeof h;
+            if (at + h.len > args->buf_size || changed_item(&e, &h, buf + at, since, &changed)) {
+                rc = refuse("changed-since", path, "a malformed item in the tree search");
+                break;
+            }
+            at += h.len;
+        }
+        if (rc != OK)
+            break;
+        if (h.objectid == start.max_objectid && h.type == start.max_type &&
+            h.offset == start.max_offset)
+            break;
+        /* The key after the last one read. */
+        start.min_objectid = h.objectid;
+        start.min_type = h.type;
+        start.min_offset = h.offset + 1;
+        if (h.offset == (uint64_t)-1) {
+            start.min_offset = 0;
+            start.min_type = h.type + 1;
+            if (h.type == 255) {
+                start.min_type = 0;
+                start.min_objectid = h.objectid + 1;
+            }
+        }
+    }
+    flush_seen(&e);
+    free(e.seen);
+    free(args);
+    close(fd);
+    if (fflush(stdout) != 0 && rc == OK)
+        rc = fail("write", "stdout");
+    return rc;
+}
+
 /* --- the command line ---------------------------------------------------------------------------- */
 
 /* COMMAND TOP REL [MORE...] */
@@ -2160,6 +2388,8 @@ static int dispatch(int argc, char **argv) {
         return sync_fs(argv[2]);
     if (argc == 3 && strcmp(op, "usage") == 0)
         return usage(argv[2]);
+    if (argc == 5 && strcmp(op, "changed-since") == 0)
+        return changed_since(argv[2], argv[3], argv[4]);
     if (argc == 4 && strcmp(op, "read-record") == 0) {
         struct top top;
         if (strchr(argv[3], '/') != NULL || !rel_ok(argv[3]))
@@ -2251,6 +2481,7 @@ int main(int argc, char **argv) {
                 "usage: pantheros-btrfs info PATH... | snapshot[-readonly] SRC DEST | "
                 "create DEST | exchange A B | rename A B | readonly PATH | writable PATH | "
                 "sync PATH | lock DIR | usage PATH | space TOP | name-ok NAME... | "
+                "changed-since PATH TREE SINCE | "
                 "rollback SCRIPT-ARGS... | "
                 "read-record TOP NAME | "
                 "check-path TOP REL... | "
