@@ -120,9 +120,9 @@ def breakdown() -> tuple[dict[str, tuple[float, float]], float]:
             "/", tops, skipped
         ),
         "the walk with one thread": lambda: inventory.Walk("/", tops, skipped, 1).result(),
-        f"find's walk, the fallback ({inventory.default_lanes()} find now)": lambda: (
-            inventory.Walk("/", tops, skipped, find=True).result()
-        ),
+        f"find's walk, the fallback ({inventory.default_lanes()} find now)": lambda: inventory.Walk(
+            "/", tops, skipped, find=True
+        ).result(),
         "the single find walk before both": lambda: find_walk("/", tops, pruned),
     }
     walks = {}

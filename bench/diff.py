@@ -27,7 +27,9 @@ from typing import Any
 from _lab import PANTHER, REPO, sh, timed, workspace
 
 sys.path.insert(0, str(REPO))
+from pantheros.machine import Machine
 from tests.state import mutate
+from tests.state.test_diff import bless_blank
 
 
 def main() -> None:
@@ -36,7 +38,6 @@ def main() -> None:
     parser.add_argument("--changes", type=int, default=1000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    from pantheros.machine import Machine
 
     with workspace() as base:
         lab = base / "lab"
@@ -46,17 +47,8 @@ def main() -> None:
             f"preparing: a blank of {args.files:,} files, {args.changes:,} changes ...", flush=True
         )
         files = [f.encode() for f in populate_paths(root, args.files)]
-        sh(*PANTHER, "lab", "down", str(lab))
+        bless_blank(lab)  # the root with those files is the blank now, recorded as such
         machine = Machine.select(str(lab))
-        with machine.top_level() as top:
-            from pantheros import btrfs
-
-            blank = top / "root-blank"
-            btrfs.set_readonly(blank, False)
-            btrfs.delete_subvolume(blank)
-            btrfs.snapshot(top / "root", blank, readonly=True)
-        sh(*PANTHER, "lab", "up", str(lab))
-        sh(*PANTHER, "lab", "reboot", str(lab))
         truth = mutate.apply(root, files, random_changes=max(0, args.changes - 30))
         truth_paths = {os.fsdecode(p) for p in truth if truth[p] != "times"}
         subprocess.run(["sync"], check=True)
