@@ -20,6 +20,7 @@ SRC = REPO / "src"
 # Top first; on one line, packages that stand side by side and may not import each other.
 FLOORS: tuple[tuple[str, ...], ...] = (
     ("pantheros.__main__",),  # python -m pantheros
+    ("pantheros.main",),  # the `panther` entry point: what starts before the command line
     ("pantheros.cli",),  # the parser and the dispatcher
     ("pantheros.commands",),  # every handler and its printing
     ("pantheros.audit", "pantheros.fleet", "pantheros.install"),
@@ -33,6 +34,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "pantheros.locking",
         "pantheros.btrfs",
         "pantheros.sendstream",
+        "pantheros.native",
     ),
     ("pantheros.process", "pantheros.ui", "pantheros.mounttable", "pantheros.files"),
     ("pantheros.errors", "pantheros"),  # `pantheros` itself: the version

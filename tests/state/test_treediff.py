@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pantheros import btrfs
-from pantheros.errors import PantherError, ToolMissing
+from pantheros.errors import PantherError
 from pantheros.impermanence import bootstep
 from pantheros.machine import Machine
 from pantheros.state import diff, treediff
@@ -191,32 +191,26 @@ def test_tree_is_refused_when_the_root_was_not_made_from_this_blank(workdir: Pat
 
 
 def test_the_helper_reads_the_changed_leaves_as_python_does(
-    changed: tuple[Path, dict[str, str]], monkeypatch: pytest.MonkeyPatch
+    changed: tuple[Path, dict[str, str]], tmp_path: Path
 ) -> None:
     """`changed-since` (the boot step's helper, in C) and the Python scan it stands in for
     read the same from the hard cases' leaves (extrefs, a nested subvolume, emptied leaves);
-    without the helper, the diff reads them in Python and finds the same."""
+    without the helper, or with one that cannot run, the diff reads them in Python."""
     lab, _ = changed
+    helper = bootstep.artifact_dir() / bootstep.HELPER
     machine = Machine.select(str(lab))
     with machine.top_level() as top:
         since = diff.tree_since(top, "root", "root-blank")
         assert since is not None
         with btrfs.opened(top) as fd:
             tree = treediff.Tree(fd, btrfs.subvolume_info(top / "root").id)
-            helper = treediff.changed_leaves(tree, since)
             python = treediff._scan(tree, since)
-    assert helper == python
-    assert any(len(names) > 1 for names in helper.names.values())  # the 300 links
-    assert helper.added
-    assert helper.seen
-
-    def no_helper(*args: object, **kwargs: object) -> None:
-        raise ToolMissing("required tool not found: cc")
-
-    monkeypatch.setattr(bootstep, "artifact_dir", no_helper)
-    with machine.top_level() as top, btrfs.opened(top) as fd:
-        tree = treediff.Tree(fd, btrfs.subvolume_info(top / "root").id)
-        assert treediff.changed_leaves(tree, since) == python
+            assert treediff.changed_leaves(tree, since, helper) == python
+            assert treediff.changed_leaves(tree, since, None) == python
+            assert treediff.changed_leaves(tree, since, tmp_path / "missing") == python
+    assert any(len(names) > 1 for names in python.names.values())  # the 300 links
+    assert python.added
+    assert python.seen
 
 
 def test_the_helpers_records_are_read_whole_or_refused() -> None:

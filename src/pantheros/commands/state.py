@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from pantheros import ui
-from pantheros.errors import ExitCode, UsageError
+from pantheros.errors import ExitCode, PantherError, UsageError
 from pantheros.files import read_bytes
-from pantheros.impermanence import blank
+from pantheros.impermanence import blank, bootstep
 from pantheros.machine import Machine
 from pantheros.manifest.models import Design
 from pantheros.state import diff, persist
@@ -88,6 +88,15 @@ class Diff:
     method: str
 
 
+def _helper() -> Path | None:
+    """The boot step's helper, which reads the changed leaves of the trees in C (D157); None
+    where it cannot be had (the diff then reads them in Python)."""
+    try:
+        return bootstep.artifact_dir() / bootstep.HELPER
+    except PantherError:
+        return None
+
+
 def cmd_diff(machine: Machine, opts: Diff) -> int:
     st = machine.manifest.storage
     keep = diff.Filter(
@@ -108,6 +117,7 @@ def cmd_diff(machine: Machine, opts: Diff) -> int:
             method=opts.method,
             want_times=opts.times,
             keep=keep,
+            helper=_helper(),
         )
     counts = Counter(c.kind.value for c in result.changes)
     code = ExitCode.OK

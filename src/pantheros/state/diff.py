@@ -387,11 +387,13 @@ def tree_since(top: Path, root_rel: str, baseline_rel: str) -> int | None:
     return root.otransid
 
 
-def tree_candidates(top: Path, baseline: Path, snapshot: Path, since: int) -> Candidates:
+def tree_candidates(
+    top: Path, baseline: Path, snapshot: Path, since: int, helper: Path | None = None
+) -> Candidates:
     with btrfs.opened(top) as fd:
         current = treediff.Tree(fd, btrfs.subvolume_info(snapshot).id)
         found = treediff.candidates(
-            current, treediff.Tree(fd, btrfs.subvolume_info(baseline).id), since
+            current, treediff.Tree(fd, btrfs.subvolume_info(baseline).id), since, helper
         )
     return Candidates(touched=found.touched, removed=found.removed, names_data=True)
 
@@ -480,8 +482,10 @@ def run(
     method: str,
     want_times: bool,
     keep: Filter,
+    helper: Path | None = None,
 ) -> Result:
-    """Diff the root subvolume against its baseline through a temporary read-only snapshot."""
+    """Diff the root subvolume against its baseline through a temporary read-only snapshot.
+    `helper`: the boot step's helper, which reads the changed leaves faster (D157)."""
     if baseline_rel is not None and not btrfs.is_subvolume(top / baseline_rel):
         # Said in the machine's words: top is a private mount nobody else can look at.
         raise PantherError(f"the blank snapshot {baseline_rel} is missing: nothing to diff against")
@@ -494,7 +498,7 @@ def run(
             empty = top / f".pantheros-diff-empty-{os.getpid()}"
             btrfs.create_subvolume(empty)
             try:
-                return _run(top, snapshot, empty, root_rel, "walk", want_times, keep, None)
+                return _run(top, snapshot, empty, root_rel, "walk", want_times, keep, None, None)
             finally:
                 btrfs.delete_subvolume(empty)
         since = tree_since(top, root_rel, baseline_rel)
@@ -504,7 +508,8 @@ def run(
                 "(use send or walk)"
             )
         chosen = method if method != "auto" else _auto_method(top / baseline_rel, since)
-        return _run(top, snapshot, top / baseline_rel, root_rel, chosen, want_times, keep, since)
+        baseline = top / baseline_rel
+        return _run(top, snapshot, baseline, root_rel, chosen, want_times, keep, since, helper)
     finally:
         btrfs.delete_subvolume(snapshot)
 
@@ -557,10 +562,11 @@ def _run(
     want_times: bool,
     keep: Filter,
     since: int | None,
+    helper: Path | None,
 ) -> Result:
     trees = Trees(baseline=os.fsencode(baseline), current=os.fsencode(snapshot))
     if method == "tree" and since is not None:
-        found = tree_candidates(top, baseline, snapshot, since)
+        found = tree_candidates(top, baseline, snapshot, since, helper)
     elif method == "send":
         found = send_stream_candidates(baseline, snapshot)
     else:

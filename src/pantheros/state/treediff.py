@@ -31,10 +31,10 @@ import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pantheros import btrfs
 from pantheros.errors import PantherError
-from pantheros.impermanence import bootstep
 
 _INODE = struct.Struct("=QQQQQIIIIQQ")  # generation .. flags of struct btrfs_inode_item
 _INODE_REF = struct.Struct("=QH")  # index, name length
@@ -177,16 +177,17 @@ class Scan:
     seen: dict[int, list[int]] = field(default_factory=dict)  # indices in changed directories
 
 
-def changed_leaves(current: Tree, since: int) -> Scan:
-    """What the leaves written after `since` hold: read by the boot step's helper
-    (`changed-since`, which walks the items in C), or here where it cannot run."""
+def changed_leaves(current: Tree, since: int, helper: Path | None = None) -> Scan:
+    """What the leaves written after `since` hold: read by the boot step's helper when given
+    (`changed-since`, which walks the items in C), else here, as where it cannot run."""
+    if helper is None:
+        return _scan(current, since)
+    argv = [str(helper), "changed-since", f"/proc/self/fd/{current.fd}", str(current.id)]
     try:
-        helper = bootstep.artifact_dir() / bootstep.HELPER
-        argv = [str(helper), "changed-since", f"/proc/self/fd/{current.fd}", str(current.id)]
         proc = subprocess.run(
             [*argv, str(since)], capture_output=True, pass_fds=(current.fd,), check=False
         )
-    except (PantherError, OSError):
+    except OSError:
         return _scan(current, since)
     if proc.returncode != 0:
         return _scan(current, since)
@@ -280,10 +281,11 @@ def _scan(current: Tree, since: int) -> Scan:
     return scan
 
 
-def candidates(current: Tree, baseline: Tree, since: int) -> Found:
-    """Every path that may differ between the trees; `since`: the current tree's otransid."""
+def candidates(current: Tree, baseline: Tree, since: int, helper: Path | None = None) -> Found:
+    """Every path that may differ between the trees; `since`: the current tree's otransid;
+    `helper`: the boot step's helper, to read the changed leaves with (changed_leaves)."""
     found = Found()
-    scan = changed_leaves(current, since)
+    scan = changed_leaves(current, since, helper)
     old: dict[int, Inode] = {}  # changed inodes the baseline has (the same inode, as it was)
     lost: dict[int, list[tuple[int, bytes]]] = {}  # directory -> (index, name) it lost
     for number, inode in scan.changed.items():
