@@ -114,7 +114,7 @@ def breakdown() -> tuple[dict[str, tuple[float, float]], float]:
     system = System(base=Path("/"), live=True)
     tops, pruned = inventory.plan(Path("/"))
     skipped = frozenset(pruned)
-    threads = min(len(os.sched_getaffinity(0)), inventory.MAX_LANES)
+    threads = inventory.default_threads()
     ways = {
         f"the walk as the audit runs it ({threads} threads)": lambda: inventory.walk(
             "/", tops, skipped

@@ -333,6 +333,19 @@ def nix_eval_json(expr: str) -> Any:
     return json.loads(proc.stdout)
 
 
+def run_build_steps(script: str, cwd: Path, out: Path) -> None:
+    """A derivation's build steps, as its builder runs them: bash, with $CC and $out set."""
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=cwd,
+        env={**os.environ, "CC": "cc", "out": str(out)},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
 def eval_host_argv(
     module: Path,
     *args: str,

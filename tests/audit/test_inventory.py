@@ -26,7 +26,7 @@ import pytest
 
 from pantheros import native
 from pantheros.audit import inventory
-from pantheros.audit.system import SCAN_DIRS, System
+from pantheros.audit.system import System
 from pantheros.main import audits_this_machine
 from pantheros.storage import mounts
 from tests.audit.findwalk import find_walk
@@ -150,12 +150,7 @@ def tree(tmp_path: Path) -> Iterator[Path]:
 def test_the_walk_finds_what_find_found(tree: Path, tmp_path: Path) -> None:
     system = System(base=tree, live=False)
     base = str(tree.resolve())
-    tops = [
-        str(tree / top)
-        for top in SCAN_DIRS
-        if (tree / top).is_dir() and os.path.realpath(tree / top) == str(tree / top)
-    ]
-    pruned = system.walk_pruned()
+    tops, pruned = inventory.plan(tree)
     # A write lease: every other open of the file fails (O_NONBLOCK) while it is held; the
     # capability must be read without one.
     # (A walk that opened it would break the lease: SIGIO, ignored here, not the test's end.)

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, nix_eval_json
+from tests.helpers import REPO, nix_eval_json, run_build_steps
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 BOOT = REPO / "src" / "pantheros" / "data" / "boot"
@@ -71,15 +70,7 @@ def test_the_derivation_builds_and_checks_the_boot_step(tmp_path: Path) -> None:
     script = STDENV_HELPERS + "\n".join(
         steps[p] for p in ["buildPhase", "installPhase", "postFixup", "installCheckPhase"]
     )
-    proc = subprocess.run(
-        ["bash", "-c", script],
-        cwd=src,
-        env={**os.environ, "CC": "cc", "out": str(out)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_build_steps(script, src, out)
     assert sorted(p.name for p in (out / "bin").iterdir()) == [
         "pantheros-btrfs",
         "pantheros-rollback",

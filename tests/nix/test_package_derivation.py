@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import REPO, nix_eval_json
+from tests.helpers import REPO, nix_eval_json, run_build_steps
 
 NIXPKGS_LIB = os.environ.get("PANTHEROS_NIXPKGS_LIB")
 
@@ -63,15 +63,7 @@ def test_the_package_builds_the_walker_its_wrapper_names(tmp_path: Path) -> None
     src = tmp_path / "src"
     shutil.copytree(REPO / "src" / "pantheros" / "data" / "audit", src / "pantheros/data/audit")
     out = tmp_path / "out"
-    proc = subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", str(found["postInstall"])],
-        cwd=tmp_path,
-        env={**os.environ, "CC": "cc", "out": str(out)},
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stderr
+    run_build_steps(str(found["postInstall"]), tmp_path, out)
     walker = out / installed.removeprefix(str(found["out"]) + "/")
     assert os.access(walker, os.X_OK)
     tree = tmp_path / "tree"

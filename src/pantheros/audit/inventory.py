@@ -237,7 +237,7 @@ class Walk:
         self.native, self.lanes = None, []
 
     def _start_native(self, program: Path) -> _Lane:
-        threads = self.lanes_wanted or min(len(os.sched_getaffinity(0)), MAX_LANES)
+        threads = self.lanes_wanted or default_threads()
         argv = [str(program), "-j", str(threads)]
         for path in sorted(self.pruned):
             argv += ["-p", path]
@@ -380,6 +380,11 @@ class Walk:
             self.found.writable.append(path[self.cut :])
         elif kind == b"f":
             self._file(path, mode)
+
+
+def default_threads() -> int:
+    """The walker's threads: one per processor this process may run on, at most MAX_LANES."""
+    return min(len(os.sched_getaffinity(0)), MAX_LANES)
 
 
 def default_lanes() -> int:

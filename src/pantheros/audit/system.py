@@ -22,7 +22,6 @@ from pantheros import mounttable, process
 from pantheros.audit import inventory
 from pantheros.audit.tree import MAX_BYTES, Tree
 
-SCAN_DIRS, NIX_STORE, PSEUDO_FS = inventory.SCAN_DIRS, inventory.NIX_STORE, inventory.PSEUDO_FS
 NOT_LOADING = re.compile(r"^(/\S*/)?(false|true|nologin)$")
 
 
@@ -276,10 +275,6 @@ class System:
                     continue
                 found.append(f"{proto} {_address(address)}:{int(port, 16)}")
         return sorted(set(found))
-
-    def walk_pruned(self) -> list[str]:
-        """Host paths the inventory walk skips (pantheros.audit.inventory.plan)."""
-        return inventory.plan(self.base)[1]
 
     def start_inventory(self) -> None:
         """Start the file walk now, to run while other checks do; special_files collects it."""
