@@ -107,14 +107,14 @@ def main() -> None:
 def breakdown() -> tuple[dict[str, tuple[float, float]], float]:
     """Seconds and CPU seconds of the file walk four ways (each the median of RUNS, in this
     process), and of all other checks."""
-    from pantheros.audit import inventory
+    from pantheros.audit import inventory, walkstart
     from pantheros.audit.checks import run_checks
     from pantheros.audit.system import System
 
     system = System(base=Path("/"), live=True)
-    tops, pruned = inventory.plan(Path("/"))
+    tops, pruned = walkstart.plan("/")
     skipped = frozenset(pruned)
-    threads = inventory.default_threads()
+    threads = walkstart.default_threads()
     ways = {
         f"the walk as the audit runs it ({threads} threads)": lambda: inventory.walk(
             "/", tops, skipped

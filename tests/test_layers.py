@@ -37,7 +37,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
         "pantheros.native",
     ),
     ("pantheros.process", "pantheros.ui", "pantheros.mounttable", "pantheros.files"),
-    ("pantheros.errors", "pantheros"),  # `pantheros` itself: the version
+    ("pantheros.errors", "pantheros.mountlines", "pantheros"),  # `pantheros`: the version
 )
 SPEC = "panther_spec"
 SPEC_USERS = ("pantheros.cli", "pantheros.commands")

@@ -6,9 +6,10 @@ On the bottom floor: the storage layer, fsutil and every domain package read it.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from pantheros import mountlines
 
 
 @dataclass(frozen=True)
@@ -35,37 +36,12 @@ class MountEntry:
         return None
 
 
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mountinfo(path: str = "/proc/self/mountinfo") -> list[MountEntry]:
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read())
+def mountinfo(path: str = mountlines.MOUNTINFO) -> list[MountEntry]:
+    return [MountEntry(*fields) for fields in mountlines.read(path)]
 
 
 def parse_mountinfo(text: str) -> list[MountEntry]:
-    entries = []
-    for line in text.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split(" ")
-        if len(fields) < 6:
-            continue
-        fstype, source, super_opts = [*right.split(" "), "", "", ""][:3]
-        entries.append(
-            MountEntry(
-                mount_id=int(fields[0]),
-                parent_id=int(fields[1]),
-                device=fields[2],
-                root=_unescape(fields[3]),
-                mountpoint=_unescape(fields[4]),
-                options=tuple(fields[5].split(",")),
-                fstype=fstype,
-                source=_unescape(source),
-                super_options=tuple(super_opts.split(",")),
-            )
-        )
-    return entries
+    return [MountEntry(*fields) for fields in mountlines.parse(text)]
 
 
 def mount_at(path: str | Path) -> MountEntry | None:

@@ -10,34 +10,36 @@ writable by nobody else, up to /.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable
-from pathlib import Path
 
-from pantheros.errors import ToolMissing
+TYPE_CHECKING = False  # typing is not loaded for this
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from pathlib import Path
+
+# os alone at the top: the audit's walk finds its walker here before the rest of panther has
+# loaded (pantheros.audit.walkstart); what builds one is loaded when it builds.
 
 
-def cache_root() -> Path:
+def cache_root() -> str:
     override = os.environ.get("PANTHER_CACHE_DIR")
     if override:
-        return Path(override)
+        return override
     if os.geteuid() == 0:
-        return Path("/var/cache/pantheros")
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pantheros"
+        return "/var/cache/pantheros"
+    home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(home, "pantheros")
 
 
-def unsafe_part(path: Path) -> str | None:
+def unsafe_part(path: str | Path) -> str | None:
     """Why path cannot be run as root, or None: it and every directory up to / must be owned by
     root (or by the user running panther) and writable by nobody else. A directory others may
     write is accepted only with the sticky bit and owned by root (/tmp, /nix/store): nobody else
     can then rename or remove what lies in it."""
     uid = os.geteuid()
-    real = Path(os.path.realpath(path))
-    for part in (real, *real.parents):
+    real = part = os.path.realpath(path)
+    while True:
         try:
             st = os.lstat(part)
         except OSError as exc:
@@ -47,18 +49,30 @@ def unsafe_part(path: Path) -> str | None:
         shared = st.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
         if shared and not (part != real and st.st_mode & stat.S_ISVTX and st.st_uid == 0):
             return f"{part} is writable by {'its group' if shared & stat.S_IWGRP else 'others'}"
-    return None
+        if part == "/":
+            return None
+        part = os.path.dirname(part)
 
 
-def digest(*sources: Path) -> str:
+def digest(*sources: str | Path) -> str:
     """The cache key of what is built from these files."""
-    return hashlib.sha256(b"\0".join(source.read_bytes() for source in sources)).hexdigest()[:16]
+    import hashlib
+
+    contents = []
+    for source in sources:
+        with open(source, "rb") as f:
+            contents.append(f.read())
+    return hashlib.sha256(b"\0".join(contents)).hexdigest()[:16]
 
 
 def compile_c(source: Path, output: Path, *flags: str, why: str) -> None:
     """Compile one C file to output (flags: beyond -O2 -Wall); `why` names it when no compiler."""
+    import shutil
+
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
+        from pantheros.errors import ToolMissing
+
         raise ToolMissing(f"required tool not found: cc, to build {why} (gcc)")
     from pantheros import process  # loaded only to compile: the audit's walk starts without it
 
@@ -70,6 +84,10 @@ def build_once(dest: Path, fill: Callable[[Path], None], done: str) -> Path:
     place whole, so a reader sees all of it or nothing (a concurrent build wins)."""
     if (dest / done).is_file():
         return dest
+    import shutil
+    import tempfile
+    from pathlib import Path
+
     dest.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
     try:

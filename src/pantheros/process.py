@@ -115,6 +115,12 @@ def stream(argv: Sequence[str]) -> Iterator[IO[bytes]]:
         raise CommandFailed(args, returncode, stderr)
 
 
+def started(argv: Sequence[str]) -> None:
+    """Log a command started without this module (pantheros.audit.walkstart: before logging or
+    this module had loaded), as run() logs its own."""
+    log.debug("run: %s", " ".join(argv))
+
+
 def start(
     argv: Sequence[str],
     *,

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from pantheros import native
-from pantheros.audit import inventory
+from pantheros.audit import inventory, walkstart
 from pantheros.audit.system import System
 from pantheros.main import audits_this_machine
 from pantheros.storage import mounts
@@ -150,7 +150,7 @@ def tree(tmp_path: Path) -> Iterator[Path]:
 def test_the_walk_finds_what_find_found(tree: Path, tmp_path: Path) -> None:
     system = System(base=tree, live=False)
     base = str(tree.resolve())
-    tops, pruned = inventory.plan(tree)
+    tops, pruned = walkstart.plan(str(tree))
     # A write lease: every other open of the file fails (O_NONBLOCK) while it is held; the
     # capability must be read without one.
     # (A walk that opened it would break the lease: SIGIO, ignored here, not the test's end.)
@@ -168,13 +168,13 @@ def test_the_walk_finds_what_find_found(tree: Path, tmp_path: Path) -> None:
     # The walker as it reads capabilities on a kernel without getxattrat (before 6.13).
     old_kernel = tmp_path / "old-kernel"
     old_kernel.mkdir()
-    source = Path(inventory.__file__).parent.parent / "data" / "audit" / inventory.WALKER_SOURCE
+    source = Path(walkstart.source())
     native.compile_c(source, old_kernel / "walk", "-pthread", "-DPANTHEROS_NO_GETXATTRAT", why="")
-    os.environ[inventory.WALKER_ENV] = str(old_kernel / "walk")
+    os.environ[walkstart.WALKER_ENV] = str(old_kernel / "walk")
     try:
         found = inventory.Walk(base, tops, frozenset(pruned), 2).result()
     finally:
-        del os.environ[inventory.WALKER_ENV]
+        del os.environ[walkstart.WALKER_ENV]
     assert (found.suid, found.caps, found.writable, found.errors, found.how) == (*before, [], "")
     assert system.special_files == before
     assert not system.notes  # the walker ran: no note of a fallback
@@ -230,7 +230,7 @@ def test_a_find_that_was_killed_runs_again(tmp_path: Path) -> None:
     root = _two_halves(tmp_path)
     walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2, find=True)
     assert len(walk.lanes) == 2
-    walk.lanes[0].find.send_signal(signal.SIGKILL)
+    walk.lanes[0].find.kill()
     assert walk.lanes[0].find.wait() == -signal.SIGKILL  # killed before it was done
     found = walk.result()
     assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
@@ -241,7 +241,7 @@ def test_a_walker_that_was_killed_leaves_the_walk_to_find(tmp_path: Path) -> Non
     root = _two_halves(tmp_path)
     walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
     assert walk.native is not None
-    walk.native.find.send_signal(signal.SIGKILL)
+    walk.native.find.kill()
     assert walk.native.find.wait() == -signal.SIGKILL
     found = walk.result()
     assert found.suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
@@ -284,14 +284,14 @@ def test_a_walker_that_cannot_run_leaves_the_walk_to_find(
     audit says why in a note."""
     root = _two_halves(tmp_path)
     if how == "missing":
-        monkeypatch.setenv(inventory.WALKER_ENV, str(tmp_path / "nothing"))
-        why = f"{inventory.WALKER_ENV}={tmp_path / 'nothing'} is not an executable"
+        monkeypatch.setenv(walkstart.WALKER_ENV, str(tmp_path / "nothing"))
+        why = f"{walkstart.WALKER_ENV}={tmp_path / 'nothing'} is not an executable"
     elif how == "in a directory others may write":
         shared = tmp_path / "shared"
         shared.mkdir()
         shutil.copy(inventory.walker(), shared / "pantheros-walk")
         shared.chmod(0o757)
-        monkeypatch.setenv(inventory.WALKER_ENV, str(shared / "pantheros-walk"))
+        monkeypatch.setenv(walkstart.WALKER_ENV, str(shared / "pantheros-walk"))
         why = f"will not run {shared / 'pantheros-walk'}: {shared} is writable by others"
     else:
         monkeypatch.setenv("PANTHER_CACHE_DIR", str(tmp_path / "cache"))  # nothing built yet
@@ -310,31 +310,41 @@ def test_a_walker_that_cannot_run_leaves_the_walk_to_find(
 def test_the_walk_started_ahead_is_taken_only_when_it_walks_that(tmp_path: Path) -> None:
     """`panther audit` starts the walk of / before it has loaded (pantheros.main): the audit
     takes it when the walk it wants is the same, else it is stopped and a new one started."""
-    tops, pruned = inventory.plan(Path("/"))
-    inventory.ahead()
-    early = inventory._ahead
+    tops, pruned = walkstart.plan("/")
+    walkstart.ahead()
+    early = walkstart._ahead
     assert early is not None
-    assert early.native is not None
-    assert inventory.start("/", tops, frozenset(pruned)) is early
-    early.stop()
+    walk = inventory.start("/", tops, frozenset(pruned))
+    assert walk.native is not None
+    assert walk.native.find is early
+    assert walkstart._ahead is None
+    walk.stop()
 
-    inventory.ahead()
-    other = inventory._ahead
+    walkstart.ahead()
+    other = walkstart._ahead
     assert other is not None
-    assert other.native is not None
-    process = other.native.find
     root = _two_halves(tmp_path)
     walk = inventory.start(str(root), [str(root / "usr")], frozenset())
-    assert walk is not other
-    assert process.returncode is not None  # stopped, and waited for
+    assert walk.native is not None
+    assert walk.native.find is not other
+    assert other.returncode is not None  # stopped, and waited for
+    assert other.out.closed
     assert walk.result().suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
 
 
+def test_the_walk_started_ahead_gives_what_a_walk_started_later_gives() -> None:
+    tops, pruned = walkstart.plan("/")
+    later = inventory.Walk("/", tops, frozenset(pruned)).result()
+    walkstart.ahead()
+    early = inventory.start("/", tops, frozenset(pruned))
+    assert early.native is not None
+    found = early.result()
+    assert (found.suid, found.caps, found.writable) == (later.suid, later.caps, later.writable)
+    assert found.how == later.how == ""
+
+
 def test_a_walk_started_ahead_and_never_taken_ends_with_the_process() -> None:
-    code = (
-        "from pantheros.audit import inventory; inventory.ahead(); "
-        "print(inventory._ahead.native.find.pid)"
-    )
+    code = "from pantheros.audit import walkstart; walkstart.ahead(); print(walkstart._ahead.pid)"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     pid = int(proc.stdout)
     try:
@@ -346,11 +356,62 @@ def test_a_walk_started_ahead_and_never_taken_ends_with_the_process() -> None:
             assert "pantheros-walk" not in stat.read()
 
 
+def _walkers_running(program: Path) -> list[int]:
+    """The processes running this program (by its path: no other test runs this copy)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{pid}/exe") == str(program):
+                found.append(int(pid))
+        except OSError:
+            continue  # gone, or not ours to read
+    return found
+
+
+def test_the_audit_ends_its_walk_and_writes_its_report_whole_as_it_exits(tmp_path: Path) -> None:
+    """`panther audit` ends without the interpreter's teardown (pantheros.main): the report is
+    still whole, on stdout and in --output, a walk started ahead and never taken (the level
+    is refused before the audit starts) is still stopped, and a failed check still exits 1."""
+    walker = tmp_path / "walker" / walkstart.WALKER
+    walker.parent.mkdir(mode=0o700)
+    shutil.copy(inventory.walker(), walker)
+    env = {walkstart.WALKER_ENV: str(walker)}
+    refused = panther("audit", "--level", "no-such-level", env=env)
+    assert refused.returncode == 2, refused.stderr
+    assert _walkers_running(walker) == []
+    report = tmp_path / "report.json"
+    done = panther("audit", "--json", "--all", "--output", str(report), env=env)
+    assert done.returncode in (0, 1), done.stderr
+    found = json.loads(report.read_text())
+    assert found["findings"]
+    assert any(f["id"] == "files.suid" for f in found["findings"])
+    shown = panther("audit", "--json", "--all", env=env)
+    assert json.loads(shown.stdout)["findings"] == found["findings"]
+    assert shown.returncode == done.returncode
+    assert _walkers_running(walker) == []
+
+
+def test_no_walk_starts_ahead_with_a_walker_that_is_not_safe_to_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The head runs nothing the audit would refuse: a walker others may replace, or none."""
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)
+    shutil.copy(inventory.walker(), shared / walkstart.WALKER)
+    monkeypatch.setenv(walkstart.WALKER_ENV, str(shared / walkstart.WALKER))
+    walkstart.ahead()
+    assert walkstart._ahead is None
+    monkeypatch.setenv(walkstart.WALKER_ENV, str(tmp_path / "nothing"))
+    walkstart.ahead()
+    assert walkstart._ahead is None
+
+
 def test_the_audit_of_this_machine_finds_the_same_with_the_walker_and_with_find() -> None:
     """The whole audit, both ways: the walker (started ahead, pantheros.main) and the find
     walk a walker that cannot run leaves it to; only the note of the fallback differs."""
     walked = panther("audit", "--json")
-    found = panther("audit", "--json", env={inventory.WALKER_ENV: "/nonexistent/walker"})
+    found = panther("audit", "--json", env={walkstart.WALKER_ENV: "/nonexistent/walker"})
     assert walked.returncode == found.returncode, (walked.stderr, found.stderr)
     assert json.loads(walked.stdout)["findings"] == json.loads(found.stdout)["findings"]
     note = "the file walk ran find, more slowly: PANTHER_WALKER=/nonexistent/walker is not an"

@@ -30,12 +30,14 @@ it does not finish (killed, out of file descriptors in a tree deeper than the li
 is `find`'s, with the same result: the tops and their entries are read here, and the
 directories among those are handed to `find` processes, one per processor the load leaves
 idle (at least one, at most MAX_LANES). Either starts when the walk does and runs while the
-audit's other checks do; result() waits for it.
+audit's other checks do; result() waits for it. What the walk covers (plan), the walker's
+program and its process are pantheros.audit.walkstart's, which loads nothing else: `panther
+audit` of this machine starts the walker there before the rest of panther has loaded, and the
+audit takes that walk over when it is exactly the one it wants (start(); D156, D158).
 """
 
 from __future__ import annotations
 
-import atexit
 import os
 import re
 import stat
@@ -45,30 +47,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from pantheros import mounttable, native
+from pantheros import native, process
+from pantheros.audit import walkstart
 from pantheros.errors import PantherError, Refused, ToolMissing
 
 SETID = stat.S_ISUID | stat.S_ISGID
-MAX_LANES = 4  # beyond it, a few large directories decide the time anyway
-WALKER = "pantheros-walk"
-WALKER_SOURCE = "pantheros-walk.c"
-WALKER_ENV = "PANTHER_WALKER"  # set by the Nix package's wrapper: the walker it built
 OUT_OF_FDS = 3  # the walker's exit status when a tree was deeper than its descriptors
-
-# What the walk enters, below the machine's root (a top reached through a symlink is not).
-SCAN_DIRS = (
-    *("bin", "sbin", "usr", "lib", "lib64", "opt", "etc", "var", "srv", "home", "root"),
-    *("run/wrappers", "boot", "nix"),
-)
-# Nix canonicalises every store path to mode 0444/0555 and never stores a setuid bit.
-NIX_STORE = "nix/store"
-PSEUDO_FS = frozenset(
-    {
-        *("proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs"),
-        *("tracefs", "configfs", "fusectl", "bpf", "pstore", "efivarfs", "mqueue", "hugetlbfs"),
-        *("autofs", "binfmt_misc", "nsfs"),
-    }
-)
 
 Directory = tuple[str, int]  # full path, and its link count: on most file systems 2 + subdirs
 
@@ -94,96 +78,37 @@ def walk(base: str, tops: list[str], pruned: frozenset[str]) -> Inventory:
     return Walk(base, tops, pruned).result()
 
 
-def plan(base: Path) -> tuple[list[str], list[str]]:
-    """(tops, pruned) of the walk of the machine under base, as host paths: the SCAN_DIRS that
-    are directories reached without a symlink, and the store and the pseudo and read-only
-    nosuid mounts inside them (nothing on those can be a setuid binary or a file others may
-    write)."""
-    root = base.resolve()
-    tops = [
-        str(root / top)
-        for top in SCAN_DIRS
-        if (root / top).is_dir() and os.path.realpath(root / top) == str(root / top)
-    ]
-    prefix = str(root).rstrip("/")
-    inside = tuple(f"{prefix}/{top}/" for top in SCAN_DIRS)
-    pruned = {f"{prefix}/{NIX_STORE}"}
-    # The host's table: an offline tree (the lab) is mounted on this host too. Only mounts
-    # inside the walk matter.
-    for mount in mounttable.mountinfo():
-        if not mount.mountpoint.startswith(inside):
-            continue
-        if mount.fstype in PSEUDO_FS or {"ro", "nosuid"} <= set(mount.options):
-            pruned.add(mount.mountpoint)
-    return tops, sorted(pruned)
-
-
-# The walk of this machine started ahead (ahead()), until start() takes it or the process ends.
-_ahead: Walk | None = None
-
-
-def ahead() -> None:
-    """Start the walk of this machine now, before the audit that will want it has loaded: it
-    takes most of the audit's time. start() hands it over only when it walks exactly what is
-    then asked; otherwise, and at exit, it is stopped."""
-    global _ahead
-    if _ahead is None:
-        try:
-            tops, pruned = plan(Path("/"))
-            _ahead = Walk("/", tops, frozenset(pruned))
-        except (OSError, PantherError):
-            return  # the audit meets the same trouble where it can say so
-        atexit.register(_drop_ahead)
-
-
 def start(base: str, tops: list[str], pruned: frozenset[str]) -> Walk:
-    """A walk of exactly this: the one started ahead when it is that, else a new one."""
-    global _ahead
-    walk, _ahead = _ahead, None
-    if walk is not None and (walk.cut, walk.tops, walk.pruned) == (
-        len(base.rstrip("/")),
-        tops,
-        pruned,
-    ):
-        return walk
-    if walk is not None:
-        walk.stop()
-    return Walk(base, tops, pruned)
-
-
-def _drop_ahead() -> None:
-    global _ahead
-    if _ahead is not None:
-        _ahead.stop()
-        _ahead = None
+    """A walk of exactly this: the one started ahead (walkstart.ahead) when it is that, else a
+    new one (and the one started ahead, if any, stopped)."""
+    return Walk(base, tops, pruned, early=walkstart.take())
 
 
 def walker() -> Path:
     """The walker program, built if need be and checked safe to run as root; PantherError
     (ToolMissing, Refused) when it cannot be had."""
-    override = os.environ.get(WALKER_ENV)
-    if override:
-        program = Path(override)
+    program, named = walkstart.located()
+    if named:
         if not os.access(program, os.X_OK):
-            raise ToolMissing(f"{WALKER_ENV}={override} is not an executable")
+            raise ToolMissing(f"{walkstart.WALKER_ENV}={program} is not an executable")
     else:
-        source = Path(__file__).parent.parent / "data" / "audit" / WALKER_SOURCE
-        built = native.cache_root() / f"walk-{native.digest(source)}"
 
         def build(staging: Path) -> None:
-            native.compile_c(source, staging / WALKER, "-pthread", why="the audit's file walker")
+            output = staging / walkstart.WALKER
+            native.compile_c(
+                Path(walkstart.source()), output, "-pthread", why="the audit's file walker"
+            )
 
-        program = native.build_once(built, build, WALKER) / WALKER
-    for part in (program.parent, program):
-        why = native.unsafe_part(part)
-        if why is not None:
-            raise Refused(f"will not run {program}: {why}")
-    return program
+        native.build_once(Path(program).parent, build, walkstart.WALKER)
+    why = walkstart.unsafe(program)
+    if why is not None:
+        raise Refused(why)
+    return Path(program)
 
 
 @dataclass
 class _Lane:
-    find: subprocess.Popen[bytes]
+    find: subprocess.Popen[bytes] | walkstart.Child
     out: IO[bytes]
     err: IO[bytes]
     directories: list[str]
@@ -206,6 +131,7 @@ class Walk:
         lanes: int | None = None,
         *,
         find: bool = False,
+        early: walkstart.Child | None = None,
     ) -> None:
         self.cut = len(base.rstrip("/"))
         self.tops = tops
@@ -218,11 +144,23 @@ class Walk:
             self.found.how = "asked for"
         else:
             try:
-                self.native = self._start_native(walker())
+                threads = lanes or walkstart.default_threads()
+                words = walkstart.argv(str(walker()), threads, tops, pruned)
+                if early is not None and self.cut == 0 and early.argv == words:
+                    child, early = early, None
+                else:
+                    if early is not None:  # not this walk: it stops before this one starts
+                        early.stop()
+                        early = None
+                    child = walkstart.Child(words)
+                process.started(words)
+                self.native = _Lane(child, child.out, child.err, tops)
             except PantherError as exc:
                 self.found.how = str(exc)
             except OSError as exc:  # the cache could not be made, or the walker not started
-                self.found.how = f"{exc.filename or WALKER}: {exc.strerror}"
+                self.found.how = f"{exc.filename or walkstart.WALKER}: {exc.strerror}"
+        if early is not None:
+            early.stop()
         if self.native is None:
             self._start_find()
 
@@ -235,13 +173,6 @@ class Walk:
             lane.out.close()
             lane.err.close()
         self.native, self.lanes = None, []
-
-    def _start_native(self, program: Path) -> _Lane:
-        threads = self.lanes_wanted or default_threads()
-        argv = [str(program), "-j", str(threads)]
-        for path in sorted(self.pruned):
-            argv += ["-p", path]
-        return self._spawn([*argv, "--", *self.tops], self.tops)
 
     def _start_find(self) -> None:
         """The tops and their entries read here, the directories below shared among finds."""
@@ -299,14 +230,10 @@ class Walk:
             self.found.caps.append(rel)
 
     def _start(self, directories: list[str]) -> _Lane:
-        return self._spawn(self._argv(directories), directories)
-
-    def _spawn(self, argv: list[str], directories: list[str]) -> _Lane:
         # Files, not pipes: a pipe nobody reads until the checks are done would stop it.
         out = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
         err = tempfile.TemporaryFile()  # noqa: SIM115 - result() closes it
-        from pantheros import process  # its logging is loaded after the walk has started
-
+        argv = self._argv(directories)
         find = process.start(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=err)
         return _Lane(find, out, err, directories)
 
@@ -344,7 +271,7 @@ class Walk:
                 return self.found.sorted()
             # Killed, out of descriptors, or failed: what it printed is not all there is.
             why = "out of file descriptors" if code == OUT_OF_FDS else f"exit status {code}"
-            self.found.how = f"{WALKER} did not finish ({message or why})"
+            self.found.how = f"{walkstart.WALKER} did not finish ({message or why})"
             self._start_find()
         for lane in self.lanes:
             code = lane.find.wait()
@@ -382,11 +309,6 @@ class Walk:
             self._file(path, mode)
 
 
-def default_threads() -> int:
-    """The walker's threads: one per processor this process may run on, at most MAX_LANES."""
-    return min(len(os.sched_getaffinity(0)), MAX_LANES)
-
-
 def default_lanes() -> int:
     """How many `find` processes: this one's and each processor the load leaves idle."""
     processors = len(os.sched_getaffinity(0))
@@ -394,7 +316,7 @@ def default_lanes() -> int:
         idle = int(processors - os.getloadavg()[0])
     except OSError:  # no load average to read (some containers): assume the machine is busy
         return 1
-    return max(1, min(processors, idle, MAX_LANES))
+    return max(1, min(processors, idle, walkstart.MAX_LANES))
 
 
 def _has_capabilities(path: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import re
 import shutil
 import zlib
@@ -19,7 +18,7 @@ from functools import cached_property
 from pathlib import Path
 
 from pantheros import mounttable, process
-from pantheros.audit import inventory
+from pantheros.audit import inventory, walkstart
 from pantheros.audit.tree import MAX_BYTES, Tree
 
 NOT_LOADING = re.compile(r"^(/\S*/)?(false|true|nologin)$")
@@ -282,7 +281,7 @@ class System:
             self._walk = self._begin_walk()
 
     def _begin_walk(self) -> inventory.Walk | None:
-        tops, pruned = inventory.plan(self.base)
+        tops, pruned = walkstart.plan(str(self.base))
         if not tops:
             return None
         return inventory.start(str(self.base.resolve()), tops, frozenset(pruned))
@@ -370,7 +369,7 @@ def perf_open_allowed() -> bool | None:
     Android's kernels forbids; mainline accepts 3 but behaves as 2. The probe runs as nobody
     (in a child when we are root), so the answer is an unprivileged user's.
     """
-    number = _PERF_SYSCALL.get(platform.machine())
+    number = _PERF_SYSCALL.get(os.uname().machine)
     if number is None:
         return None
     if os.geteuid() != 0:

@@ -140,7 +140,7 @@ def artifact_dir() -> Path:
                 raise ToolMissing(f"{DIR_ENV}={override} has no executable {name}")
         return _checked(found)
     source = source_dir()
-    built = native.cache_root() / f"bootstep-{_digest()}"
+    built = Path(native.cache_root(), f"bootstep-{_digest()}")
     return _checked(native.build_once(built, lambda staging: _build(source, staging), HELPER))
 
 
