@@ -353,3 +353,34 @@ def test_a_path_the_system_refuses_is_one_error_line(tmp_path: Path) -> None:
     verbose = panther("-v", "lab", "status", too_long)
     assert "Traceback" in verbose.stderr
     assert verbose.stderr.rstrip().endswith("File name too long")
+
+
+def _shape(parser: argparse.ArgumentParser) -> list[object]:
+    """Every action of parser and below it: its options or destination, its help, its choices."""
+    shape: list[object] = []
+    for action in parser._actions:
+        shape.append((action.option_strings, action.dest, action.help, action.default))
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                shape.append((name, _shape(child)))
+    return shape
+
+
+def test_the_parser_built_for_a_command_declares_that_command_as_the_whole_one_does() -> None:
+    """Given the words to parse, only their command is declared whole (D158): that command's
+    tree equals the whole parser's, and every other command is still a choice."""
+    whole = cli.build_parser()
+    commands = next(a for a in whole._actions if isinstance(a, argparse._SubParsersAction))
+    for name, full in commands.choices.items():
+        built = cli.build_parser(["-v", name, "--anything"])
+        ours = next(a for a in built._actions if isinstance(a, argparse._SubParsersAction))
+        assert list(ours.choices) == list(commands.choices)
+        assert _shape(ours.choices[name]) == _shape(full), name
+        others = [ours.choices[other] for other in ours.choices if other != name]
+        if name != "completion":  # it describes every command: all are built
+            assert all(len(other._actions) <= 2 for other in others)  # -h and -v alone
+    for words in (["audit", "--json", "--level", "strict"], ["-v", "roots", "gc", "--dry-run"]):
+        parsed = [vars(p.parse_args(words)) for p in (whole, cli.build_parser(words))]
+        for found in parsed:
+            del found["handler"], found["command_parser"]  # made anew by each parser
+        assert parsed[0] == parsed[1], words
