@@ -18,9 +18,10 @@
  * with O_NOFOLLOW); the capability attribute is read from the executable itself, opened there.
  *
  * Every directory is read by whichever thread reaches it; a thread that sees another waiting
- * (and no task queued for it yet) hands it the subdirectories it finds, open, instead of
- * entering them itself, and the entries it has just read of a large directory (one directory
- * can hold a seventh of /usr's files).
+ * (and no task queued for it yet) hands it the entries not yet judged of the outermost
+ * directory it holds that has any, with a duplicate of its descriptor (share()): the largest
+ * part of what it has left, so that threads seldom wait (about 60 waits in a walk of /, where
+ * handing over each directory as it was found made a thousand).
  *
  * The walk is iterative: a thread keeps one path buffer and a stack of open directories, each
  * with the part of its entries not yet judged (read 4 KiB at a time below DEEP levels), so
@@ -223,25 +224,6 @@ static void judge_file(struct out *o, int dirfd, const char *name, const char *p
         error(o, path, n, errno);
 }
 
-/* Give a waiting thread this task, when one waits with nothing queued for it yet (PATH
- * copied); 0 when it was not given. */
-static int hand_over(int fd, const char *path, size_t n, char *dents, long len) {
-    if (__atomic_load_n(&waiting, __ATOMIC_RELAXED) == 0)
-        return 0;
-    pthread_mutex_lock(&lock);
-    int given = queued < (size_t)waiting;
-    if (given) {
-        char *copy = strndup(path, n);
-        if (copy == NULL)
-            no_memory();
-        queue = grow(queue, queued + 1, &queue_cap, sizeof *queue);
-        queue[queued++] = (struct task){fd, copy, dents, len};
-        pthread_cond_signal(&wake);
-    }
-    pthread_mutex_unlock(&lock);
-    return given;
-}
-
 /* The directory NAME of DIRFD, opened and judged by the descriptor's stat (what is judged is
  * what is entered): its descriptor to enter, or -1. */
 static int directory(struct out *o, int dirfd, const char *name, const char *path, size_t n) {
@@ -295,34 +277,50 @@ static int refill(struct walker *w) {
     if (f->batch)
         return 0;
     size_t size = w->depth > DEEP ? DENTS_DEEP : DENTS;
-    for (;;) {
-        long got = syscall(SYS_getdents64, f->fd, w->scratch, size);
-        if (got < 0) {
-            if (errno != ENOENT) /* removed since it was opened: gone, as elsewhere */
-                error(w->o, w->path, f->plen, errno);
-            return 0;
-        }
-        if (got == 0)
-            return 0;
-        char *copy = malloc(got);
-        if (copy == NULL)
-            no_memory();
-        memcpy(copy, w->scratch, got);
-        if (got > DENTS / 2) {
-            int twin = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
-            if (twin >= 0) {
-                if (hand_over(twin, w->path, f->plen, copy, got))
-                    continue;
-                close(twin);
-            } else if (errno == EMFILE || errno == ENFILE) {
-                error(w->o, w->path, f->plen, errno);
-            }
-        }
-        f->dents = copy;
-        f->len = got;
-        f->at = 0;
-        return 1;
+    long got = syscall(SYS_getdents64, f->fd, w->scratch, size);
+    if (got < 0) {
+        if (errno != ENOENT) /* removed since it was opened: gone, as elsewhere */
+            error(w->o, w->path, f->plen, errno);
+        return 0;
     }
+    if (got == 0)
+        return 0;
+    f->dents = malloc(got);
+    if (f->dents == NULL)
+        no_memory();
+    memcpy(f->dents, w->scratch, got);
+    f->len = got;
+    f->at = 0;
+    return 1;
+}
+
+/* To each thread that waits with nothing queued for it: the entries not yet judged of the
+ * outermost directory on the stack that has any (the directory stays this thread's to read
+ * on). */
+static void share(struct walker *w) {
+    pthread_mutex_lock(&lock);
+    for (size_t i = 0; queued < (size_t)waiting && i < w->depth; i++) {
+        struct frame *f = &w->stack[i];
+        if (f->dents == NULL || f->at >= f->len)
+            continue;
+        int twin = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
+        if (twin < 0) {
+            if (errno == EMFILE || errno == ENFILE)
+                error(w->o, w->path, f->plen, errno);
+            break;
+        }
+        long rest = f->len - f->at;
+        char *dents = malloc(rest);
+        char *path = strndup(w->path, f->plen);
+        if (dents == NULL || path == NULL)
+            no_memory();
+        memcpy(dents, f->dents + f->at, rest);
+        f->len = f->at;
+        queue = grow(queue, queued + 1, &queue_cap, sizeof *queue);
+        queue[queued++] = (struct task){twin, path, dents, rest};
+        pthread_cond_signal(&wake);
+    }
+    pthread_mutex_unlock(&lock);
 }
 
 /* Walk the task: the directory T.FD (and below it), or the batch of its entries T.DENTS. */
@@ -332,6 +330,8 @@ static void walk(struct walker *w, struct task t) {
     memcpy(w->path, t.path, plen + 1);
     push(w, t.fd, plen, t.dents, t.len, t.dents != NULL);
     while (w->depth > 0) {
+        if (__atomic_load_n(&waiting, __ATOMIC_RELAXED) > 0)
+            share(w);
         struct frame *f = &w->stack[w->depth - 1];
         if (f->dents == NULL || f->at >= f->len) {
             if (!refill(w)) {
@@ -370,8 +370,7 @@ static void walk(struct walker *w, struct task t) {
         int fd = directory(w->o, dirfd, name, w->path, n);
         if (fd < 0)
             continue;
-        if (!hand_over(fd, w->path, n, NULL, 0))
-            push(w, fd, n, NULL, 0, 0); /* f is stale from here: the stack may have moved */
+        push(w, fd, n, NULL, 0, 0); /* f is stale from here: the stack may have moved */
     }
     free(t.path);
 }
