@@ -45,7 +45,7 @@ NODATACOW = 1 << 1  # an inode flag: data overwritten in place leaves the extent
 FT_DIR = 2  # struct btrfs_dir_item.type of a directory
 DIR_ENTRY_MAX = _DIR_ITEM.size + 255  # a DIR_INDEX item: the struct and a name (at most 255)
 U64_MAX = btrfs.U64_MAX
-BULK = 4 * 1024 * 1024  # search buffer for the scan of every changed leaf
+BULK = 128 * 1024  # the scan's search buffer: the kernel faults in all that is left of it per leaf
 
 
 @dataclass(frozen=True)

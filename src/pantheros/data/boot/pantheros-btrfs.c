@@ -1899,7 +1899,10 @@ static int changed_since(const char *path, const char *tree_arg, const char *sin
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
         return fail("open", path);
-    uint64_t size = 4 << 20;
+    /* 128 KiB: the kernel faults in the whole rest of the buffer before each leaf it copies,
+     * so a larger one costs more than the calls it saves (4 MiB: 0.15 s, 128 KiB: 0.12 s on
+     * the diff bench's 5,700 changed leaves). */
+    uint64_t size = 128 << 10;
     struct btrfs_ioctl_search_args_v2 *args = malloc(sizeof *args + size);
     if (args == NULL) {
         close(fd);
