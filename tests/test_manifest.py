@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -299,3 +302,67 @@ def test_deep_values_are_shown_short() -> None:
         manifests.load_document(doc, "bad.json")
     assert info.value.path == "$.version"
     assert len(str(info.value)) < 200
+
+
+def _loaded_in_a_child(manifest: Path, cache: Path) -> list[str]:
+    """Load manifest in a fresh interpreter; whether it imported jsonschema to do it."""
+    code = (
+        "import sys\nfrom pantheros import manifest\n"
+        f"manifest.load({str(manifest)!r})\n"
+        "print('jsonschema' in sys.modules)"
+    )
+    env = {**os.environ, "PANTHER_CACHE_DIR": str(cache)}
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.split()
+
+
+def test_a_manifest_that_passed_the_schema_is_not_checked_by_jsonschema_again(
+    tmp_path: Path,
+) -> None:
+    """D159: a pass is remembered by the document, the schema and the checker; a changed
+    document is checked again, a failing one every time, and a verdict where others may write
+    is not trusted."""
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    path = tmp_path / "m.json"
+    doc = json.loads(manifests.bundled_path("lab").read_text())
+    path.write_text(json.dumps(doc))
+    assert _loaded_in_a_child(path, cache) == ["True"]  # checked, and remembered
+    assert _loaded_in_a_child(path, cache) == ["False"]
+    path.write_text(json.dumps(doc, indent=4))  # the same document in other words
+    assert _loaded_in_a_child(path, cache) == ["False"]
+    doc["host"] = "lab2"
+    path.write_text(json.dumps(doc))
+    assert _loaded_in_a_child(path, cache) == ["True"]
+    bad = {**doc, "host": "no such host!"}
+    path.write_text(json.dumps(bad))
+    env = {"PANTHER_CACHE_DIR": str(cache)}
+    for _ in range(2):  # never remembered: its error is jsonschema's each time
+        proc = panther("disk", "plan", "--manifest", str(path), "/dev/null", env=env)
+        assert proc.returncode != 0
+        assert "$.host" in proc.stderr
+    verdicts = cache / "manifest-verdicts"
+    assert len(list(verdicts.iterdir())) == 2
+    verdicts.chmod(0o777)  # others could forge a verdict here: none is read or written
+    path.write_text(json.dumps(doc))
+    assert _loaded_in_a_child(path, cache) == ["True"]
+    assert _loaded_in_a_child(path, cache) == ["True"]
+
+
+def test_a_verdict_holds_for_its_schema_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pantheros.manifest import verdicts
+
+    monkeypatch.setenv("PANTHER_CACHE_DIR", str(tmp_path / "cache"))
+    doc = json.loads(manifests.bundled_path("lab").read_text())
+    schema = manifests.schema()
+    assert not verdicts.passed(doc, schema)
+    verdicts.record(doc, schema)
+    assert verdicts.passed(doc, schema)
+    stricter = {**schema, "required": [*schema["required"], "extra"]}
+    assert not verdicts.passed(doc, stricter)
+    assert not verdicts.passed({**doc, "version": 1.0}, schema)  # 1.0 is not 1 to a schema

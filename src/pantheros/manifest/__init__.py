@@ -17,6 +17,7 @@ from typing import Any
 import pantheros
 from pantheros import files
 from pantheros.errors import ManifestError, UsageError
+from pantheros.manifest import verdicts
 from pantheros.manifest.models import Manifest, Role, build, owning_mount
 from pantheros.manifest.schema import child_path, first_violation, show
 
@@ -98,9 +99,11 @@ def load_document(doc: Any, source: str = "<manifest>") -> Manifest:
             f"unsupported manifest version {show(doc['version'])} (this panther reads version "
             f"{SUPPORTED_VERSION})",
         )
-    violation = first_violation(doc, schema())
-    if violation is not None:
-        raise ManifestError(source, violation.path, violation.reason)
+    if not verdicts.passed(doc, schema()):
+        violation = first_violation(doc, schema())
+        if violation is not None:
+            raise ManifestError(source, violation.path, violation.reason)
+        verdicts.record(doc, schema())
     _check_text(doc, "$", source)
     _check_semantics(doc, source)
     return build(doc, source)
