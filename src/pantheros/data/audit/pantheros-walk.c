@@ -18,10 +18,10 @@
  * with O_NOFOLLOW); the capability attribute is read from the executable itself, opened there.
  *
  * Every directory is read by whichever thread reaches it; a thread that sees another waiting
- * (and no task queued for it yet) hands it the entries not yet judged of the outermost
- * directory it holds that has any, with a duplicate of its descriptor (share()): the largest
- * part of what it has left, so that threads seldom wait (about 60 waits in a walk of /, where
- * handing over each directory as it was found made a thousand).
+ * (and no task queued for it yet) hands it the later half of the entries not yet judged of the
+ * outermost directory it holds that has two or more, with a duplicate of its descriptor
+ * (share()): a large part of what it has left, so that threads seldom wait (about 60 waits in
+ * a walk of /, where handing over each directory as it was found made a thousand).
  *
  * The walk is iterative: a thread keeps one path buffer and a stack of open directories, each
  * with the part of its entries not yet judged (read 4 KiB at a time below DEEP levels), so
@@ -294,28 +294,34 @@ static int refill(struct walker *w) {
     return 1;
 }
 
-/* To each thread that waits with nothing queued for it: the entries not yet judged of the
- * outermost directory on the stack that has any (the directory stays this thread's to read
- * on). */
+/* To each thread that waits with nothing queued for it: the later half of the entries not yet
+ * judged of the outermost directory on the stack that has two or more (the directory stays this
+ * thread's to read on). Half, not all: a thread given everything that is left would give it
+ * all on again at its next entry when others wait, one entry of progress per handing over. */
 static void share(struct walker *w) {
     pthread_mutex_lock(&lock);
     for (size_t i = 0; queued < (size_t)waiting && i < w->depth; i++) {
         struct frame *f = &w->stack[i];
-        if (f->dents == NULL || f->at >= f->len)
+        if (f->dents == NULL)
             continue;
+        long half = f->at + (f->len - f->at) / 2, cut = f->at;
+        while (cut < half) /* the first entry that starts at or past the middle */
+            cut += ((const struct linux_dirent64 *)(f->dents + cut))->d_reclen;
+        if (cut <= f->at || cut >= f->len)
+            continue; /* fewer than two entries left here */
         int twin = fcntl(f->fd, F_DUPFD_CLOEXEC, 0);
         if (twin < 0) {
             if (errno == EMFILE || errno == ENFILE)
                 error(w->o, w->path, f->plen, errno);
             break;
         }
-        long rest = f->len - f->at;
+        long rest = f->len - cut;
         char *dents = malloc(rest);
         char *path = strndup(w->path, f->plen);
         if (dents == NULL || path == NULL)
             no_memory();
-        memcpy(dents, f->dents + f->at, rest);
-        f->len = f->at;
+        memcpy(dents, f->dents + cut, rest);
+        f->len = cut;
         queue = grow(queue, queued + 1, &queue_cap, sizeof *queue);
         queue[queued++] = (struct task){twin, path, dents, rest};
         pthread_cond_signal(&wake);
