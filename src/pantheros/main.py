@@ -16,25 +16,37 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 
+ELSEWHERE = ("--root", "--lab", "--help")  # the audit's options that make it no walk of /
+
+
 def audits_this_machine(words: Sequence[str]) -> bool:
     """Whether the command line is `panther audit` of the running machine (no --root, no
-    --lab; nor only its help)."""
-    return words[:1] == ["audit"] and not any(
-        word.startswith(("--root", "--lab", "-h", "--help")) for word in words[1:]
-    )
+    --lab, nor an abbreviation argparse takes for one; nor only its help)."""
+    if words[:1] != ["audit"]:
+        return False
+    for word in words[1:]:
+        name = word.partition("=")[0]
+        if word.startswith("-h") or (
+            name.startswith("--") and any(option.startswith(name) for option in ELSEWHERE)
+        ):
+            return False
+    return True
 
 
 def main() -> int:
-    if not audits_this_machine(sys.argv[1:]):
-        from pantheros.cli import main as run
+    audit = audits_this_machine(sys.argv[1:])
+    if audit:
+        from pantheros.audit import walkstart
 
-        return run()
-    from pantheros.audit import walkstart
+        walkstart.ahead()
+    # A SIGCHLD inherited as ignored lets the kernel reap every child unseen: each command's
+    # status would be lost (subprocess then calls it 0). Reset before any child can end.
+    import signal
 
-    walkstart.ahead()
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     from pantheros.cli import main as run
 
-    return _exit(run())
+    return _exit(run()) if audit else run()
 
 
 def _exit(code: int) -> int:
@@ -51,7 +63,8 @@ def _exit(code: int) -> int:
         atexit._run_exitfuncs()
         for stream in (sys.stdout, sys.stderr):
             try:
-                if not stream.closed:  # stderr, closed when the reader of stdout went away
+                # None: closed when panther started; closed: stderr, when stdout's reader left
+                if stream is not None and not stream.closed:
                     stream.flush()
             except OSError:
                 code = 120

@@ -13,12 +13,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import select
 import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,7 +32,7 @@ from pantheros.audit.system import System
 from pantheros.main import audits_this_machine
 from pantheros.storage import mounts
 from tests.audit.findwalk import find_walk
-from tests.helpers import panther
+from tests.helpers import REPO, panther
 
 pytestmark = pytest.mark.root
 
@@ -391,6 +393,75 @@ def test_the_audit_ends_its_walk_and_writes_its_report_whole_as_it_exits(tmp_pat
     assert _walkers_running(walker) == []
 
 
+def test_the_walker_runs_by_its_resolved_path_with_nothing_inherited(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run by the path that was checked (a symlink on the way could be swapped after the
+    check), with no descriptor of panther's but 0-2, an environment posix_spawn refuses
+    cleaned, and its output on descriptors above 2 when panther started with 0 closed."""
+    safe = tmp_path / "safe"
+    safe.mkdir(mode=0o700)
+    shutil.copy(inventory.walker(), safe / walkstart.WALKER)
+    (tmp_path / "link").symlink_to(safe)
+    monkeypatch.setenv(walkstart.WALKER_ENV, str(tmp_path / "link" / walkstart.WALKER))
+    monkeypatch.setitem(os.environ._data, b"", b"nameless")  # type: ignore[attr-defined]
+    root = _two_halves(tmp_path)
+    walk = inventory.Walk(str(root), [str(root / "usr")], frozenset(), 2)
+    assert walk.native is not None
+    assert isinstance(walk.native.find, walkstart.Child)
+    assert walk.native.find.argv[0] == str(safe / walkstart.WALKER)
+    assert walk.result().suid == ["/usr/d0/s", "/usr/d1/s", "/usr/top-level"]
+    read, write = os.pipe()
+    os.set_inheritable(write, True)
+    try:
+        child = walkstart.Child([str(safe / walkstart.WALKER), "-j", "1", "--", "/usr"])
+    finally:
+        os.close(write)
+    # The pipe ends (EOF) when every holder of its write end has closed it.
+    ended, _, _ = select.select([read], [], [], 10)
+    os.close(read)
+    running = os.waitpid(child.pid, os.WNOHANG) == (0, 0)
+    child.stop()
+    assert ended
+    if not running:
+        pytest.skip("the walk of /usr ended before the pipe could tell who held it")
+
+
+def test_an_audit_with_stdin_closed_or_sigchld_ignored_keeps_its_walker() -> None:
+    """Its output is not /dev/null (0 closed: the lowest descriptor), and its status is not
+    lost to a SIGCHLD ignored by whoever started panther (the kernel would reap it unseen)."""
+    quiet = "import signal, os, sys; signal.signal(signal.SIGCHLD, signal.SIG_IGN); "
+    for prefix in ("exec 0<&- && exec", None):
+        if prefix is None:
+            argv = [sys.executable, "-c", quiet + "os.execv(sys.executable, sys.argv[1:])"]
+        else:
+            argv = ["sh", "-c", f'{prefix} "$@"', "sh"]
+        argv += [sys.executable, "-m", "pantheros", "audit", "--json"]
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
+        assert proc.returncode in (0, 1), proc.stderr
+        assert json.loads(proc.stdout)["findings"]
+        assert "the file walk ran find" not in proc.stderr, (prefix, proc.stderr)
+
+
+def test_an_interrupted_audit_leaves_no_walker(tmp_path: Path) -> None:
+    walker = tmp_path / "walker" / walkstart.WALKER
+    walker.parent.mkdir(mode=0o700)
+    shutil.copy(inventory.walker(), walker)
+    env = {**os.environ, walkstart.WALKER_ENV: str(walker), "PYTHONPATH": str(REPO / "src")}
+    for delay in (0.05, 0.15):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pantheros", "audit", "--json"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        time.sleep(delay)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+        assert _walkers_running(walker) == []
+
+
 def test_no_walk_starts_ahead_with_a_walker_that_is_not_safe_to_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -429,6 +500,11 @@ def test_the_audit_of_this_machine_finds_the_same_with_the_walker_and_with_find(
         (["audit", "--lab", "/var/lib/lab"], False),
         (["audit", "--help"], False),
         (["-v", "audit"], False),  # not recognised: the audit then starts its walk itself
+        (["audit", "--ro", "/mnt"], False),  # argparse takes abbreviations
+        (["audit", "--roo=/mnt"], False),
+        (["audit", "--la", "/var/lib/lab"], False),
+        (["audit", "--he"], False),
+        (["audit", "--le", "strict"], True),  # --level
         (["roots", "list"], False),
         ([], False),
     ],

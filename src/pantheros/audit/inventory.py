@@ -100,10 +100,10 @@ def walker() -> Path:
             )
 
         native.build_once(Path(program).parent, build, walkstart.WALKER)
-    why = walkstart.unsafe(program)
+    real, why = walkstart.checked(program)
     if why is not None:
         raise Refused(why)
-    return Path(program)
+    return Path(real)
 
 
 @dataclass
@@ -159,6 +159,8 @@ class Walk:
                 self.found.how = str(exc)
             except OSError as exc:  # the cache could not be made, or the walker not started
                 self.found.how = f"{exc.filename or walkstart.WALKER}: {exc.strerror}"
+            except ValueError as exc:  # an environment posix_spawn refuses
+                self.found.how = f"{walkstart.WALKER} not started: {exc}"
         if early is not None:
             early.stop()
         if self.native is None:
@@ -270,7 +272,13 @@ class Walk:
                         self._finding(record[:1], os.fsdecode(record[2:]))
                 return self.found.sorted()
             # Killed, out of descriptors, or failed: what it printed is not all there is.
-            why = "out of file descriptors" if code == OUT_OF_FDS else f"exit status {code}"
+            why = (
+                "out of file descriptors"
+                if code == OUT_OF_FDS
+                else "its exit status was lost: SIGCHLD is ignored"
+                if code == walkstart.LOST
+                else f"exit status {code}"
+            )
             self.found.how = f"{walkstart.WALKER} did not finish ({message or why})"
             self._start_find()
         for lane in self.lanes:

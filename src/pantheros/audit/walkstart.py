@@ -80,14 +80,16 @@ def located() -> tuple[str, bool]:
     return os.path.join(built, WALKER), False
 
 
-def unsafe(program: str) -> str | None:
-    """Why the walker at program may not be run as root (it or its directory writable by
-    another user, ...), or None."""
-    for part in (os.path.dirname(program), program):
+def checked(program: str) -> tuple[str, str | None]:
+    """The walker's resolved path, which is what is run, and why it may not be run as root (it
+    or a directory above it writable by another user, ...) or None. Run by its resolved path:
+    a symlink on the way to it, in a directory a user owns, could be swapped after the check."""
+    real = os.path.realpath(program)
+    for part in (os.path.dirname(real), real):
         why = native.unsafe_part(part)
         if why is not None:
-            return f"will not run {program}: {why}"
-    return None
+            return real, f"will not run {program}: {why}"
+    return real, None
 
 
 def argv(program: str, threads: int, tops: list[str], pruned: frozenset[str]) -> list[str]:
@@ -97,40 +99,55 @@ def argv(program: str, threads: int, tops: list[str], pruned: frozenset[str]) ->
     return [*words, "--", *tops]
 
 
+LOST = 255  # Child.wait's answer when the status was lost (SIGCHLD ignored: reaped unseen)
+
+
 class Child:
     """The walker, running: its output goes to files in memory (a pipe nobody reads until the
-    other checks are done would stop it). wait() and kill() as subprocess.Popen's."""
+    other checks are done would stop it). wait() and kill() as subprocess.Popen's; a child
+    still running when panther exits is stopped then (_live)."""
 
     def __init__(self, words: list[str]) -> None:
         self.argv = words
-        self.out: IO[bytes] = open(os.memfd_create(WALKER), "rb")  # noqa: SIM115 - stop() closes
-        self.err: IO[bytes] = open(os.memfd_create(WALKER), "rb")  # noqa: SIM115 - stop() closes
+        self.out: IO[bytes] = _memory_file()
+        self.err: IO[bytes] = _memory_file()
         self.returncode: int | None = None
+        # Not an environment entry without a name ("=x"): posix_spawn refuses it.
+        env = {key: value for key, value in os.environ.items() if key}
         try:
             self.pid = os.posix_spawn(
                 words[0],
                 words,
-                os.environ,
+                env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
                     (os.POSIX_SPAWN_DUP2, self.out.fileno(), 1),
                     (os.POSIX_SPAWN_DUP2, self.err.fileno(), 2),
                 ],
             )
-        except OSError:
+        except (OSError, ValueError):
             self.out.close()
             self.err.close()
             raise
+        _live.add(self)
 
     def wait(self) -> int:
         if self.returncode is None:
-            _, status = os.waitpid(self.pid, 0)
-            self.returncode = os.waitstatus_to_exitcode(status)
+            try:
+                _, status = os.waitpid(self.pid, 0)
+            except ChildProcessError:  # reaped by the kernel unseen: how it ended is lost
+                self.returncode = LOST
+            else:
+                self.returncode = os.waitstatus_to_exitcode(status)
+            _live.discard(self)
         return self.returncode
 
     def kill(self) -> None:
         if self.returncode is None:  # never a pid reaped, and perhaps reused since
-            os.kill(self.pid, 9)
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:  # reaped unseen (SIGCHLD was ignored)
+                self.wait()
 
     def stop(self) -> None:
         """Ended unread: killed, waited for, its files closed."""
@@ -138,6 +155,22 @@ class Child:
         self.wait()
         self.out.close()
         self.err.close()
+
+
+def _memory_file() -> IO[bytes]:
+    """A file in memory, on a descriptor above 2: with one of 0-2 closed when panther started,
+    the lowest free descriptor would be one the spawn overwrites with another."""
+    import fcntl
+
+    fd = os.memfd_create(WALKER)
+    try:
+        high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    finally:
+        os.close(fd)
+    return open(high, "rb")
+
+
+_live: set[Child] = set()  # started and not yet waited for
 
 
 # The walk of this machine started ahead, until inventory takes it or the process ends.
@@ -153,14 +186,13 @@ def ahead() -> None:
     if _ahead is not None:
         return
     try:
-        program, _ = located()
-        if not os.access(program, os.X_OK) or unsafe(program) is not None:
+        program, why = checked(located()[0])
+        if why is not None or not os.access(program, os.X_OK):
             return
         tops, pruned = plan("/")
         _ahead = Child(argv(program, default_threads(), tops, frozenset(pruned)))
-    except OSError:
+    except (OSError, ValueError):
         return  # the audit meets the same trouble where it can say so
-    atexit.register(_drop)
 
 
 def take() -> Child | None:
@@ -170,7 +202,10 @@ def take() -> Child | None:
     return child
 
 
-def _drop() -> None:
-    child = take()
-    if child is not None:
+@atexit.register
+def _stop_all() -> None:
+    """At exit: every walker still running stopped (one started ahead and never taken, one an
+    interrupted audit had taken over)."""
+    take()
+    for child in list(_live):
         child.stop()

@@ -120,14 +120,17 @@ def source_dir() -> Path:
 
 
 def _checked(directory: Path) -> Path:
-    for name in (directory, directory / SCRIPT, directory / HELPER):
+    """The directory resolved, as checked: what is run is named by it, so that a symlink on
+    the way to it, in a directory a user owns, cannot be swapped after the check."""
+    real = Path(os.path.realpath(directory))
+    for name in (real, real / SCRIPT, real / HELPER):
         why = native.unsafe_part(name)
         if why is not None:
             raise Refused(
                 f"will not run the boot step from {directory}: {why} (remove it, or set "
                 "PANTHER_CACHE_DIR to a directory only root can write)"
             )
-    return directory
+    return real
 
 
 def artifact_dir() -> Path:

@@ -57,6 +57,9 @@
 #ifndef SYS_getxattrat
 #define SYS_getxattrat 464 /* the same number on every architecture (Linux 6.13) */
 #endif
+#ifndef SYS_close_range
+#define SYS_close_range 436 /* the same number on every architecture (Linux 5.9) */
+#endif
 
 struct linux_dirent64 {
     uint64_t d_ino;
@@ -418,7 +421,20 @@ static int usage(void) {
     return 2;
 }
 
+/* Only what it opens itself: a spawn passes on every descriptor its parent left inheritable
+ * (posix_spawn closes none), and one of those held by a walker would outlive panther. */
+static void close_inherited(void) {
+    if (syscall(SYS_close_range, 3, ~0U, 0) == 0)
+        return;
+    struct rlimit fds; /* kernels before 5.9 */
+    long top = getrlimit(RLIMIT_NOFILE, &fds) == 0 && fds.rlim_cur < 65536 ? (long)fds.rlim_cur
+                                                                            : 65536;
+    for (long fd = 3; fd < top; fd++)
+        close((int)fd);
+}
+
 int main(int argc, char **argv) {
+    close_inherited();
     int threads = 1, i = 1;
     pruned = calloc(argc, sizeof *pruned);
     for (; i < argc && argv[i][0] == '-'; i++) {
