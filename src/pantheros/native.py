@@ -54,6 +54,18 @@ def unsafe_part(path: str | Path) -> str | None:
         part = os.path.dirname(part)
 
 
+def checked(directory: str | Path, *names: str) -> tuple[str, str | None]:
+    """The directory resolved, and why it or a name in it cannot be run as root (None: each
+    can). What is run is named by the resolved directory, as checked: a symlink on the way to
+    it, in a directory a user owns, could be swapped after the check."""
+    real = os.path.realpath(directory)
+    for part in (real, *(os.path.join(real, name) for name in names)):
+        why = unsafe_part(part)
+        if why is not None:
+            return real, why
+    return real, None
+
+
 def digest(*sources: str | Path) -> str:
     """The cache key of what is built from these files."""
     import hashlib

@@ -53,6 +53,10 @@ from pantheros.errors import PantherError, Refused, ToolMissing
 
 SETID = stat.S_ISUID | stat.S_ISGID
 OUT_OF_FDS = 3  # the walker's exit status when a tree was deeper than its descriptors
+_ENDED = {
+    OUT_OF_FDS: "out of file descriptors",
+    walkstart.LOST: "its exit status was lost: SIGCHLD is ignored",
+}
 
 Directory = tuple[str, int]  # full path, and its link count: on most file systems 2 + subdirs
 
@@ -146,13 +150,10 @@ class Walk:
             try:
                 threads = lanes or walkstart.default_threads()
                 words = walkstart.argv(str(walker()), threads, tops, pruned)
-                if early is not None and self.cut == 0 and early.argv == words:
-                    child, early = early, None
-                else:
-                    if early is not None:  # not this walk: it stops before this one starts
-                        early.stop()
-                        early = None
-                    child = walkstart.Child(words)
+                if early is not None and (self.cut, early.argv) != (0, words):
+                    early.stop()  # not this walk: it stops before this one starts
+                    early = None
+                child, early = early or walkstart.Child(words), None
                 process.started(words)
                 self.native = _Lane(child, child.out, child.err, tops)
             except PantherError as exc:
@@ -272,13 +273,7 @@ class Walk:
                         self._finding(record[:1], os.fsdecode(record[2:]))
                 return self.found.sorted()
             # Killed, out of descriptors, or failed: what it printed is not all there is.
-            why = (
-                "out of file descriptors"
-                if code == OUT_OF_FDS
-                else "its exit status was lost: SIGCHLD is ignored"
-                if code == walkstart.LOST
-                else f"exit status {code}"
-            )
+            why = _ENDED.get(code, f"exit status {code}")
             self.found.how = f"{walkstart.WALKER} did not finish ({message or why})"
             self._start_find()
         for lane in self.lanes:

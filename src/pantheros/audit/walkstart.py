@@ -81,15 +81,11 @@ def located() -> tuple[str, bool]:
 
 
 def checked(program: str) -> tuple[str, str | None]:
-    """The walker's resolved path, which is what is run, and why it may not be run as root (it
-    or a directory above it writable by another user, ...) or None. Run by its resolved path:
-    a symlink on the way to it, in a directory a user owns, could be swapped after the check."""
-    real = os.path.realpath(program)
-    for part in (os.path.dirname(real), real):
-        why = native.unsafe_part(part)
-        if why is not None:
-            return real, f"will not run {program}: {why}"
-    return real, None
+    """The walker's path as it is run (its directory resolved, native.checked), and why it may
+    not be run as root or None."""
+    directory, why = native.checked(os.path.dirname(program), os.path.basename(program))
+    real = os.path.join(directory, os.path.basename(program))
+    return real, None if why is None else f"will not run {program}: {why}"
 
 
 def argv(program: str, threads: int, tops: list[str], pruned: frozenset[str]) -> list[str]:

@@ -120,17 +120,14 @@ def source_dir() -> Path:
 
 
 def _checked(directory: Path) -> Path:
-    """The directory resolved, as checked: what is run is named by it, so that a symlink on
-    the way to it, in a directory a user owns, cannot be swapped after the check."""
-    real = Path(os.path.realpath(directory))
-    for name in (real, real / SCRIPT, real / HELPER):
-        why = native.unsafe_part(name)
-        if why is not None:
-            raise Refused(
-                f"will not run the boot step from {directory}: {why} (remove it, or set "
-                "PANTHER_CACHE_DIR to a directory only root can write)"
-            )
-    return real
+    """The directory resolved, as checked (native.checked): what is run is named by it."""
+    real, why = native.checked(directory, SCRIPT, HELPER)
+    if why is not None:
+        raise Refused(
+            f"will not run the boot step from {directory}: {why} (remove it, or set "
+            "PANTHER_CACHE_DIR to a directory only root can write)"
+        )
+    return Path(real)
 
 
 def artifact_dir() -> Path:
